@@ -1,0 +1,296 @@
+//! Model and training configuration, with documented defaults.
+//!
+//! Two plain structs, no builder: [`ModelConfig`] fixes the shapes of the network,
+//! [`TrainConfig`] everything about how it is trained. The defaults are nanoGPT's
+//! `shakespeare_char` CPU configuration (L=4, H=4, C=128, T=64, B=12, AdamW lr 1e-3).
+//! Both serialise to JSON: a run directory's `config.json` is one [`TrainConfig`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::collective::Algorithm;
+use crate::Error;
+
+/// The shape of the GPT: everything needed to lay out its parameters.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    /// V: number of distinct tokens (characters of the corpus).
+    pub vocab_size: usize,
+    /// T: the longest context the model sees (positions in `wpe`).
+    pub block_size: usize,
+    /// L: number of transformer blocks.
+    pub n_layer: usize,
+    /// H: attention heads per block; must divide `n_embd`.
+    pub n_head: usize,
+    /// C: channels of the residual stream.
+    pub n_embd: usize,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            vocab_size: 65,
+            block_size: 64,
+            n_layer: 4,
+            n_head: 4,
+            n_embd: 128,
+        }
+    }
+}
+
+impl ModelConfig {
+    /// Channels per head, C / H.
+    pub fn head_size(&self) -> usize {
+        self.n_embd / self.n_head
+    }
+
+    /// Number of parameters (the head is tied to `wte` and not counted twice).
+    ///
+    /// ```
+    /// let cfg = nanodist::config::ModelConfig::default();
+    /// assert_eq!(cfg.num_params(), 804_096);
+    /// ```
+    pub fn num_params(&self) -> usize {
+        let (v, t, c) = (self.vocab_size, self.block_size, self.n_embd);
+        // per block: ln_1 (C) + c_attn (3C*C) + c_proj (C*C) + ln_2 (C) + c_fc (4C*C) + mlp.c_proj (C*4C)
+        let block = 2 * c + 12 * c * c;
+        v * c + t * c + self.n_layer * block + c
+    }
+
+    /// Model FLOPs of one training step (forward + backward) for `tokens` tokens.
+    ///
+    /// The usual 6 * params * tokens for the matrix products (2 forward, 4 backward),
+    /// with the embedding tables counted through the tied head's V*C product only,
+    /// plus attention's two T*T products per layer (again x3 for the backward).
+    pub fn flops_per_step(&self, tokens: usize) -> f64 {
+        let (v, t, c, l) = (
+            self.vocab_size as f64,
+            self.block_size as f64,
+            self.n_embd as f64,
+            self.n_layer as f64,
+        );
+        let matmul_params = l * 12.0 * c * c + v * c;
+        let attention = l * 2.0 * 2.0 * t * c / 2.0; // causal: half of the T*T scores, per token
+        (6.0 * matmul_params + 3.0 * attention) * tokens as f64
+    }
+
+    /// Checks the shape; every problem comes back as a one-line error.
+    pub fn validate(&self) -> Result<(), Error> {
+        let sizes = [
+            ("--block", self.block_size),
+            ("--layers", self.n_layer),
+            ("--heads", self.n_head),
+            ("--embd", self.n_embd),
+        ];
+        for (flag, value) in sizes {
+            if value == 0 {
+                return Err(Error::Config(format!("{flag} must be at least 1")));
+            }
+        }
+        if self.vocab_size == 0 {
+            return Err(Error::Config("the vocabulary is empty".into()));
+        }
+        if self.n_embd % self.n_head != 0 {
+            return Err(Error::Config(format!(
+                "--heads {} does not divide --embd {}: pick heads that divide the channels (e.g. --heads {})",
+                self.n_head,
+                self.n_embd,
+                largest_divisor_at_most(self.n_embd, self.n_head)
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn largest_divisor_at_most(n: usize, k: usize) -> usize {
+    (1..=k.min(n)).rev().find(|d| n % d == 0).unwrap_or(1)
+}
+
+/// Everything about one training run. `config.json` in a run directory is this struct.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// `tales` (the built-in generated corpus) or the path of a UTF-8 text file.
+    pub data: String,
+    /// The model's shape. `vocab_size` is filled in from the corpus.
+    pub model: ModelConfig,
+    /// N: worker threads, each with a full replica of the model.
+    pub workers: usize,
+    /// Total optimizer steps of the run.
+    pub steps: usize,
+    /// B: the GLOBAL batch in sequences per optimizer step, for any number of workers.
+    pub batch: usize,
+    /// K: micro-batches per worker per step; gradients are synchronised after the last.
+    pub accum: usize,
+    /// Peak learning rate, reached after `warmup` steps.
+    pub lr: f32,
+    /// The learning rate at the end of the cosine decay (nanoGPT: lr / 10).
+    pub min_lr: f32,
+    /// Linear warm-up steps.
+    pub warmup: usize,
+    /// AdamW decoupled weight decay, applied to matrices only.
+    pub weight_decay: f32,
+    /// AdamW first-moment decay.
+    pub beta1: f32,
+    /// AdamW second-moment decay.
+    pub beta2: f32,
+    /// AdamW epsilon.
+    pub eps: f32,
+    /// Clip the global gradient norm to this value (0 turns clipping off).
+    pub grad_clip: f32,
+    /// Seeds the initial weights, the batch sampler and the built-in corpus.
+    pub seed: u64,
+    /// Which all-reduce algorithm synchronises the gradients.
+    pub allreduce: Algorithm,
+    /// S: gradients go out in buckets of this many KiB (0: one bucket for everything).
+    pub bucket_kb: usize,
+    /// Start each bucket's all-reduce while backward is still running.
+    pub overlap: bool,
+    /// Bit-identical final parameters for any worker count, algorithm and bucket size.
+    pub deterministic: bool,
+    /// Evaluate the validation loss every this many steps (0: only at the end).
+    pub eval_every: usize,
+    /// Validation windows used by the periodic evaluations (the final one uses all).
+    pub eval_windows: usize,
+    /// Save a checkpoint every this many steps (0: only at the end).
+    pub checkpoint_every: usize,
+    /// Compare the replicas' parameter hashes every this many steps (0: never).
+    pub check_replicas: usize,
+    /// `(worker, ms)`: that worker sleeps this long every step.
+    pub straggler: Option<(usize, u64)>,
+    /// `(worker, step)`: that worker panics at this step.
+    pub fault: Option<(usize, usize)>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            data: "tales".into(),
+            model: ModelConfig::default(),
+            workers: 1,
+            steps: 2000,
+            batch: 12,
+            accum: 1,
+            lr: 1e-3,
+            min_lr: 1e-4,
+            warmup: 100,
+            weight_decay: 0.1,
+            beta1: 0.9,
+            beta2: 0.99,
+            eps: 1e-8,
+            grad_clip: 1.0,
+            seed: 1337,
+            allreduce: Algorithm::Shared,
+            bucket_kb: 0,
+            overlap: false,
+            deterministic: false,
+            eval_every: 250,
+            eval_windows: 200,
+            checkpoint_every: 0,
+            check_replicas: 0,
+            straggler: None,
+            fault: None,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Sequences each worker processes per micro-batch: B / (N * K).
+    pub fn micro_batch(&self) -> usize {
+        self.batch / (self.workers * self.accum)
+    }
+
+    /// Tokens (predicted characters) per optimizer step: B * T.
+    pub fn tokens_per_step(&self) -> usize {
+        self.batch * self.model.block_size
+    }
+
+    /// Checks everything that does not depend on the corpus.
+    pub fn validate(&self) -> Result<(), Error> {
+        self.model.validate()?;
+        let cfg = |msg: String| Err(Error::Config(msg));
+        if self.workers == 0 {
+            return cfg("--workers must be at least 1".into());
+        }
+        if self.steps == 0 {
+            return cfg("--steps must be at least 1".into());
+        }
+        if self.batch == 0 {
+            return cfg("--batch must be at least 1".into());
+        }
+        if self.accum == 0 {
+            return cfg("--accum must be at least 1".into());
+        }
+        let split = self.workers * self.accum;
+        if self.batch % split != 0 {
+            return cfg(format!(
+                "--batch {} does not divide among {} workers x {} accumulation steps: use a batch that is a multiple of {}",
+                self.batch, self.workers, self.accum, split
+            ));
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return cfg(format!("--lr {} must be a positive number", self.lr));
+        }
+        if let Some((w, _)) = self.straggler {
+            if w >= self.workers {
+                return cfg(format!(
+                    "--straggler names worker {w}, but workers are numbered 0..{}",
+                    self.workers - 1
+                ));
+            }
+        }
+        if let Some((w, _)) = self.fault {
+            if w >= self.workers {
+                return cfg(format!(
+                    "--fault names worker {w}, but workers are numbered 0..{}",
+                    self.workers - 1
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_model_has_nanogpt_parameter_count() {
+        // V=65 (Tiny Shakespeare): 65*128 + 64*128 + 4*(2*128 + 12*128*128) + 128
+        assert_eq!(ModelConfig::default().num_params(), 804_096);
+    }
+
+    #[test]
+    fn default_step_is_about_3_8_gflop() {
+        let cfg = ModelConfig::default();
+        let gflop = cfg.flops_per_step(12 * 64) / 1e9;
+        assert!((3.6..4.0).contains(&gflop), "{gflop}");
+    }
+
+    #[test]
+    fn batch_must_divide_among_workers_and_accumulation() {
+        let mut c = TrainConfig {
+            workers: 5,
+            ..TrainConfig::default()
+        };
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("does not divide"), "{err}");
+        c.workers = 4;
+        c.accum = 3;
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn heads_must_divide_channels() {
+        let mut c = ModelConfig {
+            n_head: 5,
+            ..ModelConfig::default()
+        };
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("--heads 5 does not divide --embd 128"),
+            "{err}"
+        );
+        c.n_head = 8;
+        assert!(c.validate().is_ok());
+    }
+}
