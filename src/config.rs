@@ -86,6 +86,17 @@ impl ModelConfig {
                 return Err(Error::Config(format!("{flag} must be at least 1")));
             }
         }
+        for (flag, value, max) in [
+            ("--block", self.block_size, 1 << 16),
+            ("--layers", self.n_layer, 1 << 12),
+            ("--embd", self.n_embd, 1 << 16),
+        ] {
+            if value > max {
+                return Err(Error::Config(format!(
+                    "{flag} {value} is larger than nanodist supports ({max}): use a smaller value"
+                )));
+            }
+        }
         if self.vocab_size == 0 {
             return Err(Error::Config("the vocabulary is empty".into()));
         }
@@ -249,6 +260,51 @@ impl TrainConfig {
     }
 }
 
+/// Bytes a run would hold in memory, estimated before anything is allocated.
+///
+/// Per worker: parameters, gradients and the two AdamW moments (4 x 4 bytes per
+/// parameter, plus 8 for the fixed-point sum in deterministic mode), and the
+/// activations kept for backward: per token and layer about 18 C floats (layernorm
+/// outputs, q/k/v, attention output, the 4C-wide MLP twice, residuals) plus the
+/// H x T attention probabilities; per token 2 V floats of logits and probabilities.
+pub fn memory_estimate(cfg: &TrainConfig) -> f64 {
+    let m = &cfg.model;
+    let (c, t, l, h, v) = (
+        m.n_embd as f64,
+        m.block_size as f64,
+        m.n_layer as f64,
+        m.n_head as f64,
+        m.vocab_size as f64,
+    );
+    let params = l * (12.0 * c * c + 2.0 * c) + (v + t + 1.0) * c;
+    let per_token = l * (18.0 * c + 2.0 * h * t) + 2.0 * v + 4.0 * c;
+    let rows = (cfg.batch / cfg.workers.max(1)).max(1) as f64;
+    let state = params * if cfg.deterministic { 24.0 } else { 16.0 };
+    let activations = 2.0 * rows * t * per_token * 4.0; // training + evaluation workspaces
+    cfg.workers as f64 * (state + activations)
+}
+
+/// Refuses a run whose estimated memory exceeds 80% of what the machine has available.
+pub fn check_memory(cfg: &TrainConfig) -> Result<(), Error> {
+    let need = memory_estimate(cfg);
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let available = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kb| kb * 1024.0);
+    let gib = |b: f64| b / (1u64 << 30) as f64;
+    match available {
+        Some(avail) if need > 0.8 * avail => Err(Error::Config(format!(
+            "this run would need about {:.1} GiB ({:.1} GiB per worker) but {:.1} GiB is available: use a smaller --embd, --layers, --block or --batch, or fewer --workers",
+            gib(need),
+            gib(need / cfg.workers.max(1) as f64),
+            gib(avail)
+        ))),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,6 +333,20 @@ mod tests {
         c.workers = 4;
         c.accum = 3;
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn huge_models_are_refused_before_allocating() {
+        let mut c = TrainConfig::default();
+        assert!(check_memory(&c).is_ok());
+        let small = memory_estimate(&c);
+        assert!(small > 10e6 && small < 200e6, "{small}");
+        c.model.n_embd = 32_768;
+        c.model.n_layer = 64;
+        let err = check_memory(&c).unwrap_err().to_string();
+        assert!(err.contains("GiB") && err.contains("--embd"), "{err}");
+        c.model.n_embd = 1 << 20;
+        assert!(c.validate().is_err());
     }
 
     #[test]

@@ -25,9 +25,12 @@ pub enum Error {
         /// What the operating system said.
         source: std::io::Error,
     },
-    /// A worker failed (panicked, hit a NaN, or lost its peers) and the run stopped.
+    /// A worker failed (panicked, hit a NaN, replicas diverged) and the run stopped.
     #[error("{0}")]
     Worker(String),
+    /// A worker stopped because a peer left the group: a consequence, not a cause.
+    #[error("{0}")]
+    Peer(String),
 }
 
 impl Error {

@@ -1,3 +1,378 @@
-fn main() {
-    println!("nanodist: under construction");
+//! The `nanodist` command line: train | sample | allreduce | bench.
+//!
+//! `nanodist` alone trains with the defaults: the built-in corpus, one worker per core.
+//! Every failure ends as one line on stderr and exit status 1.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use nanodist::collective::bench::AllreduceArgs;
+use nanodist::collective::Algorithm;
+use nanodist::config::TrainConfig;
+use nanodist::report::{summary_table, thousands};
+use nanodist::{bench, checkpoint, data, optim, sample, train, Error};
+
+#[derive(Parser)]
+#[command(
+    name = "nanodist",
+    version,
+    about = "Train a tiny GPT with data-parallel worker threads, and see every collective step.",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    train: TrainArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a model (the default when no subcommand is given).
+    Train(TrainArgs),
+    /// Generate text from a trained run.
+    Sample(SampleArgs),
+    /// Time the all-reduce algorithms.
+    Allreduce(AllreduceArgs),
+    /// Measure thread scaling: tokens/s, efficiency and the time split per worker count.
+    Bench(bench::BenchArgs),
+}
+
+/// Training flags. Unset flags take the defaults of `TrainConfig` (or, with
+/// `--resume`, the values of the run being resumed).
+#[derive(Args, Debug, Default)]
+struct TrainArgs {
+    /// `tales` (built-in generated stories) or a UTF-8 text file.
+    #[arg(long, value_name = "PATH|tales")]
+    data: Option<String>,
+    /// Worker threads, each with a full replica [default: cores, as a divisor of the batch].
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
+    /// Total optimizer steps of the run [default: 2000].
+    #[arg(long, value_name = "N")]
+    steps: Option<usize>,
+    /// Global batch in sequences, split among the workers [default: 12].
+    #[arg(long, value_name = "B")]
+    batch: Option<usize>,
+    /// Context length in characters [default: 64].
+    #[arg(long, value_name = "T")]
+    block: Option<usize>,
+    /// Transformer blocks [default: 4].
+    #[arg(long, value_name = "L")]
+    layers: Option<usize>,
+    /// Attention heads [default: 4].
+    #[arg(long, value_name = "H")]
+    heads: Option<usize>,
+    /// Channels [default: 128].
+    #[arg(long, value_name = "C")]
+    embd: Option<usize>,
+    /// Peak learning rate [default: 1e-3].
+    #[arg(long, value_name = "F")]
+    lr: Option<f32>,
+    /// Micro-batches per worker per step (gradient accumulation) [default: 1].
+    #[arg(long, value_name = "K")]
+    accum: Option<usize>,
+    /// Seed for weights, batches and the built-in corpus [default: 1337].
+    #[arg(long, value_name = "N")]
+    seed: Option<u64>,
+    /// All-reduce algorithm [default: shared].
+    #[arg(long, value_enum)]
+    allreduce: Option<Algorithm>,
+    /// Gradient bucket size in KiB; 0 sends all gradients as one bucket [default: 0].
+    #[arg(long, value_name = "N")]
+    bucket_kb: Option<usize>,
+    /// Start each bucket's all-reduce while backward is still running.
+    #[arg(long)]
+    overlap: bool,
+    /// Bit-identical results for any worker count, algorithm and bucket size.
+    #[arg(long)]
+    deterministic: bool,
+    /// Validation loss every N steps (0: only at the end) [default: 250].
+    #[arg(long, value_name = "N")]
+    eval_every: Option<usize>,
+    /// Checkpoint every N steps (0: only at the end) [default: 0].
+    #[arg(long, value_name = "N")]
+    checkpoint_every: Option<usize>,
+    /// Compare the replicas' parameter hashes every K steps [default: 0, off].
+    #[arg(long, value_name = "K")]
+    check_replicas: Option<usize>,
+    /// Run directory [default: runs/<timestamp>].
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Continue the run in DIR up to --steps total, writing into DIR.
+    #[arg(long, value_name = "DIR", conflicts_with = "out")]
+    resume: Option<PathBuf>,
+    /// Worker W sleeps MS milliseconds every step.
+    #[arg(long, value_name = "W:MS", value_parser = parse_pair)]
+    straggler: Option<(usize, u64)>,
+    /// Worker W panics at step STEP.
+    #[arg(long, value_name = "W:STEP", value_parser = parse_pair)]
+    fault: Option<(usize, u64)>,
+    /// No progress bar, sample or table: just the final line.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct SampleArgs {
+    /// The run directory to load (its checkpoint.safetensors).
+    #[arg(long, value_name = "DIR")]
+    run: PathBuf,
+    /// Text to continue.
+    #[arg(long, default_value = "")]
+    prompt: String,
+    /// Characters to generate.
+    #[arg(long, default_value_t = 500)]
+    chars: usize,
+    /// Softmax temperature (0: always the likeliest char).
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f32,
+    /// Sampling seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+fn parse_pair(s: &str) -> Result<(usize, u64), String> {
+    let (a, b) = s
+        .split_once(':')
+        .ok_or_else(|| format!("'{s}' is not of the form W:N (e.g. 1:50)"))?;
+    let w = a.trim().parse().map_err(|_| format!("'{a}' is not a worker number"))?;
+    let n = b.trim().parse().map_err(|_| format!("'{b}' is not a whole number"))?;
+    Ok((w, n))
+}
+
+fn main() -> ExitCode {
+    // Injected faults are reported by the run itself, in one line: keep the default
+    // panic message (with its location) for real bugs only.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let injected = info
+            .payload()
+            .downcast_ref::<String>()
+            .is_some_and(|m| m.starts_with("injected fault"));
+        if !injected {
+            default_hook(info);
+        }
+    }));
+    let cli = Cli::parse();
+    let result = match cli.command {
+        None => run_train(cli.train),
+        Some(Command::Train(args)) => run_train(args),
+        Some(Command::Sample(args)) => run_sample(args),
+        Some(Command::Allreduce(args)) => nanodist::collective::bench::run(&args),
+        Some(Command::Bench(args)) => bench::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The largest divisor of `batch` that is at most the number of cores.
+fn default_workers(batch: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (1..=cores.min(batch.max(1))).rev().find(|w| batch % w == 0).unwrap_or(1)
+}
+
+/// Applies the flags the user gave onto `cfg`.
+fn apply(args: &TrainArgs, cfg: &mut TrainConfig) {
+    let set = |dst: &mut usize, v: Option<usize>| {
+        if let Some(v) = v {
+            *dst = v;
+        }
+    };
+    if let Some(d) = &args.data {
+        cfg.data = d.clone();
+    }
+    set(&mut cfg.workers, args.workers);
+    set(&mut cfg.steps, args.steps);
+    set(&mut cfg.batch, args.batch);
+    set(&mut cfg.model.block_size, args.block);
+    set(&mut cfg.model.n_layer, args.layers);
+    set(&mut cfg.model.n_head, args.heads);
+    set(&mut cfg.model.n_embd, args.embd);
+    set(&mut cfg.accum, args.accum);
+    set(&mut cfg.bucket_kb, args.bucket_kb);
+    set(&mut cfg.eval_every, args.eval_every);
+    set(&mut cfg.checkpoint_every, args.checkpoint_every);
+    set(&mut cfg.check_replicas, args.check_replicas);
+    if let Some(lr) = args.lr {
+        cfg.lr = lr;
+        cfg.min_lr = lr / 10.0;
+    }
+    if let Some(s) = args.seed {
+        cfg.seed = s;
+    }
+    if let Some(a) = args.allreduce {
+        cfg.allreduce = a;
+    }
+    cfg.overlap |= args.overlap;
+    cfg.deterministic |= args.deterministic;
+    cfg.straggler = args.straggler.or(cfg.straggler);
+    cfg.fault = args.fault.map(|(w, s)| (w, s as usize)).or(cfg.fault);
+}
+
+fn run_train(args: TrainArgs) -> Result<(), Error> {
+    let (cfg, corpus, init, dir) = match &args.resume {
+        Some(dir) => resume(&args, dir)?,
+        None => {
+            let mut cfg = TrainConfig {
+                workers: default_workers(args.batch.unwrap_or(12)),
+                ..TrainConfig::default()
+            };
+            apply(&args, &mut cfg);
+            cfg.validate()?;
+            let corpus = data::load(&cfg.data, cfg.seed)?;
+            cfg.model.vocab_size = corpus.vocab.len();
+            cfg.validate()?;
+            corpus.check_block(cfg.model.block_size)?;
+            nanodist::config::check_memory(&cfg)?;
+            let dir = args.out.clone().unwrap_or_else(default_out);
+            prepare_out(&dir)?;
+            let json = serde_json::to_string_pretty(&cfg).expect("config serialises");
+            checkpoint::write_atomic(&dir.join("config.json"), json.as_bytes())?;
+            let init = train::initial_state(&cfg);
+            (cfg, corpus, init, dir)
+        }
+    };
+    if !args.quiet {
+        println!(
+            "nanodist: a {:.2}M-parameter GPT on {} ({} chars, vocabulary {}{}), {} worker{}, {} steps of {} x {} chars",
+            cfg.model.num_params() as f64 / 1e6,
+            corpus.name,
+            thousands((corpus.train.len() + corpus.val.len()) as f64),
+            corpus.vocab.len(),
+            corpus.floor_nats.map_or(String::new(), |f| format!(", entropy floor {f:.3} nats/char")),
+            cfg.workers,
+            if cfg.workers == 1 { "" } else { "s" },
+            cfg.steps,
+            cfg.batch,
+            cfg.model.block_size
+        );
+        if init.start_step > 0 {
+            println!("resuming {} at step {}", dir.display(), init.start_step);
+        }
+    }
+    let opts = train::RunOptions {
+        out: Some(&dir),
+        quiet: args.quiet,
+        final_eval: true,
+    };
+    let outcome = train::train(&cfg, &corpus, init, &opts)?;
+    let s = &outcome.summary;
+    if args.quiet {
+        println!(
+            "val_loss {:.4} | {} tokens/s | param_hash {} | {}",
+            s.val_loss,
+            thousands(s.tokens_per_s),
+            s.param_hash,
+            dir.display()
+        );
+        return Ok(());
+    }
+    println!("\n{}", summary_table(s));
+    let text = sample::generate(&outcome.model, &corpus.vocab, "", 400, 0.8, cfg.seed)?;
+    println!("A sample (temperature 0.8):\n---\n{}\n---", text.trim());
+    println!(
+        "Run directory {}: summary.json, metrics.jsonl, checkpoint.safetensors,\n  trace.json (open in https://ui.perfetto.dev), loss.svg (open in a browser)",
+        dir.display()
+    );
+    println!("More text: nanodist sample --run {} --prompt \"Once\"", dir.display());
+    Ok(())
+}
+
+type Resumed = (TrainConfig, data::Corpus, nanodist::parallel::data_parallel::Init, PathBuf);
+
+fn resume(args: &TrainArgs, dir: &Path) -> Result<Resumed, Error> {
+    let ck = checkpoint::load(dir)?;
+    // Fault and straggler injection are experiments on a run, not part of it: a resumed
+    // run takes them (and --check-replicas) from this command line only.
+    let mut cfg = TrainConfig {
+        fault: None,
+        straggler: None,
+        ..ck.config.clone()
+    };
+    let mut asked = cfg.clone();
+    apply(args, &mut asked);
+    cfg.steps = asked.steps;
+    cfg.fault = asked.fault;
+    cfg.straggler = asked.straggler;
+    cfg.check_replicas = asked.check_replicas;
+    if asked != cfg {
+        return Err(Error::Config(format!(
+            "--resume {} continues that run with its own configuration: pass only --steps, --quiet, --fault, --straggler or --check-replicas, or start a new run with --out",
+            dir.display()
+        )));
+    }
+    cfg.validate()?;
+    let corpus = data::load(&cfg.data, cfg.seed)?;
+    if corpus.vocab.as_string() != ck.vocab {
+        return Err(Error::Checkpoint(format!(
+            "the corpus {} no longer has the vocabulary of the checkpoint in {} ({} chars now, {} then): resume with the same data",
+            cfg.data,
+            dir.display(),
+            corpus.vocab.len(),
+            ck.vocab.chars().count()
+        )));
+    }
+    let init = nanodist::parallel::data_parallel::Init {
+        params: ck.params,
+        adam: optim::AdamW {
+            m: ck.adam_m,
+            v: ck.adam_v,
+            t: ck.adam_t,
+        },
+        start_step: ck.step,
+    };
+    Ok((cfg, corpus, init, dir.to_path_buf()))
+}
+
+/// Creates the run directory; refuses to overwrite an earlier run.
+fn prepare_out(dir: &Path) -> Result<(), Error> {
+    if dir.join(checkpoint::FILE).exists() || dir.join("summary.json").exists() {
+        return Err(Error::Config(format!(
+            "{} already holds a run: continue it with --resume {} or choose another --out",
+            dir.display(),
+            dir.display()
+        )));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))
+}
+
+/// `runs/YYYYmmdd-HHMMSS` in UTC.
+fn default_out() -> PathBuf {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    PathBuf::from(format!(
+        "runs/{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    ))
+}
+
+fn run_sample(args: SampleArgs) -> Result<(), Error> {
+    let ck = checkpoint::load(&args.run)?;
+    let vocab = data::Vocab::from_chars(&ck.vocab)?;
+    let model = nanodist::model::Gpt::from_params(ck.config.model.clone(), ck.params);
+    let text = sample::generate(&model, &vocab, &args.prompt, args.chars, args.temperature, args.seed)?;
+    println!("{text}");
+    Ok(())
 }

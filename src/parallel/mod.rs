@@ -1,1 +1,9 @@
-//! (Placeholder: built in its own issue.)
+//! Parallel strategies: how N workers split the work of one training step.
+//!
+//! Today: synchronous data parallelism ([`data_parallel`]), with gradient buckets
+//! that can overlap backward ([`buckets`]) and an exact, order-free gradient sum for
+//! bit-identical runs ([`fixed_point`]). Later: ZeRO, local SGD, parameter servers.
+
+pub mod buckets;
+pub mod data_parallel;
+pub mod fixed_point;

@@ -1,0 +1,79 @@
+//! Data parallelism in one screen: 1, 2 and 4 workers train the same model from the same
+//! seed, and in deterministic mode end with bit-identical weights.
+//!
+//! ```text
+//! cargo run --release --example data_parallel
+//!
+//! Training the same 0.80M-parameter GPT for 60 steps on the built-in tales corpus,
+//! global batch 12 x 64 chars, deterministic mode (exact fixed-point gradient sums).
+//!
+//! 1 worker : each worker runs forward and backward on 12 sequences ...
+//!   param_hash 5d0c...  loss 2.41  14,000 tokens/s  compute 98% comm 0% wait 2%
+//! 2 workers: each worker runs forward and backward on 6 sequences ...
+//!   param_hash 5d0c...  loss 2.41  26,000 tokens/s  compute 96% comm 1% wait 3%
+//! 4 workers: ...                                     (4 workers on 2 cores: oversubscribed)
+//! All three runs ended with the same param_hash: the models are bit-identical.
+//! ```
+
+use nanodist::config::TrainConfig;
+use nanodist::report::thousands;
+use nanodist::train::{self, RunOptions};
+use nanodist::{data, Error};
+
+fn main() -> Result<(), Error> {
+    let corpus = data::load("tales", 1337)?;
+    let steps = 60;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut base = TrainConfig {
+        steps,
+        eval_every: 0,
+        deterministic: true,
+        ..TrainConfig::default()
+    };
+    base.model.vocab_size = corpus.vocab.len();
+    println!(
+        "Training the same {:.2}M-parameter GPT for {steps} steps on the built-in tales corpus,",
+        base.model.num_params() as f64 / 1e6
+    );
+    println!(
+        "global batch {} x {} chars, deterministic mode (exact fixed-point gradient sums).\n",
+        base.batch, base.model.block_size
+    );
+    let mut hashes = Vec::new();
+    for workers in [1, 2, 4] {
+        let cfg = TrainConfig { workers, ..base.clone() };
+        println!(
+            "{workers} worker{}: each runs forward and backward on {} of the {} sequences, then the",
+            if workers == 1 { " " } else { "s" },
+            cfg.batch / workers,
+            cfg.batch
+        );
+        println!("  workers sum their gradients with an all-reduce and each applies the same AdamW step.");
+        let opts = RunOptions { out: None, quiet: true, final_eval: false };
+        let run = train::train(&cfg, &corpus, train::initial_state(&cfg), &opts)?;
+        let s = &run.summary;
+        let total = s.compute_ms_median + s.comm_ms_median + s.wait_ms_median;
+        let pct = |x: f64| 100.0 * x / total;
+        println!(
+            "  param_hash {}  loss {:.3}  {} tokens/s  compute {:.0}% comm {:.1}% wait {:.1}%{}\n",
+            s.param_hash,
+            s.train_loss,
+            thousands(s.tokens_per_s),
+            pct(s.compute_ms_median),
+            pct(s.comm_ms_median),
+            pct(s.wait_ms_median),
+            if workers > cores {
+                format!("  ({workers} workers on {cores} cores: oversubscribed)")
+            } else {
+                String::new()
+            }
+        );
+        hashes.push(s.param_hash.clone());
+    }
+    if hashes.iter().all(|h| *h == hashes[0]) {
+        println!("All three runs ended with the same param_hash: the models are bit-identical.");
+        Ok(())
+    } else {
+        Err(Error::Worker(format!("the runs differ: {hashes:?}")))
+    }
+}

@@ -1,0 +1,355 @@
+//! `nanodist bench`: how training speed scales with worker threads, against the machine's limits.
+//!
+//! For each worker count N the benchmark trains a few steps and reports:
+//!
+//! ```text
+//!  strong scaling  global batch fixed (B = 12): each worker gets B/N sequences.
+//!                  ideal: tokens/s grows N-fold.  efficiency = tps(N) / (N * tps(1))
+//!  weak scaling    batch per worker fixed (6):  global batch = 6N.
+//!                  ideal: same step time.       efficiency = tps(N) / (N * tps(1))
+//!  op parallel     ONE replica, N threads inside each matrix product and kernel,
+//!                  global batch fixed: the alternative to data parallelism.
+//! ```
+//!
+//! Alongside: the compute / comm / wait split of each data-parallel point, the model
+//! FLOPs utilisation (MFU) against an sgemm peak measured on the spot with the same
+//! number of threads, and the communication time the alpha-beta model predicts from
+//! the all-reduce fit, next to the one measured.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::collective::{self, Algorithm};
+use crate::config::TrainConfig;
+use crate::data::{self, sampler};
+use crate::model::{Gpt, Workspace};
+use crate::optim::{clip_grad_norm, lr_at, AdamW};
+use crate::parallel::buckets;
+use crate::plot::{Chart, Series};
+use crate::report::thousands;
+use crate::train::{self, RunOptions};
+use crate::Error;
+
+/// Flags of `nanodist bench`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Worker counts to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    pub workers: Vec<usize>,
+    /// Timed steps per point (after 5 warm-up steps).
+    #[arg(long, default_value_t = 40)]
+    pub steps: usize,
+    /// Global batch for strong scaling and op parallel (points it does not divide are skipped).
+    #[arg(long, default_value_t = 12)]
+    pub batch: usize,
+    /// Sequences per worker for weak scaling.
+    #[arg(long, default_value_t = 6)]
+    pub per_worker: usize,
+    /// All-reduce algorithm.
+    #[arg(long, value_enum, default_value = "shared")]
+    pub allreduce: Algorithm,
+    /// Corpus: `tales` or a text file.
+    #[arg(long, default_value = "tales")]
+    pub data: String,
+    /// Where bench.json and scaling.svg go [default: runs/bench].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// One measured point.
+#[derive(Clone, Debug, Serialize)]
+pub struct Point {
+    /// `strong`, `weak` or `op-parallel`.
+    pub mode: String,
+    /// Threads (workers, or kernel threads for op parallel).
+    pub workers: usize,
+    /// Global batch in sequences.
+    pub batch: usize,
+    /// Tokens per second at the median step.
+    pub tokens_per_s: f64,
+    /// Median step time, ms.
+    pub step_ms: f64,
+    /// tokens/s over N times the 1-thread tokens/s of the same mode.
+    pub efficiency: f64,
+    /// Median compute / comm / wait per step (mean over workers), ms.
+    pub compute_ms: f64,
+    /// See `compute_ms`.
+    pub comm_ms: f64,
+    /// See `compute_ms`.
+    pub wait_ms: f64,
+    /// Communication time per step predicted by the alpha-beta fit, ms.
+    pub predicted_comm_ms: f64,
+    /// Model FLOPs per second over the measured sgemm peak of this many threads.
+    pub mfu: f64,
+    /// More threads than cores.
+    pub oversubscribed: bool,
+}
+
+/// Aggregate sgemm GFLOP/s of `threads` threads each multiplying its own 512^3 matrices.
+pub fn sgemm_peak_gflops(threads: usize) -> f64 {
+    let n = 512;
+    let flops_per = 2.0 * (n * n * n) as f64;
+    let reps = 12;
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(move || {
+                let a = vec![1.0f32; n * n];
+                let b = vec![0.5f32; n * n];
+                let mut c = vec![0.0f32; n * n];
+                for _ in 0..reps {
+                    crate::model::matmul::sgemm(&mut c, &a, &b, n, n, n);
+                }
+                std::hint::black_box(&c);
+            });
+        }
+    });
+    threads as f64 * reps as f64 * flops_per / start.elapsed().as_secs_f64() / 1e9
+}
+
+/// Runs the sweep, prints the table, writes bench.json and scaling.svg.
+pub fn run(args: &BenchArgs) -> Result<(), Error> {
+    if args.workers.is_empty() || args.workers.contains(&0) {
+        return Err(Error::Config("--workers needs positive counts, e.g. --workers 1,2,4".into()));
+    }
+    if args.steps == 0 || args.batch == 0 || args.per_worker == 0 {
+        return Err(Error::Config("--steps, --batch and --per-worker must be at least 1".into()));
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut base = TrainConfig {
+        data: args.data.clone(),
+        allreduce: args.allreduce,
+        eval_every: 0,
+        ..TrainConfig::default()
+    };
+    let corpus = data::load(&base.data, base.seed)?;
+    base.model.vocab_size = corpus.vocab.len();
+    println!(
+        "nanodist bench: {} cores, worker counts {:?}, {} timed steps per point{}",
+        cores,
+        args.workers,
+        args.steps,
+        if args.workers.iter().any(|&w| w > cores) {
+            " (points with more workers than cores are oversubscribed)"
+        } else {
+            ""
+        }
+    );
+    let mut points = Vec::new();
+    for &n in &args.workers {
+        let peak = sgemm_peak_gflops(n);
+        let mut cfgs = Vec::new();
+        if args.batch % n == 0 {
+            cfgs.push(("strong", args.batch));
+        } else {
+            println!("  strong scaling skips {n} workers: --batch {} does not divide", args.batch);
+        }
+        cfgs.push(("weak", args.per_worker * n));
+        for (mode, batch) in cfgs {
+            let cfg = TrainConfig {
+                workers: n,
+                batch,
+                steps: args.steps + 5,
+                ..base.clone()
+            };
+            cfg.validate()?;
+            let opts = RunOptions { out: None, quiet: true, final_eval: false };
+            let s = train::train(&cfg, &corpus, train::initial_state(&cfg), &opts)?.summary;
+            let flops = cfg.model.flops_per_step(cfg.tokens_per_step());
+            points.push(Point {
+                mode: mode.into(),
+                workers: n,
+                batch,
+                tokens_per_s: s.tokens_per_s,
+                step_ms: s.step_ms_median,
+                efficiency: 0.0,
+                compute_ms: s.compute_ms_median,
+                comm_ms: s.comm_ms_median,
+                wait_ms: s.wait_ms_median,
+                predicted_comm_ms: predict_comm_ms(&cfg),
+                mfu: flops / (s.step_ms_median / 1e3) / (peak * 1e9),
+                oversubscribed: n > cores,
+            });
+            print_point(points.last().unwrap());
+        }
+        if args.batch % n == 0 {
+            let p = op_parallel(&base, &corpus, n, args.batch, args.steps, peak, cores)?;
+            print_point(&p);
+            points.push(p);
+        }
+    }
+    for mode in ["strong", "weak", "op-parallel"] {
+        let one = points.iter().find(|p| p.mode == mode && p.workers == 1).map(|p| p.tokens_per_s);
+        for p in points.iter_mut().filter(|p| p.mode == mode) {
+            p.efficiency = one.map_or(f64::NAN, |t1| p.tokens_per_s / (p.workers as f64 * t1));
+        }
+    }
+    println!("\n{}", table(&points));
+    let dir = args.out.clone().unwrap_or_else(|| PathBuf::from("runs/bench"));
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let json = serde_json::json!({ "cores": cores, "points": points });
+    let json = serde_json::to_string_pretty(&json).expect("serialises");
+    crate::checkpoint::write_atomic(&dir.join("bench.json"), json.as_bytes())?;
+    crate::checkpoint::write_atomic(&dir.join("scaling.svg"), scaling_svg(&points, cores).as_bytes())?;
+    println!("wrote {0}/bench.json and {0}/scaling.svg", dir.display());
+    Ok(())
+}
+
+/// Per-step communication predicted by the alpha-beta model: one all-reduce per bucket.
+fn predict_comm_ms(cfg: &TrainConfig) -> f64 {
+    if cfg.workers == 1 {
+        return 0.0;
+    }
+    let params = cfg.model.num_params();
+    let fit = collective::bench::fit_alpha_beta(cfg.workers, cfg.allreduce);
+    let elem = if cfg.deterministic { 8.0 } else { 4.0 };
+    buckets::plan(params, buckets::floats_for_kb(cfg.bucket_kb))
+        .iter()
+        .map(|r| fit.alpha_us + fit.beta_us_per_byte * r.len() as f64 * elem)
+        .sum::<f64>()
+        / 1e3
+}
+
+/// One replica, `threads` threads inside the kernels, the whole batch per step.
+fn op_parallel(
+    base: &TrainConfig,
+    corpus: &data::Corpus,
+    threads: usize,
+    batch: usize,
+    steps: usize,
+    peak: f64,
+    cores: usize,
+) -> Result<Point, Error> {
+    let cfg = TrainConfig { batch, workers: 1, ..base.clone() };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| Error::Config(format!("cannot start {threads} threads: {e}")))?;
+    let t = cfg.model.block_size;
+    let mut model = Gpt::new(cfg.model.clone(), cfg.seed);
+    let mut ws = Workspace::new(&cfg.model, batch, t);
+    ws.set_threads(threads);
+    let mut grads = vec![0f32; model.params.len()];
+    let mut adam = AdamW::new(model.params.len());
+    let (mut inputs, mut targets) = (vec![0u32; batch * t], vec![0u32; batch * t]);
+    let scale = 1.0 / cfg.tokens_per_step() as f32;
+    let mut times = Vec::new();
+    pool.install(|| {
+        for step in 0..steps + 5 {
+            let start = Instant::now();
+            sampler::fill_batch(&corpus.train, cfg.seed, step as u64, 0..batch, t, &mut inputs, &mut targets);
+            grads.fill(0.0);
+            model.forward(&mut ws, &inputs, Some(&targets));
+            model.backward(&mut ws, scale, &mut grads[..]);
+            clip_grad_norm(&mut grads, cfg.grad_clip);
+            let lr = lr_at(step, &cfg);
+            adam.step(&mut model.params, &grads, &model.layout, lr, &cfg);
+            if step >= 5 {
+                times.push(start.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+    });
+    times.sort_by(f64::total_cmp);
+    let step_ms = times[times.len() / 2];
+    let flops = cfg.model.flops_per_step(cfg.tokens_per_step());
+    Ok(Point {
+        mode: "op-parallel".into(),
+        workers: threads,
+        batch,
+        tokens_per_s: cfg.tokens_per_step() as f64 / (step_ms / 1e3),
+        step_ms,
+        efficiency: 0.0,
+        compute_ms: step_ms,
+        comm_ms: 0.0,
+        wait_ms: 0.0,
+        predicted_comm_ms: 0.0,
+        mfu: flops / (step_ms / 1e3) / (peak * 1e9),
+        oversubscribed: threads > cores,
+    })
+}
+
+fn print_point(p: &Point) {
+    println!(
+        "  {:<11} {:>2} threads, batch {:>3}: {:>7} tokens/s, {:6.1} ms/step",
+        p.mode,
+        p.workers,
+        p.batch,
+        thousands(p.tokens_per_s),
+        p.step_ms
+    );
+}
+
+/// The sweep as a Markdown table.
+pub fn table(points: &[Point]) -> String {
+    let mut out = String::from(
+        "| mode | threads | batch | tokens/s | ms/step | efficiency | compute ms | comm ms (predicted) | wait ms | MFU |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for p in points {
+        out.push_str(&format!(
+            "| {} | {}{} | {} | {} | {:.1} | {:.0}% | {:.1} | {:.2} ({:.2}) | {:.2} | {:.0}% |\n",
+            p.mode,
+            p.workers,
+            if p.oversubscribed { " (oversubscribed)" } else { "" },
+            p.batch,
+            thousands(p.tokens_per_s),
+            p.step_ms,
+            100.0 * p.efficiency,
+            p.compute_ms,
+            p.comm_ms,
+            p.predicted_comm_ms,
+            p.wait_ms,
+            100.0 * p.mfu
+        ));
+    }
+    out
+}
+
+fn scaling_svg(points: &[Point], cores: usize) -> String {
+    let colors = [("strong", "#1f77b4"), ("weak", "#2ca02c"), ("op-parallel", "#d62728")];
+    let series_of = |value: fn(&Point) -> f64| -> Vec<Series> {
+        colors
+            .iter()
+            .map(|&(mode, color)| Series {
+                name: format!("{mode} (data parallel)").replace("op-parallel (data parallel)", "op parallel"),
+                points: points.iter().filter(|p| p.mode == mode).map(|p| (p.workers as f64, value(p))).collect(),
+                color,
+                dashed: false,
+            })
+            .filter(|s| !s.points.is_empty())
+            .collect()
+    };
+    let mut tps = series_of(|p| p.tokens_per_s);
+    if let Some(one) = points.iter().find(|p| p.mode == "strong" && p.workers == 1) {
+        let max = points.iter().map(|p| p.workers).max().unwrap_or(1) as f64;
+        tps.push(Series {
+            name: "ideal (N x 1 worker)".into(),
+            points: vec![(1.0, one.tokens_per_s), (max, max * one.tokens_per_s)],
+            color: "#777777",
+            dashed: true,
+        });
+    }
+    let mut eff = series_of(|p| 100.0 * p.efficiency);
+    let max = points.iter().map(|p| p.workers).max().unwrap_or(1) as f64;
+    eff.push(Series { name: "ideal".into(), points: vec![(1.0, 100.0), (max, 100.0)], color: "#777777", dashed: true });
+    let top = Chart {
+        title: format!("tokens/s against threads ({cores} cores)"),
+        x_label: "threads".into(),
+        y_label: "tokens/s".into(),
+        series: tps,
+        y_from_zero: true,
+    };
+    let bottom = Chart {
+        title: "scaling efficiency".into(),
+        x_label: "threads".into(),
+        y_label: "% of ideal".into(),
+        series: eff,
+        y_from_zero: true,
+    };
+    format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"720\" height=\"880\">\n<svg y=\"0\">{}</svg>\n<svg y=\"440\">{}</svg>\n</svg>\n",
+        top.to_svg(),
+        bottom.to_svg()
+    )
+}

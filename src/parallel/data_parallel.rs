@@ -1,0 +1,537 @@
+//! Synchronous data parallelism: N replicas, one gradient, identical updates.
+//!
+//! Every worker thread runs [`run_worker`], the same loop for 1 and for N workers:
+//!
+//! ```text
+//!  for each step:
+//!    sequences [rank*B/N, (rank+1)*B/N) of the global batch, in K micro-batches
+//!    forward + backward  -> my gradients, each scaled by 1/(B*T)
+//!    (wait for the slowest worker)
+//!    all-reduce (sum) bucket by bucket -> every worker holds the full-batch gradient
+//!    clip + AdamW on my replica       -> identical inputs give identical replicas
+//! ```
+//!
+//! Why the sum of shard gradients is the full-batch gradient: the loss is a mean over
+//! all B*T predicted tokens, L = (1/(B*T)) * sum_i l_i, and a gradient is linear, so
+//! dL/dw = sum over workers of (1/(B*T)) * sum_{i in shard} dl_i/dw. Each worker scales
+//! by the GLOBAL 1/(B*T); the all-reduce is a plain sum, with no division by N.
+
+use std::ops::Range;
+use std::path::Path;
+
+use crossbeam::channel::Sender;
+
+use crate::checkpoint::{self, Checkpoint};
+use crate::collective::{chunk_range, Comm, CommError};
+use crate::config::TrainConfig;
+use crate::data::{sampler, Corpus};
+use crate::model::{Gpt, ParamLayout, Workspace};
+use crate::optim::{clip_grad_norm, lr_at, AdamW};
+use crate::parallel::buckets::{self, BucketSink};
+use crate::parallel::fixed_point;
+use crate::trace::{Clock, Phase, Span};
+use crate::Error;
+
+/// Where a run starts: fresh weights, or a checkpoint's state.
+pub struct Init {
+    /// Parameters in layout order.
+    pub params: Vec<f32>,
+    /// Optimizer state.
+    pub adam: AdamW,
+    /// The first step to run (0 for a fresh run).
+    pub start_step: usize,
+}
+
+/// What every worker reads: the configuration, the data and where to report.
+pub struct Context<'a> {
+    /// The run's configuration.
+    pub cfg: &'a TrainConfig,
+    /// The corpus, tokenised.
+    pub corpus: &'a Corpus,
+    /// The starting state; each worker copies it into its own replica.
+    pub init: &'a Init,
+    /// The run's shared clock, for the timeline.
+    pub clock: Clock,
+    /// Per-step reports go to the main thread.
+    pub reports: Sender<Report>,
+    /// The run directory, for checkpoints (None: no checkpoints, e.g. in tests).
+    pub out: Option<&'a Path>,
+    /// Spans of steps `start_step .. start_step + trace_steps` are kept for `trace.json`.
+    pub trace_steps: usize,
+    /// Evaluate on all validation windows at the end (otherwise `val_loss` is NaN).
+    pub final_eval: bool,
+}
+
+/// One worker's account of one step.
+#[derive(Debug)]
+pub struct StepReport {
+    /// The worker.
+    pub rank: usize,
+    /// The step (0-based).
+    pub step: usize,
+    /// Mean loss over this worker's sequences.
+    pub loss: f32,
+    /// The learning rate used.
+    pub lr: f32,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f32,
+    /// Forward, backward, optimizer (and any straggler sleep), ms.
+    pub compute_ms: f64,
+    /// Communicating (all-reduce, or waiting on it after backward when overlapped), ms.
+    pub comm_ms: f64,
+    /// Waiting for other workers before communicating, ms.
+    pub wait_ms: f64,
+    /// The whole step, ms.
+    pub step_ms: f64,
+    /// Timeline spans (only for traced steps).
+    pub spans: Vec<Span>,
+}
+
+/// What workers tell the main thread while they run.
+#[derive(Debug)]
+pub enum Report {
+    /// A step is done on one worker.
+    Step(StepReport),
+    /// Validation loss after `step` steps (rank 0 sends it).
+    Eval {
+        /// Steps completed.
+        step: usize,
+        /// Mean cross-entropy, nats/char.
+        val_loss: f64,
+    },
+    /// A checkpoint was written after `step` steps.
+    Checkpoint {
+        /// Steps completed.
+        step: usize,
+    },
+}
+
+/// What a worker returns when it finishes.
+pub struct WorkerDone {
+    /// Its rank.
+    pub rank: usize,
+    /// Validation loss over ALL validation windows (every worker gets the same value).
+    pub val_loss: f64,
+    /// The final parameters (identical on every worker).
+    pub params: Vec<f32>,
+    /// The final optimizer state.
+    pub adam: AdamW,
+}
+
+struct Worker<'a> {
+    ctx: &'a Context<'a>,
+    rank: usize,
+    comm: Comm,
+    model: Gpt,
+    adam: AdamW,
+    /// Activations for one micro-batch (one sequence in deterministic mode).
+    ws: Workspace,
+    /// Activations for evaluation batches, and for a final partial batch of one.
+    eval_ws: Workspace,
+    one_ws: Workspace,
+    /// Flat gradients, layout order.
+    grads: Vec<f32>,
+    /// Deterministic mode: the exact fixed-point sum of per-sequence gradients.
+    acc: Vec<i64>,
+    inputs: Vec<u32>,
+    targets: Vec<u32>,
+    /// Buckets, in the order they are communicated.
+    plan: Vec<Range<usize>>,
+    spans: Vec<Span>,
+}
+
+fn comm_err(rank: usize, step: usize) -> impl Fn(CommError) -> Error {
+    move |e| Error::Peer(format!("worker {rank} stopped at step {step}: {e}"))
+}
+
+/// The name of the first tensor holding a NaN or infinity, if any.
+pub fn first_non_finite(values: &[f32], layout: &ParamLayout) -> Option<String> {
+    let i = values.iter().position(|v| !v.is_finite())?;
+    let t = layout
+        .tensors
+        .iter()
+        .find(|t| (t.offset..t.offset + t.len).contains(&i))?;
+    Some(format!("{} (value {})", t.name, values[i]))
+}
+
+/// Runs one worker's whole training loop. `comm` is this worker's endpoint of the group.
+pub fn run_worker(ctx: &Context<'_>, comm: Comm) -> Result<WorkerDone, Error> {
+    let cfg = ctx.cfg;
+    let (t, m) = (cfg.model.block_size, cfg.micro_batch());
+    let rows = if cfg.deterministic { 1 } else { m };
+    let model = Gpt::from_params(cfg.model.clone(), ctx.init.params.clone());
+    let n = model.layout.len;
+    let bucket_floats = buckets::floats_for_kb(cfg.bucket_kb);
+    let eval_rows = (cfg.batch / cfg.workers).max(1);
+    let mut w = Worker {
+        ctx,
+        rank: comm.rank(),
+        comm,
+        adam: ctx.init.adam.clone(),
+        ws: Workspace::new(&cfg.model, rows, t),
+        eval_ws: Workspace::new(&cfg.model, eval_rows, t),
+        one_ws: Workspace::new(&cfg.model, 1, t),
+        grads: vec![0.0; n],
+        acc: if cfg.deterministic { vec![0; n] } else { Vec::new() },
+        inputs: vec![0; eval_rows.max(rows) * t],
+        targets: vec![0; eval_rows.max(rows) * t],
+        plan: buckets::plan(n, bucket_floats),
+        spans: Vec::new(),
+        model,
+    };
+    let subset = sampler::eval_subset(ctx.corpus.val.len(), t, cfg.eval_windows);
+    for step in ctx.init.start_step..cfg.steps {
+        w.step(step)?;
+        let done = step + 1;
+        if cfg.eval_every > 0 && done % cfg.eval_every == 0 && done < cfg.steps {
+            let val_loss = w.evaluate(&subset, done)?;
+            if w.rank == 0 {
+                let _ = ctx.reports.send(Report::Eval { step: done, val_loss });
+            }
+        }
+        if cfg.check_replicas > 0 && done % cfg.check_replicas == 0 {
+            w.check_replicas(done)?;
+        }
+        let due = cfg.checkpoint_every > 0 && done % cfg.checkpoint_every == 0;
+        if w.rank == 0 && (due || done == cfg.steps) {
+            w.save_checkpoint(done)?;
+        }
+    }
+    let val_loss = if ctx.final_eval {
+        let all: Vec<usize> = (0..sampler::val_windows(ctx.corpus.val.len(), t)).collect();
+        w.evaluate(&all, cfg.steps)?
+    } else {
+        f64::NAN
+    };
+    Ok(WorkerDone {
+        rank: w.rank,
+        val_loss,
+        params: w.model.params,
+        adam: w.adam,
+    })
+}
+
+impl Worker<'_> {
+    /// One optimizer step: gradients, synchronisation, update. Reports its time split.
+    fn step(&mut self, step: usize) -> Result<(), Error> {
+        let (cfg, clock) = (self.ctx.cfg, self.ctx.clock);
+        if cfg.fault == Some((self.rank, step)) {
+            panic!(
+                "injected fault: worker {} panics at step {step} (--fault {}:{step})",
+                self.rank, self.rank
+            );
+        }
+        let start = clock.now_us();
+        let loss = if cfg.deterministic {
+            self.gradients_deterministic(step)?
+        } else {
+            self.gradients(step)?
+        };
+        if let Some((_, ms)) = cfg.straggler.filter(|s| s.0 == self.rank) {
+            clock.time(&mut self.spans, Phase::Straggle, step, || {
+                std::thread::sleep(std::time::Duration::from_millis(ms))
+            });
+        }
+        if !cfg.overlap || cfg.deterministic {
+            self.all_reduce(step)?;
+        }
+        // Every replica now holds the same gradient: the same update keeps them equal.
+        let lr = lr_at(step, cfg);
+        let (grads, adam, model) = (&mut self.grads, &mut self.adam, &mut self.model);
+        let grad_norm = clock.time(&mut self.spans, Phase::Optimizer, step, || {
+            let norm = clip_grad_norm(grads, cfg.grad_clip);
+            if norm.is_finite() {
+                adam.step(&mut model.params, grads, &model.layout, lr, cfg);
+            }
+            norm
+        });
+        if !grad_norm.is_finite() {
+            let which = first_non_finite(&self.grads, &self.model.layout).unwrap_or_default();
+            return Err(Error::Worker(format!(
+                "step {step}: the summed gradient is not finite (first in {which}); training diverged: lower --lr"
+            )));
+        }
+        let step_ms = (clock.now_us() - start) / 1e3;
+        let sum = |cat: fn(&Phase) -> bool| {
+            self.spans
+                .iter()
+                .filter(|s| s.step == step && !s.comm_thread && cat(&s.phase))
+                .map(|s| s.dur_us)
+                .sum::<f64>()
+                / 1e3
+        };
+        let comm_ms = sum(|p| matches!(p, Phase::AllReduce(_) | Phase::CommWait));
+        let wait_ms = sum(|p| matches!(p, Phase::Wait));
+        let traced = step < self.ctx.init.start_step + self.ctx.trace_steps;
+        let report = StepReport {
+            rank: self.rank,
+            step,
+            loss,
+            lr,
+            grad_norm,
+            compute_ms: step_ms - comm_ms - wait_ms,
+            comm_ms,
+            wait_ms,
+            step_ms,
+            spans: if traced {
+                std::mem::take(&mut self.spans)
+            } else {
+                self.spans.clear();
+                Vec::new()
+            },
+        };
+        let _ = self.ctx.reports.send(Report::Step(report));
+        Ok(())
+    }
+
+    /// This worker's sequences of the global batch: [rank*B/N, (rank+1)*B/N).
+    fn my_sequences(&self) -> Range<usize> {
+        let per_worker = self.ctx.cfg.batch / self.ctx.cfg.workers;
+        self.rank * per_worker..(self.rank + 1) * per_worker
+    }
+
+    /// Forward and backward over this worker's shard, K micro-batches, into `grads`.
+    /// Returns the mean loss over the shard.
+    fn gradients(&mut self, step: usize) -> Result<f32, Error> {
+        let (cfg, clock) = (self.ctx.cfg, self.ctx.clock);
+        let (t, m) = (cfg.model.block_size, cfg.micro_batch());
+        let scale = 1.0 / cfg.tokens_per_step() as f32;
+        let mine = self.my_sequences();
+        self.grads.fill(0.0);
+        let mut loss_sum = 0.0;
+        for k in 0..cfg.accum {
+            let seqs = mine.start + k * m..mine.start + (k + 1) * m;
+            let loss = self.forward(step, seqs, m * t)?;
+            loss_sum += loss;
+            let last = k + 1 == cfg.accum;
+            if cfg.overlap && last {
+                self.backward_overlapped(step, scale)?;
+            } else {
+                let (model, ws, grads) = (&self.model, &mut self.ws, &mut self.grads);
+                clock.time(&mut self.spans, Phase::Backward, step, || {
+                    model.backward(ws, scale, &mut grads[..])
+                });
+            }
+        }
+        if !cfg.overlap {
+            if let Some(which) = first_non_finite(&self.grads, &self.model.layout) {
+                return Err(Error::Worker(format!(
+                    "worker {} at step {step}: gradient of {which} is not finite: training diverged; lower --lr",
+                    self.rank
+                )));
+            }
+        }
+        Ok(loss_sum / cfg.accum as f32)
+    }
+
+    /// Fills the batch for `seqs` and runs forward; checks the loss.
+    fn forward(&mut self, step: usize, seqs: Range<usize>, len: usize) -> Result<f32, Error> {
+        let (cfg, clock) = (self.ctx.cfg, self.ctx.clock);
+        let (inputs, targets) = (&mut self.inputs[..len], &mut self.targets[..len]);
+        let train = &self.ctx.corpus.train;
+        let t = cfg.model.block_size;
+        sampler::fill_batch(train, cfg.seed, step as u64, seqs, t, inputs, targets);
+        let (model, ws) = (&self.model, &mut self.ws);
+        let loss = clock.time(&mut self.spans, Phase::Forward, step, || {
+            model.forward(ws, inputs, Some(targets))
+        });
+        let loss = loss.expect("forward with targets returns a loss");
+        if !loss.is_finite() {
+            return Err(Error::Worker(format!(
+                "worker {} at step {step}: the loss is {loss}: training diverged; lower --lr",
+                self.rank
+            )));
+        }
+        Ok(loss)
+    }
+
+    /// Deterministic mode: each sequence alone, summed exactly in fixed point.
+    fn gradients_deterministic(&mut self, step: usize) -> Result<f32, Error> {
+        let (cfg, clock) = (self.ctx.cfg, self.ctx.clock);
+        let scale = 1.0 / cfg.tokens_per_step() as f32;
+        let t = cfg.model.block_size;
+        self.grads.fill(0.0);
+        self.acc.fill(0);
+        let mut loss_sum = 0.0;
+        let mine = self.my_sequences();
+        for seq in mine.clone() {
+            loss_sum += self.forward(step, seq..seq + 1, t)?;
+            let (model, ws, grads) = (&self.model, &mut self.ws, &mut self.grads);
+            clock.time(&mut self.spans, Phase::Backward, step, || {
+                model.backward(ws, scale, &mut grads[..])
+            });
+            let (acc, grads) = (&mut self.acc, &mut self.grads);
+            let ok = clock.time(&mut self.spans, Phase::FixedPoint, step, || {
+                fixed_point::accumulate_and_zero(acc, grads)
+            });
+            if !ok {
+                let which = first_non_finite(&self.grads, &self.model.layout).unwrap_or_default();
+                return Err(Error::Worker(format!(
+                    "worker {} at step {step}: gradient of {which} is not finite (sequence {seq}): training diverged; lower --lr",
+                    self.rank
+                )));
+            }
+        }
+        Ok(loss_sum / mine.len() as f32)
+    }
+
+    /// Waits for every worker, then all-reduces the buckets in order.
+    fn all_reduce(&mut self, step: usize) -> Result<(), Error> {
+        let (cfg, clock) = (self.ctx.cfg, self.ctx.clock);
+        let err = comm_err(self.rank, step);
+        let comm = &mut self.comm;
+        clock
+            .time(&mut self.spans, Phase::Wait, step, || comm.barrier())
+            .map_err(&err)?;
+        for (i, range) in self.plan.iter().enumerate() {
+            let r = if cfg.deterministic {
+                let bucket = &mut self.acc[range.clone()];
+                clock.time(&mut self.spans, Phase::AllReduce(i), step, || {
+                    comm.all_reduce(bucket, cfg.allreduce)
+                })
+            } else {
+                let bucket = &mut self.grads[range.clone()];
+                clock.time(&mut self.spans, Phase::AllReduce(i), step, || {
+                    comm.all_reduce(bucket, cfg.allreduce)
+                })
+            };
+            r.map_err(&err)?;
+        }
+        if cfg.deterministic {
+            fixed_point::to_f32(&mut self.grads, &self.acc);
+        }
+        Ok(())
+    }
+
+    /// Backward with each bucket's all-reduce started as soon as backward finishes it.
+    ///
+    /// A scoped communication thread borrows this worker's endpoint and receives the
+    /// finished buckets through a channel; when the scope ends, the compiler knows every
+    /// bucket borrow is over and the gradient buffer is whole again.
+    fn backward_overlapped(&mut self, step: usize, scale: f32) -> Result<(), Error> {
+        let (cfg, clock) = (self.ctx.cfg, self.ctx.clock);
+        let (model, ws, comm) = (&self.model, &mut self.ws, &mut self.comm);
+        let (grads, plan) = (&mut self.grads[..], &self.plan);
+        let spans = &mut self.spans;
+        let result = std::thread::scope(|s| {
+            let (tx, rx) = crossbeam::channel::unbounded::<(usize, &mut [f32])>();
+            let comm_thread = s.spawn(move || {
+                let mut comm_spans = Vec::new();
+                for (i, bucket) in rx {
+                    let start_us = clock.now_us();
+                    let r = comm.all_reduce(bucket, cfg.allreduce);
+                    comm_spans.push(Span {
+                        phase: Phase::AllReduce(i),
+                        step,
+                        start_us,
+                        dur_us: clock.now_us() - start_us,
+                        comm_thread: true,
+                    });
+                    r?;
+                }
+                Ok::<_, CommError>(comm_spans)
+            });
+            clock.time(spans, Phase::Backward, step, || {
+                let mut sink = BucketSink::new(grads, plan, tx);
+                model.backward(ws, scale, &mut sink);
+            }); // the sink (and the channel's sender) is dropped here: no more buckets
+            clock.time(spans, Phase::CommWait, step, || {
+                comm_thread.join().expect("the communication thread does not panic")
+            })
+        });
+        let comm_spans = result.map_err(comm_err(self.rank, step))?;
+        self.spans.extend(comm_spans);
+        Ok(())
+    }
+
+    /// Mean validation loss over `windows`, split across workers, summed with an all-reduce.
+    fn evaluate(&mut self, windows: &[usize], step: usize) -> Result<f64, Error> {
+        let (cfg, clock) = (self.ctx.cfg, self.ctx.clock);
+        let mine = &windows[chunk_range(windows.len(), cfg.workers, self.rank)];
+        let start = clock.now_us();
+        let mut sums = [0f64, 0f64]; // [sum of per-window mean losses, windows]
+        let rows = self.eval_ws.batch();
+        for batch in mine.chunks(rows) {
+            if batch.len() == rows {
+                sums[0] += self.eval_batch(batch, false);
+            } else {
+                // A final partial batch: one window at a time, so no padding enters the mean.
+                for w in batch {
+                    sums[0] += self.eval_batch(std::slice::from_ref(w), true);
+                }
+            }
+            sums[1] += batch.len() as f64;
+        }
+        self.spans.push(Span {
+            phase: Phase::Eval,
+            step,
+            start_us: start,
+            dur_us: clock.now_us() - start,
+            comm_thread: false,
+        });
+        self.comm
+            .all_reduce(&mut sums, cfg.allreduce)
+            .map_err(comm_err(self.rank, step))?;
+        Ok(sums[0] / sums[1].max(1.0))
+    }
+
+    /// Sum over `windows` of each window's mean loss.
+    fn eval_batch(&mut self, windows: &[usize], single: bool) -> f64 {
+        let t = self.ctx.cfg.model.block_size;
+        for (i, &w) in windows.iter().enumerate() {
+            let rows = i * t..(i + 1) * t;
+            let (inp, tgt) = (&mut self.inputs[rows.clone()], &mut self.targets[rows]);
+            sampler::fill_val(&self.ctx.corpus.val, w..w + 1, t, inp, tgt);
+        }
+        let len = windows.len() * t;
+        let ws = if single {
+            &mut self.one_ws
+        } else {
+            &mut self.eval_ws
+        };
+        let loss = self
+            .model
+            .forward(ws, &self.inputs[..len], Some(&self.targets[..len]))
+            .expect("forward with targets returns a loss");
+        loss as f64 * windows.len() as f64
+    }
+
+    /// `--check-replicas`: every worker's parameter hash must match.
+    fn check_replicas(&mut self, step: usize) -> Result<(), Error> {
+        let n = self.ctx.cfg.workers;
+        let mut hashes = vec![0i64; n];
+        let mine = checkpoint::param_hash(&self.model.params);
+        hashes[self.rank] = u64::from_str_radix(&mine, 16).expect("hex") as i64;
+        self.comm
+            .all_reduce(&mut hashes, crate::collective::Algorithm::Naive)
+            .map_err(comm_err(self.rank, step))?;
+        if let Some(w) = hashes.iter().position(|&h| h != hashes[0]) {
+            return Err(Error::Worker(format!(
+                "replicas diverged after step {step}: worker {w} has param hash {:016x}, worker 0 {:016x}",
+                hashes[w] as u64, hashes[0] as u64
+            )));
+        }
+        Ok(())
+    }
+
+    fn save_checkpoint(&mut self, done: usize) -> Result<(), Error> {
+        let Some(dir) = self.ctx.out else {
+            return Ok(());
+        };
+        let ck = Checkpoint {
+            config: self.ctx.cfg.clone(),
+            vocab: self.ctx.corpus.vocab.as_string(),
+            step: done,
+            params: self.model.params.clone(),
+            adam_m: self.adam.m.clone(),
+            adam_v: self.adam.v.clone(),
+            adam_t: self.adam.t,
+        };
+        let clock = self.ctx.clock;
+        clock.time(&mut self.spans, Phase::Checkpoint, done, || {
+            checkpoint::save(dir, &ck)
+        })?;
+        let _ = self.ctx.reports.send(Report::Checkpoint { step: done });
+        Ok(())
+    }
+}

@@ -1,0 +1,193 @@
+//! Data-parallel training proves its equivalences.
+//!
+//! - N workers on shards of a batch == 1 worker on the whole batch (default mode: within
+//!   a tolerance; deterministic mode: bit for bit);
+//! - K accumulated micro-batches == one batch of B;
+//! - bucketed, overlapped all-reduce == one plain all-reduce;
+//! - the run directory's JSON files are well-formed.
+//!
+//! A tiny model keeps each run to a fraction of a second.
+
+use std::path::PathBuf;
+
+use nanodist::collective::Algorithm;
+use nanodist::config::{ModelConfig, TrainConfig};
+use nanodist::data::{self, Corpus};
+use nanodist::train::{self, Outcome, RunOptions};
+
+fn corpus() -> &'static Corpus {
+    static CORPUS: std::sync::OnceLock<Corpus> = std::sync::OnceLock::new();
+    CORPUS.get_or_init(|| data::load("tales", 7).expect("built-in corpus"))
+}
+
+fn tiny(workers: usize) -> TrainConfig {
+    TrainConfig {
+        model: ModelConfig {
+            vocab_size: corpus().vocab.len(),
+            block_size: 16,
+            n_layer: 2,
+            n_head: 2,
+            n_embd: 32,
+        },
+        workers,
+        steps: 4,
+        batch: 12,
+        warmup: 2,
+        eval_every: 0,
+        seed: 3,
+        ..TrainConfig::default()
+    }
+}
+
+fn run(cfg: &TrainConfig) -> Outcome {
+    let opts = RunOptions { out: None, quiet: true, final_eval: false };
+    train::train(cfg, corpus(), train::initial_state(cfg), &opts).expect("training runs")
+}
+
+/// Largest |a - b| with the first index where it exceeds `tol`, for a readable failure.
+fn assert_close(a: &[f32], b: &[f32], tol: f32, what: &str) {
+    assert_eq!(a.len(), b.len());
+    let (mut worst, mut at) = (0f32, 0);
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        let d = (x - y).abs();
+        if d > worst {
+            (worst, at) = (d, i);
+        }
+    }
+    assert!(
+        worst <= tol,
+        "{what}: largest difference {worst:e} at index {at} ({} vs {}), tolerance {tol:e}",
+        a[at],
+        b[at]
+    );
+}
+
+#[test]
+fn n_workers_match_one_worker_in_default_mode() {
+    let one = run(&tiny(1));
+    for n in [2, 3, 4] {
+        for algo in Algorithm::ALL {
+            let cfg = TrainConfig { allreduce: algo, ..tiny(n) };
+            let many = run(&cfg);
+            // Shard gradients summed in another order differ from the one-worker sum in
+            // the last bits (~1e-7 relative). Adam divides by sqrt(v), so an update moves
+            // a weight by at most ~lr = 1e-3 per step; 4 steps of last-bit differences in
+            // those updates stay far below 1e-5.
+            assert_close(
+                &many.model.params,
+                &one.model.params,
+                1e-5,
+                &format!("{n} workers, {algo:?}"),
+            );
+        }
+    }
+}
+
+#[test]
+fn accumulation_equals_one_big_batch() {
+    let one = run(&tiny(1));
+    for (workers, accum) in [(1, 3), (1, 12), (2, 2), (3, 4)] {
+        let cfg = TrainConfig { accum, ..tiny(workers) };
+        let acc = run(&cfg);
+        assert_close(
+            &acc.model.params,
+            &one.model.params,
+            1e-5,
+            &format!("{workers} workers x {accum} micro-batches"),
+        );
+    }
+}
+
+#[test]
+fn bucketed_overlapped_all_reduce_equals_plain() {
+    // With 2 workers every algorithm adds exactly two numbers per element, and float
+    // addition is commutative: bucket boundaries and overlap cannot change a bit.
+    for algo in Algorithm::ALL {
+        let plain = run(&TrainConfig { allreduce: algo, ..tiny(2) });
+        for (bucket_kb, overlap) in [(4, false), (4, true), (1, true), (0, true)] {
+            let cfg = TrainConfig { allreduce: algo, bucket_kb, overlap, ..tiny(2) };
+            let b = run(&cfg);
+            assert_eq!(
+                b.summary.param_hash, plain.summary.param_hash,
+                "{algo:?} bucket {bucket_kb} KiB overlap {overlap}"
+            );
+        }
+    }
+    // With 3 workers the order of the three-way sums depends on the chunking: close, not equal.
+    let plain = run(&tiny(3));
+    let b = run(&TrainConfig { bucket_kb: 2, overlap: true, allreduce: Algorithm::Ring, ..tiny(3) });
+    assert_close(&b.model.params, &plain.model.params, 1e-5, "3 workers, ring, buckets");
+}
+
+#[test]
+fn deterministic_mode_is_bit_identical_across_workers_algorithms_and_buckets() {
+    let reference = run(&TrainConfig { deterministic: true, ..tiny(1) });
+    for n in [2, 3, 4, 6, 12] {
+        for algo in Algorithm::ALL {
+            let bucket_kb = if n % 2 == 0 { 3 } else { 0 };
+            let cfg = TrainConfig { deterministic: true, allreduce: algo, bucket_kb, ..tiny(n) };
+            let r = run(&cfg);
+            assert_eq!(
+                r.summary.param_hash, reference.summary.param_hash,
+                "{n} workers, {algo:?}, bucket {bucket_kb} KiB"
+            );
+        }
+    }
+    // ... and accumulation does not matter either.
+    let acc = run(&TrainConfig { deterministic: true, accum: 3, ..tiny(2) });
+    assert_eq!(acc.summary.param_hash, reference.summary.param_hash);
+    // The exact sum is close to the float one (fixed point keeps 2^-40 resolution).
+    let float = run(&tiny(1));
+    assert_close(&reference.model.params, &float.model.params, 1e-5, "deterministic vs float");
+}
+
+#[test]
+fn run_directory_files_are_well_formed() {
+    let dir = std::env::temp_dir().join(format!("nanodist-train-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = TrainConfig { eval_every: 2, steps: 6, ..tiny(2) };
+    let opts = RunOptions { out: Some(&dir), quiet: true, final_eval: true };
+    let out = train::train(&cfg, corpus(), train::initial_state(&cfg), &opts).unwrap();
+    let read = |name: &str| -> serde_json::Value {
+        let path: PathBuf = dir.join(name);
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+    };
+    let summary = read("summary.json");
+    for key in [
+        "steps", "workers", "global_batch", "block", "params", "allreduce", "deterministic",
+        "train_loss", "val_loss", "tokens_per_s", "step_ms_median", "compute_ms_median",
+        "comm_ms_median", "wait_ms_median", "wall_s", "param_hash",
+    ] {
+        assert!(!summary[key].is_null(), "summary.json lacks {key}: {summary}");
+    }
+    assert_eq!(summary["param_hash"], out.summary.param_hash);
+    assert_eq!(summary["param_hash"].as_str().unwrap().len(), 16);
+    let val = summary["val_loss"].as_f64().unwrap();
+    assert!(val.is_finite() && val > 0.0, "{val}");
+
+    let trace = read("trace.json");
+    let events = trace["traceEvents"].as_array().unwrap();
+    for w in 0..2 {
+        for name in ["forward", "backward", "adamw", "wait"] {
+            assert!(
+                events.iter().any(|e| e["tid"] == 2 * w && e["name"] == name),
+                "worker {w} has no {name} span"
+            );
+        }
+    }
+    assert!(events.iter().any(|e| e["cat"] == "comm"));
+
+    let metrics = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> =
+        metrics.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 6);
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(l["step"], i);
+        for key in ["loss", "lr", "tokens_per_s", "compute_ms", "comm_ms", "wait_ms"] {
+            assert!(l[key].is_number(), "metrics line {i} lacks {key}");
+        }
+    }
+    let svg = std::fs::read_to_string(dir.join("loss.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
