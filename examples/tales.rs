@@ -6,15 +6,17 @@
 //! ```text
 //! Generating the tales corpus for seed 1337 (target 1000000 chars)...
 //!
-//! The Striped Box
-//! Once upon a time, there was a gentle fox named Finn. ...
+//! The Tiny Drum
+//! Once upon a time, there was a shy cat named Rosa. Every day, Rosa played
+//! with her friend Ella. One day, she found a tiny drum under a tree. A rabbit
+//! ...
 //!
-//! size        1000213 chars in 2391 stories, generated in 35 ms
-//! vocabulary  58 chars: "\n !\",'.ABCDEFGHIJLMNOPRSTUWYZabcdefghijklmnopqrstuvwxyz"
-//! information 247123.4 nats in all choices
-//! floor       0.2471 nats/char: no model of these stories can average a lower loss
+//! size        1000263 chars in 2991 stories, generated in 13 ms
+//! vocabulary  57 chars: "\n !\"',.?ABCDEFGHIJKLMNOPRSTUWYZabcdefghijklmnopqrstuvwxyz"
+//! information 157995.9 nats in all choices
+//! floor       0.1580 nats/char: no model of these stories can average a lower loss
 //!
-//! Parsing story 1 back: 1 way to write it, 41 choices, 112.1 nats (generation counted 112.1).
+//! Parsing story 1 back: 1 way to write it, 28 choices, 47.0 nats (generation counted 47.0).
 //! ```
 
 use std::time::Instant;

@@ -1,15 +1,18 @@
 //! `tales`, the built-in corpus: short stories from a stochastic grammar, with a known entropy.
 //!
-//! [`generate`] writes stories (rules in `grammar.rs`) until the text reaches the asked
-//! size, about 1 MB by default, in a few tens of milliseconds. The same seed gives the same
+//! [`generate`] writes stories (rules in `grammar/`) until the text reaches the asked
+//! size, about 1 MB by default, in some 15 ms. The same seed gives the same
 //! text on every machine, because every decision comes from the crate's own [`Rng`].
 //!
 //! ```text
-//! The Golden Drum
-//! Once upon a time, there lived a kind dog called Max. Max's best friend was
-//! a shy girl called Zoe. Zoe gave Max a golden drum as a present. "What is
-//! that?" Zoe whispered. Then, he ate some cookies. It was the best day ever.
+//! The Golden Cup
+//! Once upon a time, there was a kind girl named Anna. Every day, she played
+//! with her friend Pip. Anna had a golden cup that she loved very much. Then,
+//! Anna jumped up and down. "Be careful!" Pip said. The wind was cold. From
+//! that day on, Anna and Pip were best friends.
 //! ```
+//!
+//! `cargo run --release --example tales` prints more, with the corpus's figures.
 //!
 //! # The entropy floor
 //!
@@ -41,13 +44,17 @@
 //!   floor = nats / chars     (nats per char)
 //! ```
 //!
-//! is the entropy rate of the source: no model can beat it on average, and a perfect model
-//! of the grammar reaches it. A long sample's figure sits within a fraction of a percent of
-//! the rate (about 2,400 stories in 1 MB). Had two paths written the same text, `p(text)`
-//! would be their *sum*, larger than either, and `nats` would overstate the information:
-//! a good model could then go below the "floor". [`parse`] searches every choice sequence
-//! that could have written a given story; the tests run it on generated stories and find
-//! exactly one, with the same nats that generation counted.
+//! is the entropy rate of the source, in the units of the training loss (natural log, per
+//! char): no model can beat it on average, and a perfect model of the grammar reaches it.
+//! One sample's figure wanders a little around the rate: for the default 1 MB (about 3,000
+//! stories) it is 0.157 to 0.158 nats/char over seeds 0 to 7, and the stories of the last
+//! 10% (the validation split) land within about 1% of that.
+//!
+//! Had two paths written the same text, `p(text)` would be their *sum*, larger than either,
+//! and `nats` would overstate the information: a good model could then go below the
+//! "floor". [`parse`] searches every choice sequence that could have written a given story;
+//! the tests run it on generated stories (all 3,000 of the default corpus in an `--ignored`
+//! test) and find exactly one each time, with the nats that generation counted.
 //!
 //! Caveat: the floor assumes the model sees the whole past. A transformer with a block of
 //! T chars sees at most T - 1 of them, and training and validation windows start cold. The
