@@ -6,6 +6,7 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod model;
+pub mod optim;
 pub mod parallel;
 pub mod rng;
 
