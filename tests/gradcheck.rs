@@ -241,7 +241,7 @@ fn linear_matches_reference() {
         &ref_linear(&f64s(&x), &f64s(&w), fan_in),
     );
     let (mut dx, mut dw) = (vec![0.0; n * fan_in], vec![0.0; fan_out * fan_in]);
-    linear_backward(&mut dx, &mut dw, &r, &x, &w, n, 1);
+    linear_backward(&mut dx, &mut dw, &r, &x, &w, n, Out::Add, 1);
     let (xf, wf) = (f64s(&x), f64s(&w));
     check(
         "linear dx",

@@ -19,7 +19,7 @@
 
 use rayon::prelude::*;
 
-use super::math::{dot, exp};
+use super::math::{dot, exp, max, sum};
 use super::matmul::{matmul, Mat, MatMut, Out};
 
 /// The shape of one attention call.
@@ -82,13 +82,9 @@ fn forward_seq(out: &mut [f32], att: &mut [f32], qkv: &[f32], s: AttnShape) {
         // P = causal softmax of S, row by row, in place
         for (i, row) in p.chunks_exact_mut(t).enumerate() {
             let (seen, future) = row.split_at_mut(i + 1);
-            let max = seen.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-            let mut sum = 0.0;
-            for x in seen.iter_mut() {
-                *x = exp(*x - max);
-                sum += *x;
-            }
-            let inv = 1.0 / sum;
+            let m = max(seen);
+            seen.iter_mut().for_each(|x| *x = softmax_weight(*x - m));
+            let inv = 1.0 / sum(seen);
             seen.iter_mut().for_each(|x| *x *= inv);
             future.fill(0.0);
         }
@@ -104,7 +100,24 @@ fn forward_seq(out: &mut [f32], att: &mut [f32], qkv: &[f32], s: AttnShape) {
     }
 }
 
-/// Accumulates `dqkv (B*T,3C)` from `dout (B*T,C)`; `datt (B,H,T,T)` is scratch, overwritten.
+/// exp(d) for d = score - row max <= 0, flushed to exactly 0 below e^-40 (4e-18).
+///
+/// Such a weight is invisible next to the row's largest (1) in f32 anyway (eps 6e-8); kept,
+/// it would breed subnormal numbers in the products that follow, and on x86 every
+/// arithmetic operation on a subnormal costs about a hundred cycles.
+#[inline(always)]
+pub(crate) fn softmax_weight(d: f32) -> f32 {
+    if d < -40.0 {
+        0.0
+    } else {
+        exp(d)
+    }
+}
+
+/// Writes `dqkv (B*T,3C)` from `dout (B*T,C)`; `datt (B,H,T,T)` is scratch.
+///
+/// Each of dQ, dK, dV of each head comes out of exactly one product, so they are written,
+/// not accumulated (no zeroing needed; see `linear_backward`).
 pub fn attention_backward(
     dqkv: &mut [f32],
     datt: &mut [f32],
@@ -155,9 +168,9 @@ fn backward_seq(
         let pm = Mat::dense(p, t, t);
         // forward: Y = P @ V  =>  dP = dY @ V^T   (T,T)
         matmul(MatMut::dense(dp, t, t), dy, v.t(), Out::Set, 1.0, 1);
-        // forward: Y = P @ V  =>  dV += P^T @ dY  (T,hs)
+        // forward: Y = P @ V  =>  dV = P^T @ dY  (T,hs)
         let dv = MatMut::new(&mut dqkv[2 * c + h * hs..], t, hs, 3 * c);
-        matmul(dv, pm.t(), dy, Out::Add, 1.0, 1);
+        matmul(dv, pm.t(), dy, Out::Set, 1.0, 1);
         // forward: P_i = softmax(S_i)  =>  dS_ij = P_ij (dP_ij - sum_k P_ik dP_ik).
         // Masked entries have P_ij = 0, so they get dS_ij = 0 and add nothing to the sum.
         for (drow, prow) in dp.chunks_exact_mut(t).zip(p.chunks_exact(t)) {
@@ -167,10 +180,10 @@ fn backward_seq(
             }
         }
         let ds = Mat::dense(dp, t, t);
-        // forward: S = scale * Q @ K^T  =>  dQ += scale * dS @ K,  dK += scale * dS^T @ Q
+        // forward: S = scale * Q @ K^T  =>  dQ = scale * dS @ K,  dK = scale * dS^T @ Q
         let dq = MatMut::new(&mut dqkv[h * hs..], t, hs, 3 * c);
-        matmul(dq, ds, k, Out::Add, scale, 1);
+        matmul(dq, ds, k, Out::Set, scale, 1);
         let dk = MatMut::new(&mut dqkv[c + h * hs..], t, hs, 3 * c);
-        matmul(dk, ds.t(), q, Out::Add, scale, 1);
+        matmul(dk, ds.t(), q, Out::Set, scale, 1);
     }
 }

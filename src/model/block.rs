@@ -9,7 +9,8 @@
 //! The residual adds are fused into the projections: `x_mid` starts as a copy of `x_in` and
 //! the projection's gemm adds onto it. Backward keeps ONE gradient buffer `dres` for the
 //! residual stream: a residual add passes its gradient through unchanged, so each branch's
-//! layernorm backward just accumulates its share into `dres`.
+//! layernorm backward just accumulates its share into `dres`. The other activation gradients
+//! have one producer each and are written outright (`Out::Set`), so nothing needs zeroing.
 
 use super::attention::{attention_backward, attention_forward, AttnShape};
 use super::gelu::{gelu_backward, gelu_forward};
@@ -113,7 +114,6 @@ pub(crate) fn block_backward(
 ) {
     let n = s.b * s.t;
     // x_out = x_mid + fcg @ mlp_proj^T: the residual passes dres through to x_mid unchanged
-    d.dfcg.fill(0.0);
     linear_backward(
         &mut d.dfcg,
         g.mlp_proj,
@@ -121,14 +121,22 @@ pub(crate) fn block_backward(
         &a.fcg,
         w.mlp_proj,
         n,
+        Out::Set,
         threads,
     );
     // fcg = gelu(fch)
-    d.dfch.fill(0.0);
     gelu_backward(&mut d.dfch, &d.dfcg, &a.fch, threads);
     // fch = ln2 @ c_fc^T
-    d.dln.fill(0.0);
-    linear_backward(&mut d.dln, g.c_fc, &d.dfch, &a.ln2, w.c_fc, n, threads);
+    linear_backward(
+        &mut d.dln,
+        g.c_fc,
+        &d.dfch,
+        &a.ln2,
+        w.c_fc,
+        n,
+        Out::Set,
+        threads,
+    );
     // ln2 = ln_2(x_mid): add this branch's gradient to the residual's; dres is now d x_mid
     let (mean, rstd) = (&a.ln2_mean, &a.ln2_rstd);
     layernorm_backward(
@@ -143,7 +151,6 @@ pub(crate) fn block_backward(
     );
 
     // x_mid = x_in + atty @ attn_proj^T
-    d.datty.fill(0.0);
     linear_backward(
         &mut d.datty,
         g.attn_proj,
@@ -151,10 +158,10 @@ pub(crate) fn block_backward(
         &a.atty,
         w.attn_proj,
         n,
+        Out::Set,
         threads,
     );
     // atty = attention(qkv)
-    d.dqkv.fill(0.0);
     attention_backward(
         &mut d.dqkv,
         &mut d.datt,
@@ -165,8 +172,16 @@ pub(crate) fn block_backward(
         threads,
     );
     // qkv = ln1 @ c_attn^T
-    d.dln.fill(0.0);
-    linear_backward(&mut d.dln, g.c_attn, &d.dqkv, &a.ln1, w.c_attn, n, threads);
+    linear_backward(
+        &mut d.dln,
+        g.c_attn,
+        &d.dqkv,
+        &a.ln1,
+        w.c_attn,
+        n,
+        Out::Set,
+        threads,
+    );
     // ln1 = ln_1(x_in); dres is now d x_in
     let (mean, rstd) = (&a.ln1_mean, &a.ln1_rstd);
     layernorm_backward(

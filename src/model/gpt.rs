@@ -199,7 +199,6 @@ impl Gpt {
         let d = &mut ws.scratch;
 
         // loss = mean CE  =>  dlogits = grad_scale * (probs - onehot)
-        d.dlogits.fill(0.0);
         crossentropy_backward(
             &mut d.dlogits,
             &ws.logits,
@@ -217,7 +216,6 @@ impl Gpt {
             );
             let (g_front, g_lnf) = g.split_at_mut(lnf_at);
             // logits = lnf @ wte^T  =>  dlnf = dlogits @ wte,  dwte += dlogits^T @ lnf
-            d.dln.fill(0.0);
             linear_backward(
                 &mut d.dln,
                 &mut g_front[..wpe_at],
@@ -225,6 +223,7 @@ impl Gpt {
                 &ws.lnf,
                 wte,
                 n,
+                Out::Set,
                 threads,
             );
             // lnf = ln_f(x_L): dres starts as d x_L

@@ -31,7 +31,12 @@ pub fn linear_forward(
     );
 }
 
-/// Accumulates `dinp (N,IN)` and `dw (OUT,IN)` from `dout (N,OUT)`.
+/// Accumulates `dw (OUT,IN)` from `dout (N,OUT)`; writes (`Out::Set`) or accumulates
+/// (`Out::Add`) `dinp (N,IN)`.
+///
+/// Why a mode for `dinp`: an activation gradient with a single producer can be written
+/// outright, which saves zeroing it first (a memset of every such buffer, ~2 ms a step at the
+/// default size). Parameter gradients belong to the caller and always accumulate.
 #[allow(clippy::too_many_arguments)]
 pub fn linear_backward(
     dinp: &mut [f32],
@@ -40,6 +45,7 @@ pub fn linear_backward(
     inp: &[f32],
     w: &[f32],
     n: usize,
+    dinp_mode: Out,
     threads: usize,
 ) {
     let (fan_in, fan_out) = (inp.len() / n, dout.len() / n);
@@ -49,12 +55,12 @@ pub fn linear_backward(
     assert_eq!(w.len(), fan_out * fan_in);
     assert_eq!(dw.len(), fan_out * fan_in);
     let dout_m = Mat::dense(dout, n, fan_out);
-    // forward: out = inp @ w^T  =>  dinp += dout @ w        (N,OUT) @ (OUT,IN)
+    // forward: out = inp @ w^T  =>  dinp (+)= dout @ w      (N,OUT) @ (OUT,IN)
     matmul(
         MatMut::dense(dinp, n, fan_in),
         dout_m,
         Mat::dense(w, fan_out, fan_in),
-        Out::Add,
+        dinp_mode,
         1.0,
         threads,
     );

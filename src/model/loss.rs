@@ -11,7 +11,8 @@
 
 use rayon::prelude::*;
 
-use super::math::exp;
+use super::attention::softmax_weight;
+use super::math::{exp, max};
 use super::rows_per_task;
 
 /// `losses (N)` and `lse (N)` from `logits (N,V)` and `targets (N)`.
@@ -31,14 +32,18 @@ pub fn crossentropy_forward(losses: &mut [f32], lse: &mut [f32], logits: &[f32],
             (tgt as usize) < v,
             "target {tgt} outside the vocabulary of {v}"
         );
-        let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-        let s: f32 = row.iter().map(|&x| exp(x - max)).sum();
-        *l = max + s.ln();
+        let m = max(row);
+        let mut s = 0.0;
+        for chunk in row.chunks(16) {
+            s += chunk.iter().map(|&x| exp(x - m)).sum::<f32>();
+        }
+        *l = m + s.ln();
         *loss = *l - row[tgt as usize];
     }
 }
 
-/// Accumulates `dlogits (N,V) += scale * (softmax(logits) - onehot(targets))`.
+/// Writes `dlogits (N,V) = scale * (softmax(logits) - onehot(targets))` (one producer, see
+/// `linear_backward`).
 pub fn crossentropy_backward(
     dlogits: &mut [f32],
     logits: &[f32],
@@ -60,7 +65,8 @@ pub fn crossentropy_backward(
             .zip(ls)
         {
             for (d, &x) in drow.iter_mut().zip(row) {
-                *d += scale * exp(x - l); // the softmax part: d lse / d logit_v = prob_v
+                // the softmax part: d lse / d logit_v = prob_v (flushed below 4e-18, see attention)
+                *d = scale * softmax_weight(x - l);
             }
             drow[t as usize] -= scale; // the -logits[target] part
         }

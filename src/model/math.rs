@@ -20,7 +20,8 @@ pub fn exp(x: f32) -> f32 {
     const LN2_LO: f32 = -2.121_944_4e-4;
     const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2E + ROUND) - ROUND;
+    let shifted = x * LOG2E + ROUND; // = ROUND + n exactly: n sits in the low mantissa bits
+    let n = shifted - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
     let mut p = 1.987_569_1e-4;
     p = p * r + 1.398_199_9e-3;
@@ -29,7 +30,10 @@ pub fn exp(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 0.5;
     let er = p * r * r + r + 1.0;
-    let two_n = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // 2^n: the biased exponent n + 127 shifted into place. Taken from the bits of `shifted`
+    // rather than with `n as i32`, whose saturating conversion would not vectorise.
+    let n_bits = shifted.to_bits().wrapping_sub(ROUND.to_bits());
+    let two_n = f32::from_bits(n_bits.wrapping_add(127) << 23);
     er * two_n
 }
 
@@ -51,6 +55,23 @@ pub fn sum(x: &[f32]) -> f32 {
         }
     }
     acc.iter().sum::<f32>() + tail
+}
+
+/// Largest element of `x` (-inf for an empty slice), with 16 running maxima.
+#[inline]
+pub fn max(x: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    for c in chunks {
+        for l in 0..LANES {
+            acc[l] = if c[l] > acc[l] { c[l] } else { acc[l] };
+        }
+    }
+    acc.iter().fold(tail, |m, &v| m.max(v))
 }
 
 /// Dot product of `a` and `b` (equal lengths) with 16 running partial sums.
@@ -108,5 +129,8 @@ mod tests {
         let d: f64 = a.iter().zip(&b).map(|(&x, &y)| x as f64 * y as f64).sum();
         assert!((sum(&a) as f64 - s).abs() < 1e-5);
         assert!((dot(&a, &b) as f64 - d).abs() < 1e-5);
+        let m = a.iter().fold(f32::MIN, |m, &x| m.max(x));
+        assert_eq!(max(&a), m);
+        assert_eq!(max(&a[..7]), a[..7].iter().fold(f32::MIN, |m, &x| m.max(x)));
     }
 }
