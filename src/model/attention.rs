@@ -1,0 +1,189 @@
+//! Causal multi-head self-attention (the part between `c_attn` and `attn.c_proj`).
+//!
+//! `qkv (B*T,3C)` holds, for each token, its query, key and value, each C = H*hs channels
+//! split into H heads. For one sequence and one head (T rows, hs columns, row stride 3C):
+//! ```text
+//!   S = Q K^T / sqrt(hs)           (T,T) how much query i attends to key j
+//!   P = softmax over j <= i        the causal mask: token i never sees the future
+//!   Y = P V                        (T,hs) written into head h's columns of out (B*T,C)
+//!
+//!         key j ->                  P (T,T), T = 5
+//!   query i   [ p . . . . ]         row i is a softmax over keys 0..=i;
+//!      |      [ p p . . . ]         '.' entries are exactly 0, so Y = P V needs
+//!      v      [ p p p . . ]         no mask of its own
+//!             [ p p p p . ]
+//!             [ p p p p p ]
+//! ```
+//! Q, K and V are strided views straight into `qkv`, and Y is a strided view into `out`: the
+//! products go through `gemm` without a single copy. `att (B,H,T,T)` keeps P for the backward.
+
+use rayon::prelude::*;
+
+use super::math::{dot, exp, max, sum};
+use super::matmul::{matmul, Mat, MatMut, Out};
+
+/// The shape of one attention call.
+#[derive(Clone, Copy, Debug)]
+pub struct AttnShape {
+    /// B: sequences.
+    pub b: usize,
+    /// T: positions per sequence.
+    pub t: usize,
+    /// C: channels of q (and of k, of v).
+    pub c: usize,
+    /// H: heads, each of C/H channels.
+    pub n_head: usize,
+}
+
+impl AttnShape {
+    fn check(&self, qkv: &[f32], att: &[f32], out: &[f32]) {
+        let AttnShape { b, t, c, n_head } = *self;
+        assert_eq!(c % n_head, 0, "heads must divide channels");
+        assert_eq!(qkv.len(), b * t * 3 * c);
+        assert_eq!(att.len(), b * n_head * t * t);
+        assert_eq!(out.len(), b * t * c);
+    }
+}
+
+/// `out (B*T,C)` and the probabilities `att (B,H,T,T)` from `qkv (B*T,3C)`.
+pub fn attention_forward(
+    out: &mut [f32],
+    att: &mut [f32],
+    qkv: &[f32],
+    s: AttnShape,
+    threads: usize,
+) {
+    s.check(qkv, att, out);
+    let (t, c, h) = (s.t, s.c, s.n_head);
+    let seqs = out
+        .chunks_mut(t * c)
+        .zip(att.chunks_mut(h * t * t))
+        .zip(qkv.chunks(t * 3 * c));
+    if threads <= 1 {
+        seqs.for_each(|((o, a), x)| forward_seq(o, a, x, s));
+    } else {
+        out.par_chunks_mut(t * c)
+            .zip(att.par_chunks_mut(h * t * t))
+            .zip(qkv.par_chunks(t * 3 * c))
+            .for_each(|((o, a), x)| forward_seq(o, a, x, s));
+    }
+}
+
+fn forward_seq(out: &mut [f32], att: &mut [f32], qkv: &[f32], s: AttnShape) {
+    let (t, c) = (s.t, s.c);
+    let hs = c / s.n_head;
+    let scale = 1.0 / (hs as f32).sqrt();
+    for (h, p) in att.chunks_exact_mut(t * t).enumerate() {
+        let q = Mat::new(&qkv[h * hs..], t, hs, 3 * c);
+        let k = Mat::new(&qkv[c + h * hs..], t, hs, 3 * c);
+        let v = Mat::new(&qkv[2 * c + h * hs..], t, hs, 3 * c);
+        // S = scale * Q @ K^T  (T,T)
+        matmul(MatMut::dense(p, t, t), q, k.t(), Out::Set, scale, 1);
+        // P = causal softmax of S, row by row, in place
+        for (i, row) in p.chunks_exact_mut(t).enumerate() {
+            let (seen, future) = row.split_at_mut(i + 1);
+            let m = max(seen);
+            seen.iter_mut().for_each(|x| *x = softmax_weight(*x - m));
+            let inv = 1.0 / sum(seen);
+            seen.iter_mut().for_each(|x| *x *= inv);
+            future.fill(0.0);
+        }
+        // Y = P @ V  (T,hs) into head h's columns of out
+        matmul(
+            MatMut::new(&mut out[h * hs..], t, hs, c),
+            Mat::dense(p, t, t),
+            v,
+            Out::Set,
+            1.0,
+            1,
+        );
+    }
+}
+
+/// exp(d) for d = score - row max <= 0, flushed to exactly 0 below e^-40 (4e-18).
+///
+/// Such a weight is invisible next to the row's largest (1) in f32 anyway (eps 6e-8); kept,
+/// it would breed subnormal numbers in the products that follow, and on x86 every
+/// arithmetic operation on a subnormal costs about a hundred cycles.
+#[inline(always)]
+pub(crate) fn softmax_weight(d: f32) -> f32 {
+    if d < -40.0 {
+        0.0
+    } else {
+        exp(d)
+    }
+}
+
+/// Writes `dqkv (B*T,3C)` from `dout (B*T,C)`; `datt (B,H,T,T)` is scratch.
+///
+/// Each of dQ, dK, dV of each head comes out of exactly one product, so they are written,
+/// not accumulated (no zeroing needed; see `linear_backward`).
+pub fn attention_backward(
+    dqkv: &mut [f32],
+    datt: &mut [f32],
+    dout: &[f32],
+    qkv: &[f32],
+    att: &[f32],
+    s: AttnShape,
+    threads: usize,
+) {
+    s.check(qkv, att, dout);
+    s.check(dqkv, datt, dout);
+    let (t, c, h) = (s.t, s.c, s.n_head);
+    if threads <= 1 {
+        dqkv.chunks_mut(t * 3 * c)
+            .zip(datt.chunks_mut(h * t * t))
+            .zip(dout.chunks(t * c))
+            .zip(qkv.chunks(t * 3 * c).zip(att.chunks(h * t * t)))
+            .for_each(|(((dx, da), dy), (x, a))| backward_seq(dx, da, dy, x, a, s));
+    } else {
+        dqkv.par_chunks_mut(t * 3 * c)
+            .zip(datt.par_chunks_mut(h * t * t))
+            .zip(dout.par_chunks(t * c))
+            .zip(qkv.par_chunks(t * 3 * c).zip(att.par_chunks(h * t * t)))
+            .for_each(|(((dx, da), dy), (x, a))| backward_seq(dx, da, dy, x, a, s));
+    }
+}
+
+fn backward_seq(
+    dqkv: &mut [f32],
+    datt: &mut [f32],
+    dout: &[f32],
+    qkv: &[f32],
+    att: &[f32],
+    s: AttnShape,
+) {
+    let (t, c) = (s.t, s.c);
+    let hs = c / s.n_head;
+    let scale = 1.0 / (hs as f32).sqrt();
+    for (h, (dp, p)) in datt
+        .chunks_exact_mut(t * t)
+        .zip(att.chunks_exact(t * t))
+        .enumerate()
+    {
+        let q = Mat::new(&qkv[h * hs..], t, hs, 3 * c);
+        let k = Mat::new(&qkv[c + h * hs..], t, hs, 3 * c);
+        let v = Mat::new(&qkv[2 * c + h * hs..], t, hs, 3 * c);
+        let dy = Mat::new(&dout[h * hs..], t, hs, c);
+        let pm = Mat::dense(p, t, t);
+        // forward: Y = P @ V  =>  dP = dY @ V^T   (T,T)
+        matmul(MatMut::dense(dp, t, t), dy, v.t(), Out::Set, 1.0, 1);
+        // forward: Y = P @ V  =>  dV = P^T @ dY  (T,hs)
+        let dv = MatMut::new(&mut dqkv[2 * c + h * hs..], t, hs, 3 * c);
+        matmul(dv, pm.t(), dy, Out::Set, 1.0, 1);
+        // forward: P_i = softmax(S_i)  =>  dS_ij = P_ij (dP_ij - sum_k P_ik dP_ik).
+        // Masked entries have P_ij = 0, so they get dS_ij = 0 and add nothing to the sum.
+        for (drow, prow) in dp.chunks_exact_mut(t).zip(p.chunks_exact(t)) {
+            let pdp = dot(prow, drow);
+            for (d, &pij) in drow.iter_mut().zip(prow) {
+                *d = pij * (*d - pdp);
+            }
+        }
+        let ds = Mat::dense(dp, t, t);
+        // forward: S = scale * Q @ K^T  =>  dQ = scale * dS @ K,  dK = scale * dS^T @ Q
+        let dq = MatMut::new(&mut dqkv[h * hs..], t, hs, 3 * c);
+        matmul(dq, ds, k, Out::Set, scale, 1);
+        let dk = MatMut::new(&mut dqkv[c + h * hs..], t, hs, 3 * c);
+        matmul(dk, ds.t(), q, Out::Set, scale, 1);
+    }
+}
