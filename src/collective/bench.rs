@@ -1,0 +1,301 @@
+//! `nanodist allreduce`: time each all-reduce, compare it with the machine's copy bandwidth,
+//! and fit the alpha-beta model.
+//!
+//! ```text
+//!   cargo run --release -- allreduce --workers 2 --floats 804096 --algo all --iters 50
+//! ```
+//!
+//! How it measures: the worker threads stay alive for a whole measurement; each iteration
+//! starts with a barrier, each worker times its own call, and the iteration counts as the
+//! slowest worker's time. The median over `--iters` iterations (after a few warm-up ones)
+//! is reported. The buffers are not rewritten between iterations, so they stay in cache as
+//! they would after `backward`; values grow (or become inf), which does not change the
+//! speed of float addition.
+//!
+//! - **bus bandwidth** (the nccl-tests convention): `busbw = bytes / time * 2(N-1)/N`, the
+//!   rate each worker's "link" would need in a bandwidth-optimal algorithm. Comparable
+//!   across N.
+//! - **roof**: every worker copies its own buffer of the same size, all at once; bytes per
+//!   second per worker. The shared-memory all-reduce reads and writes exactly as many bytes
+//!   per worker as such a copy, so at N = 2 it is the natural ceiling.
+//! - **alpha, beta**: least-squares fit of `time = alpha + beta * bytes` over a sweep of
+//!   sizes (1K..4M floats), weighted by `1/time^2` so the small sizes (which decide alpha)
+//!   count as much as the big ones (which decide beta).
+
+use std::time::Instant;
+
+use super::{group, Algorithm, Comm};
+use crate::Error;
+
+/// Arguments of `nanodist allreduce`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct AllreduceArgs {
+    /// Worker threads in the group.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// f32 elements per worker (default: the model's 804,096 gradients, 3.2 MB).
+    #[arg(long, default_value_t = 804_096)]
+    pub floats: usize,
+    /// Algorithm: naive, ring, tree, shared, or all.
+    #[arg(long, default_value = "all")]
+    pub algo: String,
+    /// Timed iterations per measurement (after warm-up); the median is reported.
+    #[arg(long, default_value_t = 50)]
+    pub iters: usize,
+    /// Print one JSON object per (algorithm, size) instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The alpha-beta model of one algorithm: `time_us = alpha_us + beta_us_per_byte * bytes`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AlphaBeta {
+    /// Fixed cost of one all-reduce, whatever its size (microseconds).
+    pub alpha_us: f64,
+    /// Cost per byte of buffer (microseconds per byte).
+    pub beta_us_per_byte: f64,
+}
+
+impl AlphaBeta {
+    /// Predicted time of one all-reduce of `bytes` bytes, in microseconds.
+    pub fn predict_us(&self, bytes: usize) -> f64 {
+        self.alpha_us + self.beta_us_per_byte * bytes as f64
+    }
+
+    /// Weighted least-squares fit to `(bytes, microseconds)` points (weights `1/us^2`).
+    ///
+    /// ```
+    /// use nanodist::collective::bench::AlphaBeta;
+    /// let fit = AlphaBeta::fit(&[(1000.0, 3.0), (2000.0, 5.0), (4000.0, 9.0)]);
+    /// assert!((fit.alpha_us - 1.0).abs() < 1e-9 && (fit.beta_us_per_byte - 0.002).abs() < 1e-12);
+    /// ```
+    pub fn fit(points: &[(f64, f64)]) -> AlphaBeta {
+        let (mut sw, mut sx, mut sy, mut sxx, mut sxy) = (0.0, 0.0, 0.0, 0.0, 0.0);
+        for &(x, y) in points {
+            let w = 1.0 / (y * y).max(1e-12);
+            sw += w;
+            sx += w * x;
+            sy += w * y;
+            sxx += w * x * x;
+            sxy += w * x * y;
+        }
+        let det = sw * sxx - sx * sx;
+        if points.len() < 2 || det.abs() < 1e-300 {
+            let y = points.first().map_or(0.0, |p| p.1);
+            return AlphaBeta {
+                alpha_us: y,
+                beta_us_per_byte: 0.0,
+            };
+        }
+        let beta = (sw * sxy - sx * sy) / det;
+        AlphaBeta {
+            alpha_us: (sy - beta * sx) / sw,
+            beta_us_per_byte: beta,
+        }
+    }
+}
+
+/// Median time, in microseconds, of one all-reduce of `floats` f32 across `workers`
+/// threads with `algo`, over `iters` iterations after warm-up.
+///
+/// # Panics
+/// If `workers`, `floats` or `iters` is 0 (`run` checks its arguments first).
+pub fn time_allreduce(workers: usize, floats: usize, algo: Algorithm, iters: usize) -> f64 {
+    median(time_each(workers, floats, iters, |comm, buf, _| {
+        comm.all_reduce(buf, algo)
+            .expect("no worker fails in a benchmark");
+    }))
+}
+
+/// Fits the alpha-beta model of `algo` on `workers` threads from a sweep of sizes.
+pub fn fit_alpha_beta(workers: usize, algo: Algorithm, iters: usize) -> AlphaBeta {
+    let points: Vec<(f64, f64)> = SWEEP
+        .iter()
+        .map(|&f| ((4 * f) as f64, time_allreduce(workers, f, algo, iters)))
+        .collect();
+    AlphaBeta::fit(&points)
+}
+
+/// Sizes of the sweep, in floats: 1K, 4K, ..., 4M.
+const SWEEP: [usize; 7] = [
+    1 << 10,
+    1 << 12,
+    1 << 14,
+    1 << 16,
+    1 << 18,
+    1 << 20,
+    1 << 22,
+];
+
+/// Runs `op(comm, buf, scratch)` on `workers` threads, `iters` timed times each after a
+/// warm-up; returns each iteration's slowest worker time in microseconds.
+fn time_each(
+    workers: usize,
+    floats: usize,
+    iters: usize,
+    op: impl Fn(&mut Comm, &mut [f32], &mut [f32]) + Sync,
+) -> Vec<f64> {
+    assert!(
+        workers > 0 && floats > 0 && iters > 0,
+        "time_each: all sizes must be > 0"
+    );
+    let warmup = (iters / 10).max(3);
+    let per_worker: Vec<Vec<f64>> = std::thread::scope(|s| {
+        let op = &op;
+        let handles: Vec<_> = group(workers)
+            .into_iter()
+            .map(|mut comm| {
+                s.spawn(move || {
+                    let mut buf = vec![1.0f32; floats];
+                    let mut scratch = vec![0.0f32; floats];
+                    let mut times = Vec::with_capacity(iters);
+                    for i in 0..warmup + iters {
+                        comm.barrier().expect("no worker fails in a benchmark");
+                        let t = Instant::now();
+                        op(&mut comm, &mut buf, &mut scratch);
+                        if i >= warmup {
+                            times.push(t.elapsed().as_secs_f64() * 1e6);
+                        }
+                    }
+                    times
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("benchmark worker"))
+            .collect()
+    });
+    (0..iters)
+        .map(|i| per_worker.iter().map(|t| t[i]).fold(0.0, f64::max))
+        .collect()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// One measured row.
+struct Row {
+    algo: Algorithm,
+    floats: usize,
+    median_us: f64,
+    roof_gbs: f64,
+}
+
+/// `nanodist allreduce`: see the module docs.
+pub fn run(args: &AllreduceArgs) -> Result<(), Error> {
+    if args.workers == 0 {
+        return Err(Error::Config(
+            "--workers must be at least 1 (try --workers 2)".into(),
+        ));
+    }
+    if args.floats == 0 || args.iters == 0 {
+        return Err(Error::Config(format!(
+            "--floats and --iters must be at least 1 (got --floats {} --iters {}); \
+             the defaults are 804096 and 50",
+            args.floats, args.iters
+        )));
+    }
+    let algos: Vec<Algorithm> = if args.algo == "all" {
+        Algorithm::ALL.to_vec()
+    } else {
+        match Algorithm::ALL.into_iter().find(|a| a.name() == args.algo) {
+            Some(a) => vec![a],
+            None => {
+                return Err(Error::Config(format!(
+                    "unknown --algo '{}': use one of naive, ring, tree, shared, or all",
+                    args.algo
+                )))
+            }
+        }
+    };
+    let (n, iters) = (args.workers, args.iters);
+    let mut sizes = SWEEP.to_vec();
+    if !sizes.contains(&args.floats) {
+        sizes.push(args.floats);
+        sizes.sort_unstable();
+    }
+    let roofs: Vec<f64> = sizes
+        .iter()
+        .map(|&f| {
+            let t = median(time_each(n, f, iters, |_, buf, scratch| {
+                scratch.copy_from_slice(buf)
+            }));
+            (4 * f) as f64 / t / 1e3
+        })
+        .collect();
+    let mut rows = Vec::new();
+    for &algo in &algos {
+        for (&floats, &roof_gbs) in sizes.iter().zip(&roofs) {
+            let median_us = time_allreduce(n, floats, algo, iters);
+            rows.push(Row {
+                algo,
+                floats,
+                median_us,
+                roof_gbs,
+            });
+        }
+    }
+    let fit = |algo: Algorithm| {
+        let pts: Vec<(f64, f64)> = rows
+            .iter()
+            .filter(|r| r.algo == algo && SWEEP.contains(&r.floats))
+            .map(|r| ((4 * r.floats) as f64, r.median_us))
+            .collect();
+        AlphaBeta::fit(&pts)
+    };
+    let busbw = |r: &Row| {
+        let bytes = (4 * r.floats) as f64;
+        bytes / r.median_us / 1e3 * 2.0 * (n as f64 - 1.0) / n as f64
+    };
+    if args.json {
+        for r in &rows {
+            let ab = fit(r.algo);
+            let line = serde_json::json!({
+                "algo": r.algo.name(), "workers": n, "floats": r.floats, "bytes": 4 * r.floats,
+                "median_us": r.median_us, "busbw_gbs": busbw(r), "roof_gbs": r.roof_gbs,
+                "pct_of_roof": 100.0 * busbw(r) / r.roof_gbs, "iters": iters,
+                "alpha_us": ab.alpha_us, "beta_us_per_byte": ab.beta_us_per_byte,
+            });
+            println!("{line}");
+        }
+        return Ok(());
+    }
+    let at = sizes
+        .iter()
+        .position(|&f| f == args.floats)
+        .expect("added above");
+    println!(
+        "all-reduce of {} f32 ({:.2} MB) across {n} workers: median of {iters} runs",
+        args.floats,
+        (4 * args.floats) as f64 / 1e6
+    );
+    println!(
+        "roof: each worker copies its own {:.2} MB buffer at the same time: {:.1} GB/s",
+        (4 * args.floats) as f64 / 1e6,
+        roofs[at]
+    );
+    println!(
+        "{:<8} {:>10} {:>11} {:>8} {:>10} {:>14}",
+        "algo", "median us", "busbw GB/s", "% roof", "alpha us", "1/beta GB/s"
+    );
+    for r in rows.iter().filter(|r| r.floats == args.floats) {
+        let ab = fit(r.algo);
+        println!(
+            "{:<8} {:>10.1} {:>11.2} {:>7.0}% {:>10.2} {:>14.2}",
+            r.algo.name(),
+            r.median_us,
+            busbw(r),
+            100.0 * busbw(r) / r.roof_gbs,
+            ab.alpha_us,
+            1e-3 / ab.beta_us_per_byte
+        );
+    }
+    println!(
+        "(alpha and beta fitted over {} .. {} floats; busbw = bytes/time * 2(N-1)/N)",
+        SWEEP[0], SWEEP[6]
+    );
+    Ok(())
+}

@@ -1,0 +1,202 @@
+//! The shared-memory window: for the length of one collective, every worker may touch its
+//! own *column* of every worker's buffer.
+//!
+//! Threads of one process can read each other's memory; the borrow checker just cannot
+//! see that worker 1's `&mut [f32]` and worker 0's reads of it are ordered by a barrier in
+//! another thread. This file is the one place that argues it by hand:
+//!
+//! ```text
+//!            chunk 0     chunk 1     chunk 2          N = 3, column r = chunk_range(len, 3, r)
+//!   buf 0  [ col 0     | col 1     | col 2     ]
+//!   buf 1  [ col 0     | col 1     | col 2     ]
+//!   buf 2  [ col 0     | col 1     | col 2     ]
+//!             worker 0    worker 1    worker 2    <- the only worker touching that column
+//!
+//!   open:   publish (address, length, type) of my buffer -> barrier "entry"
+//!           check every peer published the same length and type
+//!   use:    worker r reads/writes column r of any buffer (Window::column)
+//!   close:  barrier "exit" (in Drop, so a panic still waits for it) -> buffers are theirs again
+//! ```
+//!
+//! Rust note: [`Window`] holds the `&mut [T]` borrow of the caller's buffer (as
+//! `PhantomData`) until it is dropped, so the caller cannot touch its buffer while peers
+//! may be writing into it; and [`Window::column`] takes `&mut self`, so at most one slice
+//! into a peer's buffer is alive at a time.
+
+use std::any::TypeId;
+use std::marker::PhantomData;
+use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use super::comm::{Comm, Shared};
+use super::{chunk_range, CommError, Element};
+
+/// What a worker publishes about its buffer for the length of a collective.
+#[derive(Clone, Copy, Debug)]
+struct Desc {
+    addr: usize,
+    len: usize,
+    ty: TypeId,
+}
+
+/// The published buffers of a group, one slot per worker.
+#[derive(Debug)]
+pub(crate) struct Slots {
+    descs: Box<[Mutex<Desc>]>,
+    /// `r + 1` once worker `r` panicked inside a window: the results are incomplete.
+    torn: AtomicUsize,
+}
+
+impl Slots {
+    pub fn new(n: usize) -> Self {
+        let empty = Desc {
+            addr: 0,
+            len: 0,
+            ty: TypeId::of::<()>(),
+        };
+        Slots {
+            descs: (0..n).map(|_| Mutex::new(empty)).collect(),
+            torn: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// One worker's view of all buffers during a shared-memory collective.
+pub(crate) struct Window<'a, T> {
+    shared: &'a Shared,
+    /// `addrs[j]`: where worker `j`'s buffer starts.
+    addrs: &'a [usize],
+    rank: usize,
+    /// This worker's column: `chunk_range(len, n, rank)`.
+    col: Range<usize>,
+    exit: usize,
+    _buf: PhantomData<&'a mut [T]>,
+}
+
+/// Publishes `buf`, waits until every worker has, and returns the window onto all buffers.
+///
+/// # Panics
+/// If the workers' buffers differ in length or element type (a contract violation; every
+/// worker sees the same descriptors, so all of them panic before touching any buffer).
+pub(crate) fn open<'a, T: Element>(
+    comm: &'a mut Comm,
+    buf: &'a mut [T],
+) -> Result<Window<'a, T>, CommError> {
+    let (entry, exit) = (comm.next_epoch(), comm.next_epoch());
+    let (rank, n, len) = (comm.rank(), comm.size(), buf.len());
+    let me = Desc {
+        // From here on this worker reaches its own buffer only through this address, like
+        // everyone else: `buf` itself is parked in the Window's PhantomData.
+        addr: buf.as_mut_ptr() as usize,
+        len,
+        ty: TypeId::of::<T>(),
+    };
+    *comm.shared.slots.descs[rank].lock().expect("slot lock") = me;
+    comm.shared
+        .sync
+        .barrier(rank, entry)
+        .map_err(|rank| CommError::PeerGone { rank })?;
+    comm.peers.clear();
+    for (j, slot) in comm.shared.slots.descs.iter().enumerate() {
+        let d = *slot.lock().expect("slot lock");
+        assert!(
+            d.len == len && d.ty == me.ty,
+            "shared-memory collective: worker {j} passed {} elements of another type or \
+             length than worker {rank}'s {len} x {}: all workers must pass the same",
+            d.len,
+            std::any::type_name::<T>()
+        );
+        comm.peers.push(d.addr);
+    }
+    let comm: &'a Comm = comm;
+    Ok(Window {
+        shared: &comm.shared,
+        addrs: &comm.peers,
+        rank,
+        col: chunk_range(len, n, rank),
+        exit,
+        _buf: PhantomData,
+    })
+}
+
+impl<T: Element> Window<'_, T> {
+    /// This worker's column, `chunk_range(len, n, rank)`.
+    pub fn col(&self) -> Range<usize> {
+        self.col.clone()
+    }
+
+    /// This worker's column of worker `j`'s buffer.
+    pub fn column(&mut self, j: usize) -> &mut [T] {
+        let p = self.addrs[j] as *mut T;
+        // SAFETY:
+        // - Live and typed: `addrs[j]` is the start of worker j's `&mut [T]` of `len`
+        //   elements (length and TypeId checked in `open`), and `col` lies within `0..len`.
+        //   Worker j keeps that borrow until its Window is dropped, after the exit barrier,
+        //   which waits for our arrival, which happens when *our* Window drops; this slice
+        //   borrows our Window, so it is gone by then.
+        // - Exclusive: between the entry and exit barriers worker r forms slices only of
+        //   column r = chunk_range(len, n, r), and columns of different workers are disjoint;
+        //   no worker touches its own buffer except through its Window. Within this worker,
+        //   `&mut self` allows one such slice at a time.
+        // - Ordered: each worker's writes before the collective happen-before our reads (the
+        //   entry barrier: Release store of `arrived`, Acquire loads); our writes
+        //   happen-before the owner's next use of its buffer (the exit barrier).
+        unsafe { std::slice::from_raw_parts_mut(p.add(self.col.start), self.col.len()) }
+    }
+
+    /// This worker's column of two *different* buffers `i` and `j`, both writable.
+    pub fn column_pair(&mut self, i: usize, j: usize) -> (&mut [T], &mut [T]) {
+        assert_ne!(i, j, "column_pair needs two different buffers");
+        let (pi, pj) = (self.addrs[i] as *mut T, self.addrs[j] as *mut T);
+        let (start, len) = (self.col.start, self.col.len());
+        // SAFETY: as in `column`, for column r of two different buffers: two distinct
+        // allocations, so the two slices cannot overlap each other either.
+        unsafe {
+            (
+                std::slice::from_raw_parts_mut(pi.add(start), len),
+                std::slice::from_raw_parts_mut(pj.add(start), len),
+            )
+        }
+    }
+
+    /// Copies this worker's column of buffer `from` into the same column of buffer `to`.
+    pub fn copy_column(&mut self, from: usize, to: usize) {
+        if from != to {
+            let (src, dst) = self.column_pair(from, to);
+            dst.copy_from_slice(src);
+        }
+    }
+
+    /// Leaves the window: waits until every worker is done with every buffer.
+    /// `Err` if a worker panicked inside its window (its column was not finished).
+    pub fn close(self) -> Result<(), CommError> {
+        let shared = self.shared;
+        drop(self);
+        match shared.slots.torn.load(Ordering::Acquire) {
+            0 => Ok(()),
+            r => Err(CommError::PeerGone { rank: r - 1 }),
+        }
+    }
+}
+
+impl<T> Drop for Window<'_, T> {
+    /// The exit barrier. It runs on unwinding too: a worker that panics inside the window
+    /// still waits here until nobody is using its buffer, so its caller's stack frame (which
+    /// owns the buffer) cannot be freed under a peer's feet.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = self.shared.slots.torn.compare_exchange(
+                0,
+                self.rank + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+        }
+        let sync = &self.shared.sync;
+        sync.arrive(self.rank, self.exit);
+        // No "peer gone" exit here: every worker passed the entry barrier, so every worker
+        // is inside its window and reaches this barrier (normally or by unwinding).
+        sync.wait_for(|| sync.all_arrived(self.exit));
+    }
+}
