@@ -100,7 +100,9 @@ pub fn sgemm_peak_gflops(threads: usize) -> f64 {
                 let b = vec![0.5f32; n * n];
                 let mut c = vec![0.0f32; n * n];
                 for _ in 0..reps {
-                    crate::model::matmul::sgemm(&mut c, &a, &b, n, n, n);
+                    use crate::model::matmul::{matmul, Mat, MatMut, Out};
+                    let (a, b) = (Mat::new(&a, n, n, n), Mat::new(&b, n, n, n));
+                    matmul(MatMut::new(&mut c, n, n, n), a, b, Out::Set, 1.0, 1);
                 }
                 std::hint::black_box(&c);
             });
@@ -203,7 +205,7 @@ fn predict_comm_ms(cfg: &TrainConfig) -> f64 {
         return 0.0;
     }
     let params = cfg.model.num_params();
-    let fit = collective::bench::fit_alpha_beta(cfg.workers, cfg.allreduce);
+    let fit = collective::bench::fit_alpha_beta(cfg.workers, cfg.allreduce, 20);
     let elem = if cfg.deterministic { 8.0 } else { 4.0 };
     buckets::plan(params, buckets::floats_for_kb(cfg.bucket_kb))
         .iter()
