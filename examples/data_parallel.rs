@@ -41,7 +41,10 @@ fn main() -> Result<(), Error> {
     );
     let mut hashes = Vec::new();
     for workers in [1, 2, 4] {
-        let cfg = TrainConfig { workers, ..base.clone() };
+        let cfg = TrainConfig {
+            workers,
+            ..base.clone()
+        };
         println!(
             "{workers} worker{}: each runs forward and backward on {} of the {} sequences, then the",
             if workers == 1 { " " } else { "s" },
@@ -49,7 +52,11 @@ fn main() -> Result<(), Error> {
             cfg.batch
         );
         println!("  workers sum their gradients with an all-reduce and each applies the same AdamW step.");
-        let opts = RunOptions { out: None, quiet: true, final_eval: false };
+        let opts = RunOptions {
+            out: None,
+            quiet: true,
+            final_eval: false,
+        };
         let run = train::train(&cfg, &corpus, train::initial_state(&cfg), &opts)?;
         let s = &run.summary;
         let total = s.compute_ms_median + s.comm_ms_median + s.wait_ms_median;

@@ -114,10 +114,14 @@ pub fn sgemm_peak_gflops(threads: usize) -> f64 {
 /// Runs the sweep, prints the table, writes bench.json and scaling.svg.
 pub fn run(args: &BenchArgs) -> Result<(), Error> {
     if args.workers.is_empty() || args.workers.contains(&0) {
-        return Err(Error::Config("--workers needs positive counts, e.g. --workers 1,2,4".into()));
+        return Err(Error::Config(
+            "--workers needs positive counts, e.g. --workers 1,2,4".into(),
+        ));
     }
     if args.steps == 0 || args.batch == 0 || args.per_worker == 0 {
-        return Err(Error::Config("--steps, --batch and --per-worker must be at least 1".into()));
+        return Err(Error::Config(
+            "--steps, --batch and --per-worker must be at least 1".into(),
+        ));
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut base = TrainConfig {
@@ -146,7 +150,10 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
         if args.batch % n == 0 {
             cfgs.push(("strong", args.batch));
         } else {
-            println!("  strong scaling skips {n} workers: --batch {} does not divide", args.batch);
+            println!(
+                "  strong scaling skips {n} workers: --batch {} does not divide",
+                args.batch
+            );
         }
         cfgs.push(("weak", args.per_worker * n));
         for (mode, batch) in cfgs {
@@ -157,7 +164,11 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
                 ..base.clone()
             };
             cfg.validate()?;
-            let opts = RunOptions { out: None, quiet: true, final_eval: false };
+            let opts = RunOptions {
+                out: None,
+                quiet: true,
+                final_eval: false,
+            };
             let s = train::train(&cfg, &corpus, train::initial_state(&cfg), &opts)?.summary;
             let flops = cfg.model.flops_per_step(cfg.tokens_per_step());
             points.push(Point {
@@ -183,18 +194,27 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
         }
     }
     for mode in ["strong", "weak", "op-parallel"] {
-        let one = points.iter().find(|p| p.mode == mode && p.workers == 1).map(|p| p.tokens_per_s);
+        let one = points
+            .iter()
+            .find(|p| p.mode == mode && p.workers == 1)
+            .map(|p| p.tokens_per_s);
         for p in points.iter_mut().filter(|p| p.mode == mode) {
             p.efficiency = one.map_or(f64::NAN, |t1| p.tokens_per_s / (p.workers as f64 * t1));
         }
     }
     println!("\n{}", table(&points));
-    let dir = args.out.clone().unwrap_or_else(|| PathBuf::from("runs/bench"));
+    let dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs/bench"));
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     let json = serde_json::json!({ "cores": cores, "points": points });
     let json = serde_json::to_string_pretty(&json).expect("serialises");
     crate::checkpoint::write_atomic(&dir.join("bench.json"), json.as_bytes())?;
-    crate::checkpoint::write_atomic(&dir.join("scaling.svg"), scaling_svg(&points, cores).as_bytes())?;
+    crate::checkpoint::write_atomic(
+        &dir.join("scaling.svg"),
+        scaling_svg(&points, cores).as_bytes(),
+    )?;
     println!("wrote {0}/bench.json and {0}/scaling.svg", dir.display());
     Ok(())
 }
@@ -224,7 +244,11 @@ fn op_parallel(
     peak: f64,
     cores: usize,
 ) -> Result<Point, Error> {
-    let cfg = TrainConfig { batch, workers: 1, ..base.clone() };
+    let cfg = TrainConfig {
+        batch,
+        workers: 1,
+        ..base.clone()
+    };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
@@ -241,7 +265,15 @@ fn op_parallel(
     pool.install(|| {
         for step in 0..steps + 5 {
             let start = Instant::now();
-            sampler::fill_batch(&corpus.train, cfg.seed, step as u64, 0..batch, t, &mut inputs, &mut targets);
+            sampler::fill_batch(
+                &corpus.train,
+                cfg.seed,
+                step as u64,
+                0..batch,
+                t,
+                &mut inputs,
+                &mut targets,
+            );
             grads.fill(0.0);
             model.forward(&mut ws, &inputs, Some(&targets));
             model.backward(&mut ws, scale, &mut grads[..]);
@@ -293,7 +325,11 @@ pub fn table(points: &[Point]) -> String {
             "| {} | {}{} | {} | {} | {:.1} | {:.0}% | {:.1} | {:.2} ({:.2}) | {:.2} | {:.0}% |\n",
             p.mode,
             p.workers,
-            if p.oversubscribed { " (oversubscribed)" } else { "" },
+            if p.oversubscribed {
+                " (oversubscribed)"
+            } else {
+                ""
+            },
             p.batch,
             thousands(p.tokens_per_s),
             p.step_ms,
@@ -309,13 +345,22 @@ pub fn table(points: &[Point]) -> String {
 }
 
 fn scaling_svg(points: &[Point], cores: usize) -> String {
-    let colors = [("strong", "#1f77b4"), ("weak", "#2ca02c"), ("op-parallel", "#d62728")];
+    let colors = [
+        ("strong", "#1f77b4"),
+        ("weak", "#2ca02c"),
+        ("op-parallel", "#d62728"),
+    ];
     let series_of = |value: fn(&Point) -> f64| -> Vec<Series> {
         colors
             .iter()
             .map(|&(mode, color)| Series {
-                name: format!("{mode} (data parallel)").replace("op-parallel (data parallel)", "op parallel"),
-                points: points.iter().filter(|p| p.mode == mode).map(|p| (p.workers as f64, value(p))).collect(),
+                name: format!("{mode} (data parallel)")
+                    .replace("op-parallel (data parallel)", "op parallel"),
+                points: points
+                    .iter()
+                    .filter(|p| p.mode == mode)
+                    .map(|p| (p.workers as f64, value(p)))
+                    .collect(),
                 color,
                 dashed: false,
             })
@@ -334,7 +379,12 @@ fn scaling_svg(points: &[Point], cores: usize) -> String {
     }
     let mut eff = series_of(|p| 100.0 * p.efficiency);
     let max = points.iter().map(|p| p.workers).max().unwrap_or(1) as f64;
-    eff.push(Series { name: "ideal".into(), points: vec![(1.0, 100.0), (max, 100.0)], color: "#777777", dashed: true });
+    eff.push(Series {
+        name: "ideal".into(),
+        points: vec![(1.0, 100.0), (max, 100.0)],
+        color: "#777777",
+        dashed: true,
+    });
     let top = Chart {
         title: format!("tokens/s against threads ({cores} cores)"),
         x_label: "threads".into(),

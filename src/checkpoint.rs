@@ -95,10 +95,18 @@ fn checksum(meta: &HashMap<String, String>, tensors: &[(String, Vec<usize>, Vec<
 /// The three groups of tensors, named as in the file.
 fn named_tensors(ck: &Checkpoint, layout: &ParamLayout) -> Vec<(String, Vec<usize>, Vec<u8>)> {
     let mut out = Vec::with_capacity(3 * layout.tensors.len());
-    for (prefix, values) in [("", &ck.params), ("optimizer.m.", &ck.adam_m), ("optimizer.v.", &ck.adam_v)] {
+    for (prefix, values) in [
+        ("", &ck.params),
+        ("optimizer.m.", &ck.adam_m),
+        ("optimizer.v.", &ck.adam_v),
+    ] {
         for t in &layout.tensors {
             let slice = &values[t.offset..t.offset + t.len];
-            out.push((format!("{prefix}{}", t.name), t.shape.clone(), le_bytes(slice)));
+            out.push((
+                format!("{prefix}{}", t.name),
+                t.shape.clone(),
+                le_bytes(slice),
+            ));
         }
     }
     out
@@ -126,7 +134,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
 /// Saves `ck` into `dir/checkpoint.safetensors`, atomically.
 pub fn save(dir: &Path, ck: &Checkpoint) -> Result<PathBuf, Error> {
     let layout = ParamLayout::new(&ck.config.model);
-    assert_eq!(ck.params.len(), layout.len, "params do not match the layout");
+    assert_eq!(
+        ck.params.len(),
+        layout.len,
+        "params do not match the layout"
+    );
     assert_eq!(ck.adam_m.len(), layout.len);
     assert_eq!(ck.adam_v.len(), layout.len);
     let tensors = named_tensors(ck, &layout);
@@ -141,7 +153,10 @@ pub fn save(dir: &Path, ck: &Checkpoint) -> Result<PathBuf, Error> {
     // seed and the next step, so that is what "RNG state" means here.
     meta.insert(
         "rng".into(),
-        format!(r#"{{"sampler":"splitmix64","seed":{},"next_step":{}}}"#, ck.config.seed, ck.step),
+        format!(
+            r#"{{"sampler":"splitmix64","seed":{},"next_step":{}}}"#,
+            ck.config.seed, ck.step
+        ),
     );
     meta.insert("adam_t".into(), ck.adam_t.to_string());
     meta.insert("checksum".into(), checksum(&meta, &tensors));
@@ -221,9 +236,16 @@ pub fn decode(bytes: &[u8], origin: &str) -> Result<Checkpoint, Error> {
         )));
     }
     let layout = ParamLayout::new(&config.model);
-    let mut values = [vec![0f32; layout.len], vec![0f32; layout.len], vec![0f32; layout.len]];
+    let mut values = [
+        vec![0f32; layout.len],
+        vec![0f32; layout.len],
+        vec![0f32; layout.len],
+    ];
     let mut tensors = Vec::with_capacity(3 * layout.tensors.len());
-    for (prefix, out) in ["", "optimizer.m.", "optimizer.v."].iter().zip(values.iter_mut()) {
+    for (prefix, out) in ["", "optimizer.m.", "optimizer.v."]
+        .iter()
+        .zip(values.iter_mut())
+    {
         for t in &layout.tensors {
             let name = format!("{prefix}{}", t.name);
             let view = st
@@ -302,7 +324,10 @@ mod tests {
         let ck = sample();
         save(&dir, &ck).unwrap();
         assert_eq!(load(&dir).unwrap(), ck);
-        assert!(!dir.join("checkpoint.tmp").exists(), "the temp file is renamed away");
+        assert!(
+            !dir.join("checkpoint.tmp").exists(),
+            "the temp file is renamed away"
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -69,7 +69,7 @@ struct TrainArgs {
     #[arg(long, value_name = "C")]
     embd: Option<usize>,
     /// Peak learning rate [default: 1e-3].
-    #[arg(long, value_name = "F")]
+    #[arg(long, value_name = "F", allow_negative_numbers = true)]
     lr: Option<f32>,
     /// Micro-batches per worker per step (gradient accumulation) [default: 1].
     #[arg(long, value_name = "K")]
@@ -138,8 +138,14 @@ fn parse_pair(s: &str) -> Result<(usize, u64), String> {
     let (a, b) = s
         .split_once(':')
         .ok_or_else(|| format!("'{s}' is not of the form W:N (e.g. 1:50)"))?;
-    let w = a.trim().parse().map_err(|_| format!("'{a}' is not a worker number"))?;
-    let n = b.trim().parse().map_err(|_| format!("'{b}' is not a whole number"))?;
+    let w = a
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{a}' is not a worker number"))?;
+    let n = b
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{b}' is not a whole number"))?;
     Ok((w, n))
 }
 
@@ -176,7 +182,10 @@ fn main() -> ExitCode {
 /// The largest divisor of `batch` that is at most the number of cores.
 fn default_workers(batch: usize) -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    (1..=cores.min(batch.max(1))).rev().find(|w| batch % w == 0).unwrap_or(1)
+    (1..=cores.min(batch.max(1)))
+        .rev()
+        .find(|w| batch % w == 0)
+        .unwrap_or(1)
 }
 
 /// Applies the flags the user gave onto `cfg`.
@@ -282,14 +291,30 @@ fn run_train(args: TrainArgs) -> Result<(), Error> {
         "Run directory {}: summary.json, metrics.jsonl, checkpoint.safetensors,\n  trace.json (open in https://ui.perfetto.dev), loss.svg (open in a browser)",
         dir.display()
     );
-    println!("More text: nanodist sample --run {} --prompt \"Once\"", dir.display());
+    println!(
+        "More text: nanodist sample --run {} --prompt \"Once\"",
+        dir.display()
+    );
     Ok(())
 }
 
-type Resumed = (TrainConfig, data::Corpus, nanodist::parallel::data_parallel::Init, PathBuf);
+type Resumed = (
+    TrainConfig,
+    data::Corpus,
+    nanodist::parallel::data_parallel::Init,
+    PathBuf,
+);
 
 fn resume(args: &TrainArgs, dir: &Path) -> Result<Resumed, Error> {
     let ck = checkpoint::load(dir)?;
+    let complete = dir.join("summary.json").exists();
+    if complete && args.steps.is_none_or(|s| s <= ck.step) {
+        return Err(Error::Config(format!(
+            "the run in {} is complete at step {}: pass a larger --steps to continue it",
+            dir.display(),
+            ck.step
+        )));
+    }
     // Fault and straggler injection are experiments on a run, not part of it: a resumed
     // run takes them (and --check-replicas) from this command line only.
     let mut cfg = TrainConfig {
@@ -372,7 +397,14 @@ fn run_sample(args: SampleArgs) -> Result<(), Error> {
     let ck = checkpoint::load(&args.run)?;
     let vocab = data::Vocab::from_chars(&ck.vocab)?;
     let model = nanodist::model::Gpt::from_params(ck.config.model.clone(), ck.params);
-    let text = sample::generate(&model, &vocab, &args.prompt, args.chars, args.temperature, args.seed)?;
+    let text = sample::generate(
+        &model,
+        &vocab,
+        &args.prompt,
+        args.chars,
+        args.temperature,
+        args.seed,
+    )?;
     println!("{text}");
     Ok(())
 }

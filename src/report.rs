@@ -124,9 +124,9 @@ pub fn summary_table(s: &Summary) -> String {
             thousands(s.params as f64)
         ),
     );
-    let floor = s
-        .floor_nats
-        .map_or(String::new(), |f| format!("  (corpus floor {f:.3}, gap {:.3})", s.val_loss - f));
+    let floor = s.floor_nats.map_or(String::new(), |f| {
+        format!("  (corpus floor {f:.3}, gap {:.3})", s.val_loss - f)
+    });
     row("val loss", format!("{:.4} nats/char{floor}", s.val_loss));
     row("train loss", format!("{:.4} (last 50 steps)", s.train_loss));
     row(
@@ -162,11 +162,11 @@ pub fn summary_table(s: &Summary) -> String {
         "default (float sums)"
     };
     let overlap = if s.overlap { ", overlapped" } else { "" };
+    row("all-reduce", format!("{}{overlap}, {mode}", s.allreduce));
     row(
-        "all-reduce",
-        format!("{}{overlap}, {mode}", s.allreduce),
+        "wall time",
+        format!("{:.1} s, peak memory {:.0} MiB", s.wall_s, s.peak_rss_mib),
     );
-    row("wall time", format!("{:.1} s, peak memory {:.0} MiB", s.wall_s, s.peak_rss_mib));
     row("param_hash", s.param_hash.clone());
     out
 }

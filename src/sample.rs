@@ -35,11 +35,15 @@ pub fn generate(
         // Start where a story would: after a newline when the corpus has one.
         vocab.encode("\n").unwrap_or_else(|_| vec![0])
     } else {
-        vocab.encode(prompt).map_err(|e| {
-            Error::Data(format!("the prompt cannot be encoded: {e}"))
-        })?
+        vocab
+            .encode(prompt)
+            .map_err(|e| Error::Data(format!("the prompt cannot be encoded: {e}")))?
     };
-    let mut out = if prompt.is_empty() { String::new() } else { prompt.to_string() };
+    let mut out = if prompt.is_empty() {
+        String::new()
+    } else {
+        prompt.to_string()
+    };
     let mut ws = Workspace::new(&model.cfg, 1, t);
     let mut rng = Rng::new(seed);
     let mut window = vec![0u32; t];

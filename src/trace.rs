@@ -132,7 +132,10 @@ pub fn chrome_trace(tracks: &[Vec<Span>]) -> String {
         out.push_str(&line);
     };
     for (w, spans) in tracks.iter().enumerate() {
-        for (tid, name) in [(2 * w, format!("worker {w}")), (2 * w + 1, format!("worker {w} comm"))] {
+        for (tid, name) in [
+            (2 * w, format!("worker {w}")),
+            (2 * w + 1, format!("worker {w} comm")),
+        ] {
             if tid % 2 == 1 && !spans.iter().any(|s| s.comm_thread) {
                 continue;
             }
@@ -188,7 +191,10 @@ mod tests {
         // worker 0 (+ comm track), worker 1: 3 name records and 3 spans
         assert_eq!(names.iter().filter(|n| **n == "thread_name").count(), 3);
         assert!(names.contains(&"all-reduce bucket 1"));
-        let ar = events.iter().find(|e| e["name"] == "all-reduce bucket 1").unwrap();
+        let ar = events
+            .iter()
+            .find(|e| e["name"] == "all-reduce bucket 1")
+            .unwrap();
         assert_eq!(ar["tid"], 1);
         assert_eq!(ar["cat"], "comm");
     }

@@ -156,9 +156,11 @@ pub fn train(
     let (out, quiet) = (opts.out, opts.quiet);
     cfg.validate()?;
     corpus.check_block(cfg.model.block_size)?;
-    if init.start_step >= cfg.steps {
+    // start_step == steps is allowed: a run stopped after its last checkpoint but before
+    // its summary is finished by evaluating and summarising it.
+    if init.start_step > cfg.steps {
         return Err(Error::Config(format!(
-            "the run is already at step {} of --steps {}: pass a larger --steps to continue it",
+            "the run is already at step {}, past --steps {}: pass a larger --steps to continue it",
             init.start_step, cfg.steps
         )));
     }
@@ -201,7 +203,9 @@ pub fn train(
         // The reporter: runs until every worker has returned, then drains the channel.
         loop {
             let finished = handles.iter().all(|h| h.is_finished());
-            while let Ok(report) = rx.recv_timeout(Duration::from_millis(if finished { 0 } else { 50 })) {
+            while let Ok(report) =
+                rx.recv_timeout(Duration::from_millis(if finished { 0 } else { 50 }))
+            {
                 match report {
                     Report::Step(r) => {
                         last_step[r.rank] = r.step;
@@ -244,7 +248,10 @@ pub fn train(
     if let Some(dir) = out {
         let json = serde_json::to_string_pretty(&summary).expect("summary serialises");
         checkpoint::write_atomic(&dir.join("summary.json"), json.as_bytes())?;
-        checkpoint::write_atomic(&dir.join("trace.json"), trace::chrome_trace(&tracks).as_bytes())?;
+        checkpoint::write_atomic(
+            &dir.join("trace.json"),
+            trace::chrome_trace(&tracks).as_bytes(),
+        )?;
         let svg = loss_chart(corpus, &rows, &evals, val_loss, cfg.steps).to_svg();
         checkpoint::write_atomic(&dir.join("loss.svg"), svg.as_bytes())?;
     }
@@ -337,7 +344,10 @@ fn aggregate(cfg: &TrainConfig, mut reports: Vec<StepReport>) -> StepRow {
         comm_ms: mean(|r| r.comm_ms),
         wait_ms: mean(|r| r.wait_ms),
         grad_norm: reports[0].grad_norm as f64,
-        per_worker_ms: reports.iter().map(|r| [r.compute_ms, r.comm_ms, r.wait_ms]).collect(),
+        per_worker_ms: reports
+            .iter()
+            .map(|r| [r.compute_ms, r.comm_ms, r.wait_ms])
+            .collect(),
     }
 }
 
@@ -381,7 +391,11 @@ fn summarise(
         floor_nats: corpus.floor_nats,
         train_loss: tail.iter().map(|r| r.loss).sum::<f64>() / tail.len().max(1) as f64,
         val_loss,
-        tokens_per_s: cfg.tokens_per_step() as f64 / (step_ms / 1e3),
+        tokens_per_s: if step_ms > 0.0 {
+            cfg.tokens_per_step() as f64 / (step_ms / 1e3)
+        } else {
+            0.0
+        },
         step_ms_median: step_ms,
         compute_ms_median: med(|r| r.compute_ms),
         comm_ms_median: med(|r| r.comm_ms),
@@ -411,14 +425,27 @@ fn loss_chart(
         .enumerate()
         .map(|(i, r)| {
             let w = &rows[i.saturating_sub(19)..=i];
-            (r.step as f64 + 1.0, w.iter().map(|r| r.loss).sum::<f64>() / w.len() as f64)
+            (
+                r.step as f64 + 1.0,
+                w.iter().map(|r| r.loss).sum::<f64>() / w.len() as f64,
+            )
         })
         .collect();
     let mut val: Vec<(f64, f64)> = evals.iter().map(|&(s, l)| (s as f64, l)).collect();
     val.push((steps as f64, val_loss));
     let mut series = vec![
-        Series { name: "train (20-step mean)".into(), points: smooth, color: "#1f77b4", dashed: false },
-        Series { name: "validation".into(), points: val, color: "#d62728", dashed: false },
+        Series {
+            name: "train (20-step mean)".into(),
+            points: smooth,
+            color: "#1f77b4",
+            dashed: false,
+        },
+        Series {
+            name: "validation".into(),
+            points: val,
+            color: "#d62728",
+            dashed: false,
+        },
     ];
     if let Some(floor) = corpus.floor_nats {
         let x0 = rows.first().map_or(0.0, |r| r.step as f64);

@@ -40,7 +40,11 @@ fn tiny(workers: usize) -> TrainConfig {
 }
 
 fn run(cfg: &TrainConfig) -> Outcome {
-    let opts = RunOptions { out: None, quiet: true, final_eval: false };
+    let opts = RunOptions {
+        out: None,
+        quiet: true,
+        final_eval: false,
+    };
     train::train(cfg, corpus(), train::initial_state(cfg), &opts).expect("training runs")
 }
 
@@ -67,7 +71,10 @@ fn n_workers_match_one_worker_in_default_mode() {
     let one = run(&tiny(1));
     for n in [2, 3, 4] {
         for algo in Algorithm::ALL {
-            let cfg = TrainConfig { allreduce: algo, ..tiny(n) };
+            let cfg = TrainConfig {
+                allreduce: algo,
+                ..tiny(n)
+            };
             let many = run(&cfg);
             // Shard gradients summed in another order differ from the one-worker sum in
             // the last bits (~1e-7 relative). Adam divides by sqrt(v), so an update moves
@@ -87,7 +94,10 @@ fn n_workers_match_one_worker_in_default_mode() {
 fn accumulation_equals_one_big_batch() {
     let one = run(&tiny(1));
     for (workers, accum) in [(1, 3), (1, 12), (2, 2), (3, 4)] {
-        let cfg = TrainConfig { accum, ..tiny(workers) };
+        let cfg = TrainConfig {
+            accum,
+            ..tiny(workers)
+        };
         let acc = run(&cfg);
         assert_close(
             &acc.model.params,
@@ -103,9 +113,17 @@ fn bucketed_overlapped_all_reduce_equals_plain() {
     // With 2 workers every algorithm adds exactly two numbers per element, and float
     // addition is commutative: bucket boundaries and overlap cannot change a bit.
     for algo in Algorithm::ALL {
-        let plain = run(&TrainConfig { allreduce: algo, ..tiny(2) });
+        let plain = run(&TrainConfig {
+            allreduce: algo,
+            ..tiny(2)
+        });
         for (bucket_kb, overlap) in [(4, false), (4, true), (1, true), (0, true)] {
-            let cfg = TrainConfig { allreduce: algo, bucket_kb, overlap, ..tiny(2) };
+            let cfg = TrainConfig {
+                allreduce: algo,
+                bucket_kb,
+                overlap,
+                ..tiny(2)
+            };
             let b = run(&cfg);
             assert_eq!(
                 b.summary.param_hash, plain.summary.param_hash,
@@ -115,17 +133,35 @@ fn bucketed_overlapped_all_reduce_equals_plain() {
     }
     // With 3 workers the order of the three-way sums depends on the chunking: close, not equal.
     let plain = run(&tiny(3));
-    let b = run(&TrainConfig { bucket_kb: 2, overlap: true, allreduce: Algorithm::Ring, ..tiny(3) });
-    assert_close(&b.model.params, &plain.model.params, 1e-5, "3 workers, ring, buckets");
+    let b = run(&TrainConfig {
+        bucket_kb: 2,
+        overlap: true,
+        allreduce: Algorithm::Ring,
+        ..tiny(3)
+    });
+    assert_close(
+        &b.model.params,
+        &plain.model.params,
+        1e-5,
+        "3 workers, ring, buckets",
+    );
 }
 
 #[test]
 fn deterministic_mode_is_bit_identical_across_workers_algorithms_and_buckets() {
-    let reference = run(&TrainConfig { deterministic: true, ..tiny(1) });
+    let reference = run(&TrainConfig {
+        deterministic: true,
+        ..tiny(1)
+    });
     for n in [2, 3, 4, 6, 12] {
         for algo in Algorithm::ALL {
             let bucket_kb = if n % 2 == 0 { 3 } else { 0 };
-            let cfg = TrainConfig { deterministic: true, allreduce: algo, bucket_kb, ..tiny(n) };
+            let cfg = TrainConfig {
+                deterministic: true,
+                allreduce: algo,
+                bucket_kb,
+                ..tiny(n)
+            };
             let r = run(&cfg);
             assert_eq!(
                 r.summary.param_hash, reference.summary.param_hash,
@@ -134,19 +170,36 @@ fn deterministic_mode_is_bit_identical_across_workers_algorithms_and_buckets() {
         }
     }
     // ... and accumulation does not matter either.
-    let acc = run(&TrainConfig { deterministic: true, accum: 3, ..tiny(2) });
+    let acc = run(&TrainConfig {
+        deterministic: true,
+        accum: 3,
+        ..tiny(2)
+    });
     assert_eq!(acc.summary.param_hash, reference.summary.param_hash);
     // The exact sum is close to the float one (fixed point keeps 2^-40 resolution).
     let float = run(&tiny(1));
-    assert_close(&reference.model.params, &float.model.params, 1e-5, "deterministic vs float");
+    assert_close(
+        &reference.model.params,
+        &float.model.params,
+        1e-5,
+        "deterministic vs float",
+    );
 }
 
 #[test]
 fn run_directory_files_are_well_formed() {
     let dir = std::env::temp_dir().join(format!("nanodist-train-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let cfg = TrainConfig { eval_every: 2, steps: 6, ..tiny(2) };
-    let opts = RunOptions { out: Some(&dir), quiet: true, final_eval: true };
+    let cfg = TrainConfig {
+        eval_every: 2,
+        steps: 6,
+        ..tiny(2)
+    };
+    let opts = RunOptions {
+        out: Some(&dir),
+        quiet: true,
+        final_eval: true,
+    };
     let out = train::train(&cfg, corpus(), train::initial_state(&cfg), &opts).unwrap();
     let read = |name: &str| -> serde_json::Value {
         let path: PathBuf = dir.join(name);
@@ -154,11 +207,27 @@ fn run_directory_files_are_well_formed() {
     };
     let summary = read("summary.json");
     for key in [
-        "steps", "workers", "global_batch", "block", "params", "allreduce", "deterministic",
-        "train_loss", "val_loss", "tokens_per_s", "step_ms_median", "compute_ms_median",
-        "comm_ms_median", "wait_ms_median", "wall_s", "param_hash",
+        "steps",
+        "workers",
+        "global_batch",
+        "block",
+        "params",
+        "allreduce",
+        "deterministic",
+        "train_loss",
+        "val_loss",
+        "tokens_per_s",
+        "step_ms_median",
+        "compute_ms_median",
+        "comm_ms_median",
+        "wait_ms_median",
+        "wall_s",
+        "param_hash",
     ] {
-        assert!(!summary[key].is_null(), "summary.json lacks {key}: {summary}");
+        assert!(
+            !summary[key].is_null(),
+            "summary.json lacks {key}: {summary}"
+        );
     }
     assert_eq!(summary["param_hash"], out.summary.param_hash);
     assert_eq!(summary["param_hash"].as_str().unwrap().len(), 16);
@@ -170,7 +239,9 @@ fn run_directory_files_are_well_formed() {
     for w in 0..2 {
         for name in ["forward", "backward", "adamw", "wait"] {
             assert!(
-                events.iter().any(|e| e["tid"] == 2 * w && e["name"] == name),
+                events
+                    .iter()
+                    .any(|e| e["tid"] == 2 * w && e["name"] == name),
                 "worker {w} has no {name} span"
             );
         }
@@ -178,12 +249,21 @@ fn run_directory_files_are_well_formed() {
     assert!(events.iter().any(|e| e["cat"] == "comm"));
 
     let metrics = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
-    let lines: Vec<serde_json::Value> =
-        metrics.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 6);
     for (i, l) in lines.iter().enumerate() {
         assert_eq!(l["step"], i);
-        for key in ["loss", "lr", "tokens_per_s", "compute_ms", "comm_ms", "wait_ms"] {
+        for key in [
+            "loss",
+            "lr",
+            "tokens_per_s",
+            "compute_ms",
+            "comm_ms",
+            "wait_ms",
+        ] {
             assert!(l[key].is_number(), "metrics line {i} lacks {key}");
         }
     }

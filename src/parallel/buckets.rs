@@ -39,7 +39,11 @@ pub fn plan(len: usize, bucket_floats: usize) -> Vec<Range<usize>> {
     if len == 0 {
         return Vec::new();
     }
-    let size = if bucket_floats == 0 { len } else { bucket_floats };
+    let size = if bucket_floats == 0 {
+        len
+    } else {
+        bucket_floats
+    };
     let mut out = Vec::new();
     let mut end = len;
     while end > 0 {
@@ -137,6 +141,9 @@ mod tests {
         assert_eq!(sink.open().len(), 6);
         sink.finished(0); // everything else
         let rest: Vec<(usize, Vec<f32>)> = rx.try_iter().map(|(i, b)| (i, b.to_vec())).collect();
-        assert_eq!(rest, vec![(1, vec![2.0, 3.0, 4.0, 5.0]), (2, vec![0.0, 1.0])]);
+        assert_eq!(
+            rest,
+            vec![(1, vec![2.0, 3.0, 4.0, 5.0]), (2, vec![0.0, 1.0])]
+        );
     }
 }

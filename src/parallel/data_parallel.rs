@@ -172,7 +172,11 @@ pub fn run_worker(ctx: &Context<'_>, comm: Comm) -> Result<WorkerDone, Error> {
         eval_ws: Workspace::new(&cfg.model, eval_rows, t),
         one_ws: Workspace::new(&cfg.model, 1, t),
         grads: vec![0.0; n],
-        acc: if cfg.deterministic { vec![0; n] } else { Vec::new() },
+        acc: if cfg.deterministic {
+            vec![0; n]
+        } else {
+            Vec::new()
+        },
         inputs: vec![0; eval_rows.max(rows) * t],
         targets: vec![0; eval_rows.max(rows) * t],
         plan: buckets::plan(n, bucket_floats),
@@ -186,7 +190,10 @@ pub fn run_worker(ctx: &Context<'_>, comm: Comm) -> Result<WorkerDone, Error> {
         if cfg.eval_every > 0 && done % cfg.eval_every == 0 && done < cfg.steps {
             let val_loss = w.evaluate(&subset, done)?;
             if w.rank == 0 {
-                let _ = ctx.reports.send(Report::Eval { step: done, val_loss });
+                let _ = ctx.reports.send(Report::Eval {
+                    step: done,
+                    val_loss,
+                });
             }
         }
         if cfg.check_replicas > 0 && done % cfg.check_replicas == 0 {
@@ -436,7 +443,9 @@ impl Worker<'_> {
                 model.backward(ws, scale, &mut sink);
             }); // the sink (and the channel's sender) is dropped here: no more buckets
             clock.time(spans, Phase::CommWait, step, || {
-                comm_thread.join().expect("the communication thread does not panic")
+                comm_thread
+                    .join()
+                    .expect("the communication thread does not panic")
             })
         });
         let comm_spans = result.map_err(comm_err(self.rank, step))?;

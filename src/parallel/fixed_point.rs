@@ -66,7 +66,11 @@ mod tests {
         let xs = [1.0e-3f32, 1.0, -1.0];
         let left = (xs[0] + xs[1]) + xs[2];
         let right = xs[0] + (xs[1] + xs[2]);
-        assert_ne!(left.to_bits(), right.to_bits(), "pick values that show the problem");
+        assert_ne!(
+            left.to_bits(),
+            right.to_bits(),
+            "pick values that show the problem"
+        );
         let sum_in = |order: [usize; 3]| {
             let mut acc = vec![0i64; 1];
             for i in order {
