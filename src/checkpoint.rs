@@ -202,9 +202,9 @@ pub fn decode(bytes: &[u8], origin: &str) -> Result<Checkpoint, Error> {
             "checkpoint {origin} is damaged ({why}): resume from another run or start again"
         ))
     };
-    let (_, header) = SafeTensors::read_metadata(&bytes)
+    let (_, header) = SafeTensors::read_metadata(bytes)
         .map_err(|e| damaged(format!("not a complete safetensors file: {e}")))?;
-    let st = SafeTensors::deserialize(&bytes)
+    let st = SafeTensors::deserialize(bytes)
         .map_err(|e| damaged(format!("not a complete safetensors file: {e}")))?;
     let meta = header
         .metadata()

@@ -31,7 +31,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Train a model (the default when no subcommand is given).
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Generate text from a trained run.
     Sample(SampleArgs),
     /// Time the all-reduce algorithms.
@@ -165,7 +165,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         None => run_train(cli.train),
-        Some(Command::Train(args)) => run_train(args),
+        Some(Command::Train(args)) => run_train(*args),
         Some(Command::Sample(args)) => run_sample(args),
         Some(Command::Allreduce(args)) => nanodist::collective::bench::run(&args),
         Some(Command::Bench(args)) => bench::run(&args),
@@ -285,6 +285,9 @@ fn run_train(args: TrainArgs) -> Result<(), Error> {
         return Ok(());
     }
     println!("\n{}", summary_table(s));
+    if cfg.workers > 1 {
+        scaling_line(&cfg, &corpus, s, &dir)?;
+    }
     let text = sample::generate(&outcome.model, &corpus.vocab, "", 400, 0.8, cfg.seed)?;
     println!("A sample (temperature 0.8):\n---\n{}\n---", text.trim());
     println!(
@@ -296,6 +299,48 @@ fn run_train(args: TrainArgs) -> Result<(), Error> {
         dir.display()
     );
     Ok(())
+}
+
+/// Times 20 steps on ONE worker right now, and reports this run's speed against it.
+fn scaling_line(
+    cfg: &TrainConfig,
+    corpus: &data::Corpus,
+    s: &train::Summary,
+    dir: &Path,
+) -> Result<(), Error> {
+    let one = TrainConfig {
+        workers: 1,
+        steps: 25,
+        eval_every: 0,
+        fault: None,
+        straggler: None,
+        ..cfg.clone()
+    };
+    let opts = train::RunOptions {
+        out: None,
+        quiet: true,
+        final_eval: false,
+    };
+    let t1 = train::train(&one, corpus, train::initial_state(&one), &opts)?
+        .summary
+        .tokens_per_s;
+    let speedup = s.tokens_per_s / t1;
+    println!(
+        "  {:<22} {:.2}x one worker ({} tokens/s, timed just now over 20 steps): {:.0}% efficiency\n",
+        "scaling",
+        speedup,
+        thousands(t1),
+        100.0 * speedup / cfg.workers as f64
+    );
+    // Keep the comparison with the run's other figures.
+    let path = dir.join("summary.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let mut json: serde_json::Value =
+        serde_json::from_str(&text).expect("summary.json was just written");
+    json["one_worker_tokens_per_s"] = t1.into();
+    json["scaling_efficiency"] = (speedup / cfg.workers as f64).into();
+    let text = serde_json::to_string_pretty(&json).expect("serialises");
+    checkpoint::write_atomic(&path, text.as_bytes())
 }
 
 type Resumed = (

@@ -144,7 +144,7 @@ impl Chart {
                 series.color,
                 pts.join(" ")
             );
-            if series.points.len() <= 24 {
+            if series.points.len() <= 24 && !series.dashed {
                 for p in &pts {
                     let (cx, cy) = p.split_once(',').unwrap_or(("0", "0"));
                     let _ = writeln!(
