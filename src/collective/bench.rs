@@ -17,7 +17,10 @@
 //!   across N.
 //! - **roof**: every worker copies its own buffer of the same size, all at once; bytes per
 //!   second per worker. The shared-memory all-reduce reads and writes exactly as many bytes
-//!   per worker as such a copy, so at N = 2 it is the natural ceiling.
+//!   per worker as such a copy. It can still beat the roof (it measured about 2x on the
+//!   2-core development VM): a copy touches two buffers per worker, the all-reduce one, so
+//!   the all-reduce's working set is half as large and stays in L2/L3 where the copy's
+//!   spills. Read "% of roof" as "compared with a memcpy of the same size", not a limit.
 //! - **alpha, beta**: least-squares fit of `time = alpha + beta * bytes` over a sweep of
 //!   sizes (1K..4M floats), weighted by `1/time^2` so the small sizes (which decide alpha)
 //!   count as much as the big ones (which decide beta).

@@ -39,7 +39,7 @@
 //! small buffers; naive funnels everything through one worker. Shared memory skips messages
 //! altogether: threads of one process can read each other's buffers, so each worker sums its
 //! own slice straight out of all the buffers and writes the result back into all of them.
-//! `nanodist allreduce` measures all four and fits alpha and beta (see [`bench`]).
+//! `nanodist allreduce` measures all four and fits alpha and beta (see [`mod@bench`]).
 //!
 //! Every algorithm adds in a **fixed, documented order** (see each file), so a run repeats
 //! bit for bit, and every worker ends with exactly the same bits. Floating-point addition

@@ -2,7 +2,7 @@
 //!
 //! The naive, ring and tree algorithms differ only in *who sends which part of the buffer
 //! to whom, in which step, and what the receiver does with it*. Each of their files builds
-//! that as a [`Schedule`]; one executor ([`execute`]) runs any schedule on the worker
+//! that as a [`Schedule`]; one executor (`execute`) runs any schedule on the worker
 //! threads, and [`Schedule::simulate`] runs the same schedule on one thread, step by step,
 //! for the walkthrough example and the tests. The example therefore narrates exactly what
 //! the threads do.
