@@ -93,6 +93,19 @@ fn assert_one_line_error(out: &Output, needles: &[&str]) {
     }
 }
 
+/// `train --resume DIR --steps STEPS --quiet`.
+fn resume(dir: &Path, steps: usize) -> Output {
+    let steps = steps.to_string();
+    nanodist(&[
+        "train",
+        "--resume",
+        dir.to_str().unwrap(),
+        "--steps",
+        &steps,
+        "--quiet",
+    ])
+}
+
 fn summary(dir: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(dir.join("summary.json")).expect("summary.json");
     serde_json::from_str(&text).expect("summary.json is JSON")
@@ -230,14 +243,7 @@ fn resume_refuses_a_changed_vocabulary_and_sample_refuses_unknown_chars() {
     assert!(String::from_utf8_lossy(&o.stdout).starts_with("the cat"));
 
     std::fs::write(&data, "the dog sat on the log! ".repeat(200)).unwrap();
-    let o = nanodist(&[
-        "train",
-        "--resume",
-        run.to_str().unwrap(),
-        "--steps",
-        "4",
-        "--quiet",
-    ]);
+    let o = resume(&run, 4);
     assert_one_line_error(&o, &["vocabulary"]);
 }
 
@@ -264,14 +270,7 @@ fn an_injected_worker_panic_stops_the_run_quickly_and_keeps_the_checkpoint() {
     assert!(took < Duration::from_secs(10), "took {took:?}");
     assert!(!run.join("summary.json").exists());
     // The last good checkpoint resumes (injected faults are not part of the saved run).
-    let o = nanodist(&[
-        "train",
-        "--resume",
-        run.to_str().unwrap(),
-        "--steps",
-        "14",
-        "--quiet",
-    ]);
+    let o = resume(&run, 14);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(summary(&run)["start_step"], 10);
 }
@@ -319,14 +318,7 @@ fn interrupted_and_resumed_equals_uninterrupted() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let o = train(&part, &[&flags[..], &["--steps", "4"]].concat());
     assert!(o.status.success());
-    let o = nanodist(&[
-        "train",
-        "--resume",
-        part.to_str().unwrap(),
-        "--steps",
-        "8",
-        "--quiet",
-    ]);
+    let o = resume(&part, 8);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(summary(&part)["param_hash"], summary(&full)["param_hash"]);
 }
@@ -369,14 +361,7 @@ fn killed_while_checkpointing_then_resumed_equals_uninterrupted() {
         if run.join("summary.json").exists() {
             continue; // it finished before the kill: nothing to resume
         }
-        let o = nanodist(&[
-            "train",
-            "--resume",
-            run.to_str().unwrap(),
-            "--steps",
-            "200",
-            "--quiet",
-        ]);
+        let o = resume(&run, 200);
         assert!(
             o.status.success(),
             "resume after kill {i}: {}",
