@@ -126,22 +126,25 @@ impl Chart {
             TOP + ph / 2.0,
             escape(&self.y_label)
         );
-        for (i, series) in self.series.iter().enumerate() {
+        let dash = |series: &Series| {
+            if series.dashed {
+                r#" stroke-dasharray="6 4""#
+            } else {
+                ""
+            }
+        };
+        for series in &self.series {
             let pts: Vec<String> = series
                 .points
                 .iter()
                 .filter(finite)
                 .map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y)))
                 .collect();
-            let dash = if series.dashed {
-                r#" stroke-dasharray="6 4""#
-            } else {
-                ""
-            };
             let _ = writeln!(
                 s,
-                r#"<polyline fill="none" stroke="{}" stroke-width="1.8"{dash} points="{}"/>"#,
+                r#"<polyline fill="none" stroke="{}" stroke-width="1.8"{} points="{}"/>"#,
                 series.color,
+                dash(series),
                 pts.join(" ")
             );
             if series.points.len() <= 24 && !series.dashed {
@@ -154,13 +157,24 @@ impl Chart {
                     );
                 }
             }
+        }
+        // The legend last, on a white box above the lines.
+        let _ = writeln!(
+            s,
+            r##"<rect x="{:.1}" y="{:.1}" width="176" height="{:.1}" fill="white" fill-opacity="0.85" stroke="#cccccc"/>"##,
+            LEFT + pw - 158.0,
+            TOP + 4.0,
+            16.0 * self.series.len() as f64 + 6.0
+        );
+        for (i, series) in self.series.iter().enumerate() {
             let ly = TOP + 14.0 + 16.0 * i as f64;
             let lx = LEFT + pw - 150.0;
             let _ = writeln!(
                 s,
-                r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{}" stroke-width="2"{dash}/><text x="{}" y="{}">{}</text>"#,
+                r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{}" stroke-width="2"{}/><text x="{}" y="{}">{}</text>"#,
                 lx + 22.0,
                 series.color,
+                dash(series),
                 lx + 28.0,
                 ly + 4.0,
                 escape(&series.name)
@@ -197,7 +211,9 @@ fn nice_ticks(lo: f64, hi: f64) -> Vec<f64> {
 }
 
 fn fmt_tick(v: f64) -> String {
-    if v.abs() >= 1e4 || (v != 0.0 && v.abs() < 1e-2) {
+    if v.abs() >= 1e4 {
+        format!("{}k", fmt_tick(v / 1e3))
+    } else if v != 0.0 && v.abs() < 1e-2 {
         format!("{v:.0e}")
     } else if v.fract().abs() < 1e-9 {
         format!("{v:.0}")
