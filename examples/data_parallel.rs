@@ -7,9 +7,9 @@
 //! Training the same 0.80M-parameter GPT for 60 steps on the built-in tales corpus,
 //! global batch 12 x 64 chars, deterministic mode (exact fixed-point gradient sums).
 //!
-//! 1 worker : each worker runs forward and backward on 12 sequences ...
+//! 1 worker : forward and backward on all 12 sequences, then AdamW.
 //!   param_hash 5d0c...  loss 2.41  14,000 tokens/s  compute 98% comm 0% wait 2%
-//! 2 workers: each worker runs forward and backward on 6 sequences ...
+//! 2 workers: each runs forward and backward on 6 of the 12 sequences, then the ...
 //!   param_hash 5d0c...  loss 2.41  26,000 tokens/s  compute 96% comm 1% wait 3%
 //! 4 workers: ...                                     (4 workers on 2 cores: oversubscribed)
 //! All three runs ended with the same param_hash: the models are bit-identical.
@@ -45,13 +45,19 @@ fn main() -> Result<(), Error> {
             workers,
             ..base.clone()
         };
-        println!(
-            "{workers} worker{}: each runs forward and backward on {} of the {} sequences, then the",
-            if workers == 1 { " " } else { "s" },
-            cfg.batch / workers,
-            cfg.batch
-        );
-        println!("  workers sum their gradients with an all-reduce and each applies the same AdamW step.");
+        if workers == 1 {
+            println!(
+                "1 worker : forward and backward on all {} sequences, then AdamW.",
+                cfg.batch
+            );
+        } else {
+            println!(
+                "{workers} workers: each runs forward and backward on {} of the {} sequences, then the",
+                cfg.batch / workers,
+                cfg.batch
+            );
+            println!("  workers sum their gradients with an all-reduce and each applies the same AdamW step.");
+        }
         let opts = RunOptions {
             out: None,
             quiet: true,
