@@ -2,16 +2,34 @@
 //! one thread: zero grads + forward + backward + clip_grad_norm + AdamW.
 //!
 //! ```text
-//! cargo bench --bench step
+//! cargo bench --bench step            # criterion's report, then the summary table
+//! cargo bench --bench step -- summary # only the summary table (no criterion bench matches)
 //! ```
-//! After criterion's report it prints the model FLOPs utilisation: `cfg.flops_per_step(B*T)`
-//! (3.8 GFLOP) divided by the best measured step time.
+//! The summary times 30 steps of each variant and prints the best and the median (the
+//! machine may be shared: the best is the least disturbed), and the model FLOPs utilisation:
+//! `cfg.flops_per_step(B*T)` (3.8 GFLOP at B=12) divided by the best step time.
+//! - `B=12 1 thread`: the whole batch on one worker.
+//! - `B=6 1 thread`: what each of 2 data-parallel workers does.
+//! - `12 x B=1`: deterministic mode, forward + backward one sequence at a time.
+//! - `B=12 2 threads op-parallel`: `Workspace::set_threads(2)`, rayon and gemm inside kernels.
 //!
 //! Measured on the 2-core Xeon (AVX-512) dev machine while others were compiling on it, best
 //! of several runs: 88 ms (43 GFLOP/s) with `gemm`'s default features, whose x86 kernels stop
 //! at AVX2+FMA (about 70 GFLOP/s on these shapes); 61 ms (63 GFLOP/s) with
 //! `gemm = { version = "0.19", features = ["x86-v4"] }`, which adds its AVX-512 kernels
 //! (about 125 GFLOP/s). The matrix products are ~80% of the step either way.
+//!
+//! The summary at commit "GELU backward in place", quietest of 3 runs (load 2.4):
+//! ```text
+//! B=12 1 thread                best  50.28 ms  median  51.45 ms   75.8 GFLOP/s
+//! B=6 1 thread                 best  26.49 ms  median  27.61 ms   72.0 GFLOP/s
+//! 12 x B=1 (deterministic)     best  58.75 ms  median  81.03 ms   64.9 GFLOP/s
+//! B=12 2 threads op-parallel   best  38.55 ms  median  41.07 ms   98.9 GFLOP/s
+//! ```
+//! Profile at B=12 (perf, share of samples): the gemm microkernels ~67%, gemm's packing
+//! ~8%, GELU forward + backward ~8%, attention's softmax and glue ~4%, layernorm ~3%,
+//! AdamW + clipping ~2.5%. 12 x B=1 costs ~1.15x one B=12 step: each 64-row product
+//! repacks its whole weight matrix, so packing grows to ~20% of the samples.
 
 use std::time::{Duration, Instant};
 
@@ -22,6 +40,7 @@ use nanodist::optim::{clip_grad_norm, lr_at, AdamW};
 use nanodist::rng::Rng;
 
 const B: usize = 12;
+const T: usize = 64;
 
 /// Everything one worker owns for training.
 struct Trainer {
@@ -36,13 +55,14 @@ struct Trainer {
 }
 
 impl Trainer {
-    fn new(threads: usize) -> Self {
+    /// A trainer for batches of `seqs` sequences, fed `chunk` sequences per forward.
+    fn new(threads: usize, seqs: usize, chunk: usize) -> Self {
         let cfg = ModelConfig::default();
         let model = Gpt::new(cfg.clone(), 1337);
-        let mut ws = Workspace::new(&cfg, B, cfg.block_size);
+        let mut ws = Workspace::new(&cfg, chunk, T);
         ws.set_threads(threads);
         let mut rng = Rng::new(7);
-        let n = B * cfg.block_size;
+        let n = seqs * T;
         let tokens: Vec<u32> = (0..=n).map(|_| rng.below(cfg.vocab_size) as u32).collect();
         Trainer {
             grads: vec![0.0; model.layout.len],
@@ -60,11 +80,13 @@ impl Trainer {
         let t = &mut *self;
         let scale = 1.0 / t.inputs.len() as f32;
         t.grads.fill(0.0);
-        let loss = t
-            .model
-            .forward(&mut t.ws, &t.inputs, Some(&t.targets))
-            .unwrap();
-        t.model.backward(&mut t.ws, scale, &mut t.grads[..]);
+        let mut loss = 0.0;
+        // one forward + backward per chunk of the batch, accumulating into the same grads
+        let rows = t.ws.batch() * T;
+        for (x, y) in t.inputs.chunks(rows).zip(t.targets.chunks(rows)) {
+            loss += t.model.forward(&mut t.ws, x, Some(y)).unwrap();
+            t.model.backward(&mut t.ws, scale, &mut t.grads[..]);
+        }
         clip_grad_norm(&mut t.grads, t.train.grad_clip);
         let lr = lr_at(t.step, &t.train);
         t.opt
@@ -75,7 +97,7 @@ impl Trainer {
 }
 
 fn bench_step(c: &mut Criterion) {
-    let mut trainer = Trainer::new(1);
+    let mut trainer = Trainer::new(1, B, B);
     c.bench_function("train_step_B12_T64_1thread", |b| b.iter(|| trainer.step()));
 }
 
@@ -85,24 +107,43 @@ criterion_group! {
     targets = bench_step
 }
 
+/// Best and median of 30 timed steps (after 3 warm-up steps), in seconds.
+fn time_steps(trainer: &mut Trainer) -> (f64, f64) {
+    let mut times: Vec<f64> = (0..33)
+        .map(|_| {
+            let start = Instant::now();
+            trainer.step();
+            start.elapsed().as_secs_f64()
+        })
+        .skip(3)
+        .collect();
+    times.sort_by(f64::total_cmp);
+    (times[0], times[times.len() / 2])
+}
+
 fn main() {
     benches();
-    // Model FLOPs utilisation: the best of 30 timed steps (the machine may be shared).
-    let mut trainer = Trainer::new(1);
-    let mut best = f64::INFINITY;
-    for i in 0..33 {
-        let start = Instant::now();
-        trainer.step();
-        if i >= 3 {
-            best = best.min(start.elapsed().as_secs_f64());
-        }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    let variants = [
+        ("B=12 1 thread", 1, B, B),
+        ("B=6 1 thread", 1, B / 2, B / 2),
+        ("12 x B=1 (deterministic)", 1, B, 1),
+        ("B=12 2 threads op-parallel", 2, B, B),
+    ];
+    for (name, threads, seqs, chunk) in variants {
+        let mut trainer = Trainer::new(threads, seqs, chunk);
+        let (best, median) = pool.install(|| time_steps(&mut trainer));
+        let flops = ModelConfig::default().flops_per_step(seqs * T);
+        println!(
+            "{name:28} best {:6.2} ms  median {:6.2} ms  {:5.1} GFLOP/s ({:.2} GFLOP per step)",
+            best * 1e3,
+            median * 1e3,
+            flops / best / 1e9,
+            flops / 1e9
+        );
     }
-    let flops = ModelConfig::default().flops_per_step(B * 64);
-    println!(
-        "best step {:.2} ms, {:.1} GFLOP/s model FLOPs ({:.2} GFLOP per step)",
-        best * 1e3,
-        flops / best / 1e9,
-        flops / 1e9
-    );
     Criterion::default().configure_from_args().final_summary();
 }

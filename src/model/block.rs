@@ -115,7 +115,7 @@ pub(crate) fn block_backward(
     let n = s.b * s.t;
     // x_out = x_mid + fcg @ mlp_proj^T: the residual passes dres through to x_mid unchanged
     linear_backward(
-        &mut d.dfcg,
+        &mut d.dfc,
         g.mlp_proj,
         &d.dres,
         &a.fcg,
@@ -124,13 +124,13 @@ pub(crate) fn block_backward(
         Out::Set,
         threads,
     );
-    // fcg = gelu(fch)
-    gelu_backward(&mut d.dfch, &d.dfcg, &a.fch, threads);
+    // fcg = gelu(fch): dfc holds d fcg on entry, d fch on exit
+    gelu_backward(&mut d.dfc, &a.fch, threads);
     // fch = ln2 @ c_fc^T
     linear_backward(
         &mut d.dln,
         g.c_fc,
-        &d.dfch,
+        &d.dfc,
         &a.ln2,
         w.c_fc,
         n,

@@ -51,10 +51,8 @@ pub(crate) struct Scratch {
     pub dqkv: Vec<f32>,
     /// (B,H,T,T) d loss / d (attention scores), one head at a time
     pub datt: Vec<f32>,
-    /// (N,4C) d loss / d fcg
-    pub dfcg: Vec<f32>,
-    /// (N,4C) d loss / d fch
-    pub dfch: Vec<f32>,
+    /// (N,4C) d loss / d fcg, turned into d loss / d fch by the GELU backward (in place)
+    pub dfc: Vec<f32>,
     /// (N,V) d loss / d logits
     pub dlogits: Vec<f32>,
 }
@@ -140,8 +138,7 @@ impl Workspace {
                 datty: z(n * c),
                 dqkv: z(n * 3 * c),
                 datt: z(b * h * t * t),
-                dfcg: z(n * 4 * c),
-                dfch: z(n * 4 * c),
+                dfc: z(n * 4 * c),
                 dlogits: z(n * v),
             },
         }
