@@ -146,6 +146,7 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
     let mut points = Vec::new();
     for &n in &args.workers {
         let peak = sgemm_peak_gflops(n);
+        println!("  sgemm peak with {n} thread(s), measured now: {peak:.0} GFLOP/s");
         let mut cfgs = Vec::new();
         if args.batch % n == 0 {
             cfgs.push(("strong", args.batch));
