@@ -9,6 +9,8 @@ use std::io::IsTerminal;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::TrainConfig;
+use crate::data::Corpus;
+use crate::plot::{Chart, Series};
 use crate::train::{StepRow, Summary};
 
 /// The live view of a run.
@@ -16,7 +18,6 @@ pub struct Progress {
     bar: Option<ProgressBar>,
     /// Plain lines instead of a bar (stderr is not a terminal).
     lines: bool,
-    quiet: bool,
     last_val: Option<f64>,
     /// Exponential moving average of the loss, for a steadier display.
     loss_ema: Option<f64>,
@@ -42,7 +43,6 @@ impl Progress {
         Progress {
             bar,
             lines: !quiet && !terminal,
-            quiet,
             last_val: None,
             loss_ema: None,
             last: None,
@@ -92,7 +92,6 @@ impl Progress {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
-        let _ = self.quiet;
     }
 }
 
@@ -169,6 +168,60 @@ pub fn summary_table(s: &Summary) -> String {
     );
     row("param_hash", s.param_hash.clone());
     out
+}
+
+/// `loss.svg`: training loss (smoothed), validation loss, and the corpus floor where known.
+pub fn loss_chart(
+    corpus: &Corpus,
+    rows: &[StepRow],
+    evals: &[(usize, f64)],
+    val_loss: f64,
+    steps: usize,
+) -> Chart {
+    // Smooth the per-step training loss over a window of 20 steps for readability.
+    let smooth: Vec<(f64, f64)> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let w = &rows[i.saturating_sub(19)..=i];
+            (
+                r.step as f64 + 1.0,
+                w.iter().map(|r| r.loss).sum::<f64>() / w.len() as f64,
+            )
+        })
+        .collect();
+    let mut val: Vec<(f64, f64)> = evals.iter().map(|&(s, l)| (s as f64, l)).collect();
+    val.push((steps as f64, val_loss));
+    let mut series = vec![
+        Series {
+            name: "train (20-step mean)".into(),
+            points: smooth,
+            color: "#1f77b4",
+            dashed: false,
+        },
+        Series {
+            name: "validation".into(),
+            points: val,
+            color: "#d62728",
+            dashed: false,
+        },
+    ];
+    if let Some(floor) = corpus.floor_nats {
+        let x0 = rows.first().map_or(0.0, |r| r.step as f64);
+        series.push(Series {
+            name: "corpus entropy floor".into(),
+            points: vec![(x0, floor), (steps as f64, floor)],
+            color: "#555555",
+            dashed: true,
+        });
+    }
+    Chart {
+        title: format!("nanodist on {}: loss (nats/char)", corpus.name),
+        x_label: "step".into(),
+        y_label: "cross-entropy, nats/char".into(),
+        series,
+        y_from_zero: true,
+    }
 }
 
 #[cfg(test)]

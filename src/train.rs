@@ -29,8 +29,7 @@ use crate::data::Corpus;
 use crate::model::Gpt;
 use crate::optim::AdamW;
 use crate::parallel::data_parallel::{run_worker, Context, Init, Report, StepReport, WorkerDone};
-use crate::plot::{Chart, Series};
-use crate::report::Progress;
+use crate::report::{self, Progress};
 use crate::trace::{self, Clock, Span};
 use crate::Error;
 
@@ -252,7 +251,7 @@ pub fn train(
             &dir.join("trace.json"),
             trace::chrome_trace(&tracks).as_bytes(),
         )?;
-        let svg = loss_chart(corpus, &rows, &evals, val_loss, cfg.steps).to_svg();
+        let svg = report::loss_chart(corpus, &rows, &evals, val_loss, cfg.steps).to_svg();
         checkpoint::write_atomic(&dir.join("loss.svg"), svg.as_bytes())?;
     }
     Ok(Outcome {
@@ -409,58 +408,5 @@ fn summarise(
         wall_s: wall.elapsed().as_secs_f64(),
         peak_rss_mib: peak_rss_mib(),
         param_hash: param_hash(params),
-    }
-}
-
-fn loss_chart(
-    corpus: &Corpus,
-    rows: &[StepRow],
-    evals: &[(usize, f64)],
-    val_loss: f64,
-    steps: usize,
-) -> Chart {
-    // Smooth the per-step training loss over a window of 20 steps for readability.
-    let smooth: Vec<(f64, f64)> = rows
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let w = &rows[i.saturating_sub(19)..=i];
-            (
-                r.step as f64 + 1.0,
-                w.iter().map(|r| r.loss).sum::<f64>() / w.len() as f64,
-            )
-        })
-        .collect();
-    let mut val: Vec<(f64, f64)> = evals.iter().map(|&(s, l)| (s as f64, l)).collect();
-    val.push((steps as f64, val_loss));
-    let mut series = vec![
-        Series {
-            name: "train (20-step mean)".into(),
-            points: smooth,
-            color: "#1f77b4",
-            dashed: false,
-        },
-        Series {
-            name: "validation".into(),
-            points: val,
-            color: "#d62728",
-            dashed: false,
-        },
-    ];
-    if let Some(floor) = corpus.floor_nats {
-        let x0 = rows.first().map_or(0.0, |r| r.step as f64);
-        series.push(Series {
-            name: "corpus entropy floor".into(),
-            points: vec![(x0, floor), (steps as f64, floor)],
-            color: "#555555",
-            dashed: true,
-        });
-    }
-    Chart {
-        title: format!("nanodist on {}: loss (nats/char)", corpus.name),
-        x_label: "step".into(),
-        y_label: "cross-entropy, nats/char".into(),
-        series,
-        y_from_zero: true,
     }
 }
