@@ -12,7 +12,7 @@
 //! ```
 //!
 //! The lesson of the comparison: op parallelism pays a fork and a join in every kernel (about
-//! 150 a step) and splits kernels too small to split well; data parallelism runs whole kernels
+//! 90 a step) and splits kernels too small to split well; data parallelism runs whole kernels
 //! per thread and synchronises once per step, at the all-reduce.
 //!
 //! Alongside: the compute / comm / wait split of each data-parallel point, the model
