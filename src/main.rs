@@ -414,7 +414,7 @@ fn prepare_out(dir: &Path) -> Result<(), Error> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))
 }
 
-/// `runs/YYYYmmdd-HHMMSS` in UTC.
+/// `runs/YYYYmmdd-HHMMSS` in UTC (with `-2`, `-3`, ... if that directory exists).
 fn default_out() -> PathBuf {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -430,12 +430,23 @@ fn default_out() -> PathBuf {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    PathBuf::from(format!(
+    let stamp = format!(
         "runs/{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
         rem / 3600,
         rem % 3600 / 60,
         rem % 60
-    ))
+    );
+    // Two runs started in the same second get their own directories: `create_dir` fails if
+    // the directory exists, so claiming a name is atomic. (If `runs/` cannot be created, the
+    // first name is returned and `prepare_out` reports the error.)
+    let _ = std::fs::create_dir_all("runs");
+    (1..1000)
+        .map(|i| match i {
+            1 => PathBuf::from(&stamp),
+            _ => PathBuf::from(format!("{stamp}-{i}")),
+        })
+        .find(|p| std::fs::create_dir(p).is_ok())
+        .unwrap_or_else(|| PathBuf::from(stamp))
 }
 
 fn run_sample(args: SampleArgs) -> Result<(), Error> {
