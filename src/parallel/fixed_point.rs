@@ -9,6 +9,7 @@
 //! ```text
 //!  sequence s of the global batch --forward/backward alone--> g_s (f32)
 //!                       round(g_s * 2^40) --> i64, added into acc   (exact)
+//!                       (rounded to nearest, ties to even)
 //!  all-reduce over i64 (any algorithm, any bucket size)               (exact)
 //!  grad = acc / 2^40 as f32                                           (same bits everywhere)
 //! ```
@@ -22,26 +23,40 @@
 //! 0.8M gradients are converted and added once more; the i64 all-reduce moves twice the
 //! bytes. `nanodist bench` measures it against the default mode.
 //!
-//! Range: with 2^40 the resolution is 9.1e-13 and the largest magnitude 8.4e6 per element.
-//! A single sequence's gradient (already scaled by 1/(B*T)) is far inside that; anything
-//! non-finite is caught before conversion.
+//! Range: with 2^40 the resolution is 9.1e-13. A single sequence's gradient (already scaled by
+//! 1/(B*T)) must stay below [`LIMIT`] = 2048 per element, where the conversion is exact; it is
+//! far inside that, and anything larger, NaN or infinite is caught before conversion.
 
 /// Fixed-point scale: gradients are stored as integer multiples of 2^-40.
 pub const SCALE_BITS: i32 = 40;
 
-/// Adds `round(g * 2^40)` into `acc` for every element and zeroes `g` for the next sequence.
+/// `1.5 * 2^52`: adding it to an f64 of magnitude below 2^51 rounds the value to an integer
+/// (ties to even) and leaves that integer in the low bits of the mantissa.
+const MAGIC: f64 = 6_755_399_441_055_744.0;
+
+/// Per-sequence gradients must stay below this magnitude: then `g * 2^40 < 2^51`, where the
+/// conversion is exact. Anything larger (or NaN, or infinite) is refused.
+pub const LIMIT: f32 = 2048.0;
+
+/// Adds `g * 2^40`, rounded to the nearest integer, into `acc` for every element, and zeroes
+/// `g` for the next sequence.
 ///
-/// Returns `false` (and converts nothing) if any element of `g` is not finite.
+/// Returns `false` (and converts nothing) if any element of `g` is not finite or not below
+/// [`LIMIT`] in magnitude.
 pub fn accumulate_and_zero(acc: &mut [i64], g: &mut [f32]) -> bool {
     assert_eq!(acc.len(), g.len());
-    if !g.iter().all(|x| x.is_finite()) {
+    // One branch-free pass the compiler vectorises (NaN fails every comparison).
+    if !g.iter().fold(true, |ok, x| ok & (x.abs() < LIMIT)) {
         return false;
     }
-    let scale = (SCALE_BITS as f32).exp2();
+    let scale = (SCALE_BITS as f64).exp2();
+    let magic_bits = MAGIC.to_bits() as i64;
     for (a, x) in acc.iter_mut().zip(g.iter_mut()) {
-        // g * 2^40 is exact in f32 (a power of two scales the exponent only); rounding to
-        // the nearest integer then drops the bits below 2^-40.
-        *a += (*x * scale).round() as i64;
+        // f32 -> f64 and the power-of-two scale are exact; adding MAGIC rounds to an integer,
+        // which the subtraction of MAGIC's bit pattern reads back out: all of it vectorises,
+        // unlike `f64::round` and the saturating `as i64`.
+        let v = *x as f64 * scale + MAGIC;
+        *a += v.to_bits() as i64 - magic_bits;
         *x = 0.0;
     }
     true
@@ -90,9 +105,40 @@ mod tests {
     }
 
     #[test]
-    fn non_finite_gradients_are_refused() {
+    fn non_finite_or_huge_gradients_are_refused() {
         let mut acc = vec![0i64; 2];
-        assert!(!accumulate_and_zero(&mut acc, &mut [1.0, f32::NAN]));
+        for bad in [f32::NAN, f32::INFINITY, -f32::INFINITY, LIMIT, -3000.0] {
+            assert!(!accumulate_and_zero(&mut acc, &mut [1.0, bad]), "{bad}");
+        }
         assert_eq!(acc, vec![0, 0]);
+    }
+
+    #[test]
+    fn conversion_rounds_to_the_nearest_multiple_of_2_pow_minus_40() {
+        let unit = (-SCALE_BITS as f32).exp2();
+        let cases: [(f32, i64); 8] = [
+            (0.0, 0),
+            (-0.0, 0),
+            (unit, 1),
+            (-unit, -1),
+            (3.0 * unit, 3),
+            (1.0, 1 << 40),
+            (-1.5, -(3 << 39)),
+            (2047.5, 2047 * (1 << 40) + (1 << 39)),
+        ];
+        for (x, want) in cases {
+            let mut acc = vec![0i64];
+            assert!(accumulate_and_zero(&mut acc, &mut [x]));
+            assert_eq!(acc[0], want, "{x}");
+            // ... and it agrees with the plain (slow) rounding.
+            assert_eq!(
+                acc[0],
+                (x as f64 * (SCALE_BITS as f64).exp2()).round() as i64
+            );
+        }
+        // Ties go to even: 0.5 and 1.5 units.
+        let mut acc = vec![0i64; 2];
+        assert!(accumulate_and_zero(&mut acc, &mut [0.5 * unit, 1.5 * unit]));
+        assert_eq!(acc, vec![0, 2]);
     }
 }
