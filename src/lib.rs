@@ -54,7 +54,7 @@
 //! | [`trace`] | the timeline as a Chrome trace |
 //! | [`report`], [`plot`] | progress bar, summary table, SVG charts |
 //! | [`sample`] | generating text from a trained model |
-//! | [`bench`] | thread-scaling benchmark |
+//! | [`bench`](mod@bench) | thread-scaling benchmark |
 //! | [`rng`] | the documented random number generators |
 //!
 //! # Example
