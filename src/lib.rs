@@ -51,6 +51,7 @@
 //! | [`parallel`] | synchronous data parallelism, buckets, deterministic sums |
 //! | [`train`] | one run: workers, reporting, the run directory |
 //! | [`checkpoint`] | safetensors save and load, atomic, with a checksum |
+//! | [`rundir`] | the run directory: claimed new, or read back to resume |
 //! | [`trace`] | the timeline as a Chrome trace |
 //! | [`report`], [`plot`] | progress bar, summary table, SVG charts |
 //! | [`sample`] | generating text from a trained model |
@@ -83,6 +84,7 @@ pub mod parallel;
 pub mod plot;
 pub mod report;
 pub mod rng;
+pub mod rundir;
 pub mod sample;
 pub mod trace;
 pub mod train;

@@ -12,7 +12,7 @@ use nanodist::collective::bench::AllreduceArgs;
 use nanodist::collective::Algorithm;
 use nanodist::config::TrainConfig;
 use nanodist::report::{summary_table, thousands};
-use nanodist::{bench, checkpoint, data, optim, sample, train, Error};
+use nanodist::{bench, checkpoint, data, rundir, sample, train, Error};
 
 #[derive(Parser)]
 #[command(
@@ -228,7 +228,10 @@ fn apply(args: &TrainArgs, cfg: &mut TrainConfig) {
 
 fn run_train(args: TrainArgs) -> Result<(), Error> {
     let (cfg, corpus, init, dir) = match &args.resume {
-        Some(dir) => resume(&args, dir)?,
+        Some(dir) => {
+            let r = rundir::resume(dir, |cfg| apply(&args, cfg))?;
+            (r.cfg, r.corpus, r.init, dir.clone())
+        }
         None => {
             let mut cfg = TrainConfig {
                 workers: default_workers(args.batch.unwrap_or(12)),
@@ -241,8 +244,8 @@ fn run_train(args: TrainArgs) -> Result<(), Error> {
             cfg.validate()?;
             corpus.check_block(cfg.model.block_size)?;
             nanodist::config::check_memory(&cfg)?;
-            let dir = args.out.clone().unwrap_or_else(default_out);
-            prepare_out(&dir)?;
+            let dir = args.out.clone().unwrap_or_else(rundir::new_default);
+            rundir::prepare(&dir)?;
             let json = serde_json::to_string_pretty(&cfg).expect("config serialises");
             checkpoint::write_atomic(&dir.join("config.json"), json.as_bytes())?;
             let init = train::initial_state(&cfg);
@@ -341,112 +344,6 @@ fn scaling_line(
     json["scaling_efficiency"] = (speedup / cfg.workers as f64).into();
     let text = serde_json::to_string_pretty(&json).expect("serialises");
     checkpoint::write_atomic(&path, text.as_bytes())
-}
-
-type Resumed = (
-    TrainConfig,
-    data::Corpus,
-    nanodist::parallel::data_parallel::Init,
-    PathBuf,
-);
-
-fn resume(args: &TrainArgs, dir: &Path) -> Result<Resumed, Error> {
-    let ck = checkpoint::load(dir)?;
-    let complete = dir.join("summary.json").exists();
-    if complete && args.steps.is_none_or(|s| s <= ck.step) {
-        return Err(Error::Config(format!(
-            "the run in {} is complete at step {}: pass a larger --steps to continue it",
-            dir.display(),
-            ck.step
-        )));
-    }
-    // Fault and straggler injection are experiments on a run, not part of it: a resumed
-    // run takes them (and --check-replicas) from this command line only.
-    let mut cfg = TrainConfig {
-        fault: None,
-        straggler: None,
-        ..ck.config.clone()
-    };
-    let mut asked = cfg.clone();
-    apply(args, &mut asked);
-    cfg.steps = asked.steps;
-    cfg.fault = asked.fault;
-    cfg.straggler = asked.straggler;
-    cfg.check_replicas = asked.check_replicas;
-    if asked != cfg {
-        return Err(Error::Config(format!(
-            "--resume {} continues that run with its own configuration: pass only --steps, --quiet, --fault, --straggler or --check-replicas, or start a new run with --out",
-            dir.display()
-        )));
-    }
-    cfg.validate()?;
-    let corpus = data::load(&cfg.data, cfg.seed)?;
-    if corpus.vocab.as_string() != ck.vocab {
-        return Err(Error::Checkpoint(format!(
-            "the corpus {} no longer has the vocabulary of the checkpoint in {} ({} chars now, {} then): resume with the same data",
-            cfg.data,
-            dir.display(),
-            corpus.vocab.len(),
-            ck.vocab.chars().count()
-        )));
-    }
-    let init = nanodist::parallel::data_parallel::Init {
-        params: ck.params,
-        adam: optim::AdamW {
-            m: ck.adam_m,
-            v: ck.adam_v,
-            t: ck.adam_t,
-        },
-        start_step: ck.step,
-    };
-    Ok((cfg, corpus, init, dir.to_path_buf()))
-}
-
-/// Creates the run directory; refuses to overwrite an earlier run.
-fn prepare_out(dir: &Path) -> Result<(), Error> {
-    if dir.join(checkpoint::FILE).exists() || dir.join("summary.json").exists() {
-        return Err(Error::Config(format!(
-            "{} already holds a run: continue it with --resume {} or choose another --out",
-            dir.display(),
-            dir.display()
-        )));
-    }
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))
-}
-
-/// `runs/YYYYmmdd-HHMMSS` in UTC (with `-2`, `-3`, ... if that directory exists).
-fn default_out() -> PathBuf {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    let stamp = format!(
-        "runs/{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    );
-    // Two runs started in the same second get their own directories: `create_dir` fails if
-    // the directory exists, so claiming a name is atomic. (If `runs/` cannot be created, the
-    // first name is returned and `prepare_out` reports the error.)
-    let _ = std::fs::create_dir_all("runs");
-    (1..1000)
-        .map(|i| match i {
-            1 => PathBuf::from(&stamp),
-            _ => PathBuf::from(format!("{stamp}-{i}")),
-        })
-        .find(|p| std::fs::create_dir(p).is_ok())
-        .unwrap_or_else(|| PathBuf::from(stamp))
 }
 
 fn run_sample(args: SampleArgs) -> Result<(), Error> {
