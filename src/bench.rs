@@ -351,16 +351,15 @@ pub fn table(points: &[Point]) -> String {
 
 fn scaling_svg(points: &[Point], cores: usize) -> String {
     let colors = [
-        ("strong", "#1f77b4"),
-        ("weak", "#2ca02c"),
-        ("op-parallel", "#d62728"),
+        ("strong", "strong (data parallel)", "#1f77b4"),
+        ("weak", "weak (data parallel)", "#2ca02c"),
+        ("op-parallel", "op parallel", "#d62728"),
     ];
     let series_of = |value: fn(&Point) -> f64| -> Vec<Series> {
         colors
             .iter()
-            .map(|&(mode, color)| Series {
-                name: format!("{mode} (data parallel)")
-                    .replace("op-parallel (data parallel)", "op parallel"),
+            .map(|&(mode, label, color)| Series {
+                name: label.into(),
                 points: points
                     .iter()
                     .filter(|p| p.mode == mode)

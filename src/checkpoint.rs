@@ -68,11 +68,14 @@ pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 /// assert_ne!(nanodist::checkpoint::param_hash(&[0.0]), nanodist::checkpoint::param_hash(&[-0.0]));
 /// ```
 pub fn param_hash(params: &[f32]) -> String {
-    let mut h = FNV_OFFSET;
-    for p in params {
-        h = fnv1a64(h, &p.to_le_bytes());
-    }
-    format!("{h:016x}")
+    format!("{:016x}", param_fnv(params))
+}
+
+/// The number behind [`param_hash`]: 64-bit FNV-1a of the parameters' little-endian bytes.
+pub fn param_fnv(params: &[f32]) -> u64 {
+    params
+        .iter()
+        .fold(FNV_OFFSET, |h, p| fnv1a64(h, &p.to_le_bytes()))
 }
 
 fn le_bytes(values: &[f32]) -> Vec<u8> {

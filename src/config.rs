@@ -153,7 +153,8 @@ pub struct TrainConfig {
     pub allreduce: Algorithm,
     /// S: gradients go out in buckets of this many KiB (0: one bucket for everything).
     pub bucket_kb: usize,
-    /// Start each bucket's all-reduce while backward is still running.
+    /// Start each bucket's all-reduce while backward is still running. (Ignored in
+    /// deterministic mode, whose sum is complete only after the last sequence.)
     pub overlap: bool,
     /// Bit-identical final parameters for any worker count, algorithm and bucket size.
     pub deterministic: bool,

@@ -187,6 +187,26 @@ fn deterministic_mode_is_bit_identical_across_workers_algorithms_and_buckets() {
 }
 
 #[test]
+fn replica_checks_pass_when_replicas_agree() {
+    // Every step, each worker hashes its replica and the hashes are gathered: identical
+    // replicas must never be reported as diverged, in either mode.
+    for deterministic in [false, true] {
+        let cfg = TrainConfig {
+            check_replicas: 1,
+            deterministic,
+            ..tiny(3)
+        };
+        let opts = RunOptions {
+            out: None,
+            quiet: true,
+            final_eval: false,
+        };
+        let r = train::train(&cfg, corpus(), train::initial_state(&cfg), &opts);
+        assert!(r.is_ok(), "deterministic {deterministic}: {:?}", r.err());
+    }
+}
+
+#[test]
 fn run_directory_files_are_well_formed() {
     let dir = std::env::temp_dir().join(format!("nanodist-train-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

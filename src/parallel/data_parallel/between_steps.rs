@@ -69,8 +69,8 @@ impl Worker<'_> {
     pub(super) fn check_replicas(&mut self, step: usize) -> Result<(), Error> {
         let n = self.ctx.cfg.workers;
         let mut hashes = vec![0i64; n];
-        let mine = checkpoint::param_hash(&self.model.params);
-        hashes[self.rank] = u64::from_str_radix(&mine, 16).expect("hex") as i64;
+        // The u64 hash travels as i64 bits; a sum with zeros elsewhere gathers them.
+        hashes[self.rank] = checkpoint::param_fnv(&self.model.params) as i64;
         self.comm
             .all_reduce(&mut hashes, crate::collective::Algorithm::Naive)
             .map_err(comm_err(self.rank, step))?;
