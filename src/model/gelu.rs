@@ -15,7 +15,7 @@
 
 use rayon::prelude::*;
 
-use super::math::exp;
+use super::math::{exp, fma};
 
 const K: f32 = 0.797_884_6; // sqrt(2/pi)
 const A: f32 = 0.044_715;
@@ -27,7 +27,7 @@ pub fn gelu_forward(out: &mut [f32], inp: &[f32], threads: usize) {
     assert_eq!(out.len(), inp.len());
     let kernel = |o: &mut [f32], x: &[f32]| {
         for (o, &x) in o.iter_mut().zip(x) {
-            let u = K * (x + A * x * x * x);
+            let u = K * x * fma(A * x, x, 1.0); // k (x + a x^3)
             *o = x / (1.0 + exp(-2.0 * u)); // x * sigmoid(2u)
         }
     };
@@ -48,10 +48,11 @@ pub fn gelu_backward(d: &mut [f32], inp: &[f32], threads: usize) {
     assert_eq!(d.len(), inp.len());
     let kernel = |d: &mut [f32], x: &[f32]| {
         for (d, &x) in d.iter_mut().zip(x) {
-            let s = 1.0 / (1.0 + exp(-2.0 * K * (x + A * x * x * x)));
+            let x2 = x * x;
+            let s = 1.0 / (1.0 + exp(-2.0 * K * x * fma(A, x2, 1.0)));
             // d/dx [x s(2u)] = s + x s (1 - s) 2 du/dx
-            let du = K * (1.0 + 3.0 * A * x * x);
-            let grad = s + 2.0 * x * s * (1.0 - s) * du;
+            let du = K * fma(3.0 * A, x2, 1.0);
+            let grad = fma(2.0 * x * s * (1.0 - s), du, s);
             *d *= grad;
         }
     };
