@@ -274,7 +274,14 @@ fn gelu_matches_reference() {
 
 #[test]
 fn attention_matches_reference() {
-    let (b, t, c, nh) = (2, 5, 8, 2);
+    // T = 21: the softmax takes rows in blocks of 16, so rows 0..15 end inside the first
+    // block and rows 16..20 cross into a second, shorter one
+    for (b, t, c, nh) in [(2, 5, 8, 2), (1, 21, 4, 2)] {
+        check_attention(b, t, c, nh);
+    }
+}
+
+fn check_attention(b: usize, t: usize, c: usize, nh: usize) {
     let s = AttnShape {
         b,
         t,
@@ -285,13 +292,23 @@ fn attention_matches_reference() {
     let qkv = randn(&mut rng, b * t * 3 * c, 1.0, 0.0);
     let r = randn(&mut rng, b * t * c, 1.0, 0.0);
     for threads in [1, 2] {
-        let (mut out, mut att) = (vec![0.0; b * t * c], vec![0.0; b * nh * t * t]);
+        // NaN-filled: every entry the kernel should write but does not shows up
+        let (mut out, mut att) = (vec![f32::NAN; b * t * c], vec![f32::NAN; b * nh * t * t]);
         attention_forward(&mut out, &mut att, &qkv, s, threads);
         check(
             "attention out",
             &out,
             &ref_attention(&f64s(&qkv), b, t, c, nh),
         );
+        // the causal mask: every row of P sums to 1 over the past and is exactly 0 after it
+        for (row, p) in att.chunks_exact(t).enumerate() {
+            let i = row % t;
+            assert!(p[i + 1..].iter().all(|&x| x == 0.0), "row {i}: {p:?}");
+            assert!(
+                (p[..=i].iter().sum::<f32>() - 1.0).abs() < 1e-6,
+                "row {i}: {p:?}"
+            );
+        }
         let (mut dqkv, mut datt) = (vec![0.0; qkv.len()], vec![0.0; att.len()]);
         attention_backward(&mut dqkv, &mut datt, &r, &qkv, &att, s, threads);
         let want = numeric_grad(&f64s(&qkv), |q| weigh(&ref_attention(q, b, t, c, nh), &r));
