@@ -51,6 +51,11 @@ pub struct BenchArgs {
     /// Sequences per worker for weak scaling.
     #[arg(long, default_value_t = 6)]
     pub per_worker: usize,
+    /// Sweeps to run; each point reports its fastest (least disturbed) one. On a shared or
+    /// virtual machine whose speed drifts, 3 or more keep a slow moment of the host from
+    /// passing for a scaling loss.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
     /// All-reduce algorithm.
     #[arg(long, value_enum, default_value = "shared")]
     pub allreduce: Algorithm,
@@ -85,8 +90,13 @@ pub struct Point {
     pub wait_ms: f64,
     /// Communication time per step predicted by the alpha-beta fit, ms.
     pub predicted_comm_ms: f64,
-    /// Model FLOPs per second over the measured sgemm peak of this many threads.
+    /// Model FLOPs of one step, in GFLOP.
+    pub gflop_per_step: f64,
+    /// Model FLOPs per second over the sgemm peak of this many threads (the highest one
+    /// measured, over all rounds).
     pub mfu: f64,
+    /// tokens/s of every round, in order (the point is the fastest).
+    pub tokens_per_s_rounds: Vec<f64>,
     /// More threads than cores.
     pub oversubscribed: bool,
 }
@@ -122,9 +132,17 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
             "--workers needs positive counts, e.g. --workers 1,2,4".into(),
         ));
     }
-    if args.steps == 0 || args.batch == 0 || args.per_worker == 0 {
+    if let Some(n) = (1..args.workers.len()).find_map(|i| {
+        let n = args.workers[i];
+        args.workers[..i].contains(&n).then_some(n)
+    }) {
+        return Err(Error::Config(format!(
+            "--workers lists {n} twice; to measure each point more than once, use --rounds"
+        )));
+    }
+    if args.steps == 0 || args.batch == 0 || args.per_worker == 0 || args.rounds == 0 {
         return Err(Error::Config(
-            "--steps, --batch and --per-worker must be at least 1".into(),
+            "--steps, --batch, --per-worker and --rounds must be at least 1".into(),
         ));
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -147,56 +165,35 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
             ""
         }
     );
-    let mut points = Vec::new();
-    for &n in &args.workers {
-        let peak = sgemm_peak_gflops(n);
-        println!("  sgemm peak with {n} thread(s), measured now: {peak:.0} GFLOP/s");
-        let mut cfgs = Vec::new();
-        if args.batch % n == 0 {
-            cfgs.push(("strong", args.batch));
-        } else {
-            println!(
-                "  strong scaling skips {n} workers: --batch {} does not divide",
-                args.batch
-            );
+    // peaks[i]: the best sgemm peak of args.workers[i] threads over the rounds so far
+    let mut peaks = vec![0.0f64; args.workers.len()];
+    let mut points: Vec<Point> = Vec::new();
+    for round in 1..=args.rounds {
+        if args.rounds > 1 {
+            println!("round {round} of {}", args.rounds);
         }
-        cfgs.push(("weak", args.per_worker * n));
-        for (mode, batch) in cfgs {
-            let cfg = TrainConfig {
-                workers: n,
-                batch,
-                steps: args.steps + 5,
-                ..base.clone()
-            };
-            cfg.validate()?;
-            let opts = RunOptions {
-                out: None,
-                quiet: true,
-                final_eval: false,
-            };
-            let s = train::train(&cfg, &corpus, train::initial_state(&cfg), &opts)?.summary;
-            let flops = cfg.model.flops_per_step(cfg.tokens_per_step());
-            points.push(Point {
-                mode: mode.into(),
-                workers: n,
-                batch,
-                tokens_per_s: s.tokens_per_s,
-                step_ms: s.step_ms_median,
-                efficiency: 0.0,
-                compute_ms: s.compute_ms_median,
-                comm_ms: s.comm_ms_median,
-                wait_ms: s.wait_ms_median,
-                predicted_comm_ms: predict_comm_ms(&cfg),
-                mfu: flops / (s.step_ms_median / 1e3) / (peak * 1e9),
-                oversubscribed: n > cores,
-            });
-            print_point(points.last().unwrap());
+        for p in sweep(args, &base, &corpus, cores, &mut peaks)? {
+            match points
+                .iter_mut()
+                .find(|q| q.mode == p.mode && q.workers == p.workers)
+            {
+                Some(q) => {
+                    q.tokens_per_s_rounds.push(p.tokens_per_s);
+                    if p.tokens_per_s > q.tokens_per_s {
+                        let rounds = std::mem::take(&mut q.tokens_per_s_rounds);
+                        *q = Point {
+                            tokens_per_s_rounds: rounds,
+                            ..p
+                        };
+                    }
+                }
+                None => points.push(p),
+            }
         }
-        if args.batch % n == 0 {
-            let p = op_parallel(&base, &corpus, n, args.batch, args.steps, peak, cores)?;
-            print_point(&p);
-            points.push(p);
-        }
+    }
+    for p in &mut points {
+        let i = args.workers.iter().position(|&n| n == p.workers).unwrap();
+        p.mfu = p.gflop_per_step / (p.step_ms / 1e3) / peaks[i];
     }
     for mode in ["strong", "weak", "op-parallel"] {
         let one = points
@@ -224,6 +221,72 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
     Ok(())
 }
 
+/// One sweep over the worker counts: every point measured once. Raises `peaks` (indexed
+/// like `args.workers`) to the sgemm peaks measured now; MFU is left for the caller.
+fn sweep(
+    args: &BenchArgs,
+    base: &TrainConfig,
+    corpus: &data::Corpus,
+    cores: usize,
+    peaks: &mut [f64],
+) -> Result<Vec<Point>, Error> {
+    let mut points = Vec::new();
+    for (i, &n) in args.workers.iter().enumerate() {
+        let peak = sgemm_peak_gflops(n);
+        peaks[i] = peaks[i].max(peak);
+        println!("  sgemm peak with {n} thread(s), measured now: {peak:.0} GFLOP/s");
+        let mut cfgs = Vec::new();
+        if args.batch % n == 0 {
+            cfgs.push(("strong", args.batch));
+        } else {
+            println!(
+                "  strong scaling skips {n} workers: --batch {} does not divide",
+                args.batch
+            );
+        }
+        cfgs.push(("weak", args.per_worker * n));
+        for (mode, batch) in cfgs {
+            let cfg = TrainConfig {
+                workers: n,
+                batch,
+                steps: args.steps + 5,
+                ..base.clone()
+            };
+            cfg.validate()?;
+            let opts = RunOptions {
+                out: None,
+                quiet: true,
+                final_eval: false,
+            };
+            let s = train::train(&cfg, corpus, train::initial_state(&cfg), &opts)?.summary;
+            let flops = cfg.model.flops_per_step(cfg.tokens_per_step());
+            points.push(Point {
+                mode: mode.into(),
+                workers: n,
+                batch,
+                tokens_per_s: s.tokens_per_s,
+                step_ms: s.step_ms_median,
+                efficiency: 0.0,
+                compute_ms: s.compute_ms_median,
+                comm_ms: s.comm_ms_median,
+                wait_ms: s.wait_ms_median,
+                predicted_comm_ms: predict_comm_ms(&cfg),
+                gflop_per_step: flops / 1e9,
+                mfu: 0.0,
+                tokens_per_s_rounds: vec![s.tokens_per_s],
+                oversubscribed: n > cores,
+            });
+            print_point(points.last().unwrap());
+        }
+        if args.batch % n == 0 {
+            let p = op_parallel(base, corpus, n, args.batch, args.steps, cores)?;
+            print_point(&p);
+            points.push(p);
+        }
+    }
+    Ok(points)
+}
+
 /// Per-step communication predicted by the alpha-beta model: one all-reduce per bucket.
 fn predict_comm_ms(cfg: &TrainConfig) -> f64 {
     if cfg.workers == 1 {
@@ -246,7 +309,6 @@ fn op_parallel(
     threads: usize,
     batch: usize,
     steps: usize,
-    peak: f64,
     cores: usize,
 ) -> Result<Point, Error> {
     let cfg = TrainConfig {
@@ -304,7 +366,9 @@ fn op_parallel(
         comm_ms: 0.0,
         wait_ms: 0.0,
         predicted_comm_ms: 0.0,
-        mfu: flops / (step_ms / 1e3) / (peak * 1e9),
+        gflop_per_step: flops / 1e9,
+        mfu: 0.0,
+        tokens_per_s_rounds: vec![cfg.tokens_per_step() as f64 / (step_ms / 1e3)],
         oversubscribed: threads > cores,
     })
 }
@@ -345,6 +409,22 @@ pub fn table(points: &[Point]) -> String {
             p.wait_ms,
             100.0 * p.mfu
         ));
+    }
+    if points.iter().any(|p| p.tokens_per_s_rounds.len() > 1) {
+        out.push_str("\ntokens/s of each round (the table shows the fastest):\n");
+        for p in points {
+            let rounds: Vec<String> = p
+                .tokens_per_s_rounds
+                .iter()
+                .map(|&t| thousands(t))
+                .collect();
+            out.push_str(&format!(
+                "  {:<11} {:>2} threads: {}\n",
+                p.mode,
+                p.workers,
+                rounds.join(", ")
+            ));
+        }
     }
     out
 }

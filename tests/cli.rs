@@ -3,11 +3,13 @@
 //! Every bad input must end with ONE line on stderr that names the problem, a non-zero
 //! exit status, no panic, and no output that looks like a finished run.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_nanodist");
+use common::{assert_one_line_error, nanodist, TempDir, BIN};
 
 /// A tiny model: each run takes about a second, most of it generating the corpus.
 const TINY: &[&str] = &[
@@ -25,30 +27,6 @@ const TINY: &[&str] = &[
     "0",
     "--quiet",
 ];
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("nanodist-cli-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn nanodist(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().expect("run nanodist")
-}
 
 /// `train --out OUT` with the TINY flags, where any flag in `extra` replaces TINY's.
 fn train(out: &Path, extra: &[&str]) -> Output {
@@ -68,29 +46,6 @@ fn train(out: &Path, extra: &[&str]) -> Output {
     }
     args.extend_from_slice(extra);
     nanodist(&args)
-}
-
-/// Asserts a clean failure whose single stderr line contains every one of `needles`.
-fn assert_one_line_error(out: &Output, needles: &[&str]) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "expected failure, got success; stderr: {stderr}"
-    );
-    // Rust's report of a panic names its source location ("panicked at src/...").
-    assert!(
-        !stderr.contains("panicked at"),
-        "a panic instead of an error:\n{stderr}"
-    );
-    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "expected one line on stderr, got:\n{stderr}"
-    );
-    for n in needles {
-        assert!(lines[0].contains(n), "error line lacks {n:?}: {}", lines[0]);
-    }
 }
 
 /// `train --resume DIR --steps STEPS --quiet`.

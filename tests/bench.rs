@@ -1,0 +1,89 @@
+//! `nanodist bench`, as a user runs it: the files it writes say what the table says, and bad
+//! flags are refused. Nothing here depends on how fast the machine is.
+
+mod common;
+
+use common::{assert_one_line_error, nanodist, TempDir};
+
+#[test]
+fn bench_writes_every_point_and_keeps_each_points_fastest_round() {
+    let t = TempDir::new("bench");
+    let out = t.path("b");
+    let o = nanodist(&[
+        "bench",
+        "--workers",
+        "1,2",
+        "--steps",
+        "2",
+        "--rounds",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("| mode | threads |"), "{stdout}");
+    assert!(stdout.contains("round 2 of 2"), "{stdout}");
+
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("bench.json")).unwrap()).unwrap();
+    let cores = json["cores"].as_u64().unwrap();
+    let points = json["points"].as_array().unwrap();
+    // strong, weak and op parallel for each of 1 and 2 threads
+    let mut seen: Vec<(String, u64)> = points
+        .iter()
+        .map(|p| {
+            (
+                p["mode"].as_str().unwrap().to_string(),
+                p["workers"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    seen.sort();
+    let want: Vec<(String, u64)> = ["op-parallel", "strong", "weak"]
+        .iter()
+        .flat_map(|m| [(m.to_string(), 1), (m.to_string(), 2)])
+        .collect();
+    assert_eq!(seen, want);
+    for p in points {
+        let rounds: Vec<f64> = p["tokens_per_s_rounds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert_eq!(rounds.len(), 2, "{p}");
+        let best = rounds.iter().cloned().fold(f64::MIN, f64::max);
+        assert_eq!(p["tokens_per_s"].as_f64().unwrap(), best, "{p}");
+        // tokens/s is the step's tokens over the median step time
+        let tokens = p["batch"].as_f64().unwrap() * 64.0;
+        let from_ms = tokens / (p["step_ms"].as_f64().unwrap() / 1e3);
+        assert!((from_ms / best - 1.0).abs() < 1e-9, "{p}");
+        let workers = p["workers"].as_u64().unwrap();
+        assert_eq!(p["oversubscribed"].as_bool().unwrap(), workers > cores);
+        let mfu = p["mfu"].as_f64().unwrap();
+        assert!(mfu > 0.0 && mfu.is_finite(), "{p}");
+        if workers == 1 {
+            assert_eq!(p["efficiency"].as_f64().unwrap(), 1.0, "{p}");
+        }
+    }
+    let svg = std::fs::read_to_string(out.join("scaling.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+}
+
+#[test]
+fn bad_bench_flags_are_refused() {
+    let cases: [(&[&str], &[&str]); 4] = [
+        (&["--workers", "0"], &["--workers"]),
+        (
+            &["--workers", "1,2,1"],
+            &["--workers", "1 twice", "--rounds"],
+        ),
+        (&["--rounds", "0"], &["--rounds"]),
+        (&["--steps", "0"], &["--steps"]),
+    ];
+    for (flags, needles) in cases {
+        let o = nanodist(&[&["bench"], flags].concat());
+        assert_one_line_error(&o, needles);
+    }
+}

@@ -1,0 +1,59 @@
+//! What the process-level tests share: the binary, a scratch directory, and the check that
+//! a failure is one clean line.
+
+// Each test file compiles this module on its own and uses only part of it.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_nanodist");
+
+/// A scratch directory under the system's temp dir, removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("nanodist-cli-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs `nanodist ARGS` and waits for it.
+pub fn nanodist(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().expect("run nanodist")
+}
+
+/// Asserts a clean failure whose single stderr line contains every one of `needles`.
+pub fn assert_one_line_error(out: &Output, needles: &[&str]) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "expected failure, got success; stderr: {stderr}"
+    );
+    // Rust's report of a panic names its source location ("panicked at src/...").
+    assert!(
+        !stderr.contains("panicked at"),
+        "a panic instead of an error:\n{stderr}"
+    );
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "expected one line on stderr, got:\n{stderr}"
+    );
+    for n in needles {
+        assert!(lines[0].contains(n), "error line lacks {n:?}: {}", lines[0]);
+    }
+}
