@@ -27,8 +27,9 @@
 //! B=12 2 threads op-parallel   best  38.55 ms  median  41.07 ms   98.9 GFLOP/s
 //! ```
 //! Profile at B=12 (perf, share of samples): the gemm microkernels ~67%, gemm's packing
-//! ~8%, GELU forward + backward ~8%, attention's softmax and glue ~4%, layernorm ~3%,
-//! AdamW + clipping ~2.5%. 12 x B=1 costs ~1.15x one B=12 step: each 64-row product
+//! ~8%, GELU forward + backward ~8% (~6% since `exp` and GELU use fused multiply-adds),
+//! attention's softmax and glue ~4%, layernorm ~3%, AdamW + clipping ~2.5%. The kernels
+//! one by one: `cargo bench --bench kernels`. 12 x B=1 costs ~1.15x one B=12 step: each 64-row product
 //! repacks its whole weight matrix, so packing grows to ~20% of the samples.
 
 use std::time::{Duration, Instant};
