@@ -31,10 +31,13 @@ use crate::data::{self, sampler};
 use crate::model::{Gpt, Workspace};
 use crate::optim::{clip_grad_norm, lr_at, AdamW};
 use crate::parallel::buckets;
-use crate::plot::{Chart, Series};
-use crate::report::thousands;
 use crate::train::{self, RunOptions};
 use crate::Error;
+
+mod output;
+
+pub use output::table;
+use output::{print_point, scaling_svg};
 
 /// Flags of `nanodist bench`.
 #[derive(clap::Args, Debug, Clone)]
@@ -371,121 +374,4 @@ fn op_parallel(
         tokens_per_s_rounds: vec![cfg.tokens_per_step() as f64 / (step_ms / 1e3)],
         oversubscribed: threads > cores,
     })
-}
-
-fn print_point(p: &Point) {
-    println!(
-        "  {:<11} {:>2} threads, batch {:>3}: {:>7} tokens/s, {:6.1} ms/step",
-        p.mode,
-        p.workers,
-        p.batch,
-        thousands(p.tokens_per_s),
-        p.step_ms
-    );
-}
-
-/// The sweep as a Markdown table.
-pub fn table(points: &[Point]) -> String {
-    let mut out = String::from(
-        "| mode | threads | batch | tokens/s | ms/step | efficiency | compute ms | comm ms (predicted) | wait ms | MFU |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
-    );
-    for p in points {
-        out.push_str(&format!(
-            "| {} | {}{} | {} | {} | {:.1} | {:.0}% | {:.1} | {:.2} ({:.2}) | {:.2} | {:.0}% |\n",
-            p.mode,
-            p.workers,
-            if p.oversubscribed {
-                " (oversubscribed)"
-            } else {
-                ""
-            },
-            p.batch,
-            thousands(p.tokens_per_s),
-            p.step_ms,
-            100.0 * p.efficiency,
-            p.compute_ms,
-            p.comm_ms,
-            p.predicted_comm_ms,
-            p.wait_ms,
-            100.0 * p.mfu
-        ));
-    }
-    if points.iter().any(|p| p.tokens_per_s_rounds.len() > 1) {
-        out.push_str("\ntokens/s of each round (the table shows the fastest):\n");
-        for p in points {
-            let rounds: Vec<String> = p
-                .tokens_per_s_rounds
-                .iter()
-                .map(|&t| thousands(t))
-                .collect();
-            out.push_str(&format!(
-                "  {:<11} {:>2} threads: {}\n",
-                p.mode,
-                p.workers,
-                rounds.join(", ")
-            ));
-        }
-    }
-    out
-}
-
-fn scaling_svg(points: &[Point], cores: usize) -> String {
-    let colors = [
-        ("strong", "strong (data parallel)", "#1f77b4"),
-        ("weak", "weak (data parallel)", "#2ca02c"),
-        ("op-parallel", "op parallel", "#d62728"),
-    ];
-    let series_of = |value: fn(&Point) -> f64| -> Vec<Series> {
-        colors
-            .iter()
-            .map(|&(mode, label, color)| Series {
-                name: label.into(),
-                points: points
-                    .iter()
-                    .filter(|p| p.mode == mode)
-                    .map(|p| (p.workers as f64, value(p)))
-                    .collect(),
-                color,
-                dashed: false,
-            })
-            .filter(|s| !s.points.is_empty())
-            .collect()
-    };
-    let mut tps = series_of(|p| p.tokens_per_s);
-    if let Some(one) = points.iter().find(|p| p.mode == "strong" && p.workers == 1) {
-        let max = points.iter().map(|p| p.workers).max().unwrap_or(1) as f64;
-        tps.push(Series {
-            name: "ideal (N x 1 worker)".into(),
-            points: vec![(1.0, one.tokens_per_s), (max, max * one.tokens_per_s)],
-            color: "#777777",
-            dashed: true,
-        });
-    }
-    let mut eff = series_of(|p| 100.0 * p.efficiency);
-    let max = points.iter().map(|p| p.workers).max().unwrap_or(1) as f64;
-    eff.push(Series {
-        name: "ideal".into(),
-        points: vec![(1.0, 100.0), (max, 100.0)],
-        color: "#777777",
-        dashed: true,
-    });
-    let top = Chart {
-        title: format!("tokens/s against threads ({cores} cores)"),
-        x_label: "threads".into(),
-        y_label: "tokens/s".into(),
-        series: tps,
-        y_from_zero: true,
-    };
-    let bottom = Chart {
-        title: "scaling efficiency".into(),
-        x_label: "threads".into(),
-        y_label: "% of ideal".into(),
-        series: eff,
-        y_from_zero: true,
-    };
-    format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"720\" height=\"880\">\n<svg y=\"0\">{}</svg>\n<svg y=\"440\">{}</svg>\n</svg>\n",
-        top.to_svg(),
-        bottom.to_svg()
-    )
 }
