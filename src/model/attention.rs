@@ -19,7 +19,7 @@
 
 use rayon::prelude::*;
 
-use super::math::{dot, exp, hmax, hsum, LANES};
+use super::math::{dot, exp, hmax, hsum, max, LANES};
 use super::matmul::{matmul, Mat, MatMut, Out};
 
 /// The shape of one attention call.
@@ -130,14 +130,7 @@ fn softmax_blocks(body: &mut [f32], last: &mut [f32; LANES], live: usize) {
             *x = f32::NEG_INFINITY;
         }
     }
-    let mut m = *last;
-    for b in body.chunks_exact(LANES) {
-        let b: &[f32; LANES] = b.try_into().unwrap();
-        for l in 0..LANES {
-            m[l] = if b[l] > m[l] { b[l] } else { m[l] };
-        }
-    }
-    let m = hmax(m);
+    let m = max(body).max(hmax(*last));
 
     let mut total = [0.0f32; LANES];
     let mut weigh = |b: &mut [f32; LANES]| {

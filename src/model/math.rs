@@ -85,12 +85,7 @@ pub fn max(x: &[f32]) -> f32 {
             acc[l] = if c[l] > acc[l] { c[l] } else { acc[l] };
         }
     }
-    let m = hmax(acc);
-    if tail > m {
-        tail
-    } else {
-        m
-    }
+    hmax(acc).max(tail)
 }
 
 /// Dot product of `a` and `b` (equal lengths) with 16 running partial sums.
