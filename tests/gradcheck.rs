@@ -97,8 +97,10 @@ fn gelu_matches_reference() {
 #[test]
 fn attention_matches_reference() {
     // T = 21: the softmax takes rows in blocks of 16, so rows 0..15 end inside the first
-    // block and rows 16..20 cross into a second, shorter one
-    for (b, t, c, nh) in [(2, 5, 8, 2), (1, 21, 4, 2)] {
+    // block and rows 16..20 cross into a second, shorter one. Head widths 2 and 4 take the
+    // kernels' generic path, 16 and 32 their unrolled one; T = 35 leaves a row over from the
+    // kernels' groups of four and of two.
+    for (b, t, c, nh) in [(2, 5, 8, 2), (1, 21, 4, 2), (2, 21, 32, 2), (1, 35, 32, 1)] {
         check_attention(b, t, c, nh);
     }
 }
@@ -131,7 +133,9 @@ fn check_attention(b: usize, t: usize, c: usize, nh: usize) {
                 "row {i}: {p:?}"
             );
         }
-        let (mut dqkv, mut datt) = (vec![0.0; qkv.len()], vec![0.0; att.len()]);
+        // NaN-filled too: every gradient must be written, and the scratch `datt` may hold
+        // anything where the kernel does not compute
+        let (mut dqkv, mut datt) = (vec![f32::NAN; qkv.len()], vec![f32::NAN; att.len()]);
         attention_backward(&mut dqkv, &mut datt, &r, &qkv, &att, s, threads);
         let want = numeric_grad(&f64s(&qkv), |q| weigh(&ref_attention(q, b, t, c, nh), &r));
         check("attention dqkv", &dqkv, &want);

