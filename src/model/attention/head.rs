@@ -26,8 +26,8 @@ use std::cell::RefCell;
 
 use super::super::math::{fma, LANES};
 
-/// `rows` rows of `width` floats inside `data`, row r at `data[r*rs..r*rs+width]`: one
-/// head's q, k or v inside `qkv` (rs = 3C), or its columns of `out` (rs = C).
+/// The rows of a matrix inside `data`, row r starting at `data[r*rs]`: one head's q, k or v
+/// inside `qkv` (rs = 3C), or its columns of `dout` (rs = C). The width is the caller's.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Rows<'a> {
     data: &'a [f32],
