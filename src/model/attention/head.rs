@@ -80,10 +80,10 @@ pub(super) fn scores(s: &mut [f32], t: usize, hs: usize, x: Rows, z: Rows, scale
         let mut i0 = 0;
         while i0 < t {
             if t - i0 >= 4 {
-                score_rows::<4>(s, t, tp, hs, x, zt, i0, scale);
+                score_rows::<4>(s, t, hs, x, zt, i0, scale);
                 i0 += 4;
             } else {
-                score_rows::<1>(s, t, tp, hs, x, zt, i0, scale);
+                score_rows::<1>(s, t, hs, x, zt, i0, scale);
                 i0 += 1;
             }
         }
@@ -92,18 +92,17 @@ pub(super) fn scores(s: &mut [f32], t: usize, hs: usize, x: Rows, z: Rows, scale
 
 /// Rows `i0..i0+R` of `scores`, 16 columns at a time: R x 16 running sums in registers
 /// (8 AVX2 registers at R = 4), one pass over the channels per column block.
-#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn score_rows<const R: usize>(
     s: &mut [f32],
     t: usize,
-    tp: usize,
     hs: usize,
     x: Rows,
     zt: &[f32],
     i0: usize,
     scale: f32,
 ) {
+    let tp = zt.len() / hs;
     let xs: [&[f32]; R] = std::array::from_fn(|r| x.row(i0 + r, hs));
     // rows i0..i0+R share their diagonal block when R divides 16
     let end = live_cols(i0 + R - 1, t);
@@ -128,79 +127,99 @@ fn score_rows<const R: usize>(
     }
 }
 
-/// `out_i = scale * sum_{j<=i} w[i][j] z_j` (transposed: false), or
-/// `out_j = scale * sum_{i>=j} w[i][j] z_i` (transposed: true), for T rows of `hs` floats.
-///
-/// `w (T,T)` must be zero above the diagonal wherever `scores` computed it (P and dS are),
-/// and is read only there: rows go in pairs (i0 even), and the pair's one entry above the
-/// diagonal, w[i0][i0+1], lies in row i0's diagonal block.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn mix(
-    out: &mut [f32],
-    out_rs: usize,
-    w: &[f32],
-    z: Rows,
+/// The (T,T) weights of a `mix`, read one way or the other.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Weights<'a> {
+    w: &'a [f32],
     t: usize,
-    hs: usize,
-    scale: f32,
     transposed: bool,
-) {
-    assert_eq!(w.len(), t * t);
+}
+
+impl<'a> Weights<'a> {
+    /// `out_i = sum_{j<=i} w[i][j] z_j`: Y = P V, dQ = dS K.
+    pub fn rows(w: &'a [f32], t: usize) -> Self {
+        assert_eq!(w.len(), t * t);
+        Weights {
+            w,
+            t,
+            transposed: false,
+        }
+    }
+
+    /// `out_j = sum_{i>=j} w[i][j] z_i`: dV = P^T dY, dK = dS^T Q.
+    pub fn cols(w: &'a [f32], t: usize) -> Self {
+        Weights {
+            transposed: true,
+            ..Weights::rows(w, t)
+        }
+    }
+
+    /// The rows of z that feed outputs `o0..o0+n`, in summation order.
+    #[inline(always)]
+    fn sources(&self, o0: usize, n: usize) -> std::ops::Range<usize> {
+        if self.transposed {
+            o0..self.t
+        } else {
+            0..o0 + n
+        }
+    }
+
+    /// The weight of row `src` of z in output `o`.
+    #[inline(always)]
+    fn at(&self, src: usize, o: usize) -> f32 {
+        if self.transposed {
+            self.w[src * self.t + o]
+        } else {
+            self.w[o * self.t + src]
+        }
+    }
+}
+
+/// `out_o = scale * sum over the sources of o of w(src, o) z_src`, for T output rows of `hs`
+/// floats, `out_rs` floats apart (see [`Weights`] for the two readings).
+///
+/// `w` must be zero above the diagonal wherever `scores` computed it (P and dS are), and is
+/// read only there: outputs go in pairs (o0 even), and the pair's one entry above the
+/// diagonal, w[o0][o0+1], lies in row o0's diagonal block.
+pub(super) fn mix(out: &mut [f32], out_rs: usize, w: Weights, z: Rows, hs: usize, scale: f32) {
+    let t = w.t;
     assert!(t == 0 || (t - 1) * out_rs + hs <= out.len());
     match hs {
-        16 => mix_pairs::<16>(out, out_rs, w, z, t, scale, transposed),
-        32 => mix_pairs::<32>(out, out_rs, w, z, t, scale, transposed),
-        64 => mix_pairs::<64>(out, out_rs, w, z, t, scale, transposed),
-        _ => mix_any(out, out_rs, w, z, t, hs, scale, transposed),
+        16 => mix_pairs::<16>(out, out_rs, w, z, scale),
+        32 => mix_pairs::<32>(out, out_rs, w, z, scale),
+        64 => mix_pairs::<64>(out, out_rs, w, z, scale),
+        _ => mix_any(out, out_rs, w, z, hs, scale),
     }
 }
 
 /// `mix` for a head width known at compile time, two output rows at a time.
-#[allow(clippy::too_many_arguments)]
-fn mix_pairs<const HS: usize>(
-    out: &mut [f32],
-    out_rs: usize,
-    w: &[f32],
-    z: Rows,
-    t: usize,
-    scale: f32,
-    transposed: bool,
-) {
+fn mix_pairs<const HS: usize>(out: &mut [f32], out_rs: usize, w: Weights, z: Rows, scale: f32) {
     let mut o0 = 0;
-    while o0 + 2 <= t {
-        mix_rows::<HS, 2>(out, out_rs, w, z, t, o0, scale, transposed);
+    while o0 + 2 <= w.t {
+        mix_rows::<HS, 2>(out, out_rs, w, z, o0, scale);
         o0 += 2;
     }
-    if o0 < t {
-        mix_rows::<HS, 1>(out, out_rs, w, z, t, o0, scale, transposed);
+    if o0 < w.t {
+        mix_rows::<HS, 1>(out, out_rs, w, z, o0, scale);
     }
 }
 
 /// Output rows `o0..o0+N` of `mix`: N x HS running sums in registers (8 AVX2 registers at
 /// N = 2, HS = 32), each weight broadcast onto a row of z.
-#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn mix_rows<const HS: usize, const N: usize>(
     out: &mut [f32],
     out_rs: usize,
-    w: &[f32],
+    w: Weights,
     z: Rows,
-    t: usize,
     o0: usize,
     scale: f32,
-    transposed: bool,
 ) {
     let mut acc = [[0.0f32; HS]; N];
-    // the rows of z that feed outputs o0..o0+N
-    let range = if transposed { o0..t } else { 0..o0 + N };
-    for src in range {
+    for src in w.sources(o0, N) {
         let zr: &[f32; HS] = z.row(src, HS).try_into().unwrap();
         for (r, a) in acc.iter_mut().enumerate() {
-            let wt = if transposed {
-                w[src * t + o0 + r]
-            } else {
-                w[(o0 + r) * t + src]
-            };
+            let wt = w.at(src, o0 + r);
             for d in 0..HS {
                 a[d] = fma(wt, zr[d], a[d]);
             }
@@ -215,27 +234,12 @@ fn mix_rows<const HS: usize, const N: usize>(
 }
 
 /// `mix` for any head width: one output row at a time, summed in place in `out`.
-#[allow(clippy::too_many_arguments)]
-fn mix_any(
-    out: &mut [f32],
-    out_rs: usize,
-    w: &[f32],
-    z: Rows,
-    t: usize,
-    hs: usize,
-    scale: f32,
-    transposed: bool,
-) {
-    for o in 0..t {
+fn mix_any(out: &mut [f32], out_rs: usize, w: Weights, z: Rows, hs: usize, scale: f32) {
+    for o in 0..w.t {
         let dst = &mut out[o * out_rs..][..hs];
         dst.fill(0.0);
-        let range = if transposed { o..t } else { 0..o + 1 };
-        for src in range {
-            let wt = if transposed {
-                w[src * t + o]
-            } else {
-                w[o * t + src]
-            };
+        for src in w.sources(o, 1) {
+            let wt = w.at(src, o);
             for (a, &zv) in dst.iter_mut().zip(z.row(src, hs)) {
                 *a = fma(wt, zv, *a);
             }

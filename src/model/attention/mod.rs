@@ -16,16 +16,16 @@
 //! ```
 //! Q, K and V are read straight out of `qkv`, and Y is written straight into head h's columns
 //! of `out`. The products are the loops of `head.rs`, which stop at the diagonal instead of
-//! computing the whole square as a general matrix product would: at T=64 attention runs about 10%
-//! (forward) and 30% (backward) faster than with the same products through `gemm`, and
-//! gives the same bits. `att (B,H,T,T)` keeps P for the backward.
+//! computing the whole square as a general matrix product would: at T=64 attention runs
+//! about 10% (forward) and 30% (backward) faster than with the same products through
+//! `gemm`, and gives the same bits. `att (B,H,T,T)` keeps P for the backward.
 
 use rayon::prelude::*;
 
 use super::math::{dot, exp, hmax, hsum, max, LANES};
 
 mod head;
-use head::{live_cols, mix, scores, Rows};
+use head::{live_cols, mix, scores, Rows, Weights};
 
 /// The shape of one attention call.
 #[derive(Clone, Copy, Debug)]
@@ -89,7 +89,7 @@ fn forward_seq(out: &mut [f32], att: &mut [f32], qkv: &[f32], s: AttnShape) {
             causal_softmax_row(row, i);
         }
         // Y = P @ V  (T,hs) into head h's columns of out
-        mix(&mut out[h * hs..], c, p, v, t, hs, 1.0, false);
+        mix(&mut out[h * hs..], c, Weights::rows(p, t), v, hs, 1.0);
     }
 }
 
@@ -215,7 +215,14 @@ fn backward_seq(
         // forward: Y = P @ V  =>  dP = dY @ V^T   (T,T), up to each row's diagonal block
         scores(dp, t, hs, dy, v, 1.0);
         // forward: Y = P @ V  =>  dV = P^T @ dY  (T,hs)
-        mix(&mut dqkv[2 * c + h * hs..], 3 * c, p, dy, t, hs, 1.0, true);
+        mix(
+            &mut dqkv[2 * c + h * hs..],
+            3 * c,
+            Weights::cols(p, t),
+            dy,
+            hs,
+            1.0,
+        );
         // forward: P_i = softmax(S_i)  =>  dS_ij = P_ij (dP_ij - sum_k P_ik dP_ik).
         // Masked entries have P_ij = 0, so they get dS_ij = 0 and add nothing to the sum;
         // past the diagonal block neither dP nor dS is computed or read.
@@ -228,7 +235,22 @@ fn backward_seq(
             }
         }
         // forward: S = scale * Q @ K^T  =>  dQ = scale * dS @ K,  dK = scale * dS^T @ Q
-        mix(&mut dqkv[h * hs..], 3 * c, dp, k, t, hs, scale, false);
-        mix(&mut dqkv[c + h * hs..], 3 * c, dp, q, t, hs, scale, true);
+        let ds = &*dp;
+        mix(
+            &mut dqkv[h * hs..],
+            3 * c,
+            Weights::rows(ds, t),
+            k,
+            hs,
+            scale,
+        );
+        mix(
+            &mut dqkv[c + h * hs..],
+            3 * c,
+            Weights::cols(ds, t),
+            q,
+            hs,
+            scale,
+        );
     }
 }
