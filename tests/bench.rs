@@ -29,7 +29,7 @@ fn bench_writes_every_point_and_keeps_each_points_fastest_round() {
         serde_json::from_str(&std::fs::read_to_string(out.join("bench.json")).unwrap()).unwrap();
     let cores = json["cores"].as_u64().unwrap();
     let points = json["points"].as_array().unwrap();
-    // strong, weak and op parallel for each of 1 and 2 threads
+    // every mode for each of 1 and 2 threads
     let mut seen: Vec<(String, u64)> = points
         .iter()
         .map(|p| {
@@ -40,7 +40,7 @@ fn bench_writes_every_point_and_keeps_each_points_fastest_round() {
         })
         .collect();
     seen.sort();
-    let want: Vec<(String, u64)> = ["op-parallel", "strong", "weak"]
+    let want: Vec<(String, u64)> = ["independent", "op-parallel", "strong", "weak"]
         .iter()
         .flat_map(|m| [(m.to_string(), 1), (m.to_string(), 2)])
         .collect();

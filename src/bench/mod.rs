@@ -7,13 +7,24 @@
 //!                  ideal: tokens/s grows N-fold.  efficiency = tps(N) / (N * tps(1))
 //!  weak scaling    batch per worker fixed (6):  global batch = 6N.
 //!                  ideal: same step time.       efficiency = tps(N) / (N * tps(1))
+//!  independent     strong scaling's N workers and shares of the batch, but each trains
+//!                  its own replica and never meets the others: no all-reduce, no waiting.
+//!                  ideal: tokens/s grows N-fold.  The cores' own limit for data parallelism.
 //!  op parallel     ONE replica, N threads inside each matrix product and kernel,
 //!                  global batch fixed: the alternative to data parallelism.
 //! ```
 //!
-//! The lesson of the comparison: op parallelism pays a fork and a join in every kernel (about
-//! 90 a step) and splits kernels too small to split well; data parallelism runs whole kernels
-//! per thread and synchronises once per step, at the all-reduce.
+//! The lessons of the comparison:
+//! - independent against 1 worker: what N cores deliver side by side when nobody waits
+//!   (they share caches, memory and, on a virtual machine, a host). Below N-fold, the
+//!   hardware is the limit.
+//! - strong against independent at the same N: the price of synchronising, that is the
+//!   all-reduce and the wait for the slowest worker of every step. Each worker's step time
+//!   varies (the host, the scheduler), and a synchronous step lasts as long as the slowest
+//!   draw among N, so the wait grows with N even on perfect hardware.
+//! - op parallelism pays a fork and a join in every kernel (about 90 a step) and splits
+//!   kernels too small to split well; data parallelism runs whole kernels per thread and
+//!   synchronises once per step, at the all-reduce.
 //!
 //! Alongside: the compute / comm / wait split of each data-parallel point, the model
 //! FLOPs utilisation (MFU) against an sgemm peak measured on the spot with the same
@@ -73,7 +84,7 @@ pub struct BenchArgs {
 /// One measured point.
 #[derive(Clone, Debug, Serialize)]
 pub struct Point {
-    /// `strong`, `weak` or `op-parallel`.
+    /// `strong`, `weak`, `independent` or `op-parallel`.
     pub mode: String,
     /// Threads (workers, or kernel threads for op parallel).
     pub workers: usize,
@@ -210,7 +221,7 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
         let i = args.workers.iter().position(|&n| n == p.workers).unwrap();
         p.mfu = p.gflop_per_step / (p.step_ms / 1e3) / peaks[i];
     }
-    for mode in ["strong", "weak", "op-parallel"] {
+    for mode in ["strong", "weak", "independent", "op-parallel"] {
         let one = points
             .iter()
             .find(|p| p.mode == mode && p.workers == 1)
@@ -297,6 +308,9 @@ fn sweep(
             print_point(points.last().unwrap());
         }
         if args.batch % n == 0 {
+            let p = independent(base, corpus, n, args.batch, args.steps, cores);
+            print_point(&p);
+            points.push(p);
             let p = op_parallel(base, corpus, n, args.batch, args.steps, cores)?;
             print_point(&p);
             points.push(p);
@@ -329,64 +343,123 @@ fn op_parallel(
     steps: usize,
     cores: usize,
 ) -> Result<Point, Error> {
-    let cfg = TrainConfig {
-        batch,
-        workers: 1,
-        ..base.clone()
-    };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
         .map_err(|e| Error::Config(format!("cannot start {threads} threads: {e}")))?;
-    let t = cfg.model.block_size;
+    let mut times = pool.install(|| solo_steps(base, corpus, threads, 0..batch, steps));
+    Ok(solo_point(
+        "op-parallel",
+        base,
+        threads,
+        batch,
+        &mut times,
+        cores,
+    ))
+}
+
+/// N replicas that never meet: worker w trains its own copy on the sequences strong scaling
+/// gives it (w*B/N..(w+1)*B/N of each step), one thread each, with no all-reduce and so no
+/// waiting. It is data parallelism with the synchronisation taken out: against one worker it
+/// shows what the cores deliver side by side (shared caches and memory, the host's moods),
+/// and against `strong` at the same N, what synchronising costs.
+fn independent(
+    base: &TrainConfig,
+    corpus: &data::Corpus,
+    n: usize,
+    batch: usize,
+    steps: usize,
+    cores: usize,
+) -> Point {
+    let per = batch / n;
+    let mut times: Vec<f64> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n)
+            .map(|w| s.spawn(move || solo_steps(base, corpus, 1, w * per..(w + 1) * per, steps)))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a bench worker panicked"))
+            .collect()
+    });
+    solo_point("independent", base, n, batch, &mut times, cores)
+}
+
+/// The times (ms) of `steps` training steps of one replica on sequences `seqs` of each step,
+/// after 5 untimed warm-up steps: forward, backward, clipping, AdamW, with `threads` threads
+/// inside the kernels (of the current rayon pool).
+fn solo_steps(
+    base: &TrainConfig,
+    corpus: &data::Corpus,
+    threads: usize,
+    seqs: std::ops::Range<usize>,
+    steps: usize,
+) -> Vec<f64> {
+    let cfg = TrainConfig {
+        batch: seqs.len(),
+        workers: 1,
+        ..base.clone()
+    };
+    let (b, t) = (seqs.len(), cfg.model.block_size);
     let mut model = Gpt::new(cfg.model.clone(), cfg.seed);
-    let mut ws = Workspace::new(&cfg.model, batch, t);
+    let mut ws = Workspace::new(&cfg.model, b, t);
     ws.set_threads(threads);
     let mut grads = vec![0f32; model.params.len()];
     let mut adam = AdamW::new(model.params.len());
-    let (mut inputs, mut targets) = (vec![0u32; batch * t], vec![0u32; batch * t]);
+    let (mut inputs, mut targets) = (vec![0u32; b * t], vec![0u32; b * t]);
     let scale = 1.0 / cfg.tokens_per_step() as f32;
     let mut times = Vec::new();
-    pool.install(|| {
-        for step in 0..steps + 5 {
-            let start = Instant::now();
-            sampler::fill_batch(
-                &corpus.train,
-                cfg.seed,
-                step as u64,
-                0..batch,
-                t,
-                &mut inputs,
-                &mut targets,
-            );
-            grads.fill(0.0);
-            model.forward(&mut ws, &inputs, Some(&targets));
-            model.backward(&mut ws, scale, &mut grads[..]);
-            clip_grad_norm(&mut grads, cfg.grad_clip);
-            let lr = lr_at(step, &cfg);
-            adam.step(&mut model.params, &grads, &model.layout, lr, &cfg);
-            if step >= 5 {
-                times.push(start.elapsed().as_secs_f64() * 1e3);
-            }
+    for step in 0..steps + 5 {
+        let start = Instant::now();
+        sampler::fill_batch(
+            &corpus.train,
+            cfg.seed,
+            step as u64,
+            seqs.clone(),
+            t,
+            &mut inputs,
+            &mut targets,
+        );
+        grads.fill(0.0);
+        model.forward(&mut ws, &inputs, Some(&targets));
+        model.backward(&mut ws, scale, &mut grads[..]);
+        clip_grad_norm(&mut grads, cfg.grad_clip);
+        let lr = lr_at(step, &cfg);
+        adam.step(&mut model.params, &grads, &model.layout, lr, &cfg);
+        if step >= 5 {
+            times.push(start.elapsed().as_secs_f64() * 1e3);
         }
-    });
+    }
+    times
+}
+
+/// A point whose step is the median of `times` (ms) and does all of `batch` sequences, with
+/// no communication.
+fn solo_point(
+    mode: &str,
+    base: &TrainConfig,
+    threads: usize,
+    batch: usize,
+    times: &mut [f64],
+    cores: usize,
+) -> Point {
     times.sort_by(f64::total_cmp);
     let step_ms = times[times.len() / 2];
-    let flops = cfg.model.flops_per_step(cfg.tokens_per_step());
-    Ok(Point {
-        mode: "op-parallel".into(),
+    let tokens = (batch * base.model.block_size) as f64;
+    let tokens_per_s = tokens / (step_ms / 1e3);
+    Point {
+        mode: mode.into(),
         workers: threads,
         batch,
-        tokens_per_s: cfg.tokens_per_step() as f64 / (step_ms / 1e3),
+        tokens_per_s,
         step_ms,
         efficiency: 0.0,
         compute_ms: step_ms,
         comm_ms: 0.0,
         wait_ms: 0.0,
         predicted_comm_ms: 0.0,
-        gflop_per_step: flops / 1e9,
+        gflop_per_step: base.model.flops_per_step(batch * base.model.block_size) / 1e9,
         mfu: 0.0,
-        tokens_per_s_rounds: vec![cfg.tokens_per_step() as f64 / (step_ms / 1e3)],
+        tokens_per_s_rounds: vec![tokens_per_s],
         oversubscribed: threads > cores,
-    })
+    }
 }

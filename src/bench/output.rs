@@ -68,6 +68,7 @@ pub(super) fn scaling_svg(points: &[Point], cores: usize) -> String {
     let colors = [
         ("strong", "strong (data parallel)", "#1f77b4"),
         ("weak", "weak (data parallel)", "#2ca02c"),
+        ("independent", "independent (no all-reduce)", "#9467bd"),
         ("op-parallel", "op parallel", "#d62728"),
     ];
     let series_of = |value: fn(&Point) -> f64| -> Vec<Series> {
