@@ -308,7 +308,7 @@ fn sweep(
             print_point(points.last().unwrap());
         }
         if args.batch % n == 0 {
-            let p = independent(base, corpus, n, args.batch, args.steps, cores);
+            let p = independent(base, corpus, n, args.batch, args.steps, cores)?;
             print_point(&p);
             points.push(p);
             let p = op_parallel(base, corpus, n, args.batch, args.steps, cores)?;
@@ -370,18 +370,22 @@ fn independent(
     batch: usize,
     steps: usize,
     cores: usize,
-) -> Point {
+) -> Result<Point, Error> {
     let per = batch / n;
-    let mut times: Vec<f64> = std::thread::scope(|s| {
+    let times: Result<Vec<Vec<f64>>, Error> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..n)
             .map(|w| s.spawn(move || solo_steps(base, corpus, 1, w * per..(w + 1) * per, steps)))
             .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("a bench worker panicked"))
+        (handles.into_iter().enumerate())
+            .map(|(w, h)| {
+                h.join().map_err(|_| {
+                    Error::Worker(format!("independent worker {w} of {n} panicked; see above"))
+                })
+            })
             .collect()
     });
-    solo_point("independent", base, n, batch, &mut times, cores)
+    let mut times: Vec<f64> = times?.concat();
+    Ok(solo_point("independent", base, n, batch, &mut times, cores))
 }
 
 /// The times (ms) of `steps` training steps of one replica on sequences `seqs` of each step,
