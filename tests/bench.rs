@@ -66,6 +66,22 @@ fn bench_writes_every_point_and_keeps_each_points_fastest_round() {
         if workers == 1 {
             assert_eq!(p["efficiency"].as_f64().unwrap(), 1.0, "{p}");
         }
+        // independent workers: the throughput is the sum of each worker's own, the step time
+        // the one that gives it; the other modes have one step time for all workers
+        let each: Vec<f64> = p["worker_step_ms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        if p["mode"] == "independent" {
+            assert_eq!(each.len() as u64, workers, "{p}");
+            let per = p["batch"].as_f64().unwrap() / workers as f64;
+            let summed: f64 = each.iter().map(|ms| per * 64.0 / (ms / 1e3)).sum();
+            assert!((summed / best - 1.0).abs() < 1e-9, "{p}");
+        } else {
+            assert!(each.is_empty(), "{p}");
+        }
     }
     let svg = std::fs::read_to_string(out.join("scaling.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));

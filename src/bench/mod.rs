@@ -10,6 +10,8 @@
 //!  independent     strong scaling's N workers and shares of the batch, but each trains
 //!                  its own replica and never meets the others: no all-reduce, no waiting.
 //!                  ideal: tokens/s grows N-fold.  The cores' own limit for data parallelism.
+//!                  tokens/s is the sum of the workers' own (each from its mean step, timed
+//!                  only while all N run); ms/step is the step that would give that sum.
 //!  op parallel     ONE replica, N threads inside each matrix product and kernel,
 //!                  global batch fixed: the alternative to data parallelism.
 //! ```
@@ -32,6 +34,7 @@
 //! the all-reduce fit, next to the one measured.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use serde::Serialize;
@@ -114,6 +117,9 @@ pub struct Point {
     pub tokens_per_s_rounds: Vec<f64>,
     /// More threads than cores.
     pub oversubscribed: bool,
+    /// Each worker's mean step, ms, in the independent mode (empty in the others): how fast
+    /// each core went on its own. A spread between them is what synchronous workers wait for.
+    pub worker_step_ms: Vec<f64>,
 }
 
 /// Aggregate sgemm GFLOP/s of `threads` threads, each multiplying its own 512^3 matrices.
@@ -304,6 +310,7 @@ fn sweep(
                 mfu: 0.0,
                 tokens_per_s_rounds: vec![s.tokens_per_s],
                 oversubscribed: n > cores,
+                worker_step_ms: Vec::new(),
             });
             print_point(points.last().unwrap());
         }
@@ -347,13 +354,16 @@ fn op_parallel(
         .num_threads(threads)
         .build()
         .map_err(|e| Error::Config(format!("cannot start {threads} threads: {e}")))?;
-    let mut times = pool.install(|| solo_steps(base, corpus, threads, 0..batch, steps));
+    let done = AtomicBool::new(false);
+    let mut times = pool.install(|| solo_steps(base, corpus, threads, 0..batch, steps, &done));
+    times.sort_by(f64::total_cmp);
+    let median_ms = times[times.len() / 2];
     Ok(solo_point(
         "op-parallel",
         base,
         threads,
         batch,
-        &mut times,
+        median_ms,
         cores,
     ))
 }
@@ -372,9 +382,16 @@ fn independent(
     cores: usize,
 ) -> Result<Point, Error> {
     let per = batch / n;
+    // the first worker to finish its steps stops the others' timing, so that every timed step
+    // ran while all N were busy (a worker left alone at the end would have the cores to itself)
+    let done = AtomicBool::new(false);
     let times: Result<Vec<Vec<f64>>, Error> = std::thread::scope(|s| {
+        let done = &done;
         let handles: Vec<_> = (0..n)
-            .map(|w| s.spawn(move || solo_steps(base, corpus, 1, w * per..(w + 1) * per, steps)))
+            .map(|w| {
+                let seqs = w * per..(w + 1) * per;
+                s.spawn(move || solo_steps(base, corpus, 1, seqs, steps, done))
+            })
             .collect();
         (handles.into_iter().enumerate())
             .map(|(w, h)| {
@@ -384,19 +401,32 @@ fn independent(
             })
             .collect()
     });
-    let mut times: Vec<f64> = times?.concat();
-    Ok(solo_point("independent", base, n, batch, &mut times, cores))
+    // Throughput is every worker's timed steps over its own timed span, summed: a median step
+    // would favour whichever workers the scheduler let run most when oversubscribed. The step
+    // time reported is the one that gives that throughput on the whole batch.
+    let means: Vec<f64> = (times?.iter())
+        .map(|t| t.iter().sum::<f64>() / t.len() as f64)
+        .collect();
+    let seqs_per_s: f64 = means.iter().map(|ms| per as f64 / (ms / 1e3)).sum();
+    let step_ms = batch as f64 / seqs_per_s * 1e3;
+    Ok(Point {
+        worker_step_ms: means,
+        ..solo_point("independent", base, n, batch, step_ms, cores)
+    })
 }
 
 /// The times (ms) of `steps` training steps of one replica on sequences `seqs` of each step,
 /// after 5 untimed warm-up steps: forward, backward, clipping, AdamW, with `threads` threads
-/// inside the kernels (of the current rayon pool).
+/// inside the kernels (of the current rayon pool). Once `done` is set it stops, without
+/// timing the step in flight, as soon as it has timed one step; it sets `done` when it has
+/// all its steps.
 fn solo_steps(
     base: &TrainConfig,
     corpus: &data::Corpus,
     threads: usize,
     seqs: std::ops::Range<usize>,
     steps: usize,
+    done: &AtomicBool,
 ) -> Vec<f64> {
     let cfg = TrainConfig {
         batch: seqs.len(),
@@ -429,25 +459,26 @@ fn solo_steps(
         clip_grad_norm(&mut grads, cfg.grad_clip);
         let lr = lr_at(step, &cfg);
         adam.step(&mut model.params, &grads, &model.layout, lr, &cfg);
+        if done.load(Ordering::Relaxed) && !times.is_empty() {
+            break;
+        }
         if step >= 5 {
             times.push(start.elapsed().as_secs_f64() * 1e3);
         }
     }
+    done.store(true, Ordering::Relaxed);
     times
 }
 
-/// A point whose step is the median of `times` (ms) and does all of `batch` sequences, with
-/// no communication.
+/// A point whose step of `batch` sequences takes `step_ms`, with no communication.
 fn solo_point(
     mode: &str,
     base: &TrainConfig,
     threads: usize,
     batch: usize,
-    times: &mut [f64],
+    step_ms: f64,
     cores: usize,
 ) -> Point {
-    times.sort_by(f64::total_cmp);
-    let step_ms = times[times.len() / 2];
     let tokens = (batch * base.model.block_size) as f64;
     let tokens_per_s = tokens / (step_ms / 1e3);
     Point {
@@ -465,5 +496,6 @@ fn solo_point(
         mfu: 0.0,
         tokens_per_s_rounds: vec![tokens_per_s],
         oversubscribed: threads > cores,
+        worker_step_ms: Vec::new(),
     }
 }

@@ -7,8 +7,14 @@ use crate::report::thousands;
 
 /// One line as a point is measured, so a long sweep shows progress.
 pub(super) fn print_point(p: &Point) {
+    let workers = if p.worker_step_ms.len() > 1 {
+        let ms: Vec<String> = p.worker_step_ms.iter().map(|t| format!("{t:.1}")).collect();
+        format!(" (each worker's mean step: {} ms)", ms.join(", "))
+    } else {
+        String::new()
+    };
     println!(
-        "  {:<11} {:>2} threads, batch {:>3}: {:>7} tokens/s, {:6.1} ms/step",
+        "  {:<11} {:>2} threads, batch {:>3}: {:>7} tokens/s, {:6.1} ms/step{workers}",
         p.mode,
         p.workers,
         p.batch,
