@@ -46,16 +46,11 @@ fn bench_writes_every_point_and_keeps_each_points_fastest_round() {
         .collect();
     assert_eq!(seen, want);
     for p in points {
-        let rounds: Vec<f64> = p["tokens_per_s_rounds"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap())
-            .collect();
+        let rounds = floats(&p["tokens_per_s_rounds"]);
         assert_eq!(rounds.len(), 2, "{p}");
         let best = rounds.iter().cloned().fold(f64::MIN, f64::max);
         assert_eq!(p["tokens_per_s"].as_f64().unwrap(), best, "{p}");
-        // tokens/s is the step's tokens over the median step time
+        // tokens/s is the step's tokens over the step time
         let tokens = p["batch"].as_f64().unwrap() * 64.0;
         let from_ms = tokens / (p["step_ms"].as_f64().unwrap() / 1e3);
         assert!((from_ms / best - 1.0).abs() < 1e-9, "{p}");
@@ -68,12 +63,7 @@ fn bench_writes_every_point_and_keeps_each_points_fastest_round() {
         }
         // independent workers: the throughput is the sum of each worker's own, the step time
         // the one that gives it; the other modes have one step time for all workers
-        let each: Vec<f64> = p["worker_step_ms"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap())
-            .collect();
+        let each = floats(&p["worker_step_ms"]);
         if p["mode"] == "independent" {
             assert_eq!(each.len() as u64, workers, "{p}");
             let per = p["batch"].as_f64().unwrap() / workers as f64;
@@ -85,6 +75,17 @@ fn bench_writes_every_point_and_keeps_each_points_fastest_round() {
     }
     let svg = std::fs::read_to_string(out.join("scaling.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+}
+
+/// A JSON array of numbers (a NaN or infinity, which JSON writes as null, fails).
+fn floats(v: &serde_json::Value) -> Vec<f64> {
+    let items = v.as_array().unwrap_or_else(|| panic!("not an array: {v}"));
+    (items.iter())
+        .map(|x| {
+            x.as_f64()
+                .unwrap_or_else(|| panic!("not a number: {x} in {v}"))
+        })
+        .collect()
 }
 
 #[test]
