@@ -152,7 +152,7 @@ pub fn summary_table(s: &Summary) -> String {
     for (w, [c, m, wt]) in s.per_worker_ms.iter().enumerate() {
         row(
             &format!("  worker {w}"),
-            format!("compute {c:.1} ms, comm {m:.2} ms, wait {wt:.2} ms"),
+            format!("compute {c:.1} ms, comm {m:.2} ms, wait {wt:.2} ms (means per step)"),
         );
     }
     let mode = if s.deterministic {

@@ -79,7 +79,12 @@ pub struct Summary {
     pub comm_ms_median: f64,
     /// Median waiting time per step (mean over workers), ms.
     pub wait_ms_median: f64,
-    /// Per worker: [compute, comm, wait] medians in ms.
+    /// Per worker: [compute, comm, wait] in ms, each the mean over the timed steps.
+    ///
+    /// Why means here, where the totals above are medians: two workers usually take turns
+    /// waiting for each other, so each worker's *median* wait is about 0 while the two of
+    /// them lose several ms a step. Means add up: mean wait x steps is the time a worker
+    /// spent waiting over the run.
     pub per_worker_ms: Vec<[f64; 3]>,
     /// Wall-clock time of the whole run, s.
     pub wall_s: f64,
@@ -401,7 +406,10 @@ fn summarise(
         wait_ms_median: med(|r| r.wait_ms),
         per_worker_ms: (0..cfg.workers)
             .map(|w| {
-                let col = |i: usize| median(timed.iter().map(|r| r.per_worker_ms[w][i]).collect());
+                let col = |i: usize| {
+                    timed.iter().map(|r| r.per_worker_ms[w][i]).sum::<f64>()
+                        / timed.len().max(1) as f64
+                };
                 [col(0), col(1), col(2)]
             })
             .collect(),
