@@ -81,10 +81,9 @@ pub struct Summary {
     pub wait_ms_median: f64,
     /// Per worker: [compute, comm, wait] in ms, each the mean over the timed steps.
     ///
-    /// Why means here, where the totals above are medians: two workers usually take turns
-    /// waiting for each other, so each worker's *median* wait is about 0 while the two of
-    /// them lose several ms a step. Means add up: mean wait x steps is the time a worker
-    /// spent waiting over the run.
+    /// Why means here, where the totals above are medians: workers take turns waiting for
+    /// each other, so a worker's *median* wait can be about 0 while the group loses several
+    /// ms a step. Means add up: mean wait x timed steps is the time the worker spent waiting.
     pub per_worker_ms: Vec<[f64; 3]>,
     /// Wall-clock time of the whole run, s.
     pub wall_s: f64,
