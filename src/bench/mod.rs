@@ -479,8 +479,8 @@ fn solo_point(
     step_ms: f64,
     cores: usize,
 ) -> Point {
-    let tokens = (batch * base.model.block_size) as f64;
-    let tokens_per_s = tokens / (step_ms / 1e3);
+    let tokens = batch * base.model.block_size;
+    let tokens_per_s = tokens as f64 / (step_ms / 1e3);
     Point {
         mode: mode.into(),
         workers: threads,
@@ -492,7 +492,7 @@ fn solo_point(
         comm_ms: 0.0,
         wait_ms: 0.0,
         predicted_comm_ms: 0.0,
-        gflop_per_step: base.model.flops_per_step(batch * base.model.block_size) / 1e9,
+        gflop_per_step: base.model.flops_per_step(tokens) / 1e9,
         mfu: 0.0,
         tokens_per_s_rounds: vec![tokens_per_s],
         oversubscribed: threads > cores,
