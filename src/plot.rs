@@ -40,6 +40,8 @@ pub struct Chart {
     pub series: Vec<Series>,
     /// Force the y axis to start at zero.
     pub y_from_zero: bool,
+    /// A dotted vertical line at this x, labelled (the core count on `scaling.svg`).
+    pub x_mark: Option<(f64, String)>,
 }
 
 const W: f64 = 720.0;
@@ -69,7 +71,10 @@ impl Chart {
         if y1 <= y0 {
             y1 = y0 + 1.0;
         }
-        let (xt, yt) = (nice_ticks(x0, x1), nice_ticks(y0, y1));
+        // whole-number data (steps, threads) gets whole-number ticks: no "1.5 threads"
+        let whole = all.iter().all(|p| p.0.fract() == 0.0);
+        let xt = nice_ticks(x0, x1, if whole { 1.0 } else { 0.0 });
+        let yt = nice_ticks(y0, y1, 0.0);
         (x0, x1) = (x0.min(xt[0]), x1.max(*xt.last().unwrap()));
         (y0, y1) = (y0.min(yt[0]), y1.max(*yt.last().unwrap()));
         let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
@@ -126,6 +131,19 @@ impl Chart {
             TOP + ph / 2.0,
             escape(&self.y_label)
         );
+        if let Some((x, label)) = &self.x_mark {
+            if (x0..=x1).contains(x) {
+                let px = sx(*x);
+                let _ = writeln!(
+                    s,
+                    r##"<line x1="{px:.1}" y1="{TOP}" x2="{px:.1}" y2="{:.1}" stroke="#555555" stroke-dasharray="2 3"/><text x="{:.1}" y="{:.1}" font-size="11" fill="#555555">{}</text>"##,
+                    TOP + ph,
+                    px + 4.0,
+                    TOP + ph - 6.0,
+                    escape(label)
+                );
+            }
+        }
         let dash = |series: &Series| {
             if series.dashed {
                 r#" stroke-dasharray="6 4""#
@@ -196,9 +214,10 @@ fn min_max(values: impl Iterator<Item = f64>) -> (f64, f64) {
     }
 }
 
-/// Tick positions at a "nice" step (1, 2 or 5 times a power of ten), about 6 of them.
-fn nice_ticks(lo: f64, hi: f64) -> Vec<f64> {
-    let raw = (hi - lo) / 6.0;
+/// Tick positions at a "nice" step (1, 2 or 5 times a power of ten), about 6 of them, and at
+/// least `min_step` apart.
+fn nice_ticks(lo: f64, hi: f64, min_step: f64) -> Vec<f64> {
+    let raw = ((hi - lo) / 6.0).max(min_step);
     let mag = 10f64.powf(raw.log10().floor());
     let step = [1.0, 2.0, 5.0, 10.0]
         .iter()
@@ -235,10 +254,34 @@ mod tests {
 
     #[test]
     fn ticks_cover_the_range_at_a_nice_step() {
-        let t = nice_ticks(0.3, 9.7);
+        let t = nice_ticks(0.3, 9.7, 0.0);
         assert!(t[0] <= 0.3 && *t.last().unwrap() >= 9.7, "{t:?}");
         let step = t[1] - t[0];
         assert!((step - 2.0).abs() < 1e-12, "{t:?}");
+        // 1..4 threads would get a step of 0.5; whole-number data asks for at least 1
+        assert_eq!(nice_ticks(1.0, 4.0, 0.0)[1], 1.5);
+        assert_eq!(nice_ticks(1.0, 4.0, 1.0), vec![1.0, 2.0, 3.0, 4.0]);
+    }
+
+    #[test]
+    fn whole_number_x_gets_whole_ticks_and_the_mark_is_drawn_inside_the_range() {
+        let series = vec![Series {
+            name: "strong".into(),
+            points: vec![(1.0, 10.0), (2.0, 19.0), (4.0, 30.0)],
+            color: "blue",
+            dashed: false,
+        }];
+        let chart = |mark: f64| Chart {
+            series: series.clone(),
+            x_mark: Some((mark, "2 cores".into())),
+            ..Chart::default()
+        };
+        let svg = chart(2.0).to_svg();
+        assert!(!svg.contains(">1.5</text>"), "half-thread tick");
+        assert!(svg.contains(">3</text>"));
+        assert_eq!(svg.matches("2 cores").count(), 1);
+        // a mark outside the data's range is left out rather than drawn off the plot
+        assert!(!chart(8.0).to_svg().contains("2 cores"));
     }
 
     #[test]

@@ -221,6 +221,7 @@ pub fn loss_chart(
         y_label: "cross-entropy, nats/char".into(),
         series,
         y_from_zero: true,
+        x_mark: None,
     }
 }
 

@@ -75,6 +75,9 @@ fn bench_writes_every_point_and_keeps_each_points_fastest_round() {
     }
     let svg = std::fs::read_to_string(out.join("scaling.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    // the dotted line at the core count appears (on both charts) only when a point is past it
+    let marks = svg.matches(&format!(">{cores} cores</text>")).count();
+    assert_eq!(marks, if cores < 2 { 2 } else { 0 }, "{svg}");
 }
 
 /// A JSON array of numbers (a NaN or infinity, which JSON writes as null, fails).

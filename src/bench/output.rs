@@ -111,19 +111,23 @@ pub(super) fn scaling_svg(points: &[Point], cores: usize) -> String {
         color: "#777777",
         dashed: true,
     });
+    // past the core count the threads take turns on the cores: mark where that starts
+    let x_mark = (max > cores as f64).then(|| (cores as f64, format!("{cores} cores")));
     let top = Chart {
         title: format!("tokens/s against threads ({cores} cores)"),
-        x_label: "threads".into(),
+        x_label: "threads (right of the dotted line: oversubscribed)".into(),
         y_label: "tokens/s".into(),
         series: tps,
         y_from_zero: true,
+        x_mark: x_mark.clone(),
     };
     let bottom = Chart {
         title: "scaling efficiency".into(),
-        x_label: "threads".into(),
+        x_label: "threads (right of the dotted line: oversubscribed)".into(),
         y_label: "% of ideal".into(),
         series: eff,
         y_from_zero: true,
+        x_mark,
     };
     format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"720\" height=\"880\">\n<svg y=\"0\">{}</svg>\n<svg y=\"440\">{}</svg>\n</svg>\n",
