@@ -78,6 +78,7 @@ fn bench_writes_every_point_and_keeps_each_points_fastest_round() {
     // the dotted line at the core count appears (on both charts) only when a point is past it
     let marks = svg.matches(&format!(">{cores} cores</text>")).count();
     assert_eq!(marks, if cores < 2 { 2 } else { 0 }, "{svg}");
+    assert_eq!(svg.contains("oversubscribed"), cores < 2, "{svg}");
 }
 
 /// A JSON array of numbers (a NaN or infinity, which JSON writes as null, fails).

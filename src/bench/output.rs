@@ -113,9 +113,13 @@ pub(super) fn scaling_svg(points: &[Point], cores: usize) -> String {
     });
     // past the core count the threads take turns on the cores: mark where that starts
     let x_mark = (max > cores as f64).then(|| (cores as f64, format!("{cores} cores")));
+    let x_label = match x_mark {
+        Some(_) => "threads (right of the dotted line: oversubscribed)",
+        None => "threads",
+    };
     let top = Chart {
         title: format!("tokens/s against threads ({cores} cores)"),
-        x_label: "threads (right of the dotted line: oversubscribed)".into(),
+        x_label: x_label.into(),
         y_label: "tokens/s".into(),
         series: tps,
         y_from_zero: true,
@@ -123,7 +127,7 @@ pub(super) fn scaling_svg(points: &[Point], cores: usize) -> String {
     };
     let bottom = Chart {
         title: "scaling efficiency".into(),
-        x_label: "threads (right of the dotted line: oversubscribed)".into(),
+        x_label: x_label.into(),
         y_label: "% of ideal".into(),
         series: eff,
         y_from_zero: true,
