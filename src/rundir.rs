@@ -94,7 +94,17 @@ pub fn prepare(dir: &Path) -> Result<(), Error> {
             dir.display()
         )));
     }
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))
+    create_out_dir(dir)
+}
+
+/// Creates `dir` and its parents for a command's files, or says which `--out` to change.
+pub fn create_out_dir(dir: &Path) -> Result<(), Error> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        Error::Config(format!(
+            "cannot create the output directory {} ({e}); pass --out a directory you can write to",
+            dir.display()
+        ))
+    })
 }
 
 /// A new directory `runs/YYYYmmdd-HHMMSS` (UTC; `-2`, `-3`, ... if that one exists), created.

@@ -108,3 +108,28 @@ fn bad_bench_flags_are_refused() {
         assert_one_line_error(&o, needles);
     }
 }
+
+#[test]
+fn an_unusable_out_dir_is_refused_before_the_sweep_runs() {
+    let t = TempDir::new("bench-out");
+    let file = t.path("a-file");
+    std::fs::write(&file, "not a directory").unwrap();
+    let out = file.join("b");
+    let o = nanodist(&[
+        "bench",
+        "--workers",
+        "1",
+        "--steps",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_one_line_error(&o, &["a-file", "--out"]);
+    // refused up front: no point was measured (and so none was lost)
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        !stdout.contains("tokens/s"),
+        "the sweep ran first:\n{stdout}"
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "not a directory");
+}

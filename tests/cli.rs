@@ -121,6 +121,16 @@ fn bad_sizes_are_refused() {
 }
 
 #[test]
+fn an_out_dir_that_cannot_be_made_is_refused() {
+    let t = TempDir::new("outdir");
+    let file = t.path("a-file");
+    std::fs::write(&file, "not a directory").unwrap();
+    let o = train(&file.join("run"), &[]);
+    assert_one_line_error(&o, &["a-file", "--out"]);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "not a directory");
+}
+
+#[test]
 fn resume_refuses_missing_damaged_or_mismatched_checkpoints() {
     let t = TempDir::new("resume");
     let run = t.path("run");

@@ -180,6 +180,13 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
             "--steps, --batch, --per-worker and --rounds must be at least 1".into(),
         ));
     }
+    // the output directory first: a sweep can run for many minutes, and a bad --out found
+    // only at the end would throw its results away
+    let dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs/bench"));
+    crate::rundir::create_out_dir(&dir)?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut base = TrainConfig {
         data: args.data.clone(),
@@ -240,11 +247,6 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
         }
     }
     println!("\n{}", table(&points));
-    let dir = args
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("runs/bench"));
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     let json = serde_json::json!({ "cores": cores, "points": points });
     let json = serde_json::to_string_pretty(&json).expect("serialises");
     crate::checkpoint::write_atomic(&dir.join("bench.json"), json.as_bytes())?;
