@@ -109,6 +109,11 @@ pub fn create_out_dir(dir: &Path) -> Result<(), Error> {
 
 /// A new directory `runs/YYYYmmdd-HHMMSS` (UTC; `-2`, `-3`, ... if that one exists), created.
 pub fn new_default() -> PathBuf {
+    new_dated("")
+}
+
+/// A new directory `runs/<prefix>YYYYmmdd-HHMMSS`, created as [`new_default`] creates its own.
+pub fn new_dated(prefix: &str) -> PathBuf {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -124,7 +129,7 @@ pub fn new_default() -> PathBuf {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
     let stamp = format!(
-        "runs/{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        "runs/{prefix}{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
         rem / 3600,
         rem % 3600 / 60,
         rem % 60

@@ -73,6 +73,13 @@ fn bench_writes_every_point_and_keeps_each_points_fastest_round() {
             assert!(each.is_empty(), "{p}");
         }
     }
+    // a second sweep into the same directory is refused up front, and the first one kept
+    let again = nanodist(&["bench", "--workers", "1", "--out", out.to_str().unwrap()]);
+    assert_one_line_error(&again, &["already holds a sweep", "--out"]);
+    assert!(!String::from_utf8_lossy(&again.stdout).contains("tokens/s"));
+    let kept: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("bench.json")).unwrap()).unwrap();
+    assert_eq!(kept, json);
     let svg = std::fs::read_to_string(out.join("scaling.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
     // the dotted line at the core count appears (on both charts) only when a point is past it

@@ -82,7 +82,8 @@ pub struct BenchArgs {
     /// Corpus: `tales` or a text file.
     #[arg(long, default_value = "tales")]
     pub data: String,
-    /// Where bench.json and scaling.svg go [default: runs/bench].
+    /// Where bench.json and scaling.svg go [default: a new runs/bench-<date>-<time>]; a
+    /// directory that already holds a sweep is never overwritten.
     #[arg(long)]
     pub out: Option<PathBuf>,
 }
@@ -181,12 +182,25 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
         ));
     }
     // the output directory first: a sweep can run for many minutes, and a bad --out found
-    // only at the end would throw its results away
-    let dir = args
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("runs/bench"));
-    crate::rundir::create_out_dir(&dir)?;
+    // only at the end would throw its results away (or an earlier sweep's)
+    let dir = match &args.out {
+        Some(dir) => {
+            if dir.join("bench.json").exists() {
+                return Err(Error::Config(format!(
+                    "{} already holds a sweep (bench.json): choose another --out, or leave it \
+                     out for a new directory under runs/",
+                    dir.display()
+                )));
+            }
+            crate::rundir::create_out_dir(dir)?;
+            dir.clone()
+        }
+        None => {
+            let dir = crate::rundir::new_dated("bench-");
+            crate::rundir::create_out_dir(&dir)?; // reports a `runs/` that cannot be made
+            dir
+        }
+    };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut base = TrainConfig {
         data: args.data.clone(),
