@@ -82,7 +82,7 @@ pub struct BenchArgs {
     /// Corpus: `tales` or a text file.
     #[arg(long, default_value = "tales")]
     pub data: String,
-    /// Where bench.json and scaling.svg go [default: a new runs/bench-<date>-<time>]; a
+    /// Where bench.json and scaling.svg go [default: a new runs/bench-YYYYmmdd-HHMMSS]; a
     /// directory that already holds a sweep is never overwritten.
     #[arg(long)]
     pub out: Option<PathBuf>,
