@@ -1,7 +1,8 @@
 //! The `nanodist` command line: train | sample | allreduce | bench.
 //!
 //! `nanodist` alone trains with the defaults: the built-in corpus, one worker per core.
-//! Every failure ends as one line on stderr and exit status 1.
+//! Every failure ends as one line on stderr and a non-zero exit status: 2 for a command line
+//! that does not parse, 1 for everything else.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -127,7 +128,7 @@ struct SampleArgs {
     #[arg(long, default_value_t = 500)]
     chars: usize,
     /// Softmax temperature (0: always the likeliest char).
-    #[arg(long, default_value_t = 0.8)]
+    #[arg(long, default_value_t = 0.8, allow_negative_numbers = true)]
     temperature: f32,
     /// Sampling seed.
     #[arg(long, default_value_t = 1)]
@@ -162,7 +163,10 @@ fn main() -> ExitCode {
             default_hook(info);
         }
     }));
-    let cli = Cli::parse();
+    let cli = match parse_cli() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     let result = match cli.command {
         None => run_train(cli.train),
         Some(Command::Train(args)) => run_train(*args),
@@ -177,6 +181,43 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Parses the command line, or reports why it cannot on one line.
+///
+/// Clap's own report of a bad flag spans several lines: the error, sometimes a tip or the
+/// possible values, the usage, and a pointer to `--help`. nanodist keeps to one line per
+/// error, so the lines that say what is wrong are joined and the usage is left to `--help`.
+/// `--help` and `--version` print as clap prints them.
+fn parse_cli() -> Result<Cli, ExitCode> {
+    Cli::try_parse().map_err(|e| {
+        use clap::error::ErrorKind::{DisplayHelp, DisplayVersion};
+        if matches!(e.kind(), DisplayHelp | DisplayVersion) || !e.use_stderr() {
+            e.exit();
+        }
+        eprintln!("{}", one_line(&e.render().to_string()));
+        ExitCode::from(2)
+    })
+}
+
+/// Clap's multi-line report as one line: its error and tip lines, without the usage block
+/// and the closing pointer to `--help`, which becomes "; see --help".
+fn one_line(report: &str) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut in_usage = false;
+    for line in report.lines().map(str::trim) {
+        if line.is_empty() {
+            in_usage = false;
+        } else if line.starts_with("Usage:") {
+            in_usage = true;
+        } else if !in_usage && !line.starts_with("For more information") {
+            parts.push(match line.strip_prefix("tip:") {
+                Some(tip) => format!("(tip:{tip})"),
+                None => line.to_string(),
+            });
+        }
+    }
+    format!("{}; see --help", parts.join(" "))
 }
 
 /// The largest divisor of `batch` that is at most the number of cores.

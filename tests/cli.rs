@@ -121,6 +121,35 @@ fn bad_sizes_are_refused() {
 }
 
 #[test]
+fn flags_that_do_not_parse_get_one_line_too() {
+    // clap's own reports span several lines (error, tip, usage, "For more information")
+    let cases: [(&[&str], &[&str]); 5] = [
+        (
+            &["--step", "5"],
+            &["'--step'", "tip", "'--steps'", "--help"],
+        ),
+        (&["--steps", "abc"], &["'abc'", "--steps"]),
+        (&["--allreduce", "foo"], &["'foo'", "ring, tree"]),
+        (&["sample"], &["--run"]),
+        (&["bench", "--workers", "1,x"], &["'x'", "--workers"]),
+    ];
+    for (args, needles) in cases {
+        let o = nanodist(args);
+        assert_one_line_error(&o, needles);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+    }
+    // a negative temperature parses as a value (for nanodist's own check, after the run
+    // directory's) instead of looking like a flag
+    let o = nanodist(&["sample", "--run", "nowhere", "--temperature", "-1"]);
+    assert_one_line_error(&o, &["nowhere"]);
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("unexpected argument"));
+    // help still prints in full, on stdout, and succeeds
+    let o = nanodist(&["sample", "--help"]);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("Usage: nanodist sample"));
+}
+
+#[test]
 fn an_out_dir_that_cannot_be_made_is_refused() {
     let t = TempDir::new("outdir");
     let file = t.path("a-file");
