@@ -244,16 +244,16 @@ impl TrainConfig {
         if let Some((w, _)) = self.straggler {
             if w >= self.workers {
                 return cfg(format!(
-                    "--straggler names worker {w}, but workers are numbered 0..{}",
-                    self.workers - 1
+                    "--straggler names worker {w}, but {}: name one of those",
+                    numbered(self.workers)
                 ));
             }
         }
         if let Some((w, _)) = self.fault {
             if w >= self.workers {
                 return cfg(format!(
-                    "--fault names worker {w}, but workers are numbered 0..{}",
-                    self.workers - 1
+                    "--fault names worker {w}, but {}: name one of those",
+                    numbered(self.workers)
                 ));
             }
         }
@@ -303,6 +303,14 @@ pub fn check_memory(cfg: &TrainConfig) -> Result<(), Error> {
             gib(avail)
         ))),
         _ => Ok(()),
+    }
+}
+
+/// "2 workers, numbered 0 to 1": how a message names the valid worker indices.
+fn numbered(workers: usize) -> String {
+    match workers {
+        1 => "the run has 1 worker, numbered 0".into(),
+        n => format!("the run has {n} workers, numbered 0 to {}", n - 1),
     }
 }
 
