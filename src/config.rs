@@ -288,14 +288,8 @@ pub fn memory_estimate(cfg: &TrainConfig) -> f64 {
 /// Refuses a run whose estimated memory exceeds 80% of what the machine has available.
 pub fn check_memory(cfg: &TrainConfig) -> Result<(), Error> {
     let need = memory_estimate(cfg);
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let available = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemAvailable:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map(|kb| kb * 1024.0);
     let gib = |b: f64| b / (1u64 << 30) as f64;
-    match available {
+    match available_bytes() {
         Some(avail) if need > 0.8 * avail => Err(Error::Config(format!(
             "this run would need about {:.1} GiB ({:.1} GiB per worker) but {:.1} GiB is available: use a smaller --embd, --layers, --block or --batch, or fewer --workers",
             gib(need),
@@ -304,6 +298,17 @@ pub fn check_memory(cfg: &TrainConfig) -> Result<(), Error> {
         ))),
         _ => Ok(()),
     }
+}
+
+/// The memory the machine can give a new process now, in bytes (Linux's `MemAvailable`), or
+/// `None` where that is not known: the memory checks then let the command run.
+pub fn available_bytes() -> Option<f64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kb| kb * 1024.0)
 }
 
 /// "2 workers, numbered 0 to 1": how a message names the valid worker indices.

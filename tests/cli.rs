@@ -138,6 +138,9 @@ fn flags_that_do_not_parse_get_one_line_too() {
         assert_one_line_error(&o, needles);
         assert_eq!(o.status.code(), Some(2), "{args:?}");
     }
+    // a sweep that would not fit in memory is refused before any thread starts
+    let o = nanodist(&["allreduce", "--workers", "100000", "--floats", "10"]);
+    assert_one_line_error(&o, &["--workers 100000", "GiB", "fewer --workers"]);
     // a negative temperature parses as a value (for nanodist's own check, after the run
     // directory's) instead of looking like a flag
     let o = nanodist(&["sample", "--run", "nowhere", "--temperature", "-1"]);

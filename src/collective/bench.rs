@@ -223,6 +223,22 @@ pub fn run(args: &AllreduceArgs) -> Result<(), Error> {
         sizes.push(args.floats);
         sizes.sort_unstable();
     }
+    // Each worker holds a buffer and a scratch of the largest size, and a message-passing
+    // algorithm up to one more buffer's worth in flight: refuse what would exhaust memory
+    // (9,999 workers at the fit's 4M floats is 480 GB) rather than swap for an hour.
+    let largest = sizes.last().copied().unwrap_or(args.floats);
+    let need = (n as f64) * (largest as f64) * 3.0 * 4.0;
+    if let Some(avail) = crate::config::available_bytes() {
+        if need > 0.8 * avail {
+            let gib = |b: f64| b / (1u64 << 30) as f64;
+            return Err(Error::Config(format!(
+                "--workers {n} would need about {:.1} GiB (the alpha-beta fit runs sizes up to \
+                 {largest} floats on every worker) but {:.1} GiB is available: use fewer --workers",
+                gib(need),
+                gib(avail)
+            )));
+        }
+    }
     let roofs: Vec<f64> = sizes
         .iter()
         .map(|&f| {
