@@ -291,12 +291,21 @@ pub fn check_memory(cfg: &TrainConfig) -> Result<(), Error> {
     let gib = |b: f64| b / (1u64 << 30) as f64;
     match available_bytes() {
         Some(avail) if need > 0.8 * avail => Err(Error::Config(format!(
-            "this run would need about {:.1} GiB ({:.1} GiB per worker) but {:.1} GiB is available: use a smaller --embd, --layers, --block or --batch, or fewer --workers",
+            "this run would need about {:.1} GiB ({} per worker) but {:.1} GiB is available: use a smaller --embd, --layers, --block or --batch, or fewer --workers",
             gib(need),
-            gib(need / cfg.workers.max(1) as f64),
+            human_bytes(need / cfg.workers.max(1) as f64),
             gib(avail)
         ))),
         _ => Ok(()),
+    }
+}
+
+/// "1.5 GiB" or, below a GiB, "46 MiB".
+fn human_bytes(bytes: f64) -> String {
+    if bytes >= (1u64 << 30) as f64 {
+        format!("{:.1} GiB", bytes / (1u64 << 30) as f64)
+    } else {
+        format!("{:.0} MiB", bytes / (1u64 << 20) as f64)
     }
 }
 

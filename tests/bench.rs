@@ -117,6 +117,22 @@ fn bad_bench_flags_are_refused() {
 }
 
 #[test]
+fn a_point_that_would_not_fit_in_memory_is_refused_before_the_sweep_runs() {
+    let t = TempDir::new("bench-mem");
+    let out = t.path("b");
+    let o = nanodist(&[
+        "bench",
+        "--workers",
+        "1,100000",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_one_line_error(&o, &["GiB", "--workers"]);
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("tokens/s"));
+    assert!(!out.exists(), "a refused sweep left its directory behind");
+}
+
+#[test]
 fn an_unusable_out_dir_is_refused_before_the_sweep_runs() {
     let t = TempDir::new("bench-out");
     let file = t.path("a-file");

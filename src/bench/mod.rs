@@ -181,8 +181,27 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
             "--steps, --batch, --per-worker and --rounds must be at least 1".into(),
         ));
     }
-    // the output directory first: a sweep can run for many minutes, and a bad --out found
-    // only at the end would throw its results away (or an earlier sweep's)
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut base = TrainConfig {
+        data: args.data.clone(),
+        allreduce: args.allreduce,
+        eval_every: 0,
+        ..TrainConfig::default()
+    };
+    let corpus = data::load(&base.data, base.seed)?;
+    base.model.vocab_size = corpus.vocab.len();
+    // every point's configuration, memory included, before anything runs: a point that cannot
+    // work is found now, not after the points before it have run for minutes
+    for &n in &args.workers {
+        for (_, cfg) in point_configs(args, &base, n) {
+            cfg.validate()?;
+            crate::config::check_memory(&cfg)?;
+        }
+        // the predicted communication comes from an alpha-beta fit on n workers
+        collective::bench::check_memory(n, collective::bench::FIT_LARGEST)?;
+    }
+    // then the output directory: a bad --out found only at the end would throw the sweep's
+    // results away (or an earlier sweep's)
     let dir = match &args.out {
         Some(dir) => {
             if dir.join("bench.json").exists() {
@@ -201,15 +220,6 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
             dir
         }
     };
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut base = TrainConfig {
-        data: args.data.clone(),
-        allreduce: args.allreduce,
-        eval_every: 0,
-        ..TrainConfig::default()
-    };
-    let corpus = data::load(&base.data, base.seed)?;
-    base.model.vocab_size = corpus.vocab.len();
     println!(
         "nanodist bench: {} cores, worker counts {:?}, {} timed steps per point{}",
         cores,
@@ -272,6 +282,27 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
     Ok(())
 }
 
+/// The training runs of the data-parallel points at `n` workers: strong scaling where the
+/// batch divides among them, and weak scaling.
+fn point_configs(
+    args: &BenchArgs,
+    base: &TrainConfig,
+    n: usize,
+) -> Vec<(&'static str, TrainConfig)> {
+    let run = |batch| TrainConfig {
+        workers: n,
+        batch,
+        steps: args.steps + 5,
+        ..base.clone()
+    };
+    let mut cfgs = Vec::new();
+    if args.batch % n == 0 {
+        cfgs.push(("strong", run(args.batch)));
+    }
+    cfgs.push(("weak", run(args.per_worker * n)));
+    cfgs
+}
+
 /// One sweep over the worker counts: every point measured once. Raises `peaks` (indexed
 /// like `args.workers`) to the sgemm peaks measured now; MFU is left for the caller.
 fn sweep(
@@ -289,24 +320,14 @@ fn sweep(
         let peak = sgemm_peak_gflops(busy);
         peaks[i] = peaks[i].max(peak);
         println!("  sgemm peak with {busy} thread(s), measured now: {peak:.0} GFLOP/s");
-        let mut cfgs = Vec::new();
-        if args.batch % n == 0 {
-            cfgs.push(("strong", args.batch));
-        } else {
+        if args.batch % n != 0 {
             println!(
                 "  strong scaling skips {n} workers: --batch {} does not divide",
                 args.batch
             );
         }
-        cfgs.push(("weak", args.per_worker * n));
-        for (mode, batch) in cfgs {
-            let cfg = TrainConfig {
-                workers: n,
-                batch,
-                steps: args.steps + 5,
-                ..base.clone()
-            };
-            cfg.validate()?;
+        for (mode, cfg) in point_configs(args, base, n) {
+            let batch = cfg.batch;
             let opts = RunOptions {
                 out: None,
                 quiet: true,

@@ -122,6 +122,30 @@ pub fn fit_alpha_beta(workers: usize, algo: Algorithm, iters: usize) -> AlphaBet
     AlphaBeta::fit(&points)
 }
 
+/// Refuses timing all-reduces of up to `largest` floats on `workers` threads where that would
+/// not fit in memory (9,999 workers at the fit's 4M floats need 469 GiB), rather than swap
+/// for an hour. Each worker holds a buffer and a scratch of that size, and a message-passing
+/// algorithm up to one more buffer's worth in flight.
+pub fn check_memory(workers: usize, largest: usize) -> Result<(), Error> {
+    let need = workers as f64 * largest as f64 * 3.0 * 4.0;
+    match crate::config::available_bytes() {
+        Some(avail) if need > 0.8 * avail => {
+            let gib = |b: f64| b / (1u64 << 30) as f64;
+            Err(Error::Config(format!(
+                "--workers {workers} would need about {:.1} GiB (the alpha-beta fit times \
+                 all-reduces of up to {largest} floats on every worker) but {:.1} GiB is \
+                 available: use fewer --workers",
+                gib(need),
+                gib(avail)
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The largest all-reduce [`fit_alpha_beta`] times, in floats.
+pub const FIT_LARGEST: usize = SWEEP[SWEEP.len() - 1];
+
 /// Sizes of the sweep, in floats: 1K, 4K, ..., 4M.
 const SWEEP: [usize; 7] = [
     1 << 10,
@@ -223,22 +247,7 @@ pub fn run(args: &AllreduceArgs) -> Result<(), Error> {
         sizes.push(args.floats);
         sizes.sort_unstable();
     }
-    // Each worker holds a buffer and a scratch of the largest size, and a message-passing
-    // algorithm up to one more buffer's worth in flight: refuse what would exhaust memory
-    // (9,999 workers at the fit's 4M floats is 480 GB) rather than swap for an hour.
-    let largest = sizes.last().copied().unwrap_or(args.floats);
-    let need = (n as f64) * (largest as f64) * 3.0 * 4.0;
-    if let Some(avail) = crate::config::available_bytes() {
-        if need > 0.8 * avail {
-            let gib = |b: f64| b / (1u64 << 30) as f64;
-            return Err(Error::Config(format!(
-                "--workers {n} would need about {:.1} GiB (the alpha-beta fit runs sizes up to \
-                 {largest} floats on every worker) but {:.1} GiB is available: use fewer --workers",
-                gib(need),
-                gib(avail)
-            )));
-        }
-    }
+    check_memory(n, sizes.last().copied().unwrap_or(args.floats))?;
     let roofs: Vec<f64> = sizes
         .iter()
         .map(|&f| {
