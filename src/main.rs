@@ -332,7 +332,15 @@ fn run_train(args: TrainArgs) -> Result<(), Error> {
     if cfg.workers > 1 {
         scaling_line(&cfg, &corpus, s, &dir)?;
     }
-    let text = sample::generate(&outcome.model, &corpus.vocab, "", 400, 0.8, cfg.seed)?;
+    let text = sample::generate(
+        &outcome.model,
+        &corpus.vocab,
+        "",
+        400,
+        0.8,
+        cfg.seed,
+        |_| {},
+    )?;
     println!("A sample (temperature 0.8):\n---\n{}\n---", text.trim());
     println!(
         "Run directory {}: summary.json, metrics.jsonl, checkpoint.safetensors,\n  trace.json (open in https://ui.perfetto.dev), loss.svg (open in a browser)",
@@ -391,14 +399,21 @@ fn run_sample(args: SampleArgs) -> Result<(), Error> {
     let ck = checkpoint::load(&args.run)?;
     let vocab = data::Vocab::from_chars(&ck.vocab)?;
     let model = nanodist::model::Gpt::from_params(ck.config.model.clone(), ck.params);
-    let text = sample::generate(
+    // the prompt, then each character as it is sampled
+    let mut stdout = std::io::stdout();
+    let mut show = |text: &str| {
+        use std::io::Write;
+        let _ = write!(stdout, "{text}").and_then(|()| stdout.flush());
+    };
+    sample::generate(
         &model,
         &vocab,
         &args.prompt,
         args.chars,
         args.temperature,
         args.seed,
+        &mut show,
     )?;
-    println!("{text}");
+    show("\n");
     Ok(())
 }

@@ -15,7 +15,12 @@ use crate::model::{Gpt, Workspace};
 use crate::rng::Rng;
 use crate::Error;
 
-/// Continues `prompt` by `chars` characters. Temperature 0 picks the likeliest char.
+/// Continues `prompt` by `chars` characters; temperature 0 picks the likeliest char.
+///
+/// Returns the prompt and its continuation, and hands that text to `emit` as it grows: the
+/// prompt once the arguments are checked, then each character as soon as it is sampled. The
+/// command line prints them as they come, so a long sample (a few ms a character) shows its
+/// progress; `|_| {}` just waits for the result.
 pub fn generate(
     model: &Gpt,
     vocab: &Vocab,
@@ -23,6 +28,7 @@ pub fn generate(
     chars: usize,
     temperature: f32,
     seed: u64,
+    mut emit: impl FnMut(&str),
 ) -> Result<String, Error> {
     if !(temperature >= 0.0 && temperature.is_finite()) {
         return Err(Error::Config(format!(
@@ -44,6 +50,7 @@ pub fn generate(
     } else {
         prompt.to_string()
     };
+    emit(&out);
     let mut ws = Workspace::new(&model.cfg, 1, t);
     let mut rng = Rng::new(seed);
     let mut window = vec![0u32; t];
@@ -75,7 +82,9 @@ pub fn generate(
             pick
         };
         tokens.push(next as u32);
-        out.push_str(&vocab.decode(&[next as u32]));
+        let ch = vocab.decode(&[next as u32]);
+        emit(&ch);
+        out.push_str(&ch);
     }
     Ok(out)
 }
