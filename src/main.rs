@@ -153,12 +153,18 @@ fn parse_pair(s: &str) -> Result<(usize, u64), String> {
 fn main() -> ExitCode {
     // Injected faults are reported by the run itself, in one line: keep the default
     // panic message (with its location) for real bugs only.
+    //
+    // A reader that leaves early (`nanodist | head`) closes the pipe, and Rust's `println!`
+    // then panics. C programs are stopped quietly by SIGPIPE in that case; do the same: exit
+    // at once with the status a shell reports for SIGPIPE (128 + 13), without a backtrace.
+    // Files are only ever written whole (temp file + rename), so none is left half-written.
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        let injected = info
-            .payload()
-            .downcast_ref::<String>()
-            .is_some_and(|m| m.starts_with("injected fault"));
+        let message = info.payload().downcast_ref::<String>();
+        if message.is_some_and(|m| m.starts_with("failed printing to stdout: Broken pipe")) {
+            std::process::exit(141);
+        }
+        let injected = message.is_some_and(|m| m.starts_with("injected fault"));
         if !injected {
             default_hook(info);
         }

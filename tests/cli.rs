@@ -153,6 +153,31 @@ fn flags_that_do_not_parse_get_one_line_too() {
 }
 
 #[test]
+fn a_reader_that_leaves_early_stops_nanodist_quietly() {
+    // `nanodist ... | head -1`: the pipe closes after the first line
+    let t = TempDir::new("pipe");
+    let out = t.path("run");
+    let mut args = vec!["train", "--out", out.to_str().unwrap(), "--steps", "3"];
+    args.extend(TINY.iter().filter(|&&a| a != "--quiet"));
+    let mut child = Command::new(BIN)
+        .args(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 1];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !stderr.contains("panicked"),
+        "a panic on a closed pipe:\n{stderr}"
+    );
+    assert_eq!(o.status.code(), Some(141), "{stderr}");
+}
+
+#[test]
 fn an_out_dir_that_cannot_be_made_is_refused() {
     let t = TempDir::new("outdir");
     let file = t.path("a-file");
