@@ -409,7 +409,15 @@ fn run_sample(args: SampleArgs) -> Result<(), Error> {
     let mut stdout = std::io::stdout();
     let mut show = |text: &str| {
         use std::io::Write;
-        let _ = write!(stdout, "{text}").and_then(|()| stdout.flush());
+        match write!(stdout, "{text}").and_then(|()| stdout.flush()) {
+            Ok(()) => {}
+            // the reader left (`| head`): stop, as `main` explains
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(141),
+            Err(e) => {
+                eprintln!("error: cannot write the sample to stdout: {e}");
+                std::process::exit(1);
+            }
+        }
     };
     sample::generate(
         &model,

@@ -152,6 +152,21 @@ fn flags_that_do_not_parse_get_one_line_too() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("Usage: nanodist sample"));
 }
 
+/// Runs nanodist with `args` as `nanodist ARGS | head -c 1` would: reads one byte of its
+/// output, closes the pipe, and waits for it to end.
+fn read_one_byte_and_leave(args: &[&str]) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 1];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
+    drop(child.stdout.take());
+    child.wait_with_output().unwrap()
+}
+
 #[test]
 fn a_reader_that_leaves_early_stops_nanodist_quietly() {
     // `nanodist ... | head -1`: the pipe closes after the first line. The run prints its
@@ -161,22 +176,29 @@ fn a_reader_that_leaves_early_stops_nanodist_quietly() {
     let out = t.path("run");
     let mut args = vec!["train", "--out", out.to_str().unwrap(), "--steps", "4000"];
     args.extend(TINY.iter().filter(|&&a| a != "--quiet"));
-    let mut child = Command::new(BIN)
-        .args(&args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut first = [0u8; 1];
-    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
-    drop(child.stdout.take());
-    let o = child.wait_with_output().unwrap();
+    let o = read_one_byte_and_leave(&args);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(
         !stderr.contains("panicked"),
         "a panic on a closed pipe:\n{stderr}"
     );
     assert_eq!(o.status.code(), Some(141), "{stderr}");
+}
+
+#[test]
+fn sample_stops_when_its_reader_leaves() {
+    let t = TempDir::new("pipe-sample");
+    let run = t.path("run");
+    assert!(train(&run, &["--steps", "2"]).status.success());
+    // 200,000 characters would take minutes; the reader takes one byte and leaves
+    let run = run.to_str().unwrap();
+    let o = read_one_byte_and_leave(&["sample", "--run", run, "--chars", "200000"]);
+    assert_eq!(o.status.code(), Some(141));
+    assert!(
+        o.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 #[test]
