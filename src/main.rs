@@ -2,7 +2,8 @@
 //!
 //! `nanodist` alone trains with the defaults: the built-in corpus, one worker per core.
 //! Every failure ends as one line on stderr and a non-zero exit status: 2 for a command line
-//! that does not parse, 1 for everything else.
+//! that does not parse, 1 for everything else. A reader of stdout that leaves early
+//! (`nanodist | head`) stops nanodist quietly with 141, as SIGPIPE stops C tools.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
