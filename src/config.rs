@@ -289,15 +289,21 @@ pub fn memory_estimate(cfg: &TrainConfig) -> f64 {
 pub fn check_memory(cfg: &TrainConfig) -> Result<(), Error> {
     let need = memory_estimate(cfg);
     let gib = |b: f64| b / (1u64 << 30) as f64;
-    match available_bytes() {
-        Some(avail) if need > 0.8 * avail => Err(Error::Config(format!(
+    match over_budget(need) {
+        Some(avail) => Err(Error::Config(format!(
             "this run would need about {:.1} GiB ({} per worker) but {:.1} GiB is available: use a smaller --embd, --layers, --block or --batch, or fewer --workers",
             gib(need),
             human_bytes(need / cfg.workers.max(1) as f64),
             gib(avail)
         ))),
-        _ => Ok(()),
+        None => Ok(()),
     }
+}
+
+/// The memory available now (bytes) when `need` bytes would take more than 80% of it: the
+/// budget every command's memory check keeps to. `None` when it fits, or is not known.
+pub fn over_budget(need: f64) -> Option<f64> {
+    available_bytes().filter(|&avail| need > 0.8 * avail)
 }
 
 /// "1.5 GiB" or, below a GiB, "46 MiB".
@@ -311,7 +317,7 @@ fn human_bytes(bytes: f64) -> String {
 
 /// The memory the machine can give a new process now, in bytes (Linux's `MemAvailable`), or
 /// `None` where that is not known: the memory checks then let the command run.
-pub fn available_bytes() -> Option<f64> {
+fn available_bytes() -> Option<f64> {
     let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
     meminfo
         .lines()

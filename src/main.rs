@@ -155,15 +155,12 @@ fn main() -> ExitCode {
     // Injected faults are reported by the run itself, in one line: keep the default
     // panic message (with its location) for real bugs only.
     //
-    // A reader that leaves early (`nanodist | head`) closes the pipe, and Rust's `println!`
-    // then panics. C programs are stopped quietly by SIGPIPE in that case; do the same: exit
-    // at once with the status a shell reports for SIGPIPE (128 + 13), without a backtrace.
-    // Files are only ever written whole (temp file + rename), so none is left half-written.
+    // A reader that leaves early makes Rust's `println!` panic: see `reader_left`.
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         let message = info.payload().downcast_ref::<String>();
         if message.is_some_and(|m| m.starts_with("failed printing to stdout: Broken pipe")) {
-            std::process::exit(141);
+            reader_left();
         }
         let injected = message.is_some_and(|m| m.starts_with("injected fault"));
         if !injected {
@@ -188,6 +185,14 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The reader of stdout left early (`nanodist | head`) and closed the pipe. C programs are
+/// stopped quietly by SIGPIPE then; nanodist does the same: it exits at once with the status
+/// a shell reports for SIGPIPE (128 + 13), without a message. Files are only ever written
+/// whole (temp file + rename), so none is left half-written.
+fn reader_left() -> ! {
+    std::process::exit(141)
 }
 
 /// Parses the command line, or reports why it cannot on one line.
@@ -412,8 +417,7 @@ fn run_sample(args: SampleArgs) -> Result<(), Error> {
         use std::io::Write;
         match write!(stdout, "{text}").and_then(|()| stdout.flush()) {
             Ok(()) => {}
-            // the reader left (`| head`): stop, as `main` explains
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(141),
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => reader_left(),
             Err(e) => {
                 eprintln!("error: cannot write the sample to stdout: {e}");
                 std::process::exit(1);

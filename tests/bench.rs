@@ -3,23 +3,22 @@
 
 mod common;
 
+use std::path::Path;
+use std::process::Output;
+
 use common::{assert_one_line_error, nanodist, TempDir};
+
+/// `nanodist bench FLAGS --out OUT`.
+fn bench(out: &Path, flags: &[&str]) -> Output {
+    let out = out.to_str().unwrap();
+    nanodist(&[&["bench"], flags, &["--out", out]].concat())
+}
 
 #[test]
 fn bench_writes_every_point_and_keeps_each_points_fastest_round() {
     let t = TempDir::new("bench");
     let out = t.path("b");
-    let o = nanodist(&[
-        "bench",
-        "--workers",
-        "1,2",
-        "--steps",
-        "2",
-        "--rounds",
-        "2",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let o = bench(&out, &["--workers", "1,2", "--steps", "2", "--rounds", "2"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.contains("| mode | threads |"), "{stdout}");
@@ -74,7 +73,7 @@ fn bench_writes_every_point_and_keeps_each_points_fastest_round() {
         }
     }
     // a second sweep into the same directory is refused up front, and the first one kept
-    let again = nanodist(&["bench", "--workers", "1", "--out", out.to_str().unwrap()]);
+    let again = bench(&out, &["--workers", "1"]);
     assert_one_line_error(&again, &["already holds a sweep", "--out"]);
     assert!(!String::from_utf8_lossy(&again.stdout).contains("tokens/s"));
     let kept: serde_json::Value =
@@ -120,13 +119,7 @@ fn bad_bench_flags_are_refused() {
 fn a_point_that_would_not_fit_in_memory_is_refused_before_the_sweep_runs() {
     let t = TempDir::new("bench-mem");
     let out = t.path("b");
-    let o = nanodist(&[
-        "bench",
-        "--workers",
-        "1,100000",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let o = bench(&out, &["--workers", "1,100000"]);
     assert_one_line_error(&o, &["GiB", "--workers"]);
     assert!(!String::from_utf8_lossy(&o.stdout).contains("tokens/s"));
     assert!(!out.exists(), "a refused sweep left its directory behind");
@@ -138,15 +131,7 @@ fn an_unusable_out_dir_is_refused_before_the_sweep_runs() {
     let file = t.path("a-file");
     std::fs::write(&file, "not a directory").unwrap();
     let out = file.join("b");
-    let o = nanodist(&[
-        "bench",
-        "--workers",
-        "1",
-        "--steps",
-        "1",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let o = bench(&out, &["--workers", "1", "--steps", "1"]);
     assert_one_line_error(&o, &["a-file", "--out"]);
     // refused up front: no point was measured (and so none was lost)
     let stdout = String::from_utf8_lossy(&o.stdout);

@@ -211,15 +211,11 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
                     dir.display()
                 )));
             }
-            crate::rundir::create_out_dir(dir)?;
             dir.clone()
         }
-        None => {
-            let dir = crate::rundir::new_dated("bench-");
-            crate::rundir::create_out_dir(&dir)?; // reports a `runs/` that cannot be made
-            dir
-        }
+        None => crate::rundir::new_dated("bench-"),
     };
+    crate::rundir::create_out_dir(&dir)?; // also reports a `runs/` that cannot be made
     println!(
         "nanodist bench: {} cores, worker counts {:?}, {} timed steps per point{}",
         cores,

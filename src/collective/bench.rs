@@ -128,8 +128,8 @@ pub fn fit_alpha_beta(workers: usize, algo: Algorithm, iters: usize) -> AlphaBet
 /// algorithm up to one more buffer's worth in flight.
 pub fn check_memory(workers: usize, largest: usize) -> Result<(), Error> {
     let need = workers as f64 * largest as f64 * 3.0 * 4.0;
-    match crate::config::available_bytes() {
-        Some(avail) if need > 0.8 * avail => {
+    match crate::config::over_budget(need) {
+        Some(avail) => {
             let gib = |b: f64| b / (1u64 << 30) as f64;
             Err(Error::Config(format!(
                 "--workers {workers} would need about {:.1} GiB (the alpha-beta fit times \
@@ -139,7 +139,7 @@ pub fn check_memory(workers: usize, largest: usize) -> Result<(), Error> {
                 gib(avail)
             )))
         }
-        _ => Ok(()),
+        None => Ok(()),
     }
 }
 
