@@ -54,7 +54,7 @@ mod solo;
 
 pub use output::table;
 use output::{print_point, scaling_svg};
-use solo::{independent, op_parallel};
+use solo::Solo;
 
 /// Flags of `nanodist bench`.
 #[derive(clap::Args, Debug, Clone)]
@@ -351,10 +351,17 @@ fn sweep(
             print_point(points.last().unwrap());
         }
         if args.batch % n == 0 {
-            let p = independent(base, corpus, n, args.batch, args.steps, cores)?;
+            let solo = Solo {
+                base,
+                corpus,
+                batch: args.batch,
+                steps: args.steps,
+                cores,
+            };
+            let p = solo.independent(n)?;
             print_point(&p);
             points.push(p);
-            let p = op_parallel(base, corpus, n, args.batch, args.steps, cores)?;
+            let p = solo.op_parallel(n)?;
             print_point(&p);
             points.push(p);
         }

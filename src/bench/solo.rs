@@ -19,161 +19,145 @@ use crate::model::{Gpt, Workspace};
 use crate::optim::{clip_grad_norm, lr_at, AdamW};
 use crate::Error;
 
-/// One replica, `threads` threads inside the kernels, the whole batch per step.
-pub(super) fn op_parallel(
-    base: &TrainConfig,
-    corpus: &data::Corpus,
-    threads: usize,
-    batch: usize,
-    steps: usize,
-    cores: usize,
-) -> Result<Point, Error> {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .map_err(|e| Error::Config(format!("cannot start {threads} threads: {e}")))?;
-    let done = AtomicBool::new(false);
-    let mut times = pool.install(|| solo_steps(base, corpus, threads, 0..batch, steps, &done));
-    times.sort_by(f64::total_cmp);
-    let median_ms = times[times.len() / 2];
-    Ok(solo_point(
-        "op-parallel",
-        base,
-        threads,
-        batch,
-        median_ms,
-        cores,
-    ))
+/// What both modes share: the configuration, the corpus, the global batch, the timed steps
+/// per point, and the machine's cores (to mark oversubscribed points).
+pub(super) struct Solo<'a> {
+    pub base: &'a TrainConfig,
+    pub corpus: &'a data::Corpus,
+    pub batch: usize,
+    pub steps: usize,
+    pub cores: usize,
 }
 
-/// N replicas that never meet: worker w trains its own copy on the sequences strong scaling
-/// gives it (w*B/N..(w+1)*B/N of each step), one thread each, with no all-reduce and so no
-/// waiting. It is data parallelism with the synchronisation taken out: against one worker it
-/// shows what the cores deliver side by side (shared caches and memory, the host's moods),
-/// and against `strong` at the same N, what synchronising costs.
-pub(super) fn independent(
-    base: &TrainConfig,
-    corpus: &data::Corpus,
-    n: usize,
-    batch: usize,
-    steps: usize,
-    cores: usize,
-) -> Result<Point, Error> {
-    let per = batch / n;
-    // the first worker to finish its steps stops the others' timing, so that every timed step
-    // ran while all N were busy (a worker left alone at the end would have the cores to itself)
-    let done = AtomicBool::new(false);
-    let times: Result<Vec<Vec<f64>>, Error> = std::thread::scope(|s| {
-        let done = &done;
-        let handles: Vec<_> = (0..n)
-            .map(|w| {
-                let seqs = w * per..(w + 1) * per;
-                s.spawn(move || solo_steps(base, corpus, 1, seqs, steps, done))
-            })
-            .collect();
-        (handles.into_iter().enumerate())
-            .map(|(w, h)| {
-                h.join().map_err(|_| {
-                    Error::Worker(format!("independent worker {w} of {n} panicked; see above"))
+impl Solo<'_> {
+    /// One replica, `threads` threads inside the kernels, the whole batch per step.
+    pub fn op_parallel(&self, threads: usize) -> Result<Point, Error> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .map_err(|e| Error::Config(format!("cannot start {threads} threads: {e}")))?;
+        let done = AtomicBool::new(false);
+        let mut times = pool.install(|| self.time_steps(threads, 0..self.batch, &done));
+        times.sort_by(f64::total_cmp);
+        let median_ms = times[times.len() / 2];
+        Ok(self.point("op-parallel", threads, median_ms))
+    }
+
+    /// N replicas that never meet: worker w trains its own copy on the sequences strong scaling
+    /// gives it (w*B/N..(w+1)*B/N of each step), one thread each, with no all-reduce and so no
+    /// waiting. It is data parallelism with the synchronisation taken out: against one worker it
+    /// shows what the cores deliver side by side (shared caches and memory, the host's moods),
+    /// and against `strong` at the same N, what synchronising costs.
+    pub fn independent(&self, n: usize) -> Result<Point, Error> {
+        let per = self.batch / n;
+        // the first worker to finish its steps stops the others' timing, so that every timed step
+        // ran while all N were busy (a worker left alone at the end would have the cores to itself)
+        let done = AtomicBool::new(false);
+        let times: Result<Vec<Vec<f64>>, Error> = std::thread::scope(|s| {
+            let done = &done;
+            let handles: Vec<_> = (0..n)
+                .map(|w| {
+                    let seqs = w * per..(w + 1) * per;
+                    s.spawn(move || self.time_steps(1, seqs, done))
                 })
-            })
-            .collect()
-    });
-    // Throughput is every worker's timed steps over its own timed span, summed: a median step
-    // would favour whichever workers the scheduler let run most when oversubscribed. The step
-    // time reported is the one that gives that throughput on the whole batch.
-    let means: Vec<f64> = (times?.iter())
-        .map(|t| t.iter().sum::<f64>() / t.len() as f64)
-        .collect();
-    let seqs_per_s: f64 = means.iter().map(|ms| per as f64 / (ms / 1e3)).sum();
-    let step_ms = batch as f64 / seqs_per_s * 1e3;
-    Ok(Point {
-        worker_step_ms: means,
-        ..solo_point("independent", base, n, batch, step_ms, cores)
-    })
-}
+                .collect();
+            (handles.into_iter().enumerate())
+                .map(|(w, h)| {
+                    h.join().map_err(|_| {
+                        Error::Worker(format!("independent worker {w} of {n} panicked; see above"))
+                    })
+                })
+                .collect()
+        });
+        // Throughput is every worker's timed steps over its own timed span, summed: a median step
+        // would favour whichever workers the scheduler let run most when oversubscribed. The step
+        // time reported is the one that gives that throughput on the whole batch.
+        let means: Vec<f64> = (times?.iter())
+            .map(|t| t.iter().sum::<f64>() / t.len() as f64)
+            .collect();
+        let seqs_per_s: f64 = means.iter().map(|ms| per as f64 / (ms / 1e3)).sum();
+        let step_ms = self.batch as f64 / seqs_per_s * 1e3;
+        Ok(Point {
+            worker_step_ms: means,
+            ..self.point("independent", n, step_ms)
+        })
+    }
 
-/// The times (ms) of `steps` training steps of one replica on sequences `seqs` of each step,
-/// after 5 untimed warm-up steps: forward, backward, clipping, AdamW, with `threads` threads
-/// inside the kernels (of the current rayon pool). Once `done` is set it stops, without
-/// timing the step in flight, as soon as it has timed one step; it sets `done` when it has
-/// all its steps.
-fn solo_steps(
-    base: &TrainConfig,
-    corpus: &data::Corpus,
-    threads: usize,
-    seqs: std::ops::Range<usize>,
-    steps: usize,
-    done: &AtomicBool,
-) -> Vec<f64> {
-    let cfg = TrainConfig {
-        batch: seqs.len(),
-        workers: 1,
-        ..base.clone()
-    };
-    let (b, t) = (seqs.len(), cfg.model.block_size);
-    let mut model = Gpt::new(cfg.model.clone(), cfg.seed);
-    let mut ws = Workspace::new(&cfg.model, b, t);
-    ws.set_threads(threads);
-    let mut grads = vec![0f32; model.params.len()];
-    let mut adam = AdamW::new(model.params.len());
-    let (mut inputs, mut targets) = (vec![0u32; b * t], vec![0u32; b * t]);
-    let scale = 1.0 / cfg.tokens_per_step() as f32;
-    let mut times = Vec::new();
-    for step in 0..steps + 5 {
-        let start = Instant::now();
-        sampler::fill_batch(
-            &corpus.train,
-            cfg.seed,
-            step as u64,
-            seqs.clone(),
-            t,
-            &mut inputs,
-            &mut targets,
-        );
-        grads.fill(0.0);
-        model.forward(&mut ws, &inputs, Some(&targets));
-        model.backward(&mut ws, scale, &mut grads[..]);
-        clip_grad_norm(&mut grads, cfg.grad_clip);
-        let lr = lr_at(step, &cfg);
-        adam.step(&mut model.params, &grads, &model.layout, lr, &cfg);
-        if done.load(Ordering::Relaxed) && !times.is_empty() {
-            break;
-        }
-        if step >= 5 {
-            times.push(start.elapsed().as_secs_f64() * 1e3);
+    /// A point of `threads` threads whose step of the whole batch takes `step_ms`, with no
+    /// communication.
+    fn point(&self, mode: &str, threads: usize, step_ms: f64) -> Point {
+        let tokens = self.batch * self.base.model.block_size;
+        let tokens_per_s = tokens as f64 / (step_ms / 1e3);
+        Point {
+            mode: mode.into(),
+            workers: threads,
+            batch: self.batch,
+            tokens_per_s,
+            step_ms,
+            efficiency: 0.0,
+            compute_ms: step_ms,
+            comm_ms: 0.0,
+            wait_ms: 0.0,
+            predicted_comm_ms: 0.0,
+            gflop_per_step: self.base.model.flops_per_step(tokens) / 1e9,
+            mfu: 0.0,
+            tokens_per_s_rounds: vec![tokens_per_s],
+            oversubscribed: threads > self.cores,
+            worker_step_ms: Vec::new(),
         }
     }
-    done.store(true, Ordering::Relaxed);
-    times
-}
 
-/// A point whose step of `batch` sequences takes `step_ms`, with no communication.
-fn solo_point(
-    mode: &str,
-    base: &TrainConfig,
-    threads: usize,
-    batch: usize,
-    step_ms: f64,
-    cores: usize,
-) -> Point {
-    let tokens = batch * base.model.block_size;
-    let tokens_per_s = tokens as f64 / (step_ms / 1e3);
-    Point {
-        mode: mode.into(),
-        workers: threads,
-        batch,
-        tokens_per_s,
-        step_ms,
-        efficiency: 0.0,
-        compute_ms: step_ms,
-        comm_ms: 0.0,
-        wait_ms: 0.0,
-        predicted_comm_ms: 0.0,
-        gflop_per_step: base.model.flops_per_step(tokens) / 1e9,
-        mfu: 0.0,
-        tokens_per_s_rounds: vec![tokens_per_s],
-        oversubscribed: threads > cores,
-        worker_step_ms: Vec::new(),
+    /// The times (ms) of `self.steps` training steps of one replica on sequences `seqs` of each step,
+    /// after 5 untimed warm-up steps: forward, backward, clipping, AdamW, with `threads` threads
+    /// inside the kernels (of the current rayon pool). Once `done` is set it stops, without
+    /// timing the step in flight, as soon as it has timed one step; it sets `done` when it has
+    /// all its steps.
+    fn time_steps(
+        &self,
+        threads: usize,
+        seqs: std::ops::Range<usize>,
+        done: &AtomicBool,
+    ) -> Vec<f64> {
+        let (base, corpus, steps) = (self.base, self.corpus, self.steps);
+        let cfg = TrainConfig {
+            batch: seqs.len(),
+            workers: 1,
+            ..base.clone()
+        };
+        let (b, t) = (seqs.len(), cfg.model.block_size);
+        let mut model = Gpt::new(cfg.model.clone(), cfg.seed);
+        let mut ws = Workspace::new(&cfg.model, b, t);
+        ws.set_threads(threads);
+        let mut grads = vec![0f32; model.params.len()];
+        let mut adam = AdamW::new(model.params.len());
+        let (mut inputs, mut targets) = (vec![0u32; b * t], vec![0u32; b * t]);
+        let scale = 1.0 / cfg.tokens_per_step() as f32;
+        let mut times = Vec::new();
+        for step in 0..steps + 5 {
+            let start = Instant::now();
+            sampler::fill_batch(
+                &corpus.train,
+                cfg.seed,
+                step as u64,
+                seqs.clone(),
+                t,
+                &mut inputs,
+                &mut targets,
+            );
+            grads.fill(0.0);
+            model.forward(&mut ws, &inputs, Some(&targets));
+            model.backward(&mut ws, scale, &mut grads[..]);
+            clip_grad_norm(&mut grads, cfg.grad_clip);
+            let lr = lr_at(step, &cfg);
+            adam.step(&mut model.params, &grads, &model.layout, lr, &cfg);
+            if done.load(Ordering::Relaxed) && !times.is_empty() {
+                break;
+            }
+            if step >= 5 {
+                times.push(start.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        done.store(true, Ordering::Relaxed);
+        times
     }
 }
