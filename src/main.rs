@@ -159,8 +159,11 @@ fn main() -> ExitCode {
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         let message = info.payload().downcast_ref::<String>();
-        if message.is_some_and(|m| m.starts_with("failed printing to stdout: Broken pipe")) {
-            reader_left();
+        if let Some(why) = message.and_then(|m| m.strip_prefix("failed printing to stdout: ")) {
+            if why.starts_with("Broken pipe") {
+                reader_left();
+            }
+            cannot_print(why);
         }
         let injected = message.is_some_and(|m| m.starts_with("injected fault"));
         if !injected {
@@ -193,6 +196,16 @@ fn main() -> ExitCode {
 /// whole (temp file + rename), so none is left half-written.
 fn reader_left() -> ! {
     std::process::exit(141)
+}
+
+/// Standard output cannot be written for another reason than a closed pipe (a file on a full
+/// disk: `nanodist > out.txt`): one line on stderr and exit status 1, as for any other error.
+/// What nanodist had finished is on disk already, each file whole.
+fn cannot_print(why: &str) -> ! {
+    eprintln!(
+        "error: cannot write to standard output: {why}; free some space or send it elsewhere"
+    );
+    std::process::exit(1)
 }
 
 /// Parses the command line, or reports why it cannot on one line.
@@ -418,10 +431,7 @@ fn run_sample(args: SampleArgs) -> Result<(), Error> {
         match write!(stdout, "{text}").and_then(|()| stdout.flush()) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => reader_left(),
-            Err(e) => {
-                eprintln!("error: cannot write the sample to stdout: {e}");
-                std::process::exit(1);
-            }
+            Err(e) => cannot_print(&e.to_string()),
         }
     };
     sample::generate(

@@ -185,6 +185,47 @@ fn a_reader_that_leaves_early_stops_nanodist_quietly() {
     assert_eq!(o.status.code(), Some(141), "{stderr}");
 }
 
+/// `nanodist ARGS > /dev/full`: every write to stdout fails with "No space left on device".
+#[cfg(target_os = "linux")]
+fn to_full_disk(args: &[&str]) -> Output {
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    Command::new(BIN).args(args).stdout(full).output().unwrap()
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn a_full_disk_for_stdout_is_a_one_line_error() {
+    let t = TempDir::new("full");
+    let run = t.path("run");
+    let mut args = vec!["train", "--out", run.to_str().unwrap(), "--steps", "2"];
+    args.extend(TINY.iter().filter(|&&a| a != "--quiet"));
+    let trained = t.path("trained");
+    assert!(train(&trained, &["--steps", "2"]).status.success());
+    let sample = [
+        "sample",
+        "--run",
+        trained.to_str().unwrap(),
+        "--chars",
+        "20",
+    ];
+    for (what, o) in [
+        ("train", to_full_disk(&args)),
+        ("sample", to_full_disk(&sample)),
+    ] {
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{what}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{what}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{what}: {stderr}");
+        assert!(
+            stderr.starts_with("error: cannot write to standard output: No space left"),
+            "{what}: {stderr}"
+        );
+    }
+}
+
 #[test]
 fn sample_stops_when_its_reader_leaves() {
     let t = TempDir::new("pipe-sample");
