@@ -21,6 +21,10 @@
 //! j or i ascending for mix), scaled at the end, whatever B is: a sequence's result does not
 //! depend on its neighbours in the batch. That is also the order `gemm`'s microkernels use,
 //! and the model's results did not change by a bit when these loops replaced it.
+//!
+//! On x86 with AVX2 and FMA the same products run through the kernels of `head/x86.rs`,
+//! written with intrinsics, which give the same bits faster; the loops here are what every
+//! other machine runs, and what the test at the end of this file holds those kernels to.
 
 use std::cell::RefCell;
 
@@ -38,6 +42,16 @@ impl<'a> Rows<'a> {
     /// Rows `rs` floats apart, starting at `data[0]`.
     pub fn new(data: &'a [f32], rs: usize) -> Self {
         Rows { data, rs }
+    }
+
+    /// Panics unless rows `0..t` of `width` floats lie inside `data`.
+    fn check(&self, t: usize, width: usize) {
+        assert!(
+            t == 0 || (t - 1) * self.rs + width <= self.data.len(),
+            "{t} rows of {width} floats, {} apart, outside {} floats",
+            self.rs,
+            self.data.len()
+        );
     }
 
     #[inline(always)]
@@ -61,15 +75,42 @@ thread_local! {
 /// `s (T,T)`: `s[i][j] = scale * x_i . z_j` for `j < live_cols(i)`; the rest of `s` is not
 /// written. `x` and `z` have T rows of `hs` floats.
 pub(super) fn scores(s: &mut [f32], t: usize, hs: usize, x: Rows, z: Rows, scale: f32) {
+    scores_with(s, t, hs, x, z, scale, SIMD);
+}
+
+/// Whether this build has the kernels of [`x86`] (every x86 CPU since 2013; the project
+/// builds with `target-cpu=native`). Without them, the portable loops.
+const SIMD: bool = cfg!(all(
+    target_arch = "x86_64",
+    target_feature = "avx2",
+    target_feature = "fma"
+));
+
+/// [`scores`], through the [`x86`] kernels when `simd` and the build has them.
+fn scores_with(s: &mut [f32], t: usize, hs: usize, x: Rows, z: Rows, scale: f32, simd: bool) {
     assert_eq!(s.len(), t * t);
+    x.check(t, hs);
+    z.check(t, hs);
     let tp = t.div_ceil(LANES) * LANES;
     ZT.with_borrow_mut(|zt| {
-        // z^T (hs, tp): row d holds channel d of every key, so a block of 16 keys is 16
-        // consecutive floats; the padding columns are zeros
         if zt.len() < hs * tp {
             zt.resize(hs * tp, 0.0);
         }
         let zt = &mut zt[..hs * tp];
+        #[cfg(all(
+            target_arch = "x86_64",
+            target_feature = "avx2",
+            target_feature = "fma"
+        ))]
+        if simd {
+            // SAFETY: x and z hold t rows of hs floats (checked above), zt is (hs, tp) and s
+            // is (t,t) (asserted): what `x86::scores` asks.
+            unsafe { x86::scores(s, t, hs, x, z, zt, scale) };
+            return;
+        }
+        let _ = simd;
+        // z^T (hs, tp): row d holds channel d of every key, so a block of 16 keys is 16
+        // consecutive floats; the padding columns are zeros
         for (d, zd) in zt.chunks_exact_mut(tp).enumerate() {
             let (keys, pad) = zd.split_at_mut(t);
             for (j, v) in keys.iter_mut().enumerate() {
@@ -182,8 +223,33 @@ impl<'a> Weights<'a> {
 /// read only there: outputs go in pairs (o0 even), and the pair's one entry above the
 /// diagonal, w[o0][o0+1], lies in row o0's diagonal block.
 pub(super) fn mix(out: &mut [f32], out_rs: usize, w: Weights, z: Rows, hs: usize, scale: f32) {
+    mix_with(out, out_rs, w, z, hs, scale, SIMD);
+}
+
+/// [`mix`], through the [`x86`] kernels when `simd`, the build has them and 16 divides `hs`.
+fn mix_with(
+    out: &mut [f32],
+    out_rs: usize,
+    w: Weights,
+    z: Rows,
+    hs: usize,
+    scale: f32,
+    simd: bool,
+) {
     let t = w.t;
     assert!(t == 0 || (t - 1) * out_rs + hs <= out.len());
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    ))]
+    if simd && hs % LANES == 0 {
+        z.check(t, hs);
+        // SAFETY: out holds T rows of hs floats out_rs apart (asserted above), z holds T rows
+        // of hs floats (checked), w is (T,T) (asserted by `Weights`).
+        unsafe { x86::mix(out, out_rs, w, z, hs, scale) };
+        return;
+    }
     match hs {
         16 => mix_pairs::<16>(out, out_rs, w, z, scale),
         32 => mix_pairs::<32>(out, out_rs, w, z, scale),
@@ -245,5 +311,68 @@ fn mix_any(out: &mut [f32], out_rs: usize, w: Weights, z: Rows, hs: usize, scale
             }
         }
         dst.iter_mut().for_each(|a| *a *= scale);
+    }
+}
+
+#[cfg(all(
+    target_arch = "x86_64",
+    target_feature = "avx2",
+    target_feature = "fma"
+))]
+mod x86;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Floats in [-1, 1) from a little LCG: enough to tell two kernels apart.
+    fn noise(len: usize, seed: u32) -> Vec<f32> {
+        let mut x = seed;
+        (0..len)
+            .map(|_| {
+                x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (x >> 8) as f32 / (1 << 23) as f32 - 1.0
+            })
+            .collect()
+    }
+
+    /// The kernels this build runs (the [`x86`] ones on x86 with AVX2 + FMA) give the same
+    /// bits as the portable loops, on strided views as attention passes them, for head
+    /// widths with and without a fast path and T inside, at and past a 16-column block.
+    #[test]
+    fn fast_kernels_give_the_portable_bits() {
+        for (t, hs) in [(5, 16), (21, 32), (35, 16), (64, 32), (64, 64), (33, 8)] {
+            let rs = 3 * hs + 5; // rows further apart than they are wide, as in qkv
+            let (x, z) = (noise(t * rs, 1), noise(t * rs, 2));
+            let (x, z) = (Rows::new(&x, rs), Rows::new(&z, rs));
+            let run_scores = |simd| {
+                let mut s = vec![f32::NAN; t * t];
+                scores_with(&mut s, t, hs, x, z, 0.3, simd);
+                s
+            };
+            let (want, got) = (run_scores(false), run_scores(true));
+            for i in 0..t {
+                let live = live_cols(i, t);
+                let (w, g) = (&want[i * t..][..live], &got[i * t..][..live]);
+                assert!(w.iter().zip(g).all(|(a, b)| a.to_bits() == b.to_bits()));
+            }
+            // weights that are zero above the diagonal, like P and dS
+            let mut w = noise(t * t, 3);
+            for i in 0..t {
+                w[i * t + i + 1..(i + 1) * t].fill(0.0);
+            }
+            for weights in [Weights::rows(&w, t), Weights::cols(&w, t)] {
+                let run_mix = |simd| {
+                    let mut out = vec![f32::NAN; t * rs];
+                    mix_with(&mut out, rs, weights, z, hs, 0.7, simd);
+                    out
+                };
+                let (want, got) = (run_mix(false), run_mix(true));
+                assert!(want
+                    .iter()
+                    .zip(&got)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()));
+            }
+        }
     }
 }
