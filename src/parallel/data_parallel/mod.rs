@@ -26,12 +26,13 @@ use crate::config::TrainConfig;
 use crate::data::{sampler, Corpus};
 use crate::model::{Gpt, ParamLayout, Workspace};
 use crate::optim::{clip_grad_norm, lr_at, AdamW};
-use crate::parallel::buckets::{self, BucketSink};
+use crate::parallel::buckets;
 use crate::parallel::fixed_point;
 use crate::trace::{Clock, Phase, Span};
 use crate::Error;
 
 mod between_steps;
+mod communicate;
 
 /// Where a run starts: fresh weights, or a checkpoint's state.
 pub struct Init {
@@ -381,76 +382,5 @@ impl Worker<'_> {
             }
         }
         Ok(loss_sum / mine.len() as f32)
-    }
-
-    /// Waits for every worker, then all-reduces the buckets in order.
-    fn all_reduce(&mut self, step: usize) -> Result<(), Error> {
-        let (cfg, clock) = (self.ctx.cfg, self.ctx.clock);
-        let err = comm_err(self.rank, step);
-        let comm = &mut self.comm;
-        clock
-            .time(&mut self.spans, Phase::Wait, step, || comm.barrier())
-            .map_err(&err)?;
-        for (i, range) in self.plan.iter().enumerate() {
-            let r = if cfg.deterministic {
-                let bucket = &mut self.acc[range.clone()];
-                clock.time(&mut self.spans, Phase::AllReduce(i), step, || {
-                    comm.all_reduce(bucket, cfg.allreduce)
-                })
-            } else {
-                let bucket = &mut self.grads[range.clone()];
-                clock.time(&mut self.spans, Phase::AllReduce(i), step, || {
-                    comm.all_reduce(bucket, cfg.allreduce)
-                })
-            };
-            r.map_err(&err)?;
-        }
-        if cfg.deterministic {
-            fixed_point::to_f32(&mut self.grads, &self.acc);
-        }
-        Ok(())
-    }
-
-    /// Backward with each bucket's all-reduce started as soon as backward finishes it.
-    ///
-    /// A scoped communication thread borrows this worker's endpoint and receives the
-    /// finished buckets through a channel; when the scope ends, the compiler knows every
-    /// bucket borrow is over and the gradient buffer is whole again.
-    fn backward_overlapped(&mut self, step: usize, scale: f32) -> Result<(), Error> {
-        let (cfg, clock) = (self.ctx.cfg, self.ctx.clock);
-        let (model, ws, comm) = (&self.model, &mut self.ws, &mut self.comm);
-        let (grads, plan) = (&mut self.grads[..], &self.plan);
-        let spans = &mut self.spans;
-        let result = std::thread::scope(|s| {
-            let (tx, rx) = crossbeam::channel::unbounded::<(usize, &mut [f32])>();
-            let comm_thread = s.spawn(move || {
-                let mut comm_spans = Vec::new();
-                for (i, bucket) in rx {
-                    let start_us = clock.now_us();
-                    let r = comm.all_reduce(bucket, cfg.allreduce);
-                    comm_spans.push(Span {
-                        phase: Phase::AllReduce(i),
-                        step,
-                        start_us,
-                        dur_us: clock.now_us() - start_us,
-                        comm_thread: true,
-                    });
-                    r?;
-                }
-                Ok::<_, CommError>(comm_spans)
-            });
-            clock.time(spans, Phase::Backward, step, || {
-                let mut sink = BucketSink::new(grads, plan, tx);
-                model.backward(ws, scale, &mut sink);
-            }); // the sink (and the channel's sender) is dropped here: no more buckets
-            clock.time(spans, Phase::CommWait, step, || {
-                comm_thread
-                    .join()
-                    .expect("the communication thread does not panic")
-            })
-        });
-        let comm_spans = result.map_err(comm_err(self.rank, step))?;
-        self.spans.extend(comm_spans);
-        Ok(())
     }
 }
