@@ -78,8 +78,9 @@ pub(super) fn scores(s: &mut [f32], t: usize, hs: usize, x: Rows, z: Rows, scale
     scores_with(s, t, hs, x, z, scale, SIMD);
 }
 
-/// Whether this build has the kernels of [`x86`] (every x86 CPU since 2013; the project
-/// builds with `target-cpu=native`). Without them, the portable loops.
+/// Whether this build has the kernels of [`x86`]: it targets AVX2 and FMA (Intel's cores since
+/// Haswell, 2013, AMD's since Excavator, 2015; the project builds with `target-cpu=native`).
+/// Without them, the portable loops.
 const SIMD: bool = cfg!(all(
     target_arch = "x86_64",
     target_feature = "avx2",
