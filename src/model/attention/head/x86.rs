@@ -7,9 +7,11 @@
 //! branch on the reading of `w` in the innermost loop.
 //!
 //! Measured on the 2-core EPYC at the default size (B=12, T=64, C=128, 4 heads), one layer's
-//! attention forward + backward, 2,000 runs alternating with the portable loops: 0.22-0.23 ms
-//! less per layer (median of the paired differences), 13% with its inputs in cache and 7%
-//! with them in memory; about 0.9 ms of a training step's four layers.
+//! attention forward + backward: 2,000 runs alternating with the portable loops in one
+//! process gave 0.22-0.23 ms less per layer (median of the paired differences; 13% with the
+//! inputs in cache, 7% with them in memory), and `cargo bench --bench kernels -- attention`,
+//! three runs alternating the two builds, 0.16-0.21 ms less forward and 0.25-0.37 ms less
+//! backward. So 0.9-2.3 ms of a training step's four layers.
 //!
 //! Rows go in fours, which divide the 16-column blocks of `scores`, so a tile never reads a
 //! weight past its rows' diagonal block (see [`Weights`]).
