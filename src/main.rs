@@ -50,40 +50,40 @@ struct TrainArgs {
     #[arg(long, value_name = "PATH|tales")]
     data: Option<String>,
     /// Worker threads, each with a full replica [default: cores, as a divisor of the batch].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     workers: Option<usize>,
     /// Total optimizer steps of the run [default: 2000].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     steps: Option<usize>,
     /// Global batch in sequences, split among the workers [default: 12].
-    #[arg(long, value_name = "B")]
+    #[arg(long, value_name = "B", allow_negative_numbers = true)]
     batch: Option<usize>,
     /// Context length in characters [default: 64].
-    #[arg(long, value_name = "T")]
+    #[arg(long, value_name = "T", allow_negative_numbers = true)]
     block: Option<usize>,
     /// Transformer blocks [default: 4].
-    #[arg(long, value_name = "L")]
+    #[arg(long, value_name = "L", allow_negative_numbers = true)]
     layers: Option<usize>,
     /// Attention heads [default: 4].
-    #[arg(long, value_name = "H")]
+    #[arg(long, value_name = "H", allow_negative_numbers = true)]
     heads: Option<usize>,
     /// Channels [default: 128].
-    #[arg(long, value_name = "C")]
+    #[arg(long, value_name = "C", allow_negative_numbers = true)]
     embd: Option<usize>,
     /// Peak learning rate [default: 1e-3].
     #[arg(long, value_name = "F", allow_negative_numbers = true)]
     lr: Option<f32>,
     /// Micro-batches per worker per step (gradient accumulation) [default: 1].
-    #[arg(long, value_name = "K")]
+    #[arg(long, value_name = "K", allow_negative_numbers = true)]
     accum: Option<usize>,
     /// Seed for weights, batches and the built-in corpus [default: 1337].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     seed: Option<u64>,
     /// All-reduce algorithm [default: shared].
     #[arg(long, value_enum)]
     allreduce: Option<Algorithm>,
     /// Gradient bucket size in KiB; 0 sends all gradients as one bucket [default: 0].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     bucket_kb: Option<usize>,
     /// Start each bucket's all-reduce while backward is still running.
     #[arg(long)]
@@ -92,13 +92,13 @@ struct TrainArgs {
     #[arg(long)]
     deterministic: bool,
     /// Validation loss every N steps (0: only at the end) [default: 250].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     eval_every: Option<usize>,
     /// Checkpoint every N steps (0: only at the end) [default: 0].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     checkpoint_every: Option<usize>,
     /// Compare the replicas' parameter hashes every K steps [default: 0, off].
-    #[arg(long, value_name = "K")]
+    #[arg(long, value_name = "K", allow_negative_numbers = true)]
     check_replicas: Option<usize>,
     /// Run directory [default: runs/<timestamp>].
     #[arg(long, value_name = "DIR")]
@@ -107,10 +107,10 @@ struct TrainArgs {
     #[arg(long, value_name = "DIR", conflicts_with = "out")]
     resume: Option<PathBuf>,
     /// Worker W sleeps MS milliseconds every step.
-    #[arg(long, value_name = "W:MS", value_parser = parse_pair)]
+    #[arg(long, value_name = "W:MS", value_parser = parse_pair, allow_hyphen_values = true)]
     straggler: Option<(usize, u64)>,
     /// Worker W panics at step STEP.
-    #[arg(long, value_name = "W:STEP", value_parser = parse_pair)]
+    #[arg(long, value_name = "W:STEP", value_parser = parse_pair, allow_hyphen_values = true)]
     fault: Option<(usize, u64)>,
     /// No progress bar, sample or table: just the final line.
     #[arg(long)]
@@ -126,13 +126,13 @@ struct SampleArgs {
     #[arg(long, default_value = "")]
     prompt: String,
     /// Characters to generate.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 500, allow_negative_numbers = true)]
     chars: usize,
     /// Softmax temperature (0: always the likeliest char).
     #[arg(long, default_value_t = 0.8, allow_negative_numbers = true)]
     temperature: f32,
     /// Sampling seed.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
     seed: u64,
 }
 

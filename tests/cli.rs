@@ -123,7 +123,8 @@ fn bad_sizes_are_refused() {
 #[test]
 fn flags_that_do_not_parse_get_one_line_too() {
     // clap's own reports span several lines (error, tip, usage, "For more information")
-    let cases: [(&[&str], &[&str]); 5] = [
+    // a negative count is named as a bad value of its flag, not as an unknown flag '-1'
+    let cases: [(&[&str], &[&str]); 9] = [
         (
             &["--step", "5"],
             &["'--step'", "tip", "'--steps'", "--help"],
@@ -132,6 +133,13 @@ fn flags_that_do_not_parse_get_one_line_too() {
         (&["--allreduce", "foo"], &["'foo'", "ring, tree"]),
         (&["sample"], &["--run"]),
         (&["bench", "--workers", "1,x"], &["'x'", "--workers"]),
+        (&["--seed", "-1"], &["'-1'", "--seed"]),
+        (
+            &["--straggler", "-1:5"],
+            &["'-1:5'", "--straggler", "worker"],
+        ),
+        (&["bench", "--workers", "-2"], &["'-2'", "--workers"]),
+        (&["allreduce", "--floats", "-1"], &["'-1'", "--floats"]),
     ];
     for (args, needles) in cases {
         let o = nanodist(args);
