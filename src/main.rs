@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use nanodist::collective::bench::AllreduceArgs;
 use nanodist::collective::Algorithm;
@@ -50,40 +50,40 @@ struct TrainArgs {
     #[arg(long, value_name = "PATH|tales")]
     data: Option<String>,
     /// Worker threads, each with a full replica [default: cores, as a divisor of the batch].
-    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    #[arg(long, value_name = "N")]
     workers: Option<usize>,
     /// Total optimizer steps of the run [default: 2000].
-    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    #[arg(long, value_name = "N")]
     steps: Option<usize>,
     /// Global batch in sequences, split among the workers [default: 12].
-    #[arg(long, value_name = "B", allow_negative_numbers = true)]
+    #[arg(long, value_name = "B")]
     batch: Option<usize>,
     /// Context length in characters [default: 64].
-    #[arg(long, value_name = "T", allow_negative_numbers = true)]
+    #[arg(long, value_name = "T")]
     block: Option<usize>,
     /// Transformer blocks [default: 4].
-    #[arg(long, value_name = "L", allow_negative_numbers = true)]
+    #[arg(long, value_name = "L")]
     layers: Option<usize>,
     /// Attention heads [default: 4].
-    #[arg(long, value_name = "H", allow_negative_numbers = true)]
+    #[arg(long, value_name = "H")]
     heads: Option<usize>,
     /// Channels [default: 128].
-    #[arg(long, value_name = "C", allow_negative_numbers = true)]
+    #[arg(long, value_name = "C")]
     embd: Option<usize>,
     /// Peak learning rate [default: 1e-3].
-    #[arg(long, value_name = "F", allow_negative_numbers = true)]
+    #[arg(long, value_name = "F")]
     lr: Option<f32>,
     /// Micro-batches per worker per step (gradient accumulation) [default: 1].
-    #[arg(long, value_name = "K", allow_negative_numbers = true)]
+    #[arg(long, value_name = "K")]
     accum: Option<usize>,
     /// Seed for weights, batches and the built-in corpus [default: 1337].
-    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    #[arg(long, value_name = "N")]
     seed: Option<u64>,
     /// All-reduce algorithm [default: shared].
     #[arg(long, value_enum)]
     allreduce: Option<Algorithm>,
     /// Gradient bucket size in KiB; 0 sends all gradients as one bucket [default: 0].
-    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    #[arg(long, value_name = "N")]
     bucket_kb: Option<usize>,
     /// Start each bucket's all-reduce while backward is still running.
     #[arg(long)]
@@ -92,13 +92,13 @@ struct TrainArgs {
     #[arg(long)]
     deterministic: bool,
     /// Validation loss every N steps (0: only at the end) [default: 250].
-    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    #[arg(long, value_name = "N")]
     eval_every: Option<usize>,
     /// Checkpoint every N steps (0: only at the end) [default: 0].
-    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    #[arg(long, value_name = "N")]
     checkpoint_every: Option<usize>,
     /// Compare the replicas' parameter hashes every K steps [default: 0, off].
-    #[arg(long, value_name = "K", allow_negative_numbers = true)]
+    #[arg(long, value_name = "K")]
     check_replicas: Option<usize>,
     /// Run directory [default: runs/<timestamp>].
     #[arg(long, value_name = "DIR")]
@@ -126,13 +126,13 @@ struct SampleArgs {
     #[arg(long, default_value = "")]
     prompt: String,
     /// Characters to generate.
-    #[arg(long, default_value_t = 500, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 500)]
     chars: usize,
     /// Softmax temperature (0: always the likeliest char).
-    #[arg(long, default_value_t = 0.8, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 0.8)]
     temperature: f32,
     /// Sampling seed.
-    #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 1)]
     seed: u64,
 }
 
@@ -214,8 +214,20 @@ fn cannot_print(why: &str) -> ! {
 /// possible values, the usage, and a pointer to `--help`. nanodist keeps to one line per
 /// error, so the lines that say what is wrong are joined and the usage is left to `--help`.
 /// `--help` and `--version` print as clap prints them.
+///
+/// Every flag that takes a value takes a negative number as that value (`--seed -1`), so a
+/// bad count is reported as a bad value of its flag, not as an unknown flag "-1".
 fn parse_cli() -> Result<Cli, ExitCode> {
-    Cli::try_parse().map_err(|e| {
+    let negative = |a: clap::Arg| a.allow_negative_numbers(true);
+    let mut cmd = Cli::command().mut_args(negative);
+    let names: Vec<String> = cmd.get_subcommands().map(|s| s.get_name().into()).collect();
+    for name in names {
+        cmd = cmd.mut_subcommand(name, |s| s.mut_args(negative));
+    }
+    let parsed = cmd
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m));
+    parsed.map_err(|e| {
         use clap::error::ErrorKind::{DisplayHelp, DisplayVersion};
         if matches!(e.kind(), DisplayHelp | DisplayVersion) || !e.use_stderr() {
             e.exit();

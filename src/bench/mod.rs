@@ -60,26 +60,21 @@ use solo::Solo;
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
     /// Worker counts to measure, comma-separated.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "1,2,4",
-        allow_negative_numbers = true
-    )]
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
     pub workers: Vec<usize>,
     /// Timed steps per point (after 5 warm-up steps).
-    #[arg(long, default_value_t = 40, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 40)]
     pub steps: usize,
     /// Global batch for strong scaling and op parallel (points it does not divide are skipped).
-    #[arg(long, default_value_t = 12, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 12)]
     pub batch: usize,
     /// Sequences per worker for weak scaling.
-    #[arg(long, default_value_t = 6, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 6)]
     pub per_worker: usize,
     /// Sweeps to run; each point reports its fastest (least disturbed) one. On a shared or
     /// virtual machine whose speed drifts, 3 or more keep a slow moment of the host from
     /// passing for a scaling loss.
-    #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 1)]
     pub rounds: usize,
     /// All-reduce algorithm.
     #[arg(long, value_enum, default_value = "shared")]

@@ -37,16 +37,16 @@ use crate::Error;
 #[derive(clap::Args, Debug, Clone)]
 pub struct AllreduceArgs {
     /// Worker threads in the group.
-    #[arg(long, default_value_t = 2, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 2)]
     pub workers: usize,
     /// f32 elements per worker (default: the model's 804,096 gradients, 3.2 MB).
-    #[arg(long, default_value_t = 804_096, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 804_096)]
     pub floats: usize,
     /// Algorithm: naive, ring, tree, shared, or all.
     #[arg(long, default_value = "all")]
     pub algo: String,
     /// Timed iterations per measurement (after warm-up); the median is reported.
-    #[arg(long, default_value_t = 50, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 50)]
     pub iters: usize,
     /// Print one JSON object per (algorithm, size) instead of the table.
     #[arg(long)]

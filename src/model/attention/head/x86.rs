@@ -11,7 +11,7 @@
 //! process gave 0.22-0.23 ms less per layer (median of the paired differences; 13% with the
 //! inputs in cache, 7% with them in memory), and `cargo bench --bench kernels -- attention`,
 //! three runs alternating the two builds, 0.16-0.21 ms less forward and 0.25-0.37 ms less
-//! backward. So 0.9-2.3 ms of a training step's four layers.
+//! backward. So 0.9-2.2 ms of a training step's four layers.
 //!
 //! Rows go in fours, which divide the 16-column blocks of `scores`, so a tile never reads a
 //! weight past its rows' diagonal block (see [`Weights`]).
