@@ -50,6 +50,8 @@
 //! | [`collective`] | the communicator and the all-reduce algorithms |
 //! | [`parallel`] | synchronous data parallelism, buckets, deterministic sums |
 //! | [`train`] | one run: workers, reporting, the run directory |
+//! | [`cli`] | the flags of `train` and `sample`, applied onto a configuration |
+//! | [`metrics`] | each step's figures over the workers, and the run's summary |
 //! | [`checkpoint`] | safetensors save and load, atomic, with a checksum |
 //! | [`rundir`] | the run directory: claimed new, or read back to resume |
 //! | [`trace`] | the timeline as a Chrome trace |
@@ -74,10 +76,12 @@
 
 pub mod bench;
 pub mod checkpoint;
+pub mod cli;
 pub mod collective;
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod parallel;

@@ -5,13 +5,13 @@
 //! that does not parse, 1 for everything else. A reader of stdout that leaves early
 //! (`nanodist | head`) stops nanodist quietly with 141, as SIGPIPE stops C tools.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
-use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
+use nanodist::cli::{default_workers, SampleArgs, TrainArgs};
 use nanodist::collective::bench::AllreduceArgs;
-use nanodist::collective::Algorithm;
 use nanodist::config::TrainConfig;
 use nanodist::report::{summary_table, thousands};
 use nanodist::{bench, checkpoint, data, rundir, sample, train, Error};
@@ -40,115 +40,6 @@ enum Command {
     Allreduce(AllreduceArgs),
     /// Measure thread scaling: tokens/s, efficiency and the time split per worker count.
     Bench(bench::BenchArgs),
-}
-
-/// Training flags. Unset flags take the defaults of `TrainConfig` (or, with
-/// `--resume`, the values of the run being resumed).
-#[derive(Args, Debug, Default)]
-struct TrainArgs {
-    /// `tales` (built-in generated stories) or a UTF-8 text file.
-    #[arg(long, value_name = "PATH|tales")]
-    data: Option<String>,
-    /// Worker threads, each with a full replica [default: cores, as a divisor of the batch].
-    #[arg(long, value_name = "N")]
-    workers: Option<usize>,
-    /// Total optimizer steps of the run [default: 2000].
-    #[arg(long, value_name = "N")]
-    steps: Option<usize>,
-    /// Global batch in sequences, split among the workers [default: 12].
-    #[arg(long, value_name = "B")]
-    batch: Option<usize>,
-    /// Context length in characters [default: 64].
-    #[arg(long, value_name = "T")]
-    block: Option<usize>,
-    /// Transformer blocks [default: 4].
-    #[arg(long, value_name = "L")]
-    layers: Option<usize>,
-    /// Attention heads [default: 4].
-    #[arg(long, value_name = "H")]
-    heads: Option<usize>,
-    /// Channels [default: 128].
-    #[arg(long, value_name = "C")]
-    embd: Option<usize>,
-    /// Peak learning rate [default: 1e-3].
-    #[arg(long, value_name = "F")]
-    lr: Option<f32>,
-    /// Micro-batches per worker per step (gradient accumulation) [default: 1].
-    #[arg(long, value_name = "K")]
-    accum: Option<usize>,
-    /// Seed for weights, batches and the built-in corpus [default: 1337].
-    #[arg(long, value_name = "N")]
-    seed: Option<u64>,
-    /// All-reduce algorithm [default: shared].
-    #[arg(long, value_enum)]
-    allreduce: Option<Algorithm>,
-    /// Gradient bucket size in KiB; 0 sends all gradients as one bucket [default: 0].
-    #[arg(long, value_name = "N")]
-    bucket_kb: Option<usize>,
-    /// Start each bucket's all-reduce while backward is still running.
-    #[arg(long)]
-    overlap: bool,
-    /// Bit-identical results for any worker count, algorithm and bucket size.
-    #[arg(long)]
-    deterministic: bool,
-    /// Validation loss every N steps (0: only at the end) [default: 250].
-    #[arg(long, value_name = "N")]
-    eval_every: Option<usize>,
-    /// Checkpoint every N steps (0: only at the end) [default: 0].
-    #[arg(long, value_name = "N")]
-    checkpoint_every: Option<usize>,
-    /// Compare the replicas' parameter hashes every K steps [default: 0, off].
-    #[arg(long, value_name = "K")]
-    check_replicas: Option<usize>,
-    /// Run directory [default: runs/<timestamp>].
-    #[arg(long, value_name = "DIR")]
-    out: Option<PathBuf>,
-    /// Continue the run in DIR up to --steps total, writing into DIR.
-    #[arg(long, value_name = "DIR", conflicts_with = "out")]
-    resume: Option<PathBuf>,
-    /// Worker W sleeps MS milliseconds every step.
-    #[arg(long, value_name = "W:MS", value_parser = parse_pair, allow_hyphen_values = true)]
-    straggler: Option<(usize, u64)>,
-    /// Worker W panics at step STEP.
-    #[arg(long, value_name = "W:STEP", value_parser = parse_pair, allow_hyphen_values = true)]
-    fault: Option<(usize, u64)>,
-    /// No progress bar, sample or table: just the final line.
-    #[arg(long)]
-    quiet: bool,
-}
-
-#[derive(Args)]
-struct SampleArgs {
-    /// The run directory to load (its checkpoint.safetensors).
-    #[arg(long, value_name = "DIR")]
-    run: PathBuf,
-    /// Text to continue.
-    #[arg(long, default_value = "")]
-    prompt: String,
-    /// Characters to generate.
-    #[arg(long, default_value_t = 500)]
-    chars: usize,
-    /// Softmax temperature (0: always the likeliest char).
-    #[arg(long, default_value_t = 0.8)]
-    temperature: f32,
-    /// Sampling seed.
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
-}
-
-fn parse_pair(s: &str) -> Result<(usize, u64), String> {
-    let (a, b) = s
-        .split_once(':')
-        .ok_or_else(|| format!("'{s}' is not of the form W:N (e.g. 1:50)"))?;
-    let w = a
-        .trim()
-        .parse()
-        .map_err(|_| format!("'{a}' is not a worker number"))?;
-    let n = b
-        .trim()
-        .parse()
-        .map_err(|_| format!("'{b}' is not a whole number"))?;
-    Ok((w, n))
 }
 
 fn main() -> ExitCode {
@@ -257,57 +148,10 @@ fn one_line(report: &str) -> String {
     format!("{}; see --help", parts.join(" "))
 }
 
-/// The largest divisor of `batch` that is at most the number of cores.
-fn default_workers(batch: usize) -> usize {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    (1..=cores.min(batch.max(1)))
-        .rev()
-        .find(|w| batch % w == 0)
-        .unwrap_or(1)
-}
-
-/// Applies the flags the user gave onto `cfg`.
-fn apply(args: &TrainArgs, cfg: &mut TrainConfig) {
-    let set = |dst: &mut usize, v: Option<usize>| {
-        if let Some(v) = v {
-            *dst = v;
-        }
-    };
-    if let Some(d) = &args.data {
-        cfg.data = d.clone();
-    }
-    set(&mut cfg.workers, args.workers);
-    set(&mut cfg.steps, args.steps);
-    set(&mut cfg.batch, args.batch);
-    set(&mut cfg.model.block_size, args.block);
-    set(&mut cfg.model.n_layer, args.layers);
-    set(&mut cfg.model.n_head, args.heads);
-    set(&mut cfg.model.n_embd, args.embd);
-    set(&mut cfg.accum, args.accum);
-    set(&mut cfg.bucket_kb, args.bucket_kb);
-    set(&mut cfg.eval_every, args.eval_every);
-    set(&mut cfg.checkpoint_every, args.checkpoint_every);
-    set(&mut cfg.check_replicas, args.check_replicas);
-    if let Some(lr) = args.lr {
-        cfg.lr = lr;
-        cfg.min_lr = lr / 10.0;
-    }
-    if let Some(s) = args.seed {
-        cfg.seed = s;
-    }
-    if let Some(a) = args.allreduce {
-        cfg.allreduce = a;
-    }
-    cfg.overlap |= args.overlap;
-    cfg.deterministic |= args.deterministic;
-    cfg.straggler = args.straggler.or(cfg.straggler);
-    cfg.fault = args.fault.map(|(w, s)| (w, s as usize)).or(cfg.fault);
-}
-
 fn run_train(args: TrainArgs) -> Result<(), Error> {
     let (cfg, corpus, init, dir) = match &args.resume {
         Some(dir) => {
-            let r = rundir::resume(dir, |cfg| apply(&args, cfg))?;
+            let r = rundir::resume(dir, |cfg| args.apply(cfg))?;
             (r.cfg, r.corpus, r.init, dir.clone())
         }
         None => {
@@ -315,7 +159,7 @@ fn run_train(args: TrainArgs) -> Result<(), Error> {
                 workers: default_workers(args.batch.unwrap_or(12)),
                 ..TrainConfig::default()
             };
-            apply(&args, &mut cfg);
+            args.apply(&mut cfg);
             cfg.validate()?;
             let corpus = data::load(&cfg.data, cfg.seed)?;
             cfg.model.vocab_size = corpus.vocab.len();
@@ -394,7 +238,7 @@ fn run_train(args: TrainArgs) -> Result<(), Error> {
 fn scaling_line(
     cfg: &TrainConfig,
     corpus: &data::Corpus,
-    s: &train::Summary,
+    s: &nanodist::metrics::Summary,
     dir: &Path,
 ) -> Result<(), Error> {
     let one = TrainConfig {

@@ -10,8 +10,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::TrainConfig;
 use crate::data::Corpus;
+use crate::metrics::{StepRow, Summary};
 use crate::plot::{Chart, Series};
-use crate::train::{StepRow, Summary};
 
 /// The live view of a run.
 pub struct Progress {
