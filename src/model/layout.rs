@@ -112,18 +112,25 @@ impl ParamLayout {
 
     /// The offsets of block `layer`: from its `ln_1.weight` to the end of its `mlp.c_proj.weight`.
     ///
+    /// Found by position, not by name: forward and backward ask for every block at every
+    /// step, and a name lookup would allocate its `format!`ed name there.
+    ///
     /// # Panics
     /// If `layer` is not a block of this model.
     pub fn block_range(&self, layer: usize) -> Range<usize> {
-        let first = self
-            .get(&format!("transformer.h.{layer}.ln_1.weight"))
-            .unwrap_or_else(|| panic!("the model has no block {layer}"));
-        let last = self
-            .get(&format!("transformer.h.{layer}.mlp.c_proj.weight"))
-            .expect("a block with ln_1 has mlp.c_proj");
+        // wte and wpe, then PER_BLOCK tensors per block, then ln_f (the module docs' picture)
+        let blocks = self.tensors.len().saturating_sub(3) / PER_BLOCK;
+        assert!(layer < blocks, "the model has no block {layer}");
+        let first = &self.tensors[2 + layer * PER_BLOCK];
+        let last = &self.tensors[2 + layer * PER_BLOCK + PER_BLOCK - 1];
+        debug_assert!(first.name.ends_with(".ln_1.weight"), "{}", first.name);
+        debug_assert!(last.name.ends_with(".mlp.c_proj.weight"), "{}", last.name);
         first.offset..last.offset + last.len
     }
 }
+
+/// Tensors per block: ln_1, c_attn, attn.c_proj, ln_2, c_fc, mlp.c_proj.
+const PER_BLOCK: usize = 6;
 
 #[cfg(test)]
 mod tests {
@@ -154,5 +161,11 @@ mod tests {
         assert_eq!(l.get("transformer.ln_f.weight").unwrap().offset, l.len - c);
         assert!(l.get("transformer.wpe.weight").unwrap().decay);
         assert!(!l.get("transformer.h.2.ln_2.weight").unwrap().decay);
+    }
+
+    #[test]
+    #[should_panic(expected = "no block 4")]
+    fn a_block_past_the_last_is_a_panic() {
+        ParamLayout::new(&ModelConfig::default()).block_range(4);
     }
 }

@@ -137,6 +137,8 @@ pub fn matmul(c: MatMut, a: Mat, b: Mat, out: Out, scale: f32, threads: usize) {
     // strides are non-negative and fit in isize because the slices exist. C is borrowed
     // mutably, so it cannot alias A or B, and `c.rs >= n` makes its elements distinct.
     // Tested by `tests::strided_views_match_naive`, including transposed and offset views.
+    #[cfg(test)]
+    IN_GEMM.set(true);
     unsafe {
         gemm::gemm(
             m,
@@ -160,6 +162,15 @@ pub fn matmul(c: MatMut, a: Mat, b: Mat, out: Out, scale: f32, threads: usize) {
             parallelism,
         );
     }
+    #[cfg(test)]
+    IN_GEMM.set(false);
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Set while `gemm` runs on this thread. `gemm` allocates its packing buffers on every
+    /// call; the allocation test of `workspace.rs` counts only what nanodist allocates.
+    pub(crate) static IN_GEMM: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 #[cfg(test)]

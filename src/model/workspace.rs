@@ -165,3 +165,79 @@ impl Workspace {
         self.threads = n.max(1);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    use super::*;
+    use crate::config::TrainConfig;
+    use crate::model::matmul::IN_GEMM;
+    use crate::model::Gpt;
+    use crate::optim::{clip_grad_norm, lr_at, AdamW};
+
+    /// The unit tests' allocator: the system's, counting each thread's allocations made
+    /// outside `gemm` (a count per thread, so tests running side by side do not mix).
+    struct Counting;
+
+    thread_local! {
+        static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+    }
+
+    // SAFETY: every call goes to `System` unchanged; the count touches only a const
+    // thread-local `Cell`, which neither allocates nor has a destructor.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            if !IN_GEMM.get() {
+                ALLOCATIONS.set(ALLOCATIONS.get() + 1);
+            }
+            System.alloc(layout)
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            System.dealloc(ptr, layout)
+        }
+    }
+
+    #[global_allocator]
+    static COUNTING: Counting = Counting;
+
+    /// The promise of this module: after the first step, a training step (forward, backward,
+    /// clipping, AdamW) allocates nothing, so its time is the kernels' alone. The first step
+    /// may: attention grows its scratch for z^T then.
+    #[test]
+    fn a_training_step_allocates_nothing_after_the_first() {
+        let cfg = ModelConfig::default();
+        let (b, t) = (2, cfg.block_size);
+        let mut model = Gpt::new(cfg.clone(), 1);
+        let mut ws = Workspace::new(&cfg, b, t);
+        let mut grads = vec![0.0; model.layout.len];
+        let mut adam = AdamW::new(model.layout.len);
+        let train = TrainConfig::default();
+        let tokens: Vec<u32> = (0..=b * t)
+            .map(|i| (i * 7 % cfg.vocab_size) as u32)
+            .collect();
+        let (inputs, targets) = (&tokens[..b * t], &tokens[1..]);
+        let mut step = |s: usize| {
+            grads.fill(0.0);
+            model.forward(&mut ws, inputs, Some(targets)).unwrap();
+            model.backward(&mut ws, 1.0 / (b * t) as f32, &mut grads[..]);
+            clip_grad_norm(&mut grads, train.grad_clip);
+            adam.step(
+                &mut model.params,
+                &grads,
+                &model.layout,
+                lr_at(s, &train),
+                &train,
+            );
+        };
+        step(0);
+        let before = ALLOCATIONS.get();
+        for s in 1..4 {
+            step(s);
+        }
+        let made = ALLOCATIONS.get() - before;
+        assert_eq!(made, 0, "3 steps after the first made {made} allocations");
+    }
+}
