@@ -23,7 +23,8 @@
 //! Start reading at [`train::train`] (the run), then [`parallel::data_parallel`] (one
 //! worker's loop, the same code for 1 and N workers), then [`collective`] (how gradients are
 //! summed across threads) and [`model`] (the GPT, each layer's forward above its backward).
-//! The chapters in `docs/` tell the same story in prose.
+//! The chapters in `docs/` tell the same story in prose, and [`tutorial`] builds one
+//! data-parallel step by hand from these parts, in examples that `cargo test` runs.
 //!
 //! # Glossary
 //!
@@ -59,6 +60,7 @@
 //! | [`sample`] | generating text from a trained model |
 //! | [`bench`](mod@bench) | thread-scaling benchmark |
 //! | [`rng`] | the documented random number generators |
+//! | [`tutorial`] | one data-parallel step built by hand, in tested examples (docs only) |
 //!
 //! # Example
 //!
@@ -92,5 +94,6 @@ pub mod rundir;
 pub mod sample;
 pub mod trace;
 pub mod train;
+pub mod tutorial;
 
 pub use error::Error;

@@ -69,7 +69,13 @@
 //!
 //! Rust note: a [`Comm`] is `Send` but not `Clone`: the type system makes "one endpoint per
 //! worker, owned by its thread" the only way to use it, and its `Drop` (which also runs when
-//! the thread panics and unwinds) is how the others learn that it left.
+//! the thread panics and unwinds) is how the others learn that it left. A second handle on
+//! worker 0's endpoint, which could enter a collective twice, does not compile (E0599: no
+//! method `clone`):
+//! ```compile_fail,E0599
+//! let comms = nanodist::collective::group(2);
+//! let again = comms[0].clone();
+//! ```
 
 mod comm;
 mod error;

@@ -18,7 +18,25 @@
 //!
 //! Rust note: `split_at_mut` hands the bucket away as its own `&mut [f32]`, disjoint
 //! from what backward may still write, so the compiler itself checks that backward and
-//! the all-reduce never touch the same floats. No locks, no `unsafe`.
+//! the all-reduce never touch the same floats. No locks, no `unsafe`. In miniature, with
+//! one thread playing backward and one the all-reduce, both given the whole buffer, the
+//! compiler refuses the program (error E0499: `grads` borrowed mutably twice):
+//! ```compile_fail,E0499
+//! let mut grads = vec![0.0f32; 8];
+//! std::thread::scope(|s| {
+//!     s.spawn(|| grads[0] += 1.0); // backward, still writing
+//!     s.spawn(|| grads[7] *= 0.5); // the all-reduce, summing the same buffer: a data race
+//! });
+//! ```
+//! Split first, and each thread owns its part, which the compiler can see:
+//! ```
+//! let mut grads = vec![0.0f32; 8];
+//! let (open, bucket) = grads.split_at_mut(6); // backward keeps [0, 6); [6, 8) is final
+//! std::thread::scope(|s| {
+//!     s.spawn(|| open[0] += 1.0);
+//!     s.spawn(|| bucket[1] *= 0.5);
+//! });
+//! ```
 
 use std::ops::Range;
 
