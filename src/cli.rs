@@ -87,6 +87,7 @@ pub struct TrainArgs {
     pub quiet: bool,
 }
 
+/// Flags of `nanodist sample`.
 #[derive(clap::Args, Debug)]
 pub struct SampleArgs {
     /// The run directory to load (its checkpoint.safetensors).

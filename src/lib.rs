@@ -76,6 +76,8 @@
 //! # Ok::<(), nanodist::Error>(())
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod bench;
 pub mod checkpoint;
 pub mod cli;

@@ -109,7 +109,9 @@ fn scores_with(s: &mut [f32], t: usize, hs: usize, x: Rows, z: Rows, scale: f32,
             unsafe { x86::scores(s, t, hs, x, z, zt, scale) };
             return;
         }
+        // (`simd` is read only where the build has the x86 kernels)
         let _ = simd;
+
         // z^T (hs, tp): row d holds channel d of every key, so a block of 16 keys is 16
         // consecutive floats; the padding columns are zeros
         for (d, zd) in zt.chunks_exact_mut(tp).enumerate() {
@@ -251,6 +253,8 @@ fn mix_with(
         unsafe { x86::mix(out, out_rs, w, z, hs, scale) };
         return;
     }
+    // (`simd` is read only where the build has the x86 kernels)
+    let _ = simd;
     match hs {
         16 => mix_pairs::<16>(out, out_rs, w, z, scale),
         32 => mix_pairs::<32>(out, out_rs, w, z, scale),
