@@ -226,7 +226,8 @@ mod tests {
                 for i in 0..n {
                     let r = chunk_range(len, n, i);
                     assert_eq!(r.start, next, "len {len} n {n} chunk {i}");
-                    assert!(r.len() == len / n || r.len() == len / n + 1);
+                    let even = r.len() == len / n || r.len() == len / n + 1;
+                    assert!(even, "len {len} n {n} chunk {i}: {} floats", r.len());
                     next = r.end;
                 }
                 assert_eq!(next, len);

@@ -161,8 +161,12 @@ mod tests {
         let b: Vec<f32> = (0..133).map(|i| (i as f32 * 0.11).cos()).collect();
         let s: f64 = a.iter().map(|&x| x as f64).sum();
         let d: f64 = a.iter().zip(&b).map(|(&x, &y)| x as f64 * y as f64).sum();
-        assert!((sum(&a) as f64 - s).abs() < 1e-5);
-        assert!((dot(&a, &b) as f64 - d).abs() < 1e-5);
+        assert!((sum(&a) as f64 - s).abs() < 1e-5, "sum {} vs {s}", sum(&a));
+        assert!(
+            (dot(&a, &b) as f64 - d).abs() < 1e-5,
+            "dot {} vs {d}",
+            dot(&a, &b)
+        );
         let m = a.iter().fold(f32::MIN, |m, &x| m.max(x));
         assert_eq!(max(&a), m);
         assert_eq!(max(&a[..7]), a[..7].iter().fold(f32::MIN, |m, &x| m.max(x)));

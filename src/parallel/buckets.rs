@@ -140,7 +140,7 @@ mod tests {
             for w in p.windows(2) {
                 assert_eq!(w[1].end, w[0].start, "{p:?}");
             }
-            assert!(p.iter().all(|r| !r.is_empty()));
+            assert!(p.iter().all(|r| !r.is_empty()), "{p:?}");
         }
         assert!(plan(0, 4).is_empty());
     }

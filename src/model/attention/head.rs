@@ -341,6 +341,24 @@ mod tests {
             .collect()
     }
 
+    /// Panics unless `got` is `want` bit for bit, naming the first difference (NaN marks the
+    /// floats a kernel must not write, and NaN == NaN here when the bits agree).
+    fn assert_same_bits(what: &str, want: &[f32], got: &[f32]) {
+        assert_eq!(want.len(), got.len(), "{what}: lengths");
+        let differ: Vec<usize> = (0..want.len())
+            .filter(|&i| want[i].to_bits() != got[i].to_bits())
+            .collect();
+        if let Some(&i) = differ.first() {
+            panic!(
+                "{what}: {} of {} floats differ; the first at {i}: {} (portable) vs {} (fast)",
+                differ.len(),
+                want.len(),
+                want[i],
+                got[i]
+            );
+        }
+    }
+
     /// The kernels this build runs (the [`x86`] ones on x86 with AVX2 + FMA) give the same
     /// bits as the portable loops, on strided views as attention passes them: head widths
     /// with and without a fast path (12 leaves 4 channels past the transpose's 8x8 blocks,
@@ -368,7 +386,7 @@ mod tests {
             for i in 0..t {
                 let live = live_cols(i, t);
                 let (w, g) = (&want[i * t..][..live], &got[i * t..][..live]);
-                assert!(w.iter().zip(g).all(|(a, b)| a.to_bits() == b.to_bits()));
+                assert_same_bits(&format!("scores, t {t}, hs {hs}, row {i}"), w, g);
             }
             // weights that are zero above the diagonal, like P and dS
             let mut w = noise(t * t, 3);
@@ -382,10 +400,8 @@ mod tests {
                     out
                 };
                 let (want, got) = (run_mix(false), run_mix(true));
-                assert!(want
-                    .iter()
-                    .zip(&got)
-                    .all(|(a, b)| a.to_bits() == b.to_bits()));
+                let reading = if weights.transposed { "cols" } else { "rows" };
+                assert_same_bits(&format!("mix ({reading}), t {t}, hs {hs}"), &want, &got);
             }
         }
     }
