@@ -19,7 +19,7 @@
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use nanodist::model::attention::{attention_backward, attention_forward, AttnShape};
+use nanodist::model::attention::{attention_backward, attention_forward, qkv_forward, AttnShape};
 use nanodist::model::gelu::{gelu_backward, gelu_forward};
 use nanodist::model::layernorm::{layernorm_backward, layernorm_forward};
 use nanodist::model::linear::{linear_backward, linear_forward};
@@ -82,6 +82,7 @@ fn attention(c: &mut Criterion) {
     let hs = C / h;
     // the products (QK^T and PV forward, four more backward), counted whole as gemm runs them
     let flops = (b * h * 2 * t * t * hs) as u64;
+    // q, k, v head-major, as `qkv_forward` writes them (the values are what matters here)
     let qkv: Vec<f32> = values(N * 3 * C, 6).iter().map(|v| v * 0.5).collect();
     let mut att = vec![0.0; b * h * t * t];
     let mut out = vec![0.0; N * C];
@@ -124,6 +125,15 @@ fn linear(c: &mut Criterion) {
             b.iter(|| linear_backward(&mut dinp, &mut dw, &dout, &inp, &w, N, Out::Set, 1))
         });
     }
+    // c_attn as the model runs it: 3H products of hs features, q, k, v written head-major
+    let inp = values(N * C, 8);
+    let w: Vec<f32> = values(3 * C * C, 9).iter().map(|v| v * 0.05).collect();
+    let mut qkv = vec![0.0; N * 3 * C];
+    g.throughput(Throughput::Elements(2 * (N * 3 * C * C) as u64));
+    let name = format!("forward_c_attn_head_major_{N}x{C}x{}", 3 * C);
+    g.bench_function(name, |b| {
+        b.iter(|| qkv_forward(&mut qkv, &inp, &w, SHAPE, 1))
+    });
     g.finish();
 }
 

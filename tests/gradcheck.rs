@@ -6,7 +6,9 @@
 
 mod reference;
 
-use nanodist::model::attention::{attention_backward, attention_forward, AttnShape};
+use nanodist::model::attention::{
+    attention_backward, attention_forward, heads_from_rows, AttnShape,
+};
 use nanodist::model::embedding::{encoder_backward, encoder_forward};
 use nanodist::model::gelu::{gelu_backward, gelu_forward};
 use nanodist::model::layernorm::{layernorm_backward, layernorm_forward};
@@ -113,12 +115,15 @@ fn check_attention(b: usize, t: usize, c: usize, nh: usize) {
         n_head: nh,
     };
     let mut rng = Rng::new(4);
+    // (B*T,3C): the reference's layout, and the gradient's
     let qkv = randn(&mut rng, b * t * 3 * c, 1.0, 0.0);
+    // head-major: the layout attention reads, as `qkv_forward` writes it
+    let heads = heads_from_rows(&qkv, s);
     let r = randn(&mut rng, b * t * c, 1.0, 0.0);
     for threads in [1, 2] {
         // NaN-filled: every entry the kernel should write but does not shows up
         let (mut out, mut att) = (vec![f32::NAN; b * t * c], vec![f32::NAN; b * nh * t * t]);
-        attention_forward(&mut out, &mut att, &qkv, s, threads);
+        attention_forward(&mut out, &mut att, &heads, s, threads);
         check(
             "attention out",
             &out,
@@ -136,7 +141,7 @@ fn check_attention(b: usize, t: usize, c: usize, nh: usize) {
         // NaN-filled too: every gradient must be written, and the scratch `datt` may hold
         // anything where the kernel does not compute
         let (mut dqkv, mut datt) = (vec![f32::NAN; qkv.len()], vec![f32::NAN; att.len()]);
-        attention_backward(&mut dqkv, &mut datt, &r, &qkv, &att, s, threads);
+        attention_backward(&mut dqkv, &mut datt, &r, &heads, &att, s, threads);
         let want = numeric_grad(&f64s(&qkv), |q| weigh(&ref_attention(q, b, t, c, nh), &r));
         check("attention dqkv", &dqkv, &want);
     }

@@ -12,7 +12,7 @@
 //! layernorm backward just accumulates its share into `dres`. The other activation gradients
 //! have one producer each and are written outright (`Out::Set`), so nothing needs zeroing.
 
-use super::attention::{attention_backward, attention_forward, AttnShape};
+use super::attention::{attention_backward, attention_forward, qkv_forward, AttnShape};
 use super::gelu::{gelu_backward, gelu_forward};
 use super::layernorm::{layernorm_backward, layernorm_forward};
 use super::linear::{linear_backward, linear_forward};
@@ -82,7 +82,8 @@ pub(crate) fn block_forward(
         w.ln_1,
         threads,
     );
-    linear_forward(&mut a.qkv, &a.ln1, w.c_attn, n, Out::Set, threads);
+    // q, k, v head-major, the layout attention reads (see `attention`)
+    qkv_forward(&mut a.qkv, &a.ln1, w.c_attn, s, threads);
     attention_forward(&mut a.atty, &mut a.att, &a.qkv, s, threads);
     a.x_mid.copy_from_slice(x_in);
     linear_forward(&mut a.x_mid, &a.atty, w.attn_proj, n, Out::Add, threads);
@@ -171,7 +172,7 @@ pub(crate) fn block_backward(
         s,
         threads,
     );
-    // qkv = ln1 @ c_attn^T
+    // qkv = ln1 @ c_attn^T (stored head-major; its gradient dqkv is (N,3C), the plain layout)
     linear_backward(
         &mut d.dln,
         g.c_attn,

@@ -1,9 +1,9 @@
 //! Matrix products through the `gemm` crate, behind a safe, bounds-checked view type.
 //!
 //! Every product in the model is `C (m,n) [+]= scale * A (m,k) @ B (k,n)` where A and B may be
-//! *views* of a bigger buffer: a transposed weight, or one head's 32 columns of the `qkv`
-//! buffer (row stride 3C). [`Mat`] describes such a view with a row stride and a column
-//! stride, so a transpose is free (swap the strides) and no product ever copies its inputs.
+//! *views*: a transposed weight, or a matrix whose rows are further apart than they are
+//! wide. [`Mat`] describes such a view with a row stride and a column stride, so a
+//! transpose is free (swap the strides) and no product ever copies its inputs.
 //!
 //! ```text
 //!   row-major (rows, cols, rs)         .t(): the same floats read the other way

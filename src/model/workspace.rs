@@ -16,7 +16,8 @@ pub(crate) struct BlockActs {
     pub ln1_mean: Vec<f32>,
     /// (N) per-row 1/std of x_in
     pub ln1_rstd: Vec<f32>,
-    /// (N,3C) ln1 @ c_attn^T: query | key | value
+    /// (3,H,N,hs) ln1 @ c_attn^T, head-major: each head's queries, keys, values in one
+    /// (N,hs) block (see `attention`)
     pub qkv: Vec<f32>,
     /// (B,H,T,T) attention probabilities
     pub att: Vec<f32>,

@@ -31,7 +31,8 @@ use std::cell::RefCell;
 use super::super::math::{fma, LANES};
 
 /// The rows of a matrix inside `data`, row r starting at `data[r*rs]`: one head's q, k or v
-/// inside `qkv` (rs = 3C), or its columns of `dout` (rs = C). The width is the caller's.
+/// of one sequence in head-major `qkv` (rs = hs), or its columns of `dout` (rs = C). The
+/// width is the caller's.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Rows<'a> {
     data: &'a [f32],
@@ -374,7 +375,7 @@ mod tests {
             (33, 8),
             (21, 12),
         ] {
-            let rs = 3 * hs + 5; // rows further apart than they are wide, as in qkv
+            let rs = 3 * hs + 5; // rows further apart than they are wide, as in dout and dqkv
             let (x, z) = (noise(t * rs, 1), noise(t * rs, 2));
             let (x, z) = (Rows::new(&x, rs), Rows::new(&z, rs));
             let run_scores = |simd| {
