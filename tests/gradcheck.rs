@@ -141,7 +141,8 @@ fn check_attention(b: usize, t: usize, c: usize, nh: usize) {
         // NaN-filled too: every gradient must be written, and the scratch `datt` may hold
         // anything where the kernel does not compute
         let (mut dqkv, mut datt) = (vec![f32::NAN; qkv.len()], vec![f32::NAN; att.len()]);
-        attention_backward(&mut dqkv, &mut datt, &r, &heads, &att, s, threads);
+        let dout = heads_from_rows(&r, s); // head-major, as attention's backward reads it
+        attention_backward(&mut dqkv, &mut datt, &dout, &heads, &att, s, threads);
         let want = numeric_grad(&f64s(&qkv), |q| weigh(&ref_attention(q, b, t, c, nh), &r));
         check("attention dqkv", &dqkv, &want);
     }

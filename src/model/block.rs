@@ -12,10 +12,12 @@
 //! layernorm backward just accumulates its share into `dres`. The other activation gradients
 //! have one producer each and are written outright (`Out::Set`), so nothing needs zeroing.
 
-use super::attention::{attention_backward, attention_forward, qkv_forward, AttnShape};
+use super::attention::{
+    attention_backward, attention_forward, proj_backward_heads, qkv_forward, AttnShape,
+};
 use super::gelu::{gelu_backward, gelu_forward};
 use super::layernorm::{layernorm_backward, layernorm_forward};
-use super::linear::{linear_backward, linear_forward};
+use super::linear::{linear_backward, linear_forward, linear_weight_grad};
 use super::matmul::Out;
 use super::workspace::{BlockActs, Scratch};
 
@@ -151,17 +153,9 @@ pub(crate) fn block_backward(
         threads,
     );
 
-    // x_mid = x_in + atty @ attn_proj^T
-    linear_backward(
-        &mut d.datty,
-        g.attn_proj,
-        &d.dres,
-        &a.atty,
-        w.attn_proj,
-        n,
-        Out::Set,
-        threads,
-    );
+    // x_mid = x_in + atty @ attn_proj^T; datty head-major, as attention's backward reads it
+    proj_backward_heads(&mut d.datty, &d.dres, w.attn_proj, s, threads);
+    linear_weight_grad(g.attn_proj, &d.dres, &a.atty, n, threads);
     // atty = attention(qkv)
     attention_backward(
         &mut d.dqkv,

@@ -64,10 +64,20 @@ pub fn linear_backward(
         1.0,
         threads,
     );
+    linear_weight_grad(dw, dout, inp, n, threads);
+}
+
+/// Accumulates `dw (OUT,IN)` from `dout (N,OUT)` and `inp (N,IN)`: the weight's half of
+/// [`linear_backward`], for a caller that makes `dinp` its own way.
+pub fn linear_weight_grad(dw: &mut [f32], dout: &[f32], inp: &[f32], n: usize, threads: usize) {
+    let (fan_in, fan_out) = (inp.len() / n, dout.len() / n);
+    assert_eq!(inp.len(), n * fan_in);
+    assert_eq!(dout.len(), n * fan_out);
+    assert_eq!(dw.len(), fan_out * fan_in);
     // forward: out = inp @ w^T  =>  dw += dout^T @ inp      (OUT,N) @ (N,IN)
     matmul(
         MatMut::dense(dw, fan_out, fan_in),
-        dout_m.t(),
+        Mat::dense(dout, n, fan_out).t(),
         Mat::dense(inp, n, fan_in),
         Out::Add,
         1.0,

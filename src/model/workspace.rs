@@ -46,7 +46,7 @@ pub(crate) struct Scratch {
     pub dres: Vec<f32>,
     /// (N,C) d loss / d (a layernorm's output)
     pub dln: Vec<f32>,
-    /// (N,C) d loss / d atty
+    /// (H,N,hs) d loss / d atty, head-major (see `attention`)
     pub datty: Vec<f32>,
     /// (N,3C) d loss / d qkv
     pub dqkv: Vec<f32>,

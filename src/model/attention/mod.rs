@@ -41,14 +41,18 @@
 //! whole training step (300 steps alternating the two layouts in one process, three runs),
 //! 1.8-2.0 ms less at B=12 and 0.7-0.9 ms less at B=6.
 //!
-//! The gradient `dqkv` stays (N,3C), the layout the `c_attn` backward's products read: each
-//! buffer is laid out for the code that reads it most.
+//! The backward reads dY, the gradient of its output, head-major too: `attn.c_proj`'s
+//! input-gradient product runs as H products, one per head ([`proj_backward_heads`]); a
+//! step, measured as above: 0.3-0.7 ms less at B=12, 0.3-0.4 ms less at B=6. The same bits
+//! again. The gradient `dqkv` and the output Y stay (N,3C) and (N,C), the layouts the
+//! products that read them want (splitting those would change the order of their sums):
+//! each buffer is laid out for the code that reads it most.
 
 use rayon::prelude::*;
 
 use super::linear::linear_forward;
 use super::math::{dot, exp, hmax, hsum, max, LANES};
-use super::matmul::Out;
+use super::matmul::{matmul, Mat, MatMut, Out};
 
 mod head;
 use head::{live_cols, mix, scores, Rows, Weights};
@@ -101,24 +105,60 @@ pub fn qkv_forward(qkv: &mut [f32], inp: &[f32], w: &[f32], s: AttnShape, thread
     let product = |(j, block): (usize, &mut [f32])| {
         linear_forward(block, inp, &w[j * hs * c..][..hs * c], n, Out::Set, 1);
     };
+    for_each_block(qkv, n * hs, threads, product);
+}
+
+/// `dy (H,N,hs)` = `dx (N,C) @ w (C,C)`, head-major: the input gradient of `attn.c_proj`
+/// (whose forward is `x += y @ w^T`), as H products of hs features, one per head, in the
+/// layout [`attention_backward`] reads.
+pub fn proj_backward_heads(dy: &mut [f32], dx: &[f32], w: &[f32], s: AttnShape, threads: usize) {
+    let (n, c, hs) = (s.b * s.t, s.c, s.head_size());
+    assert_eq!(dy.len(), n * c);
+    assert_eq!(dx.len(), n * c);
+    assert_eq!(w.len(), c * c);
+    // block h: columns h*hs .. (h+1)*hs of w, rows c apart
+    let product = |(h, block): (usize, &mut [f32])| {
+        let w_h = Mat::new(&w[h * hs..], c, hs, c);
+        matmul(
+            MatMut::dense(block, n, hs),
+            Mat::dense(dx, n, c),
+            w_h,
+            Out::Set,
+            1.0,
+            1,
+        );
+    };
+    for_each_block(dy, n * hs, threads, product);
+}
+
+/// Runs `f` on each `(index, block)` of `buf`'s blocks of `len` floats: in turn on one
+/// thread, side by side on more (each product then single-threaded, which the small ones
+/// suit better than splitting each).
+fn for_each_block<F>(buf: &mut [f32], len: usize, threads: usize, f: F)
+where
+    F: Fn((usize, &mut [f32])) + Send + Sync,
+{
     if threads <= 1 {
-        qkv.chunks_exact_mut(n * hs).enumerate().for_each(product);
+        buf.chunks_exact_mut(len).enumerate().for_each(f);
     } else {
-        qkv.par_chunks_exact_mut(n * hs)
-            .enumerate()
-            .for_each(product);
+        buf.par_chunks_exact_mut(len).enumerate().for_each(f);
     }
 }
 
-/// The head-major layout of `rows (N,3C)`, the plain product's layout: what [`qkv_forward`]
-/// writes, for tests and benchmarks that start from (N,3C).
+/// The head-major layout of `rows`, (N,3C) or (N,C) in the plain products' layout: what
+/// [`qkv_forward`] and [`proj_backward_heads`] write, for tests and benchmarks that start
+/// from the plain layout.
 pub fn heads_from_rows(rows: &[f32], s: AttnShape) -> Vec<f32> {
     let (n, c, hs) = (s.b * s.t, s.c, s.head_size());
-    assert_eq!(rows.len(), n * 3 * c);
+    let width = rows.len() / n;
+    assert!(
+        rows.len() == n * width && width % c == 0,
+        "rows must be (N,C) or (N,3C)"
+    );
     let mut heads = vec![0.0; rows.len()];
     for (j, block) in heads.chunks_exact_mut(n * hs).enumerate() {
         for (i, row) in block.chunks_exact_mut(hs).enumerate() {
-            row.copy_from_slice(&rows[i * 3 * c + j * hs..][..hs]);
+            row.copy_from_slice(&rows[i * width + j * hs..][..hs]);
         }
     }
     heads
@@ -231,8 +271,9 @@ pub(crate) fn softmax_weight(d: f32) -> f32 {
     }
 }
 
-/// Writes `dqkv (B*T,3C)` (token n's dq|dk|dv in row n) from `dout (B*T,C)`, given the
-/// forward's head-major `qkv (3,H,B*T,hs)` and `att`; `datt (B,H,T,T)` is scratch.
+/// Writes `dqkv (B*T,3C)` (token n's dq|dk|dv in row n) from head-major `dout (H,B*T,hs)`
+/// (as [`proj_backward_heads`] writes it), given the forward's head-major
+/// `qkv (3,H,B*T,hs)` and `att`; `datt (B,H,T,T)` is scratch.
 ///
 /// Each of dQ, dK, dV of each head comes out of exactly one product, so they are written,
 /// not accumulated (no zeroing needed; see `linear_backward`).
@@ -248,18 +289,16 @@ pub fn attention_backward(
     s.check(qkv, att, dout);
     s.check(dqkv, datt, dout);
     let (t, c, h) = (s.t, s.c, s.n_head);
-    let seq = |(i, (((dx, da), dy), a))| backward_seq(dx, da, dy, qkv, a, i, s);
+    let seq = |(i, ((dx, da), a))| backward_seq(dx, da, dout, qkv, a, i, s);
     if threads <= 1 {
         dqkv.chunks_mut(t * 3 * c)
             .zip(datt.chunks_mut(h * t * t))
-            .zip(dout.chunks(t * c))
             .zip(att.chunks(h * t * t))
             .enumerate()
             .for_each(seq);
     } else {
         dqkv.par_chunks_mut(t * 3 * c)
             .zip(datt.par_chunks_mut(h * t * t))
-            .zip(dout.par_chunks(t * c))
             .zip(att.par_chunks(h * t * t))
             .enumerate()
             .for_each(seq);
@@ -284,7 +323,8 @@ fn backward_seq(
         .enumerate()
     {
         let [q, k, v] = s.head(qkv, seq, h);
-        let dy = Rows::new(&dout[h * hs..], c);
+        let at = (h * s.b + seq) * t * hs;
+        let dy = Rows::new(&dout[at..at + t * hs], hs);
         // forward: Y = P @ V  =>  dP = dY @ V^T   (T,T), up to each row's diagonal block
         scores(dp, t, hs, dy, v, 1.0);
         // forward: Y = P @ V  =>  dV = P^T @ dY  (T,hs)
@@ -331,26 +371,36 @@ fn backward_seq(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::linear::linear_backward;
+
+    /// The default's head size (hs = 32) with fewer sequences.
+    const SHAPE: AttnShape = AttnShape {
+        b: 2,
+        t: 16,
+        c: 128,
+        n_head: 4,
+    };
+
+    fn noise(len: usize, k: u32) -> Vec<f32> {
+        (0..len as u32)
+            .map(|i| ((i.wrapping_mul(2_654_435_761) ^ k) % 1000) as f32 / 500.0 - 1.0)
+            .collect()
+    }
+
+    fn same_bits(what: &str, want: &[f32], got: &[f32]) {
+        if let Some(i) = (0..want.len()).find(|&i| want[i].to_bits() != got[i].to_bits()) {
+            panic!("{what}: float {i} is {} against {}", got[i], want[i]);
+        }
+    }
 
     /// `qkv_forward`'s 3H products give, float for float, the single product of the plain
-    /// layout re-laid out, at the default head size (hs = 32): each output is the same dot
-    /// product, summed in the same order, so the model's `param_hash`es did not change.
-    /// (With heads of 8 floats or fewer, `gemm` takes other kernels for such narrow
-    /// products, and the last bits can differ.)
+    /// layout re-laid out, at the default head size: each output is the same dot product,
+    /// summed in the same order, so the model's `param_hash`es did not change. (With heads
+    /// of 8 floats or fewer, `gemm` takes other kernels for such narrow products, and the
+    /// last bits can differ.)
     #[test]
     fn qkv_forward_is_the_plain_product_head_major() {
-        let s = AttnShape {
-            b: 2,
-            t: 16,
-            c: 128,
-            n_head: 4,
-        };
-        let n = s.b * s.t;
-        let noise = |len: usize, k: u32| -> Vec<f32> {
-            (0..len as u32)
-                .map(|i| ((i.wrapping_mul(2_654_435_761) ^ k) % 1000) as f32 / 500.0 - 1.0)
-                .collect()
-        };
+        let (s, n) = (SHAPE, SHAPE.b * SHAPE.t);
         let (inp, w) = (noise(n * s.c, 1), noise(3 * s.c * s.c, 2));
         let mut rows = vec![0.0; n * 3 * s.c];
         linear_forward(&mut rows, &inp, &w, n, Out::Set, 1);
@@ -358,12 +408,26 @@ mod tests {
         for threads in [1, 2] {
             let mut got = vec![f32::NAN; want.len()];
             qkv_forward(&mut got, &inp, &w, s, threads);
-            if let Some(i) = (0..want.len()).find(|&i| want[i].to_bits() != got[i].to_bits()) {
-                panic!(
-                    "threads {threads}: float {i} is {} against {}",
-                    got[i], want[i]
-                );
-            }
+            same_bits(&format!("qkv_forward, threads {threads}"), &want, &got);
+        }
+    }
+
+    /// Likewise `proj_backward_heads` against `linear_backward`'s input gradient.
+    #[test]
+    fn proj_backward_heads_is_the_plain_product_head_major() {
+        let (s, n) = (SHAPE, SHAPE.b * SHAPE.t);
+        let (dx, w, x) = (noise(n * s.c, 3), noise(s.c * s.c, 4), noise(n * s.c, 5));
+        let (mut rows, mut dw) = (vec![0.0; n * s.c], vec![0.0; s.c * s.c]);
+        linear_backward(&mut rows, &mut dw, &dx, &x, &w, n, Out::Set, 1);
+        let want = heads_from_rows(&rows, s);
+        for threads in [1, 2] {
+            let mut got = vec![f32::NAN; want.len()];
+            proj_backward_heads(&mut got, &dx, &w, s, threads);
+            same_bits(
+                &format!("proj_backward_heads, threads {threads}"),
+                &want,
+                &got,
+            );
         }
     }
 }
