@@ -35,11 +35,12 @@
 //! prefetchers do not run. Head-major, a head of one sequence is 8 KB in one piece. It
 //! costs nothing to make: `c_attn` runs as 3H products of hs output features each, one per
 //! block, which at the default head size give the same bits as the single product (a unit
-//! test holds them to it), and run faster. Measured on EPYC, each a median of paired
+//! test holds them to it) and are no slower. Measured on EPYC, each a median of paired
 //! differences: one layer at B=12 with its inputs in memory (1,000 runs alternating),
-//! attention's forward and backward 0.38-0.45 ms less, and `c_attn` 0.18-0.21 ms less; a
-//! whole training step (300 steps alternating the two layouts in one process, three runs),
-//! 1.8-2.0 ms less at B=12 and 0.7-0.9 ms less at B=6.
+//! attention's forward and backward 0.38-0.45 ms less, and `c_attn` 0.18-0.21 ms less (with
+//! its input in cache, `cargo bench --bench kernels -- forward_c_attn`, the two forms take
+//! the same time, 0.9-1.1 ms); a whole training step (300 steps alternating the two
+//! layouts in one process, three runs), 1.8-2.0 ms less at B=12 and 0.7-0.9 ms less at B=6.
 //!
 //! The backward reads dY, the gradient of its output, head-major too: `attn.c_proj`'s
 //! input-gradient product runs as H products, one per head ([`proj_backward_heads`]); a
