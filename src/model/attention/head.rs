@@ -328,11 +328,11 @@ fn mix_any(out: &mut [f32], out_rs: usize, w: Weights, z: Rows, hs: usize, scale
 mod x86;
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// Floats in [-1, 1) from a little LCG: enough to tell two kernels apart.
-    fn noise(len: usize, seed: u32) -> Vec<f32> {
+    pub(in crate::model::attention) fn noise(len: usize, seed: u32) -> Vec<f32> {
         let mut x = seed;
         (0..len)
             .map(|_| {
@@ -344,14 +344,14 @@ mod tests {
 
     /// Panics unless `got` is `want` bit for bit, naming the first difference (NaN marks the
     /// floats a kernel must not write, and NaN == NaN here when the bits agree).
-    fn assert_same_bits(what: &str, want: &[f32], got: &[f32]) {
+    pub(in crate::model::attention) fn assert_same_bits(what: &str, want: &[f32], got: &[f32]) {
         assert_eq!(want.len(), got.len(), "{what}: lengths");
         let differ: Vec<usize> = (0..want.len())
             .filter(|&i| want[i].to_bits() != got[i].to_bits())
             .collect();
         if let Some(&i) = differ.first() {
             panic!(
-                "{what}: {} of {} floats differ; the first at {i}: {} (portable) vs {} (fast)",
+                "{what}: {} of {} floats differ; the first at {i}: {} wanted, {} got",
                 differ.len(),
                 want.len(),
                 want[i],

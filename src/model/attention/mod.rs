@@ -35,7 +35,8 @@
 //! prefetchers do not run. Head-major, a head of one sequence is 8 KB in one piece. It
 //! costs nothing to make: `c_attn` runs as 3H products of hs output features each, one per
 //! block, which at the default head size give the same bits as the single product (a unit
-//! test holds them to it) and are no slower. Measured on EPYC, each a median of paired
+//! test holds them to it) and are no slower. Measured on EPYC by scratch programs (not in
+//! the repository; docs/performance.md has the method), each a median of paired
 //! differences: one layer at B=12 with its inputs in memory (1,000 runs alternating),
 //! attention's forward and backward 0.38-0.45 ms less, and `c_attn` 0.18-0.21 ms less (with
 //! its input in cache, `cargo bench --bench kernels -- forward_c_attn`, the two forms take
@@ -85,13 +86,17 @@ impl AttnShape {
         self.c / self.n_head
     }
 
+    /// Sequence `seq`'s T rows in block `block` of a head-major buffer, whose blocks are
+    /// (N,hs) one after another.
+    fn block_rows<'a>(&self, buf: &'a [f32], block: usize, seq: usize) -> Rows<'a> {
+        let (hs, n) = (self.head_size(), self.b * self.t);
+        let at = (block * n + seq * self.t) * hs;
+        Rows::new(&buf[at..at + self.t * hs], hs)
+    }
+
     /// Sequence `seq`'s query, key and value rows of head `h` inside head-major `qkv`.
     fn head<'a>(&self, qkv: &'a [f32], seq: usize, h: usize) -> [Rows<'a>; 3] {
-        let (hs, n) = (self.head_size(), self.b * self.t);
-        std::array::from_fn(|part| {
-            let at = ((part * self.n_head + h) * n + seq * self.t) * hs;
-            Rows::new(&qkv[at..at + self.t * hs], hs)
-        })
+        std::array::from_fn(|part| self.block_rows(qkv, part * self.n_head + h, seq))
     }
 }
 
@@ -324,8 +329,7 @@ fn backward_seq(
         .enumerate()
     {
         let [q, k, v] = s.head(qkv, seq, h);
-        let at = (h * s.b + seq) * t * hs;
-        let dy = Rows::new(&dout[at..at + t * hs], hs);
+        let dy = s.block_rows(dout, h, seq);
         // forward: Y = P @ V  =>  dP = dY @ V^T   (T,T), up to each row's diagonal block
         scores(dp, t, hs, dy, v, 1.0);
         // forward: Y = P @ V  =>  dV = P^T @ dY  (T,hs)
@@ -371,6 +375,7 @@ fn backward_seq(
 
 #[cfg(test)]
 mod tests {
+    use super::head::tests::{assert_same_bits as same_bits, noise};
     use super::*;
     use crate::model::linear::linear_backward;
 
@@ -381,18 +386,6 @@ mod tests {
         c: 128,
         n_head: 4,
     };
-
-    fn noise(len: usize, k: u32) -> Vec<f32> {
-        (0..len as u32)
-            .map(|i| ((i.wrapping_mul(2_654_435_761) ^ k) % 1000) as f32 / 500.0 - 1.0)
-            .collect()
-    }
-
-    fn same_bits(what: &str, want: &[f32], got: &[f32]) {
-        if let Some(i) = (0..want.len()).find(|&i| want[i].to_bits() != got[i].to_bits()) {
-            panic!("{what}: float {i} is {} against {}", got[i], want[i]);
-        }
-    }
 
     /// `qkv_forward`'s 3H products give, float for float, the single product of the plain
     /// layout re-laid out, at the default head size: each output is the same dot product,
