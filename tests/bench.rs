@@ -29,21 +29,8 @@ fn bench_writes_every_point_and_keeps_each_points_fastest_round() {
     let cores = json["cores"].as_u64().unwrap();
     let points = json["points"].as_array().unwrap();
     // every mode for each of 1 and 2 threads
-    let mut seen: Vec<(String, u64)> = points
-        .iter()
-        .map(|p| {
-            (
-                p["mode"].as_str().unwrap().to_string(),
-                p["workers"].as_u64().unwrap(),
-            )
-        })
-        .collect();
-    seen.sort();
-    let want: Vec<(String, u64)> = ["independent", "op-parallel", "strong", "weak"]
-        .iter()
-        .flat_map(|m| [(m.to_string(), 1), (m.to_string(), 2)])
-        .collect();
-    assert_eq!(seen, want);
+    assert_eq!(modes_and_workers(points), all_modes(&[1, 2]));
+    assert_peaks_shared(points, cores);
     for p in points {
         let rounds = floats(&p["tokens_per_s_rounds"]);
         assert_eq!(rounds.len(), 2, "{p}");
@@ -57,6 +44,10 @@ fn bench_writes_every_point_and_keeps_each_points_fastest_round() {
         assert_eq!(p["oversubscribed"].as_bool().unwrap(), workers > cores);
         let mfu = p["mfu"].as_f64().unwrap();
         assert!(mfu > 0.0 && mfu.is_finite(), "{p}");
+        // the MFU is the model's FLOP rate over the peak of the threads the point keeps busy
+        let peak = p["peak_gflops"].as_f64().unwrap();
+        let rate = p["gflop_per_step"].as_f64().unwrap() / (p["step_ms"].as_f64().unwrap() / 1e3);
+        assert!((rate / peak / mfu - 1.0).abs() < 1e-9, "{p}");
         if workers == 1 {
             assert_eq!(p["efficiency"].as_f64().unwrap(), 1.0, "{p}");
         }
@@ -85,6 +76,63 @@ fn bench_writes_every_point_and_keeps_each_points_fastest_round() {
     let marks = svg.matches(&format!(">{cores} cores</text>")).count();
     assert_eq!(marks, if cores < 2 { 2 } else { 0 }, "{svg}");
     assert_eq!(svg.contains("oversubscribed"), cores < 2, "{svg}");
+}
+
+#[test]
+fn bench_skips_only_the_points_the_batch_cannot_split_into() {
+    let t = TempDir::new("bench-skip");
+    let out = t.path("b");
+    let flags = "--workers 1,2,3 --batch 4 --per-worker 1 --steps 1";
+    let o = bench(&out, &flags.split(' ').collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    // said once, with a batch that every count divides
+    let note = "strong scaling and independent skip [3] workers: --batch 4 does not divide";
+    assert_eq!(stdout.matches(note).count(), 1, "{stdout}");
+    let fits = "(--batch 12 divides among every count listed)";
+    assert!(stdout.contains(fits), "{stdout}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("bench.json")).unwrap()).unwrap();
+    let points = json["points"].as_array().unwrap();
+    // op parallel runs one replica of the whole batch, so it needs no split
+    let mut want = all_modes(&[1, 2]);
+    want.extend([("op-parallel".into(), 3), ("weak".into(), 3)]);
+    want.sort();
+    assert_eq!(modes_and_workers(points), want);
+    assert_peaks_shared(points, json["cores"].as_u64().unwrap());
+}
+
+/// Every mode at each of `workers`, sorted.
+fn all_modes(workers: &[u64]) -> Vec<(String, u64)> {
+    let modes = ["independent", "op-parallel", "strong", "weak"];
+    let mut all: Vec<(String, u64)> = (modes.iter())
+        .flat_map(|m| workers.iter().map(|&n| (m.to_string(), n)))
+        .collect();
+    all.sort();
+    all
+}
+
+/// The (mode, workers) of each point, sorted.
+fn modes_and_workers(points: &[serde_json::Value]) -> Vec<(String, u64)> {
+    let mut seen: Vec<(String, u64)> = (points.iter())
+        .map(|p| {
+            let mode = p["mode"].as_str().unwrap().to_string();
+            (mode, p["workers"].as_u64().unwrap())
+        })
+        .collect();
+    seen.sort();
+    seen
+}
+
+/// Points that keep as many threads busy share one peak, the best measured for that many:
+/// on two cores, 3 workers are measured against the peak of 2 threads.
+fn assert_peaks_shared(points: &[serde_json::Value], cores: u64) {
+    let busy = |p: &serde_json::Value| p["workers"].as_u64().unwrap().min(cores);
+    for p in points {
+        for q in points.iter().filter(|q| busy(q) == busy(p)) {
+            assert_eq!(p["peak_gflops"], q["peak_gflops"], "{p}\n{q}");
+        }
+    }
 }
 
 /// A JSON array of numbers (a NaN or infinity, which JSON writes as null, fails).

@@ -65,7 +65,8 @@ pub struct BenchArgs {
     /// Timed steps per point (after 5 warm-up steps).
     #[arg(long, default_value_t = 40)]
     pub steps: usize,
-    /// Global batch for strong scaling and op parallel (points it does not divide are skipped).
+    /// Global batch for strong scaling, independent and op parallel. Strong scaling and
+    /// independent split it among the workers and skip the counts it does not divide.
     #[arg(long, default_value_t = 12)]
     pub batch: usize,
     /// Sequences per worker for weak scaling.
@@ -113,9 +114,11 @@ pub struct Point {
     pub predicted_comm_ms: f64,
     /// Model FLOPs of one step, in GFLOP.
     pub gflop_per_step: f64,
-    /// Model FLOPs per second over the sgemm peak of this many threads, or of one thread per
-    /// core when there are more threads than cores (the highest peak measured over all
-    /// rounds).
+    /// The sgemm peak the MFU is taken against, GFLOP/s: that of this many threads, or of one
+    /// thread per core when there are more threads than cores; the highest measured with that
+    /// many threads at any point of any round.
+    pub peak_gflops: f64,
+    /// Model FLOPs per second over `peak_gflops`.
     pub mfu: f64,
     /// tokens/s of every round, in order (the point is the fastest).
     pub tokens_per_s_rounds: Vec<f64>,
@@ -227,8 +230,21 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
             ""
         }
     );
-    // peaks[i]: the best sgemm peak of args.workers[i] threads over the rounds so far
-    let mut peaks = vec![0.0f64; args.workers.len()];
+    // strong scaling and independent split the global batch: name the counts that it does
+    // not divide, once, with a batch that every count divides
+    let skipped: Vec<usize> = (args.workers.iter().copied())
+        .filter(|&n| args.batch % n != 0)
+        .collect();
+    if !skipped.is_empty() {
+        let fits = args.workers.iter().fold(args.batch, |b, &n| lcm(b, n));
+        println!(
+            "  strong scaling and independent skip {skipped:?} workers: --batch {} does not divide \
+             among them (--batch {fits} divides among every count listed)",
+            args.batch
+        );
+    }
+    // peaks[k]: the best sgemm peak of k busy threads over every point and round so far
+    let mut peaks = vec![0.0f64; cores.min(*args.workers.iter().max().unwrap()) + 1];
     let mut points: Vec<Point> = Vec::new();
     for round in 1..=args.rounds {
         if args.rounds > 1 {
@@ -254,8 +270,8 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
         }
     }
     for p in &mut points {
-        let i = args.workers.iter().position(|&n| n == p.workers).unwrap();
-        p.mfu = p.gflop_per_step / (p.step_ms / 1e3) / peaks[i];
+        p.peak_gflops = peaks[p.workers.min(cores)];
+        p.mfu = p.gflop_per_step / (p.step_ms / 1e3) / p.peak_gflops;
     }
     for mode in ["strong", "weak", "independent", "op-parallel"] {
         let one = points
@@ -299,8 +315,8 @@ fn point_configs(
     cfgs
 }
 
-/// One sweep over the worker counts: every point measured once. Raises `peaks` (indexed
-/// like `args.workers`) to the sgemm peaks measured now; MFU is left for the caller.
+/// One sweep over the worker counts: every point measured once. Raises `peaks` (indexed by
+/// the number of busy threads) to the sgemm peaks measured now; MFU is left for the caller.
 fn sweep(
     args: &BenchArgs,
     base: &TrainConfig,
@@ -309,19 +325,13 @@ fn sweep(
     peaks: &mut [f64],
 ) -> Result<Vec<Point>, Error> {
     let mut points = Vec::new();
-    for (i, &n) in args.workers.iter().enumerate() {
+    for &n in &args.workers {
         // more threads than cores cannot multiply faster than the cores: the peak of an
         // oversubscribed point is that of one thread per core
         let busy = n.min(cores);
         let peak = sgemm_peak_gflops(busy);
-        peaks[i] = peaks[i].max(peak);
+        peaks[busy] = peaks[busy].max(peak);
         println!("  sgemm peak with {busy} thread(s), measured now: {peak:.0} GFLOP/s");
-        if args.batch % n != 0 {
-            println!(
-                "  strong scaling skips {n} workers: --batch {} does not divide",
-                args.batch
-            );
-        }
         for (mode, cfg) in point_configs(args, base, n) {
             let batch = cfg.batch;
             let opts = RunOptions {
@@ -343,6 +353,7 @@ fn sweep(
                 wait_ms: s.wait_ms_median,
                 predicted_comm_ms: predict_comm_ms(&cfg),
                 gflop_per_step: flops / 1e9,
+                peak_gflops: 0.0,
                 mfu: 0.0,
                 tokens_per_s_rounds: vec![s.tokens_per_s],
                 oversubscribed: n > cores,
@@ -350,21 +361,22 @@ fn sweep(
             });
             print_point(points.last().unwrap());
         }
+        let solo = Solo {
+            base,
+            corpus,
+            batch: args.batch,
+            steps: args.steps,
+            cores,
+        };
         if args.batch % n == 0 {
-            let solo = Solo {
-                base,
-                corpus,
-                batch: args.batch,
-                steps: args.steps,
-                cores,
-            };
             let p = solo.independent(n)?;
             print_point(&p);
             points.push(p);
-            let p = solo.op_parallel(n)?;
-            print_point(&p);
-            points.push(p);
         }
+        // one replica of the whole batch: any thread count will do
+        let p = solo.op_parallel(n)?;
+        print_point(&p);
+        points.push(p);
     }
     Ok(points)
 }
@@ -382,4 +394,15 @@ fn predict_comm_ms(cfg: &TrainConfig) -> f64 {
         .map(|r| fit.alpha_us + fit.beta_us_per_byte * r.len() as f64 * elem)
         .sum::<f64>()
         / 1e3
+}
+
+/// Least common multiple.
+fn lcm(a: usize, b: usize) -> usize {
+    let gcd = |mut a: usize, mut b: usize| {
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        a
+    };
+    a / gcd(a, b) * b
 }

@@ -100,6 +100,7 @@ impl Solo<'_> {
             wait_ms: 0.0,
             predicted_comm_ms: 0.0,
             gflop_per_step: self.base.model.flops_per_step(tokens) / 1e9,
+            peak_gflops: 0.0,
             mfu: 0.0,
             tokens_per_s_rounds: vec![tokens_per_s],
             oversubscribed: threads > self.cores,
