@@ -63,6 +63,33 @@ fn bench_writes_every_point_and_keeps_each_points_fastest_round() {
             assert!(each.is_empty(), "{p}");
         }
     }
+    // the lessons line says what the table says
+    let point = |mode: &str| {
+        let p = points
+            .iter()
+            .find(|p| p["mode"] == mode && p["workers"] == 2);
+        p.unwrap_or_else(|| panic!("no {mode} point at 2 workers"))
+    };
+    let num = |p: &serde_json::Value, key: &str| p[key].as_f64().unwrap();
+    let strong = point("strong");
+    let tps = |p: &serde_json::Value| num(p, "tokens_per_s");
+    let line = format!(
+        "  2 workers{}: strong scaling delivered {:.0}% of 2 x one worker; {:.0}% of independent \
+         workers that never synchronise (all-reduce {:.2} ms and wait {:.2} ms, {:.0}% of a \
+         {:.1} ms step); {:.2}x op parallelism on 2 threads\n",
+        if cores < 2 { " (oversubscribed)" } else { "" },
+        100.0 * num(strong, "efficiency"),
+        100.0 * tps(strong) / tps(point("independent")),
+        num(strong, "comm_ms"),
+        num(strong, "wait_ms"),
+        100.0 * (num(strong, "comm_ms") + num(strong, "wait_ms")) / num(strong, "step_ms"),
+        num(strong, "step_ms"),
+        tps(strong) / tps(point("op-parallel")),
+    );
+    assert!(
+        stdout.contains(&format!("What the sweep says:\n{line}")),
+        "{stdout}"
+    );
     // a second sweep into the same directory is refused up front, and the first one kept
     let again = bench(&out, &["--workers", "1"]);
     assert_one_line_error(&again, &["already holds a sweep", "--out"]);

@@ -53,7 +53,7 @@ mod output;
 mod solo;
 
 pub use output::table;
-use output::{print_point, scaling_svg};
+use output::{lessons, print_point, scaling_svg};
 use solo::Solo;
 
 /// Flags of `nanodist bench`.
@@ -283,6 +283,7 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
         }
     }
     println!("\n{}", table(&points));
+    print!("{}", lessons(&points));
     let json = serde_json::json!({ "cores": cores, "points": points });
     let json = serde_json::to_string_pretty(&json).expect("serialises");
     crate::checkpoint::write_atomic(&dir.join("bench.json"), json.as_bytes())?;

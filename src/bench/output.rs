@@ -68,6 +68,54 @@ pub fn table(points: &[Point]) -> String {
     out
 }
 
+/// The sweep's lessons in words, one line per worker count past 1 that has a strong-scaling
+/// point: its efficiency, its share of the independent mode's throughput (what synchronising
+/// cost, with the all-reduce and the wait that make it up), and its ratio to op parallelism
+/// at as many threads. A gap to independent much wider than the all-reduce and the wait
+/// explain is the host's speed moving between the two measurements: more `--rounds` narrow it.
+pub(super) fn lessons(points: &[Point]) -> String {
+    let find = |mode: &str, n: usize| points.iter().find(|p| p.mode == mode && p.workers == n);
+    let mut out = String::new();
+    for strong in points
+        .iter()
+        .filter(|p| p.mode == "strong" && p.workers > 1)
+    {
+        let n = strong.workers;
+        out.push_str(&format!(
+            "  {n} workers{}: strong scaling delivered {:.0}% of {n} x one worker",
+            if strong.oversubscribed {
+                " (oversubscribed)"
+            } else {
+                ""
+            },
+            100.0 * strong.efficiency
+        ));
+        if let Some(ind) = find("independent", n) {
+            out.push_str(&format!(
+                "; {:.0}% of independent workers that never synchronise (all-reduce {:.2} ms \
+                 and wait {:.2} ms, {:.0}% of a {:.1} ms step)",
+                100.0 * strong.tokens_per_s / ind.tokens_per_s,
+                strong.comm_ms,
+                strong.wait_ms,
+                100.0 * (strong.comm_ms + strong.wait_ms) / strong.step_ms,
+                strong.step_ms
+            ));
+        }
+        if let Some(op) = find("op-parallel", n) {
+            out.push_str(&format!(
+                "; {:.2}x op parallelism on {n} threads",
+                strong.tokens_per_s / op.tokens_per_s
+            ));
+        }
+        out.push('\n');
+    }
+    if out.is_empty() {
+        out
+    } else {
+        format!("What the sweep says:\n{out}")
+    }
+}
+
 /// Two stacked charts, tokens/s and efficiency against threads: one line per mode beside the
 /// ideal, and the core count in the title (threads past it are oversubscribed).
 pub(super) fn scaling_svg(points: &[Point], cores: usize) -> String {
