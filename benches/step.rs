@@ -13,6 +13,11 @@
 //! - `12 x B=1`: deterministic mode, forward + backward one sequence at a time.
 //! - `B=12 2 threads op-parallel`: `Workspace::set_threads(2)`, rayon and gemm inside kernels.
 //!
+//! Then one paired comparison: the B=12 step taken whole against the same step as two
+//! accumulated micro-batches of 6 (half the activations' memory), the two stepping
+//! alternately, 60 pairs. On a host whose speed drifts, the median of the paired differences
+//! sees effects that best and median steps taken minutes apart cannot.
+//!
 //! Measured on the 2-core Xeon (AVX-512) dev machine while others were compiling on it, best
 //! of several runs: 88 ms (43 GFLOP/s) with `gemm`'s default features, whose x86 kernels stop
 //! at AVX2+FMA (about 70 GFLOP/s on these shapes); 61 ms (63 GFLOP/s) with
@@ -118,6 +123,34 @@ criterion_group! {
     targets = bench_step
 }
 
+/// Quartiles and median of the differences `a - b` of `pairs` step times, in ms, the two
+/// trainers stepping alternately (which one goes first alternates too).
+fn paired(a: &mut Trainer, b: &mut Trainer, pairs: usize) -> (f64, f64, f64) {
+    let timed = |t: &mut Trainer| {
+        let start = Instant::now();
+        t.step();
+        start.elapsed().as_secs_f64() * 1e3
+    };
+    for _ in 0..3 {
+        timed(a);
+        timed(b);
+    }
+    let mut diffs: Vec<f64> = (0..pairs)
+        .map(|i| {
+            if i % 2 == 0 {
+                let ta = timed(a);
+                ta - timed(b)
+            } else {
+                let tb = timed(b);
+                timed(a) - tb
+            }
+        })
+        .collect();
+    diffs.sort_by(f64::total_cmp);
+    let at = |q: usize| diffs[q * (diffs.len() - 1) / 4];
+    (at(1), at(2), at(3))
+}
+
 /// Best and median of 30 timed steps (after 3 warm-up steps), in seconds.
 fn time_steps(trainer: &mut Trainer) -> (f64, f64) {
     let mut times: Vec<f64> = (0..33)
@@ -156,5 +189,11 @@ fn main() {
             flops / 1e9
         );
     }
+    let (mut whole, mut chunked) = (Trainer::new(1, B, B), Trainer::new(1, B, B / 2));
+    let (q1, median, q3) = paired(&mut whole, &mut chunked, 60);
+    println!(
+        "B=12 whole - 2 x B=6 accumulated: median {median:+.2} ms (quartiles {q1:+.2}, {q3:+.2}) \
+         over 60 alternating pairs"
+    );
     Criterion::default().configure_from_args().final_summary();
 }
