@@ -35,7 +35,11 @@
 //!
 //! Here: the sweep, and strong and weak scaling, which run the real training loop. In
 //! `solo.rs`: op parallel and independent, which time a replica's steps outside it. In
-//! `output.rs`: the table and `scaling.svg`.
+//! `output.rs`: the table, the lessons in words under it, and `scaling.svg`.
+//!
+//! Strong scaling and independent split the global batch (`--batch`, 12) among the workers, so
+//! they skip the counts it does not divide (8 and 16: `--batch 48` for a sweep to 16). Weak
+//! scaling and op parallelism run at every count.
 
 use std::path::PathBuf;
 use std::time::Instant;
