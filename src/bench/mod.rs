@@ -93,6 +93,14 @@ pub struct BenchArgs {
     pub out: Option<PathBuf>,
 }
 
+impl BenchArgs {
+    /// Whether the global batch divides among `n` workers, as strong scaling and independent
+    /// need; the counts it does not divide are skipped by both.
+    fn splits_batch(&self, n: usize) -> bool {
+        self.batch % n == 0
+    }
+}
+
 /// One measured point.
 #[derive(Clone, Debug, Serialize)]
 pub struct Point {
@@ -237,7 +245,7 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
     // strong scaling and independent split the global batch: name the counts that it does
     // not divide, once, with a batch that every count divides
     let skipped: Vec<usize> = (args.workers.iter().copied())
-        .filter(|&n| args.batch % n != 0)
+        .filter(|&n| !args.splits_batch(n))
         .collect();
     if !skipped.is_empty() {
         let fits = args.workers.iter().fold(args.batch, |b, &n| lcm(b, n));
@@ -313,7 +321,7 @@ fn point_configs(
         ..base.clone()
     };
     let mut cfgs = Vec::new();
-    if args.batch % n == 0 {
+    if args.splits_batch(n) {
         cfgs.push(("strong", run(args.batch)));
     }
     cfgs.push(("weak", run(args.per_worker * n)));
@@ -373,7 +381,7 @@ fn sweep(
             steps: args.steps,
             cores,
         };
-        if args.batch % n == 0 {
+        if args.splits_batch(n) {
             let p = solo.independent(n)?;
             print_point(&p);
             points.push(p);

@@ -30,9 +30,9 @@ use std::cell::RefCell;
 
 use super::super::math::{fma, LANES};
 
-/// The rows of a matrix inside `data`, row r starting at `data[r*rs]`: one head's q, k or v
-/// of one sequence in head-major `qkv` (rs = hs), or its columns of `dout` (rs = C). The
-/// width is the caller's.
+/// The rows of a matrix inside `data`, row r starting at `data[r*rs]`: one head's q, k, v or
+/// dY rows of one sequence in a head-major buffer (rs = hs). The kernels take any stride of
+/// at least the width, which is the caller's.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Rows<'a> {
     data: &'a [f32],
@@ -375,7 +375,9 @@ pub(super) mod tests {
             (33, 8),
             (21, 12),
         ] {
-            let rs = 3 * hs + 5; // rows further apart than they are wide, as in dout and dqkv
+            // rows further apart than they are wide: the kernels allow it, and a stride equal
+            // to the width would hide a row index used as a column index
+            let rs = 3 * hs + 5;
             let (x, z) = (noise(t * rs, 1), noise(t * rs, 2));
             let (x, z) = (Rows::new(&x, rs), Rows::new(&z, rs));
             let run_scores = |simd| {
