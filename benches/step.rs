@@ -7,7 +7,10 @@
 //! ```
 //! The summary times 30 steps of each variant and prints the best and the median (the
 //! machine may be shared: the best is the least disturbed), and the model FLOPs utilisation:
-//! `cfg.flops_per_step(B*T)` (3.8 GFLOP at B=12) divided by the best step time.
+//! `cfg.flops_per_step(B*T)` (3.8 GFLOP at B=12) divided by the best step time. Under the
+//! first line, its 30 steps in the order they ran: on a shared host the steady steps come
+//! with bursts of much slower ones, one or two seconds long, and those bursts are why
+//! criterion's mean lies above the best step.
 //! - `B=12 1 thread`: the whole batch on one worker.
 //! - `B=6 1 thread`: what each of 2 data-parallel workers does.
 //! - `12 x B=1`: deterministic mode, forward + backward one sequence at a time.
@@ -151,18 +154,16 @@ fn paired(a: &mut Trainer, b: &mut Trainer, pairs: usize) -> (f64, f64, f64) {
     (at(1), at(2), at(3))
 }
 
-/// Best and median of 30 timed steps (after 3 warm-up steps), in seconds.
-fn time_steps(trainer: &mut Trainer) -> (f64, f64) {
-    let mut times: Vec<f64> = (0..33)
+/// 30 timed steps (after 3 warm-up steps), in seconds, in the order they ran.
+fn time_steps(trainer: &mut Trainer) -> Vec<f64> {
+    (0..33)
         .map(|_| {
             let start = Instant::now();
             trainer.step();
             start.elapsed().as_secs_f64()
         })
         .skip(3)
-        .collect();
-    times.sort_by(f64::total_cmp);
-    (times[0], times[times.len() / 2])
+        .collect()
 }
 
 fn main() {
@@ -171,15 +172,19 @@ fn main() {
         .num_threads(2)
         .build()
         .unwrap();
+    const FIRST: &str = "B=12 1 thread";
     let variants = [
-        ("B=12 1 thread", 1, B, B),
+        (FIRST, 1, B, B),
         ("B=6 1 thread", 1, B / 2, B / 2),
         ("12 x B=1 (deterministic)", 1, B, 1),
         ("B=12 2 threads op-parallel", 2, B, B),
     ];
     for (name, threads, seqs, chunk) in variants {
         let mut trainer = Trainer::new(threads, seqs, chunk);
-        let (best, median) = pool.install(|| time_steps(&mut trainer));
+        let in_order = pool.install(|| time_steps(&mut trainer));
+        let mut sorted = in_order.clone();
+        sorted.sort_by(f64::total_cmp);
+        let (best, median) = (sorted[0], sorted[sorted.len() / 2]);
         let flops = ModelConfig::default().flops_per_step(seqs * T);
         println!(
             "{name:28} best {:6.2} ms  median {:6.2} ms  {:5.1} GFLOP/s ({:.2} GFLOP per step)",
@@ -188,6 +193,10 @@ fn main() {
             flops / best / 1e9,
             flops / 1e9
         );
+        if name == FIRST {
+            let ms: Vec<String> = in_order.iter().map(|s| format!("{:.0}", s * 1e3)).collect();
+            println!("  its steps in order, ms: {}", ms.join(" "));
+        }
     }
     let (mut whole, mut chunked) = (Trainer::new(1, B, B), Trainer::new(1, B, B / 2));
     let (q1, median, q3) = paired(&mut whole, &mut chunked, 60);
