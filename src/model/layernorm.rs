@@ -130,13 +130,21 @@ fn backward_rows(
         for start in (0..c).step_by(PIECE) {
             let len = PIECE.min(c - start);
             let (xh, gp) = (&mut xhat[..len], &mut g[..len]);
-            for i in 0..len {
-                xh[i] = (x[start + i] - mu) * rs;
-                gp[i] = dy[start + i] * w[start + i]; // out = xhat * w  =>  d xhat = dout * w
+            let piece = start..start + len;
+            let (xs, ds, ws) = (&x[piece.clone()], &dy[piece.clone()], &w[piece.clone()]);
+            // (zipped slices rather than indices: no bounds checks, so the loops vectorise)
+            for (((h, gi), &xi), (&d, &wi)) in xh
+                .iter_mut()
+                .zip(gp.iter_mut())
+                .zip(xs)
+                .zip(ds.iter().zip(ws))
+            {
+                *h = (xi - mu) * rs;
+                *gi = d * wi; // out = xhat * w  =>  d xhat = dout * w
             }
             if let Some(dw) = dw.as_deref_mut() {
-                for i in 0..len {
-                    dw[start + i] += dy[start + i] * xh[i]; // out = xhat * w  =>  dw += dout * xhat
+                for ((dwi, &d), &h) in dw[piece].iter_mut().zip(ds).zip(xh.iter()) {
+                    *dwi += d * h; // out = xhat * w  =>  dw += dout * xhat
                 }
             }
             g_sum += sum(gp);
@@ -144,9 +152,9 @@ fn backward_rows(
         }
         let (g_mean, gx_mean) = (g_sum / c as f32, gx_sum / c as f32);
         // pass 2: dinp, rebuilding xhat and g (cheaper than keeping a C-float row per row)
-        for i in 0..c {
-            let xh = (x[i] - mu) * rs;
-            dx[i] += rs * (dy[i] * w[i] - g_mean - xh * gx_mean);
+        for ((dxi, &xi), (&d, &wi)) in dx.iter_mut().zip(x).zip(dy.iter().zip(w)) {
+            let xh = (xi - mu) * rs;
+            *dxi += rs * (d * wi - g_mean - xh * gx_mean);
         }
     }
 }
