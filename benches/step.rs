@@ -9,7 +9,7 @@
 //! machine may be shared: the best is the least disturbed), and the model FLOPs utilisation:
 //! `cfg.flops_per_step(B*T)` (3.8 GFLOP at B=12) divided by the best step time. Under the
 //! first line, its 30 steps in the order they ran: on a shared host the steady steps come
-//! with bursts of much slower ones, one or two seconds long, and those bursts are why
+//! with bursts of much slower ones, one to three seconds long, and those bursts are why
 //! criterion's mean lies above the best step.
 //! - `B=12 1 thread`: the whole batch on one worker.
 //! - `B=6 1 thread`: what each of 2 data-parallel workers does.
