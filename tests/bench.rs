@@ -86,8 +86,30 @@ fn bench_writes_every_point_and_keeps_each_points_fastest_round() {
         num(strong, "step_ms"),
         tps(strong) / tps(point("op-parallel")),
     );
+    // and under it, the costs that no all-reduce removes: a weak-scaling worker's compute
+    // against one alone, and the spread of the independent workers' mean steps
+    let (weak, alone) = (point("weak"), points.iter().find(|p| p["mode"] == "weak"));
+    let alone = num(alone.filter(|p| p["workers"] == 1).unwrap(), "compute_ms");
+    let slower = num(weak, "compute_ms") / alone;
+    let why = if slower < 1.0 {
+        "faster than alone, so the host's speed moved between the two"
+    } else if cores < 2 {
+        "threads sharing cores"
+    } else {
+        "the cores slowing one another"
+    };
+    let each = floats(&point("independent")["worker_step_ms"]);
+    let costs = format!(
+        "  2 workers, the costs no all-reduce removes: weak scaling's workers computed their 6 \
+         sequences each in {:.1} ms a step against {alone:.1} ms for one worker alone \
+         ({slower:.2}x: {why}); independent workers' mean steps ran {:.1}-{:.1} ms, and a \
+         synchronous step waits for the slowest\n",
+        num(weak, "compute_ms"),
+        each.iter().cloned().fold(f64::MAX, f64::min),
+        each.iter().cloned().fold(f64::MIN, f64::max),
+    );
     assert!(
-        stdout.contains(&format!("What the sweep says:\n{line}")),
+        stdout.contains(&format!("What the sweep says:\n{line}{costs}")),
         "{stdout}"
     );
     // a second sweep into the same directory is refused up front, and the first one kept

@@ -19,7 +19,8 @@
 //! The lessons of the comparison:
 //! - independent against 1 worker: what N cores deliver side by side when nobody waits
 //!   (they share caches, memory and, on a virtual machine, a host). Below N-fold, the
-//!   hardware is the limit.
+//!   hardware is the limit. Weak scaling's compute per worker against one worker alone,
+//!   the same work per worker, measures that sharing directly.
 //! - strong against independent at the same N: the price of synchronising, that is the
 //!   all-reduce and the wait for the slowest worker of every step. Each worker's step time
 //!   varies (the host, the scheduler), and a synchronous step lasts as long as the slowest

@@ -68,51 +68,120 @@ pub fn table(points: &[Point]) -> String {
     out
 }
 
-/// The sweep's lessons in words, one line per worker count past 1 that has a strong-scaling
-/// point: its efficiency, its share of the independent mode's throughput (what synchronising
-/// cost, with the all-reduce and the wait that make it up), and its ratio to op parallelism
-/// at as many threads. A gap to independent much wider than the all-reduce and the wait
-/// explain is the host's speed moving between the two measurements: more `--rounds` narrow it.
+/// The sweep's lessons in words, for each worker count past 1:
+/// - with a strong-scaling point, its efficiency, its share of the independent mode's
+///   throughput (what synchronising cost, with the all-reduce and the wait that make it up),
+///   and its ratio to op parallelism at as many threads. A gap to independent much wider than
+///   the all-reduce and the wait explain is the host's speed moving between the two
+///   measurements: more `--rounds` narrow it;
+/// - the two costs that no all-reduce removes, when the sweep holds what shows them: how much
+///   slower a worker computes its fixed share with N threads busy than alone (weak scaling
+///   against its one worker: cores sharing caches, memory and clocks, or, oversubscribed,
+///   threads sharing cores), and the spread of the independent workers' mean steps, the
+///   slowest of which a synchronous step waits for.
 pub(super) fn lessons(points: &[Point]) -> String {
     let find = |mode: &str, n: usize| points.iter().find(|p| p.mode == mode && p.workers == n);
-    let mut out = String::new();
-    for strong in points
+    let mut counts: Vec<usize> = points
         .iter()
-        .filter(|p| p.mode == "strong" && p.workers > 1)
-    {
-        let n = strong.workers;
-        out.push_str(&format!(
-            "  {n} workers{}: strong scaling delivered {:.0}% of {n} x one worker",
-            if strong.oversubscribed {
-                " (oversubscribed)"
-            } else {
-                ""
-            },
-            100.0 * strong.efficiency
+        .map(|p| p.workers)
+        .filter(|&n| n > 1)
+        .collect();
+    counts.sort_unstable();
+    counts.dedup();
+    let mut out = String::new();
+    for n in counts {
+        if let Some(strong) = find("strong", n) {
+            let (ind, op) = (find("independent", n), find("op-parallel", n));
+            out.push_str(&synchronising(strong, ind, op));
+        }
+        out.push_str(&costs(
+            n,
+            find("weak", 1),
+            find("weak", n),
+            find("independent", n),
         ));
-        if let Some(ind) = find("independent", n) {
-            out.push_str(&format!(
-                "; {:.0}% of independent workers that never synchronise (all-reduce {:.2} ms \
-                 and wait {:.2} ms, {:.0}% of a {:.1} ms step)",
-                100.0 * strong.tokens_per_s / ind.tokens_per_s,
-                strong.comm_ms,
-                strong.wait_ms,
-                100.0 * (strong.comm_ms + strong.wait_ms) / strong.step_ms,
-                strong.step_ms
-            ));
-        }
-        if let Some(op) = find("op-parallel", n) {
-            out.push_str(&format!(
-                "; {:.2}x op parallelism on {n} threads",
-                strong.tokens_per_s / op.tokens_per_s
-            ));
-        }
-        out.push('\n');
     }
     if out.is_empty() {
         out
     } else {
         format!("What the sweep says:\n{out}")
+    }
+}
+
+/// The line of [`lessons`] on strong scaling at one worker count.
+fn synchronising(strong: &Point, independent: Option<&Point>, op: Option<&Point>) -> String {
+    let n = strong.workers;
+    let mut out = format!(
+        "  {n} workers{}: strong scaling delivered {:.0}% of {n} x one worker",
+        if strong.oversubscribed {
+            " (oversubscribed)"
+        } else {
+            ""
+        },
+        100.0 * strong.efficiency
+    );
+    if let Some(ind) = independent {
+        out.push_str(&format!(
+            "; {:.0}% of independent workers that never synchronise (all-reduce {:.2} ms \
+             and wait {:.2} ms, {:.0}% of a {:.1} ms step)",
+            100.0 * strong.tokens_per_s / ind.tokens_per_s,
+            strong.comm_ms,
+            strong.wait_ms,
+            100.0 * (strong.comm_ms + strong.wait_ms) / strong.step_ms,
+            strong.step_ms
+        ));
+    }
+    if let Some(op) = op {
+        out.push_str(&format!(
+            "; {:.2}x op parallelism on {n} threads",
+            strong.tokens_per_s / op.tokens_per_s
+        ));
+    }
+    out.push('\n');
+    out
+}
+
+/// The line of [`lessons`] on the costs at `n` workers that no all-reduce removes, or nothing
+/// when the sweep lacks the points that show them.
+fn costs(
+    n: usize,
+    weak_one: Option<&Point>,
+    weak: Option<&Point>,
+    independent: Option<&Point>,
+) -> String {
+    let mut parts = Vec::new();
+    if let (Some(one), Some(weak)) = (weak_one, weak) {
+        let slower = weak.compute_ms / one.compute_ms;
+        let why = if slower < 1.0 {
+            "faster than alone, so the host's speed moved between the two"
+        } else if weak.oversubscribed {
+            "threads sharing cores"
+        } else {
+            "the cores slowing one another"
+        };
+        parts.push(format!(
+            "weak scaling's workers computed their {} sequences each in {:.1} ms a step \
+             against {:.1} ms for one worker alone ({slower:.2}x: {why})",
+            weak.batch / n,
+            weak.compute_ms,
+            one.compute_ms,
+        ));
+    }
+    if let Some(ind) = independent.filter(|p| p.worker_step_ms.len() > 1) {
+        let lo = ind.worker_step_ms.iter().cloned().fold(f64::MAX, f64::min);
+        let hi = ind.worker_step_ms.iter().cloned().fold(f64::MIN, f64::max);
+        parts.push(format!(
+            "independent workers' mean steps ran {lo:.1}-{hi:.1} ms, and a synchronous step \
+             waits for the slowest"
+        ));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "  {n} workers, the costs no all-reduce removes: {}\n",
+            parts.join("; ")
+        )
     }
 }
 
