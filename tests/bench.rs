@@ -88,8 +88,11 @@ fn bench_writes_every_point_and_keeps_each_points_fastest_round() {
     );
     // and under it, the costs that no all-reduce removes: a weak-scaling worker's compute
     // against one alone, and the spread of the independent workers' mean steps
-    let (weak, alone) = (point("weak"), points.iter().find(|p| p["mode"] == "weak"));
-    let alone = num(alone.filter(|p| p["workers"] == 1).unwrap(), "compute_ms");
+    let weak = point("weak");
+    let alone = points
+        .iter()
+        .find(|p| p["mode"] == "weak" && p["workers"] == 1);
+    let alone = num(alone.expect("no weak point at 1 worker"), "compute_ms");
     let slower = num(weak, "compute_ms") / alone;
     let why = if slower < 1.0 {
         "faster than alone, so the host's speed moved between the two"
