@@ -16,7 +16,7 @@ use super::Point;
 use crate::config::TrainConfig;
 use crate::data::{self, sampler};
 use crate::model::{Gpt, Workspace};
-use crate::optim::{clip_grad_norm, lr_at, AdamW};
+use crate::optim::{clip_scale, lr_at, AdamW};
 use crate::Error;
 
 /// What both modes share: the configuration, the corpus, the global batch, the timed steps
@@ -148,9 +148,9 @@ impl Solo<'_> {
             grads.fill(0.0);
             model.forward(&mut ws, &inputs, Some(&targets));
             model.backward(&mut ws, scale, &mut grads[..]);
-            clip_grad_norm(&mut grads, cfg.grad_clip);
+            let (_, scale) = clip_scale(&grads, cfg.grad_clip);
             let lr = lr_at(step, &cfg);
-            adam.step(&mut model.params, &grads, &model.layout, lr, &cfg);
+            adam.step_scaled(&mut model.params, &grads, &model.layout, lr, &cfg, scale);
             if done.load(Ordering::Relaxed) && !times.is_empty() {
                 break;
             }
