@@ -171,6 +171,22 @@ mod tests {
     use super::*;
     use crate::config::ModelConfig;
 
+    /// The layout of a one-layer model of the given sizes.
+    fn tiny_layout(
+        vocab_size: usize,
+        block_size: usize,
+        n_head: usize,
+        n_embd: usize,
+    ) -> ParamLayout {
+        ParamLayout::new(&ModelConfig {
+            vocab_size,
+            block_size,
+            n_layer: 1,
+            n_head,
+            n_embd,
+        })
+    }
+
     #[test]
     fn clipping_scales_to_max_norm_and_reports_the_old_norm() {
         let mut g = vec![3.0f32, 4.0];
@@ -186,14 +202,7 @@ mod tests {
     #[test]
     fn clipping_inside_adamw_gives_the_bits_of_clipping_first() {
         let cfg = TrainConfig::default();
-        let mc = ModelConfig {
-            vocab_size: 5,
-            block_size: 4,
-            n_layer: 1,
-            n_head: 2,
-            n_embd: 8,
-        };
-        let layout = ParamLayout::new(&mc);
+        let layout = tiny_layout(5, 4, 2, 8);
         let grads: Vec<f32> = (0..layout.len)
             .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.013)
             .collect();
@@ -222,14 +231,7 @@ mod tests {
     fn first_adamw_step_moves_each_weight_by_about_lr() {
         // t = 1: m/(1-b1) = g and sqrt(v/(1-b2)) = |g|, so the step is lr * sign(g)
         let cfg = TrainConfig::default();
-        let mc = ModelConfig {
-            vocab_size: 3,
-            block_size: 2,
-            n_layer: 1,
-            n_head: 1,
-            n_embd: 2,
-        };
-        let layout = ParamLayout::new(&mc);
+        let layout = tiny_layout(3, 2, 1, 2);
         let mut p = vec![1.0f32; layout.len];
         let g: Vec<f32> = (0..layout.len)
             .map(|i| if i % 2 == 0 { 0.5 } else { -2.0 })
