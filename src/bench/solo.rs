@@ -148,9 +148,9 @@ impl Solo<'_> {
             grads.fill(0.0);
             model.forward(&mut ws, &inputs, Some(&targets));
             model.backward(&mut ws, scale, &mut grads[..]);
-            let (_, scale) = clip_scale(&grads, cfg.grad_clip);
+            let (_, clip) = clip_scale(&grads, cfg.grad_clip);
             let lr = lr_at(step, &cfg);
-            adam.step_scaled(&mut model.params, &grads, &model.layout, lr, &cfg, scale);
+            adam.step_scaled(&mut model.params, &grads, &model.layout, lr, &cfg, clip);
             if done.load(Ordering::Relaxed) && !times.is_empty() {
                 break;
             }

@@ -265,9 +265,9 @@ impl Worker<'_> {
         let lr = lr_at(step, cfg);
         let (grads, adam, model) = (&mut self.grads, &mut self.adam, &mut self.model);
         let grad_norm = clock.time(&mut self.spans, Phase::Optimizer, step, || {
-            let (norm, scale) = clip_scale(grads, cfg.grad_clip);
+            let (norm, clip) = clip_scale(grads, cfg.grad_clip);
             if norm.is_finite() {
-                adam.step_scaled(&mut model.params, grads, &model.layout, lr, cfg, scale);
+                adam.step_scaled(&mut model.params, grads, &model.layout, lr, cfg, clip);
             }
             norm
         });
