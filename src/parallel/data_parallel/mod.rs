@@ -150,7 +150,7 @@ fn comm_err(rank: usize, step: usize) -> impl Fn(CommError) -> Error {
 ///
 /// Every step checks every gradient, so the common answer comes first and fast: the largest
 /// magnitude's bit pattern, taken 16 lanes at a time (vectorised), is below infinity's
-/// exactly when every value is finite. Only then is the position searched for.
+/// exactly when every value is finite; only when it is not is the position searched for.
 pub fn first_non_finite(values: &[f32], layout: &ParamLayout) -> Option<String> {
     const INF_BITS: u32 = 0x7f80_0000; // |x| of infinity; NaNs lie above it
     let mut most = [0u32; 16];
