@@ -153,16 +153,17 @@ fn comm_err(rank: usize, step: usize) -> impl Fn(CommError) -> Error {
 /// exactly when every value is finite; only when it is not is the position searched for.
 pub fn first_non_finite(values: &[f32], layout: &ParamLayout) -> Option<String> {
     const INF_BITS: u32 = 0x7f80_0000; // |x| of infinity; NaNs lie above it
+    let magnitude = |v: &f32| v.to_bits() & !(1 << 31);
     let mut most = [0u32; 16];
     let chunks = values.chunks_exact(16);
-    let tail = chunks.remainder().iter().map(|v| v.to_bits() & !(1 << 31));
-    let tail_most = tail.max().unwrap_or(0);
+    let tail = chunks.remainder();
     for c in chunks {
         for l in 0..16 {
-            most[l] = most[l].max(c[l].to_bits() & !(1 << 31));
+            most[l] = most[l].max(magnitude(&c[l]));
         }
     }
-    if most.iter().copied().max().unwrap_or(0).max(tail_most) < INF_BITS {
+    let largest = most.into_iter().chain(tail.iter().map(magnitude)).max();
+    if largest.unwrap_or(0) < INF_BITS {
         return None;
     }
     let i = values.iter().position(|v| !v.is_finite())?;
