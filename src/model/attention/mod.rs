@@ -15,9 +15,10 @@
 //!             [ p p p p p ]
 //! ```
 //! The products are the loops of `head.rs`, which stop at the diagonal instead of computing
-//! the whole square as a general matrix product would: at T=64 attention runs about 10%
-//! (forward) and 30% (backward) faster than with the same products through `gemm`, and gives
-//! the same bits. `att (B,H,T,T)` keeps P for the backward.
+//! the whole square as a general matrix product would: at T=64 attention runs about 1.1x
+//! (forward) and 1.4x (backward) as fast as with the same products through `gemm`, and
+//! gives the same bits (`cargo bench --bench kernels -- attention` times it). `att (B,H,T,T)`
+//! keeps P for the backward.
 //!
 //! # Where q, k and v lie: head-major
 //!
@@ -35,20 +36,18 @@
 //! prefetchers do not run. Head-major, a head of one sequence is 8 KB in one piece. It
 //! costs nothing to make: `c_attn` runs as 3H products of hs output features each, one per
 //! block, which at the default head size give the same bits as the single product (a unit
-//! test holds them to it) and are no slower. Measured on EPYC by scratch programs (not in
-//! the repository; docs/performance.md has the method), each a median of paired
-//! differences: one layer at B=12 with its inputs in memory (1,000 runs alternating),
-//! attention's forward and backward 0.38-0.45 ms less, and `c_attn` 0.18-0.21 ms less (with
-//! its input in cache, `cargo bench --bench kernels -- forward_c_attn`, the two forms take
-//! the same time, 0.9-1.1 ms); a whole training step (300 steps alternating the two
-//! layouts in one process, three runs), 1.8-2.0 ms less at B=12 and 0.7-0.9 ms less at B=6.
+//! test holds them to it) and are no slower: with their input in cache they take the same
+//! time as one product (`cargo bench --bench kernels -- forward_c_attn`), and with it in
+//! memory they are faster, since each writes one compact block. Over a whole training step
+//! the layout saves about 3% at B=12, measured by interleaving the two layouts step by step
+//! in one process (the method is in docs/performance.md).
 //!
 //! The backward reads dY, the gradient of its output, head-major too: `attn.c_proj`'s
-//! input-gradient product runs as H products, one per head ([`proj_backward_heads`]); a
-//! step, measured as above: 0.3-0.7 ms less at B=12, 0.3-0.4 ms less at B=6. The same bits
-//! again. The gradient `dqkv` and the output Y stay (N,3C) and (N,C), the layouts the
-//! products that read them want (splitting those would change the order of their sums):
-//! each buffer is laid out for the code that reads it most.
+//! input-gradient product runs as H products, one per head ([`proj_backward_heads`]), which
+//! saves about 1% more of a step. The same bits again. The gradient `dqkv` and the output Y
+//! stay (N,3C) and (N,C), the layouts the products that read them want (splitting those
+//! would change the order of their sums): each buffer is laid out for the code that reads
+//! it most.
 
 use rayon::prelude::*;
 
