@@ -13,16 +13,24 @@
 //!   functions in the [`Draw`] trait, rather than taken from `rand::distr`.
 //!
 //! ```text
-//!   seed ─> SplitMix64 ─> 4 words ─> Xoshiro256StarStar ─> next_u64 ─┬─> below(n)  Lemire multiply-shift
-//!           (Xoshiro256StarStar::seed_from_u64)                         ├─> uniform() top 53 bits / 2^53
-//!                                                                       └─> normal()  Box-Muller, libm ln/cos
-//!   (seed, step, seq) ─> SplitMix64, one output per key: the batch sampler (data::sampler)
+//!   Xoshiro256StarStar::seed_from_u64(seed)       state: 4 SplitMix64 outputs of seed
+//!     └─ next_u64 ─┬─> below(n)    Lemire's multiply-shift         (the Draw trait)
+//!                  ├─> uniform()   top 53 bits * 2^-53
+//!                  └─> normal()    Box-Muller with libm's ln and cos
+//!   SplitMix64::seed_from_u64(key).next_u64()     one output per key, keys chained from
+//!                                                 (seed, step, seq): the batch sampler
 //! ```
 //!
 //! Streams (weight initialisation, the `tales` grammar, sampling text, test data) start with
 //! `Xoshiro256StarStar::seed_from_u64(seed)`. The batch sampler is counter-based instead: no
 //! generator lives from one step to the next (see [`crate::data::sampler`]), so checkpoints
 //! store no generator state, only the seed and the step.
+//!
+//! The same promise covers the few transcendental functions whose results decide bits of
+//! training (the loss's ln, Box-Muller's ln and cos, the schedule's cos, AdamW's pow, and
+//! sampling's exp): they come from the `libm` crate, a Rust port of musl's maths, instead
+//! of the platform's C library, whose results may differ in the last bit between libcs.
+//! The kernels' own `exp` ([`crate::model::math`]) is plain arithmetic and needs neither.
 //!
 //! # Examples
 //! ```
