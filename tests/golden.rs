@@ -18,10 +18,11 @@
 //! agrees), and write the new values down with the change. A dependency bump that moves
 //! them is a change in the bits every run of a seed produces, worth knowing before it lands.
 //!
-//! The values hold on any x86-64 machine with AVX2 and FMA (the build uses
-//! `target-cpu=native`; `gemm`'s AVX2 and AVX-512 kernels give the same bits). On a machine
-//! without fused multiply-add, the kernels' `math::fma` is a separate multiply and add, and
-//! the `param_hash` differs.
+//! The `param_hash` also depends on the CPU's arithmetic. The build targets the CPU it runs
+//! on (`target-cpu=native`) and needs fused multiply-add to give these bits: `gemm`'s AVX2
+//! and AVX-512 microkernels and the attention kernels add each product in the same order,
+//! so either gives them. On a CPU without FMA the kernels' `math::fma` is a multiply and an
+//! add, two roundings, and the hash differs there.
 
 use nanodist::checkpoint::{fnv1a64, param_hash, FNV_OFFSET};
 use nanodist::config::{ModelConfig, TrainConfig};
