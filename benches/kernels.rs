@@ -24,7 +24,7 @@ use nanodist::model::gelu::{gelu_backward, gelu_forward};
 use nanodist::model::layernorm::{layernorm_backward, layernorm_forward};
 use nanodist::model::linear::{linear_backward, linear_forward};
 use nanodist::model::matmul::Out;
-use nanodist::rng::Rng;
+use nanodist::rng::{Draw, SeedableRng, Xoshiro256StarStar};
 
 const N: usize = 12 * 64;
 const C: usize = 128;
@@ -37,7 +37,7 @@ const SHAPE: AttnShape = AttnShape {
 
 /// `len` numbers uniform in (-2, 2).
 fn values(len: usize, seed: u64) -> Vec<f32> {
-    let mut rng = Rng::new(seed);
+    let mut rng = Xoshiro256StarStar::seed_from_u64(seed);
     (0..len)
         .map(|_| (4.0 * rng.uniform() - 2.0) as f32)
         .collect()

@@ -57,7 +57,7 @@ use criterion::{criterion_group, Criterion};
 use nanodist::config::{ModelConfig, TrainConfig};
 use nanodist::model::{Gpt, Workspace};
 use nanodist::optim::{clip_scale, lr_at, AdamW};
-use nanodist::rng::Rng;
+use nanodist::rng::{Draw, SeedableRng, Xoshiro256StarStar};
 
 const B: usize = 12;
 const T: usize = 64;
@@ -81,7 +81,7 @@ impl Trainer {
         let model = Gpt::new(cfg.clone(), 1337);
         let mut ws = Workspace::new(&cfg, chunk, T);
         ws.set_threads(threads);
-        let mut rng = Rng::new(7);
+        let mut rng = Xoshiro256StarStar::seed_from_u64(7);
         let n = seqs * T;
         let tokens: Vec<u32> = (0..=n).map(|_| rng.below(cfg.vocab_size) as u32).collect();
         Trainer {

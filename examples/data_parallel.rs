@@ -8,11 +8,11 @@
 //! global batch 12 x 64 chars, deterministic mode (exact fixed-point gradient sums).
 //!
 //! 1 worker : forward and backward on all 12 sequences, then AdamW.
-//!   param_hash a1d692939e24dad2  loss 3.040  8,112 tokens/s  compute 100% comm 0.0% wait 0.0%
+//!   param_hash e5b53d7e03990e3f  loss 3.023  8,112 tokens/s  compute 100% comm 0.0% wait 0.0%
 //! 2 workers: each runs forward and backward on 6 of the 12 sequences, then the ...
-//!   param_hash a1d692939e24dad2  loss 3.040  12,284 tokens/s  compute 92% comm 1.1% wait 6.8%
+//!   param_hash e5b53d7e03990e3f  loss 3.023  12,284 tokens/s  compute 92% comm 1.1% wait 6.8%
 //! 4 workers: ...
-//!   param_hash a1d692939e24dad2  loss 3.040  10,441 tokens/s  ...  (... oversubscribed)
+//!   param_hash e5b53d7e03990e3f  loss 3.023  10,441 tokens/s  ...  (... oversubscribed)
 //! All three runs ended with the same param_hash: the models are bit-identical.
 //! ```
 //! (tokens/s from one run on a 2-core EPYC VM; the hash and the loss are the same on every

@@ -6,17 +6,17 @@
 //! ```text
 //! Generating the tales corpus for seed 1337 (target 1000000 chars)...
 //!
-//! The Tiny Drum
-//! Once upon a time, there was a shy cat named Rosa. Every day, Rosa played
-//! with her friend Ella. One day, she found a tiny drum under a tree. A rabbit
+//! The Funny Bell
+//! Once upon a time, there was a clever bear named Leo. Leo had a friend named
+//! Mia. Mia gave Leo a funny bell as a present. Then, a mouse ran across the
 //! ...
 //!
-//! size        1000263 chars in 2991 stories, generated in 13 ms
+//! size        1000116 chars in 3011 stories, generated in 13 ms
 //! vocabulary  57 chars: "\n !\"',.?ABCDEFGHIJKLMNOPRSTUWYZabcdefghijklmnopqrstuvwxyz"
-//! information 157995.9 nats in all choices
-//! floor       0.1580 nats/char: no model of these stories can average a lower loss
+//! information 157295.7 nats in all choices
+//! floor       0.1573 nats/char: no model of these stories can average a lower loss
 //!
-//! Parsing story 1 back: 1 way to write it, 28 choices, 47.0 nats (generation counted 47.0).
+//! Parsing story 1 back: 1 way to write it, 26 choices, 44.4 nats (generation counted 44.4).
 //! ```
 
 use std::time::Instant;

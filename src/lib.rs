@@ -59,7 +59,7 @@
 //! | [`report`], [`plot`] | progress bar, summary table, SVG charts |
 //! | [`sample`] | generating text from a trained model |
 //! | [`bench`](mod@bench) | thread-scaling benchmark |
-//! | [`rng`] | the documented random number generators |
+//! | [`rng`] | the seeded generators (`rand_xoshiro`) and the value-stable draws on them |
 //! | [`tutorial`] | one data-parallel step built by hand, in tested examples (docs only) |
 //!
 //! # Example

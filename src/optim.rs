@@ -33,7 +33,8 @@ pub fn lr_at(step: usize, cfg: &TrainConfig) -> f32 {
     }
     let ratio = (step - cfg.warmup) as f64 / (cfg.steps - cfg.warmup) as f64;
     // coefficient 1 at the end of warm-up, 0 at `steps`
-    let coeff = 0.5 * (1.0 + (std::f64::consts::PI * ratio).cos());
+    // libm's cos makes the schedule the same bits on every platform.
+    let coeff = 0.5 * (1.0 + libm::cos(std::f64::consts::PI * ratio));
     (cfg.min_lr as f64 + coeff * (cfg.lr - cfg.min_lr) as f64) as f32
 }
 
@@ -142,8 +143,10 @@ impl AdamW {
         assert_eq!(self.v.len(), layout.len);
         self.t += 1;
         let (b1, b2, eps) = (cfg.beta1, cfg.beta2, cfg.eps);
-        let bc1 = 1.0 - (b1 as f64).powi(self.t as i32);
-        let bc2 = 1.0 - (b2 as f64).powi(self.t as i32);
+        // libm's pow makes the bias corrections the same bits on every platform (`powi`'s
+        // rounding is left to the compiler and its runtime library).
+        let bc1 = 1.0 - libm::pow(b1 as f64, self.t as f64);
+        let bc2 = 1.0 - libm::pow(b2 as f64, self.t as f64);
         let step_size = (lr as f64 / bc1) as f32;
         let inv_sqrt_bc2 = (1.0 / bc2.sqrt()) as f32;
         for t in &layout.tensors {

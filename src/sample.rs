@@ -12,7 +12,7 @@
 
 use crate::data::Vocab;
 use crate::model::{Gpt, Workspace};
-use crate::rng::Rng;
+use crate::rng::{Draw, SeedableRng, Xoshiro256StarStar};
 use crate::Error;
 
 /// Continues `prompt` by `chars` characters; temperature 0 picks the likeliest char.
@@ -52,7 +52,7 @@ pub fn generate(
     };
     emit(&out);
     let mut ws = Workspace::new(&model.cfg, 1, t);
-    let mut rng = Rng::new(seed);
+    let mut rng = Xoshiro256StarStar::seed_from_u64(seed);
     let mut window = vec![0u32; t];
     let mut probs = vec![0f32; v];
     for _ in 0..chars {
@@ -67,7 +67,8 @@ pub fn generate(
             let max = last.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             let mut sum = 0.0;
             for (p, &l) in probs.iter_mut().zip(last) {
-                *p = ((l - max) / temperature).exp();
+                // libm's exp makes the sampled text the same on every platform.
+                *p = libm::expf((l - max) / temperature);
                 sum += *p;
             }
             let mut r = rng.uniform() as f32 * sum;

@@ -6,7 +6,7 @@ mod reference;
 
 use nanodist::config::ModelConfig;
 use nanodist::model::{Gpt, GradSink, ParamLayout, Workspace};
-use nanodist::rng::Rng;
+use nanodist::rng::{Draw, SeedableRng, Xoshiro256StarStar};
 use reference::*;
 
 fn tiny() -> ModelConfig {
@@ -24,7 +24,7 @@ fn tiny() -> ModelConfig {
 fn tiny_model(seed: u64) -> Gpt {
     let cfg = tiny();
     let layout = ParamLayout::new(&cfg);
-    let mut rng = Rng::new(seed);
+    let mut rng = Xoshiro256StarStar::seed_from_u64(seed);
     let mut p = vec![0.0f32; layout.len];
     for t in &layout.tensors {
         let (std, mean) = if t.decay { (0.4, 0.0) } else { (0.2, 1.0) };
@@ -34,7 +34,7 @@ fn tiny_model(seed: u64) -> Gpt {
 }
 
 fn tokens(seed: u64, n: usize, v: usize) -> Vec<u32> {
-    let mut rng = Rng::new(seed);
+    let mut rng = Xoshiro256StarStar::seed_from_u64(seed);
     (0..n).map(|_| rng.below(v) as u32).collect()
 }
 

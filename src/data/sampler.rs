@@ -2,7 +2,8 @@
 //!
 //! Training windows are drawn by a *counter-based* generator: the start of global
 //! sequence `seq` at optimizer step `step` is `hash(seed, step, seq)` mapped onto the
-//! valid starts. No generator state moves between calls, so
+//! valid starts, the hash being three chained [`SplitMix64`] outputs, each from a generator
+//! seeded with the key so far. No generator state moves between calls, so
 //!
 //! - worker `w` of `N` draws sequences `w*B/N .. (w+1)*B/N` and gets exactly its rows of
 //!   the global batch, without talking to anyone;
@@ -28,7 +29,7 @@
 
 use std::ops::Range;
 
-use crate::rng::splitmix64;
+use crate::rng::{Rng, SeedableRng, SplitMix64};
 
 /// The first token of the window of global sequence `seq` at optimizer step `step`.
 ///
@@ -52,7 +53,7 @@ pub fn window_start(seed: u64, step: u64, seq: u64, len: usize, block: usize) ->
     );
     // Chain the three counters through the mixer, so that (seed, step, seq) and, say,
     // (seed, seq, step) land on unrelated values.
-    let h = splitmix64(splitmix64(splitmix64(seed) ^ step) ^ seq);
+    let h = mix(mix(mix(seed) ^ step) ^ seq);
     // Lemire's multiply-shift maps 64 random bits onto 0..starts without a division.
     let starts = (len - block) as u128;
     ((h as u128 * starts) >> 64) as usize
@@ -84,6 +85,15 @@ pub fn fill_batch(
         x.copy_from_slice(&tokens[start..start + block]);
         y.copy_from_slice(&tokens[start + 1..start + block + 1]);
     }
+}
+
+/// The first output of a SplitMix64 generator seeded with `key`: a bijective mix of the
+/// 64 bits of `key` (add the golden-ratio constant, then two xor-shift-multiply rounds).
+///
+/// This is what makes the sampler counter-based: a fresh generator per key, used once, so
+/// the result depends on the key alone and no generator state outlives the call.
+fn mix(key: u64) -> u64 {
+    SplitMix64::seed_from_u64(key).next_u64()
 }
 
 /// How many non-overlapping windows of `block + 1` tokens fit in `len` tokens.

@@ -2,7 +2,8 @@
 //!
 //! [`generate`] writes stories (rules in `grammar/`) until the text reaches the asked
 //! size, about 1 MB by default, in some 15 ms. The same seed gives the same
-//! text on every machine, because every decision comes from the crate's own [`Rng`].
+//! text on every machine, because every decision comes from one seeded
+//! [`Xoshiro256StarStar`] stream through [`Draw::below`], whose values are fixed.
 //!
 //! ```text
 //! The Golden Cup
@@ -63,7 +64,7 @@
 //! loss therefore sits above the floor, the more so the smaller T.
 
 use super::grammar::{self, Chooser, Writer};
-use crate::rng::Rng;
+use crate::rng::{Draw, SeedableRng, Xoshiro256StarStar};
 
 /// Lines of story text are wrapped before this many chars.
 const WIDTH: usize = 76;
@@ -91,7 +92,7 @@ pub struct Tales {
 /// ```
 pub fn generate(seed: u64, target_chars: usize) -> Tales {
     let mut dice = Dice {
-        rng: Rng::new(seed),
+        rng: Xoshiro256StarStar::seed_from_u64(seed),
         nats: 0.0,
     };
     let mut story = String::new();
@@ -110,7 +111,7 @@ pub fn generate(seed: u64, target_chars: usize) -> Tales {
 
 /// The generator's chooser: draws each choice and counts its information.
 struct Dice {
-    rng: Rng,
+    rng: Xoshiro256StarStar,
     nats: f64,
 }
 
@@ -120,7 +121,8 @@ impl Chooser for Dice {
         let mut r = self.rng.below(total as usize) as u32;
         for (i, &w) in weights.iter().enumerate() {
             if r < w {
-                self.nats += (total as f64 / w as f64).ln();
+                // libm's ln makes the reported floor the same bits on every platform.
+                self.nats += libm::log(total as f64 / w as f64);
                 return i;
             }
             r -= w;
@@ -242,7 +244,8 @@ impl Chooser for Script<'_> {
         if let Some(&c) = self.choices.get(self.next) {
             self.next += 1;
             let total: u32 = weights.iter().sum();
-            self.nats += (total as f64 / weights[c] as f64).ln();
+            // libm's ln, as in `Dice`: the same bits as generation counted, on every platform.
+            self.nats += libm::log(total as f64 / weights[c] as f64);
             return c;
         }
         if self.open.is_none() {

@@ -17,7 +17,7 @@ use super::loss::{crossentropy_backward, crossentropy_forward};
 use super::matmul::Out;
 use super::{ParamLayout, Workspace};
 use crate::config::ModelConfig;
-use crate::rng::Rng;
+use crate::rng::{Draw, SeedableRng, Xoshiro256StarStar};
 
 /// Where backward writes gradients; lets a caller take away finished parts while backward runs.
 ///
@@ -61,10 +61,11 @@ impl Gpt {
     /// A freshly initialised model, as nanoGPT initialises it: N(0, 0.02) for the matrices and
     /// both embeddings, N(0, 0.02/sqrt(2L)) for the two projections that write into the
     /// residual stream (`attn.c_proj`, `mlp.c_proj`), 1 for the LayerNorm gains. The weights
-    /// are drawn in layout order from one [`Rng`] stream, so they depend only on `seed`.
+    /// are drawn in layout order from one [`Xoshiro256StarStar`] stream ([`Draw::normal`]), so
+    /// they depend only on `seed`, and are the same bits on every platform.
     pub fn new(cfg: ModelConfig, seed: u64) -> Gpt {
         let layout = ParamLayout::new(&cfg);
-        let mut rng = Rng::new(seed);
+        let mut rng = Xoshiro256StarStar::seed_from_u64(seed);
         let mut params = vec![0.0f32; layout.len];
         let proj_std = 0.02 / (2.0 * cfg.n_layer as f64).sqrt();
         for t in &layout.tensors {

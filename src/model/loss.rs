@@ -37,7 +37,8 @@ pub fn crossentropy_forward(losses: &mut [f32], lse: &mut [f32], logits: &[f32],
         for chunk in row.chunks(16) {
             s += chunk.iter().map(|&x| exp(x - m)).sum::<f32>();
         }
-        *l = m + s.ln();
+        // libm's ln (one per row, not per logit) makes the loss the same bits on every platform.
+        *l = m + libm::logf(s);
         *loss = *l - row[tgt as usize];
     }
 }

@@ -14,14 +14,14 @@
 #![allow(dead_code)]
 
 use nanodist::config::ModelConfig;
-use nanodist::rng::Rng;
+use nanodist::rng::{Draw, Xoshiro256StarStar};
 
 pub const TOL: f64 = 1e-4;
 pub const H: f64 = 1e-5;
 
 // ---------------------------------------------------------------- helpers
 
-pub fn randn(rng: &mut Rng, n: usize, std: f64, mean: f64) -> Vec<f32> {
+pub fn randn(rng: &mut Xoshiro256StarStar, n: usize, std: f64, mean: f64) -> Vec<f32> {
     (0..n).map(|_| (mean + std * rng.normal()) as f32).collect()
 }
 
