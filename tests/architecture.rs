@@ -343,10 +343,7 @@ fn parse_use_tree(
         path.last().cloned()
     };
     if toks.get(i).is_some_and(|t| t.is("as")) {
-        name = toks
-            .get(i + 1)
-            .map(|t| t.text.clone())
-            .filter(|n| n != "_");
+        name = toks.get(i + 1).map(|t| t.text.clone()).filter(|n| n != "_");
         i += 2;
     }
     out.push(Import {
@@ -437,7 +434,10 @@ fn parse(src: &str) -> Parsed {
         if in_use[i] || !t.is_word() {
             continue;
         }
-        p.words.insert(t.text.clone());
+        // `mod story;` names a file, it does not use a re-exported `story`
+        if !(i >= 1 && toks[i - 1].is("mod")) {
+            p.words.insert(t.text.clone());
+        }
         // the start of a path: a word followed by `::` word, not itself after `::`
         let starts = !(i >= 1 && toks[i - 1].is("::"))
             && next.is_some_and(|n| n.is("::"))
@@ -682,16 +682,20 @@ impl Graph {
             };
             return self.definer(krate, &[abs, rest.to_vec()].concat(), depth + 1);
         }
-        file.parsed.imports.iter().filter(|im| im.glob).find_map(|im| {
-            let abs = self.absolute(m, &im.path, 0)?;
-            match self.definer(krate, &abs, depth + 1)? {
-                Target::Module(g) if g != m => {
-                    let found = self.lookup(g, name, rest, depth + 1)?;
-                    Some(found)
+        file.parsed
+            .imports
+            .iter()
+            .filter(|im| im.glob)
+            .find_map(|im| {
+                let abs = self.absolute(m, &im.path, 0)?;
+                match self.definer(krate, &abs, depth + 1)? {
+                    Target::Module(g) if g != m => {
+                        let found = self.lookup(g, name, rest, depth + 1)?;
+                        Some(found)
+                    }
+                    _ => None,
                 }
-                _ => None,
-            }
-        })
+            })
     }
 
     /// Every file-to-file dependency, one edge per pair, with its first line.
@@ -954,8 +958,18 @@ fn the_real_tree_is_read_as_a_library_of_many_files() {
     let g = real_tree();
     let lib: Vec<&SourceFile> = g.files.iter().filter(|f| f.krate == "lib").collect();
     assert!(lib.len() > 10, "only {} library files found", lib.len());
-    assert!(lib.iter().any(|f| f.path == "src/lib.rs" && f.module.is_empty()));
+    assert!(lib
+        .iter()
+        .any(|f| f.path == "src/lib.rs" && f.module.is_empty()));
     let edges = g.edges();
+    // ARCH_PRINT_GRAPH=1 prints every edge with its line, to see what the resolver made
+    if std::env::var_os("ARCH_PRINT_GRAPH").is_some() {
+        for e in &edges {
+            let (from, to) = (&g.files[e.from], &g.files[e.to]);
+            let line = from.lines[e.line - 1].trim();
+            println!("{} -> {}    ({}: {line})", from.path, to.path, e.line);
+        }
+    }
     assert!(edges.len() > lib.len(), "only {} edges", edges.len());
     // no edge leaves its crate: the application reaches the library only as `nanodist::`
     for e in &edges {
@@ -1054,12 +1068,12 @@ fn a_facade_mod_rs_is_not_a_circle_unless_it_uses_what_it_re_exports() {
             ("src/m/mod.rs", mod_rs),
             (
                 "src/m/c.rs",
-                "use super::Shared;\npub struct C;\nfn f(_: Shared) {}\n",
+                "use super::Shared;\npub struct C;\npub fn c(_: Shared) {}\n",
             ),
         ])
     };
     // mod.rs declares c and re-exports C: c.rs may use what mod.rs defines
-    let facade = files("mod c;\npub use c::C;\npub struct Shared;\n");
+    let facade = files("mod c;\npub use c::c;\npub use c::C;\npub struct Shared;\n");
     assert_eq!(edge_names(&facade), ["m/c.rs -> m/mod.rs"]);
     assert_eq!(circles_report(&facade, "lib"), "");
     // ...but a mod.rs whose own code uses C depends on c.rs: a circle
@@ -1067,7 +1081,10 @@ fn a_facade_mod_rs_is_not_a_circle_unless_it_uses_what_it_re_exports() {
     assert!(circles_report(&user, "lib").contains("src/m/mod.rs -> src/m/c.rs -> src/m/mod.rs"));
     // a private `use` or a path into a child is a dependency too
     let private = files("mod c;\npub struct Shared;\nfn g() { let _ = c::C; }\n");
-    assert_eq!(edge_names(&private), ["m/mod.rs -> m/c.rs", "m/c.rs -> m/mod.rs"]);
+    assert_eq!(
+        edge_names(&private),
+        ["m/mod.rs -> m/c.rs", "m/c.rs -> m/mod.rs"]
+    );
 }
 
 #[test]
@@ -1113,9 +1130,18 @@ fn binaries_are_graphs_of_their_own() {
             "use clap::Parser;\npub fn run() { let _ = crate::main; }\n",
         ),
     ]);
-    assert_eq!(g.crates(), BTreeSet::from(["bin tool".into(), "lib".into()]));
+    assert_eq!(
+        g.crates(),
+        BTreeSet::from(["bin tool".into(), "lib".into()])
+    );
     let names = edge_names(&g);
-    assert_eq!(names, ["bin/tool/main.rs -> bin/tool/cli.rs", "bin/tool/cli.rs -> bin/tool/main.rs"]);
+    assert_eq!(
+        names,
+        [
+            "bin/tool/main.rs -> bin/tool/cli.rs",
+            "bin/tool/cli.rs -> bin/tool/main.rs"
+        ]
+    );
     assert!(circles_report(&g, "bin tool").contains("src/bin/tool/main.rs -> src/bin/tool/cli.rs"));
     // the application may use clap; the library may not
     assert!(g.app_uses_in_library().is_empty());
@@ -1125,5 +1151,8 @@ fn binaries_are_graphs_of_their_own() {
     )]);
     let found = g.app_uses_in_library();
     assert_eq!(found.len(), 1, "{found:?}");
-    assert!(found[0].starts_with("src/lib.rs:1 uses `clap`"), "{found:?}");
+    assert!(
+        found[0].starts_with("src/lib.rs:1 uses `clap`"),
+        "{found:?}"
+    );
 }
