@@ -25,9 +25,13 @@
 //!
 //! The resolver is small (no macro expansion, no type inference), so its own tests below
 //! show on tiny in-memory crates that it finds a circle, follows a re-export, ignores a
-//! test module and lets a facade through.
+//! test module and lets a facade through. What it does not see: calls of methods whose
+//! `impl` lives in another file (no path names that file), and `super::` inside an inline
+//! `mod x { }` that is not a test module (read as if it were at the top of its file).
 //!
-//! To see today's circles: `cargo test --release --test architecture -- --ignored --nocapture`.
+//! To list the circles: `cargo test --release --test architecture -- --ignored --nocapture`;
+//! every edge with its line: `ARCH_PRINT_GRAPH=1 cargo test --release --test architecture
+//! the_real_tree -- --nocapture`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::Path;
