@@ -9,7 +9,7 @@
 
 use std::path::PathBuf;
 
-use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 
 use crate::collective::Algorithm;
 use crate::config::TrainConfig;
@@ -112,8 +112,8 @@ pub struct SampleArgs {
 /// Parses an all-reduce algorithm's name with its `FromStr`, and lists the valid names in
 /// `--help` and in the one-line error for a bad one, as clap does for its own enums.
 pub fn algorithm_parser() -> impl TypedValueParser<Value = Algorithm> {
-    PossibleValuesParser::new(Algorithm::ALL.map(Algorithm::name))
-        .try_map(|name| name.parse::<Algorithm>())
+    let names = Algorithm::ALL.map(|a| PossibleValue::new(a.name()).help(a.summary()));
+    PossibleValuesParser::new(names).try_map(|name| name.parse::<Algorithm>())
 }
 
 /// `W:N`, as `--straggler` and `--fault` take it.

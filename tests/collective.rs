@@ -493,8 +493,16 @@ fn on_grid<R: Send>(
         let r = c.rank();
         let mut row = c.split(r / cols, r).unwrap();
         let mut col = c.split(r % cols, r).unwrap();
-        assert_eq!((row.rank(), row.size()), (r % cols, cols), "worker {r}'s row");
-        assert_eq!((col.rank(), col.size()), (r / cols, rows), "worker {r}'s column");
+        assert_eq!(
+            (row.rank(), row.size()),
+            (r % cols, cols),
+            "worker {r}'s row"
+        );
+        assert_eq!(
+            (col.rank(), col.size()),
+            (r / cols, rows),
+            "worker {r}'s column"
+        );
         f(c, &mut row, &mut col)
     })
 }
@@ -598,7 +606,13 @@ fn split_ranks_by_key_then_rank_and_splits_again() {
         }
         let mut everyone = [r as i64 + 1];
         c.all_reduce(&mut everyone, Algorithm::Ring).unwrap();
-        (half.rank(), quarter.rank(), quarter.size(), sums, everyone[0])
+        (
+            half.rank(),
+            quarter.rank(),
+            quarter.size(),
+            sums,
+            everyone[0],
+        )
     });
     // worker: half rank, quarter rank, quarter size, quarter sum of (r + 1)
     let want = [
@@ -634,7 +648,11 @@ fn row_and_column_groups_used_in_alternation() {
                 let mut b = vec![(me * k) as i64; len];
                 col.all_reduce(&mut b, Algorithm::ALL[(k + 1) % 4]).unwrap();
                 let want_b: usize = in_col.iter().map(|m| m * k).sum();
-                assert_eq!(b, vec![want_b as i64; len], "column, round {k}, worker {me}");
+                assert_eq!(
+                    b,
+                    vec![want_b as i64; len],
+                    "column, round {k}, worker {me}"
+                );
                 if k % 10 == 0 {
                     let mut x = [1i64];
                     c.all_reduce(&mut x, Algorithm::Shared).unwrap();
@@ -709,7 +727,11 @@ fn dropping_a_sub_group_fails_its_barrier_and_keeps_the_others() {
             Ok(())
         };
         assert_eq!(in_row, want_row, "worker {r}'s row");
-        assert_eq!(col_sum, (2 * (r % cols) + cols) as i64, "worker {r}'s column");
+        assert_eq!(
+            col_sum,
+            (2 * (r % cols) + cols) as i64,
+            "worker {r}'s column"
+        );
     }
 }
 
@@ -725,6 +747,10 @@ fn split_fails_not_hangs_when_a_peer_is_gone() {
     });
     assert_eq!(out[0], Some(Ok(())));
     for r in [1, 2] {
-        assert_eq!(out[r], Some(Err(CommError::PeerGone { rank: 0 })), "worker {r}");
+        assert_eq!(
+            out[r],
+            Some(Err(CommError::PeerGone { rank: 0 })),
+            "worker {r}"
+        );
     }
 }

@@ -56,6 +56,22 @@ impl Algorithm {
     }
 }
 
+impl Algorithm {
+    /// One line on what the algorithm does, for `--help`.
+    pub fn summary(self) -> &'static str {
+        match self {
+            Algorithm::Naive => {
+                "Everyone sends to worker 0, which sums and sends back (parameter-server style)"
+            }
+            Algorithm::Ring => "Reduce-scatter then all-gather around a ring: 2(N-1) steps",
+            Algorithm::Tree => "Recursive halving and doubling: about 2 log2 N steps",
+            Algorithm::Shared => {
+                "Each worker sums a disjoint slice straight out of the others' buffers"
+            }
+        }
+    }
+}
+
 impl std::fmt::Display for Algorithm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())

@@ -86,7 +86,10 @@ pub(crate) fn all_reduce<T: Element>(ep: &mut Endpoint, buf: &mut [T]) -> Result
 }
 
 /// Reduce-scatter through shared memory: worker r sums column r into its own buffer only.
-pub(crate) fn reduce_scatter<T: Element>(ep: &mut Endpoint, buf: &mut [T]) -> Result<(), CommError> {
+pub(crate) fn reduce_scatter<T: Element>(
+    ep: &mut Endpoint,
+    buf: &mut [T],
+) -> Result<(), CommError> {
     let (n, me) = (ep.size(), ep.rank());
     let mut w = ep.window(buf)?;
     sum_column(&mut w, n, |w, range, tile| {
