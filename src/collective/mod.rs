@@ -58,8 +58,9 @@
 //!           ^ a column group of 2: worker 0 is its rank 0, worker 3 its rank 1
 //! ```
 //!
-//! A sub-group has its own channels, barrier and window, so a worker may use its row and
-//! its column in any order, and a worker that leaves breaks only the groups it belongs to.
+//! A sub-group has its own channels, barrier and window: collectives on a row and on a
+//! column never mix, though as in any group, the members of each call its collectives in
+//! the same order. A worker that leaves breaks exactly the groups it belonged to.
 //!
 //! # The algorithms
 //!
@@ -111,8 +112,9 @@
 //! primitive, with its "a peer has left" check, is in [`sync`] and is model-checked with loom.
 //!
 //! Rust note: a [`Comm`] is `Send` but not `Clone`: the type system makes "one endpoint per
-//! worker, owned by its thread" the only way to use it, and its `Drop` (which also runs when
-//! the thread panics and unwinds) is how the others learn that it left. A second handle on
+//! worker, owned by its thread" the only way to use it, and dropping it (its endpoint's
+//! `Drop`, which also runs when the thread panics and unwinds) is how the others learn that
+//! it left. A second handle on
 //! worker 0's endpoint, which could enter a collective twice, does not compile (E0599: no
 //! method `clone`):
 //! ```compile_fail,E0599
