@@ -9,6 +9,8 @@
 
 use std::path::PathBuf;
 
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+
 use crate::collective::Algorithm;
 use crate::config::TrainConfig;
 
@@ -50,7 +52,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
     /// All-reduce algorithm [default: shared].
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = algorithm_parser())]
     pub allreduce: Option<Algorithm>,
     /// Gradient bucket size in KiB; 0 sends all gradients as one bucket [default: 0].
     #[arg(long, value_name = "N")]
@@ -105,6 +107,13 @@ pub struct SampleArgs {
     /// Sampling seed.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+}
+
+/// Parses an all-reduce algorithm's name with its `FromStr`, and lists the valid names in
+/// `--help` and in the one-line error for a bad one, as clap does for its own enums.
+pub fn algorithm_parser() -> impl TypedValueParser<Value = Algorithm> {
+    let names = Algorithm::ALL.map(|a| PossibleValue::new(a.name()).help(a.summary()));
+    PossibleValuesParser::new(names).try_map(|name| name.parse::<Algorithm>())
 }
 
 /// `W:N`, as `--straggler` and `--fault` take it.

@@ -3,7 +3,8 @@
 //! Every algorithm must (a) give the exact sum for integers, (b) give, for f32, exactly the
 //! bits of a sequential sum in the order its file documents, within a stated tolerance of
 //! the f64 sum, (c) leave the same bits on every worker, and (d) return an error, not hang,
-//! when a worker dies.
+//! when a worker dies. The same holds on sub-groups made by `Comm::split`: rows and columns
+//! of a grid of workers.
 
 use std::sync::mpsc;
 use std::time::Duration;
@@ -473,5 +474,283 @@ fn a_panic_inside_a_collective_fails_the_others() {
             let res = out[r].clone().expect("survivors return");
             assert_eq!(res.is_err(), expect_panic, "{algo} worker {r}: {res:?}");
         }
+    }
+}
+
+// ---- Sub-groups (Comm::split) ----------------------------------------------------------
+
+/// The grids the sub-group tests lay their workers out in: (rows, columns).
+const GRIDS: [(usize, usize); 2] = [(2, 2), (2, 3)];
+
+/// Runs `f(parent, row, column)` on every worker of a `rows x cols` grid: worker `r` sits
+/// at row `r / cols`, column `r % cols`, and its row and column are split off the parent.
+fn on_grid<R: Send>(
+    rows: usize,
+    cols: usize,
+    f: impl Fn(&mut Comm, &mut Comm, &mut Comm) -> R + Sync,
+) -> Vec<R> {
+    on_group(rows * cols, |c| {
+        let r = c.rank();
+        let mut row = c.split(r / cols, r).unwrap();
+        let mut col = c.split(r % cols, r).unwrap();
+        assert_eq!(
+            (row.rank(), row.size()),
+            (r % cols, cols),
+            "worker {r}'s row"
+        );
+        assert_eq!(
+            (col.rank(), col.size()),
+            (r / cols, rows),
+            "worker {r}'s column"
+        );
+        f(c, &mut row, &mut col)
+    })
+}
+
+/// The parent ranks in worker `r`'s row and column, in sub-group rank order.
+fn row_and_column(r: usize, rows: usize, cols: usize) -> (Vec<usize>, Vec<usize>) {
+    let row = (0..cols).map(|j| r / cols * cols + j).collect();
+    let col = (0..rows).map(|i| i * cols + r % cols).collect();
+    (row, col)
+}
+
+/// On every row and every column, every algorithm gives the bits of the documented
+/// sequential sum over that sub-group's members (in sub-group rank order).
+#[test]
+fn sub_groups_all_reduce_like_a_sequential_sum_for_every_algorithm() {
+    for (rows, cols) in GRIDS {
+        let n = rows * cols;
+        for algo in Algorithm::ALL {
+            for len in [0, 1, 7, 100, 1001] {
+                let xs = inputs::<f32>(n, len);
+                let got = on_grid(rows, cols, |c, row, col| {
+                    let mut in_row = xs[c.rank()].clone();
+                    row.all_reduce(&mut in_row, algo).unwrap();
+                    let mut in_col = xs[c.rank()].clone();
+                    col.all_reduce(&mut in_col, algo).unwrap();
+                    (in_row, in_col)
+                });
+                let want = |members: &[usize]| -> Vec<f32> {
+                    (0..len)
+                        .map(|i| {
+                            let xi: Vec<f32> = members.iter().map(|&m| xs[m][i]).collect();
+                            documented_sum(algo, &xi, len, i)
+                        })
+                        .collect()
+                };
+                for (r, (in_row, in_col)) in got.iter().enumerate() {
+                    let (row, col) = row_and_column(r, rows, cols);
+                    let what = format!("{algo} {rows}x{cols} len={len} worker {r}");
+                    assert_bits_eq(in_row, &want(&row), &format!("row {what}"));
+                    assert_bits_eq(in_col, &want(&col), &format!("column {what}"));
+                }
+            }
+        }
+    }
+}
+
+/// reduce_scatter and all_gather on rows, broadcast on columns, against plain loops.
+#[test]
+fn sub_groups_reduce_scatter_all_gather_and_broadcast() {
+    for (rows, cols) in GRIDS {
+        let (n, len) = (rows * cols, 101);
+        let xs = inputs::<i64>(n, len);
+        let got = on_grid(rows, cols, |c, row, col| {
+            let mut rs = xs[c.rank()].clone();
+            let mine = row.reduce_scatter(&mut rs).unwrap();
+            let mut ag = rs.clone();
+            row.all_gather(&mut ag).unwrap();
+            let mut bc = xs[c.rank()].clone();
+            let root = col.size() - 1;
+            col.broadcast(&mut bc, root).unwrap();
+            (mine, rs, ag, bc)
+        });
+        for (r, (mine, rs, ag, bc)) in got.iter().enumerate() {
+            let (row, col) = row_and_column(r, rows, cols);
+            let what = format!("{rows}x{cols} worker {r}");
+            let row_sum: Vec<i64> = (0..len)
+                .map(|i| row.iter().fold(0i64, |a, &m| a.wrapping_add(xs[m][i])))
+                .collect();
+            assert_eq!(*mine, chunk_range(len, cols, r % cols), "{what}");
+            assert_bits_eq(
+                &rs[mine.clone()],
+                &row_sum[mine.clone()],
+                &format!("reduce_scatter {what}"),
+            );
+            assert_bits_eq(
+                &rs[..mine.start],
+                &xs[r][..mine.start],
+                &format!("reduce_scatter leaves the rest {what}"),
+            );
+            assert_bits_eq(ag, &row_sum, &format!("all_gather {what}"));
+            let root = *col.last().unwrap();
+            assert_bits_eq(bc, &xs[root], &format!("broadcast {what}"));
+        }
+    }
+}
+
+/// Ranks follow (key, parent rank); a sub-group splits again; the parent stays usable.
+#[test]
+fn split_ranks_by_key_then_rank_and_splits_again() {
+    let got = on_group(6, |c| {
+        let r = c.rank();
+        // colour 0: workers 0 2 4 with keys 1 0 0 -> ranks 2 0 1 (ties broken by rank)
+        let mut half = c.split(r % 2, usize::from(r < 2)).unwrap();
+        // ranks {0, 1} and {2} of each half
+        let mut quarter = half.split(half.rank() / 2, 0).unwrap();
+        let mut sums = Vec::new();
+        for algo in Algorithm::ALL {
+            let mut x = [r as i64 + 1];
+            quarter.all_reduce(&mut x, algo).unwrap();
+            sums.push(x[0]);
+        }
+        let mut everyone = [r as i64 + 1];
+        c.all_reduce(&mut everyone, Algorithm::Ring).unwrap();
+        (
+            half.rank(),
+            quarter.rank(),
+            quarter.size(),
+            sums,
+            everyone[0],
+        )
+    });
+    // worker: half rank, quarter rank, quarter size, quarter sum of (r + 1)
+    let want = [
+        (2, 0, 1, 1),
+        (2, 0, 1, 2),
+        (0, 0, 2, 3 + 5),
+        (0, 0, 2, 4 + 6),
+        (1, 1, 2, 3 + 5),
+        (1, 1, 2, 4 + 6),
+    ];
+    for (r, (half, quarter, size, sums, everyone)) in got.into_iter().enumerate() {
+        let (h, q, s, sum) = want[r];
+        assert_eq!((half, quarter, size), (h, q, s), "worker {r}'s ranks");
+        assert_eq!(sums, vec![sum; 4], "worker {r}'s sums, one per algorithm");
+        assert_eq!(everyone, 21, "worker {r} on the parent after the splits");
+    }
+}
+
+/// Rows and columns used in alternation, with mixed algorithms and lengths, and the parent
+/// now and then: each group's collectives see only their own members.
+#[test]
+fn row_and_column_groups_used_in_alternation() {
+    for (rows, cols) in GRIDS {
+        on_grid(rows, cols, |c, row, col| {
+            let me = c.rank();
+            let (in_row, in_col) = row_and_column(me, rows, cols);
+            for k in 0..120 {
+                let len = [3, 64, 1000][k % 3];
+                let mut a = vec![(me + k) as i64; len];
+                row.all_reduce(&mut a, Algorithm::ALL[k % 4]).unwrap();
+                let want_a: usize = in_row.iter().map(|m| m + k).sum();
+                assert_eq!(a, vec![want_a as i64; len], "row, round {k}, worker {me}");
+                let mut b = vec![(me * k) as i64; len];
+                col.all_reduce(&mut b, Algorithm::ALL[(k + 1) % 4]).unwrap();
+                let want_b: usize = in_col.iter().map(|m| m * k).sum();
+                assert_eq!(
+                    b,
+                    vec![want_b as i64; len],
+                    "column, round {k}, worker {me}"
+                );
+                if k % 10 == 0 {
+                    let mut x = [1i64];
+                    c.all_reduce(&mut x, Algorithm::Shared).unwrap();
+                    assert_eq!(x[0], (rows * cols) as i64, "parent, round {k}");
+                }
+            }
+        });
+    }
+}
+
+/// A worker that panics after the split breaks its row (its row-mates get PeerGone with
+/// its rank in the row, promptly) but not the other row.
+#[test]
+fn a_peer_leaving_a_sub_group_fails_that_group_only() {
+    for algo in Algorithm::ALL {
+        let (rows, cols, victim) = (2, 3, 4); // row 1, rank 1 in it
+        let out = spawn_group(rows * cols, move |mut c| {
+            let r = c.rank();
+            let mut row = c.split(r / cols, r).unwrap();
+            // Everyone's split is done before the victim breaks the parent too.
+            c.barrier().unwrap();
+            if r == victim {
+                panic!("worker {victim} fails on purpose (this panic is expected)");
+            }
+            let mut b = vec![1.0f32; 1000];
+            for _ in 0..10 {
+                row.all_reduce(&mut b, algo)?;
+            }
+            Ok::<_, CommError>(b[0])
+        });
+        for (r, res) in out.iter().enumerate() {
+            let what = format!("{algo} worker {r}");
+            match r {
+                _ if r == victim => assert!(res.is_none(), "{what}"),
+                0..=2 => assert_eq!(res.clone().unwrap(), Ok(3f32.powi(10)), "{what}"),
+                _ => assert_eq!(
+                    res.clone().unwrap(),
+                    Err(CommError::PeerGone { rank: 1 }),
+                    "{what}"
+                ),
+            }
+        }
+    }
+}
+
+/// A worker that drops its row (without panicking) fails a barrier of that row, while its
+/// column, which it keeps, still works.
+#[test]
+fn dropping_a_sub_group_fails_its_barrier_and_keeps_the_others() {
+    let (rows, cols, leaver) = (2, 3, 5); // row 1, rank 2 in it; column {2, 5}
+    let out = spawn_group(rows * cols, move |mut c| {
+        let r = c.rank();
+        let mut row = c.split(r / cols, r).unwrap();
+        let mut col = c.split(r % cols, r).unwrap();
+        let in_row = if r == leaver {
+            drop(row);
+            Ok(())
+        } else if r / cols == 1 {
+            row.barrier()
+        } else {
+            Ok(())
+        };
+        let mut x = [r as i64];
+        col.all_reduce(&mut x, Algorithm::Shared)?;
+        Ok::<_, CommError>((in_row, x[0]))
+    });
+    for (r, res) in out.into_iter().enumerate() {
+        let (in_row, col_sum) = res.expect("every worker returns").unwrap();
+        let want_row = if r / cols == 1 && r != leaver {
+            Err(CommError::PeerGone { rank: 2 })
+        } else {
+            Ok(())
+        };
+        assert_eq!(in_row, want_row, "worker {r}'s row");
+        assert_eq!(
+            col_sum,
+            (2 * (r % cols) + cols) as i64,
+            "worker {r}'s column"
+        );
+    }
+}
+
+/// Splitting a group that a worker has left fails (on the parent) instead of hanging.
+#[test]
+fn split_fails_not_hangs_when_a_peer_is_gone() {
+    let out = spawn_group(3, |mut c| {
+        if c.rank() == 0 {
+            return Ok(()); // leaves without a word
+        }
+        let r = c.rank();
+        c.split(0, r).map(|_| ())
+    });
+    assert_eq!(out[0], Some(Ok(())));
+    for r in [1, 2] {
+        assert_eq!(
+            out[r],
+            Some(Err(CommError::PeerGone { rank: 0 })),
+            "worker {r}"
+        );
     }
 }

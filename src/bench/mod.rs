@@ -83,7 +83,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1)]
     pub rounds: usize,
     /// All-reduce algorithm.
-    #[arg(long, value_enum, default_value = "shared")]
+    #[arg(long, value_parser = crate::cli::algorithm_parser(), default_value = "shared")]
     pub allreduce: Algorithm,
     /// Corpus: `tales` or a text file.
     #[arg(long, default_value = "tales")]

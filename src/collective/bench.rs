@@ -231,9 +231,9 @@ pub fn run(args: &AllreduceArgs) -> Result<(), Error> {
     let algos: Vec<Algorithm> = if args.algo == "all" {
         Algorithm::ALL.to_vec()
     } else {
-        match Algorithm::ALL.into_iter().find(|a| a.name() == args.algo) {
-            Some(a) => vec![a],
-            None => {
+        match args.algo.parse::<Algorithm>() {
+            Ok(a) => vec![a],
+            Err(_) => {
                 return Err(Error::Config(format!(
                     "unknown --algo '{}': use one of naive, ring, tree, shared, or all",
                     args.algo

@@ -1,70 +1,37 @@
-//! The communicator: one endpoint per worker, and the point-to-point messages under the
-//! message-passing algorithms.
+//! The communicator: what a worker calls. It picks the algorithm and runs it on its
+//! transport endpoint, and it splits into sub-communicators.
 //!
 //! ```text
-//!   group(3) -> [Comm 0, Comm 1, Comm 2]        each moved into its worker's thread
+//!   Comm r  =  Endpoint r (transport.rs)  +  the schedules it has built, by (algorithm, length)
 //!
-//!   Comm r holds:  to[j]   Sender   --channel (r -> j)-->   Receiver  from[r] of Comm j
-//!                  shared: Arc<Shared>  (barrier counters, "who left", buffer addresses)
-//!                  spare:  message buffers to reuse, so a collective allocates nothing
+//!   all_reduce(buf, Ring)   -> ring.rs builds the schedule (once) -> schedule.rs runs it
+//!   all_reduce(buf, Shared) -> shared.rs
+//!   reduce_scatter / all_gather / broadcast -> shared.rs
+//!   split(colour, key)      -> a new Comm over a new group of endpoints
 //! ```
-//!
-//! There is one channel per ordered pair of workers. Messages between a pair arrive in the
-//! order they were sent, and every worker runs the same schedule, so a receive always takes
-//! exactly the message it expects: no tags needed.
-//!
-//! Rust note: a message is a `Vec<T>` boxed as `Box<dyn Any + Send>`, so one channel type
-//! carries `f32`, `f64` and `i64` buffers. Sending *moves* the vector: the sender cannot
-//! touch it afterwards, and the receiver, once done, keeps it in `spare` for its own next
-//! send. Buffers circulate between workers instead of being allocated per call.
 
-use std::any::Any;
 use std::ops::Range;
 use std::sync::Arc;
 
-use crossbeam::channel::{unbounded, Receiver, Sender, TryRecvError};
-
+use super::algorithm::Algorithm;
+use super::element::{chunk_range, Element};
+use super::error::CommError;
 use super::schedule::{self, Schedule};
-use super::sync::Group;
-use super::window::Slots;
-use super::{chunk_range, shared, Algorithm, CommError, Element};
+use super::transport::{self, Endpoint};
+use super::{naive, ring, shared, tree};
 
-/// A message: a `Vec<T>` of some [`Element`] type.
-type Packet = Box<dyn Any + Send>;
-
-/// Schedules kept per endpoint (training reuses a handful of bucket sizes).
+/// Schedules kept per communicator (training reuses a handful of bucket sizes).
 const SCHEDULE_CACHE: usize = 16;
 
-/// What all endpoints of a group share.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    /// Barrier counters and the "somebody left" flag.
-    pub sync: Group,
-    /// Where each worker's buffer is during a shared-memory collective.
-    pub slots: Slots,
-}
-
-/// One worker's endpoint of a group: its rank, its channels, and the shared state.
+/// One worker's communicator: its place in a group, and the collectives it can run there.
 ///
-/// Made by [`group`]; move each into its worker's thread. All collectives take `&mut self`:
-/// a worker runs one collective at a time. Dropping it (also by a panic unwinding the
-/// thread) tells the other workers that this one has left.
+/// Made by [`group`] (or [`Comm::split`]); move each into its worker's thread. All
+/// collectives take `&mut self`: a worker runs one collective at a time. Dropping it (also
+/// by a panic unwinding the thread) tells the other workers that this one has left.
 pub struct Comm {
-    rank: usize,
-    size: usize,
-    pub(crate) shared: Arc<Shared>,
-    /// `to[j]`: the channel from this worker to worker `j` (`to[rank]` is unused).
-    to: Vec<Sender<Packet>>,
-    /// `from[j]`: the channel from worker `j` to this worker.
-    from: Vec<Receiver<Packet>>,
-    /// Message buffers received earlier, reused for sending.
-    spare: Vec<Packet>,
-    /// How many barriers this worker has arrived at (the shared-memory window uses two).
-    epoch: usize,
+    ep: Endpoint,
     /// Schedules built earlier, by (algorithm, length).
     schedules: Vec<(Algorithm, usize, Arc<Schedule>)>,
-    /// Scratch for the shared-memory window: the peers' buffer addresses.
-    pub(crate) peers: Vec<usize>,
 }
 
 /// Makes a group of `n` workers: one [`Comm`] per worker, `comms[r].rank() == r`.
@@ -78,50 +45,45 @@ pub struct Comm {
 /// # Panics
 /// If `n == 0`.
 pub fn group(n: usize) -> Vec<Comm> {
-    assert!(
-        n > 0,
-        "collective::group: a group needs at least one worker"
-    );
-    let shared = Arc::new(Shared {
-        sync: Group::new(n),
-        slots: Slots::new(n),
-    });
-    // Channel (src -> dst): its sender goes to src, its receiver to dst.
-    let mut to: Vec<Vec<Sender<Packet>>> = (0..n).map(|_| Vec::with_capacity(n)).collect();
-    let mut from: Vec<Vec<Receiver<Packet>>> = (0..n).map(|_| Vec::with_capacity(n)).collect();
-    for src_to in to.iter_mut() {
-        for dst_from in from.iter_mut() {
-            let (s, r) = unbounded();
-            src_to.push(s);
-            dst_from.push(r);
+    transport::endpoints(n).into_iter().map(Comm::new).collect()
+}
+
+impl Algorithm {
+    /// The message-passing schedule of this algorithm for `n` workers and `len` elements,
+    /// or `None` for [`Algorithm::Shared`], which passes no messages.
+    ///
+    /// ```
+    /// use nanodist::collective::Algorithm;
+    /// let ring = Algorithm::Ring.schedule(4, 8).unwrap();
+    /// assert_eq!(ring.steps.len(), 2 * (4 - 1));
+    /// assert!(Algorithm::Shared.schedule(4, 8).is_none());
+    /// ```
+    pub fn schedule(self, n: usize, len: usize) -> Option<Schedule> {
+        match self {
+            Algorithm::Naive => Some(naive::schedule(n, len)),
+            Algorithm::Ring => Some(ring::schedule(n, len)),
+            Algorithm::Tree => Some(tree::schedule(n, len)),
+            Algorithm::Shared => None,
         }
     }
-    to.into_iter()
-        .zip(from)
-        .enumerate()
-        .map(|(rank, (to, from))| Comm {
-            rank,
-            size: n,
-            shared: Arc::clone(&shared),
-            to,
-            from,
-            spare: Vec::new(),
-            epoch: 0,
-            schedules: Vec::new(),
-            peers: Vec::with_capacity(n),
-        })
-        .collect()
 }
 
 impl Comm {
+    fn new(ep: Endpoint) -> Self {
+        Comm {
+            ep,
+            schedules: Vec::new(),
+        }
+    }
+
     /// This worker's index in the group, `0..size()`.
     pub fn rank(&self) -> usize {
-        self.rank
+        self.ep.rank()
     }
 
     /// Number of workers in the group.
     pub fn size(&self) -> usize {
-        self.size
+        self.ep.size()
     }
 
     /// Sums `buf` across all workers, in place: afterwards every worker's `buf` holds the
@@ -147,14 +109,14 @@ impl Comm {
         buf: &mut [T],
         algo: Algorithm,
     ) -> Result<(), CommError> {
-        if self.size == 1 {
+        if self.size() == 1 {
             return Ok(());
         }
         match algo {
-            Algorithm::Shared => shared::all_reduce(self, buf),
+            Algorithm::Shared => shared::all_reduce(&mut self.ep, buf),
             Algorithm::Naive | Algorithm::Ring | Algorithm::Tree => {
                 let sched = self.schedule(algo, buf.len());
-                schedule::execute(self, &sched, buf)
+                schedule::execute(&mut self.ep, &sched, buf)
             }
         }
     }
@@ -163,9 +125,9 @@ impl Comm {
     /// chunk's range, [`chunk_range`]`(buf.len(), size, rank)`. The rest of `buf` is left as
     /// it was. Sums in rank order (`x0 + x1 + ... + x(N-1)`), through shared memory.
     pub fn reduce_scatter<T: Element>(&mut self, buf: &mut [T]) -> Result<Range<usize>, CommError> {
-        let mine = chunk_range(buf.len(), self.size, self.rank);
-        if self.size > 1 {
-            shared::reduce_scatter(self, buf)?;
+        let mine = chunk_range(buf.len(), self.size(), self.rank());
+        if self.size() > 1 {
+            shared::reduce_scatter(&mut self.ep, buf)?;
         }
         Ok(mine)
     }
@@ -174,8 +136,8 @@ impl Comm {
     /// worker's `buf` holds every worker's chunk. The inverse of [`Comm::reduce_scatter`]:
     /// the two in a row are an all-reduce.
     pub fn all_gather<T: Element>(&mut self, buf: &mut [T]) -> Result<(), CommError> {
-        if self.size > 1 {
-            shared::all_gather(self, buf)?;
+        if self.size() > 1 {
+            shared::all_gather(&mut self.ep, buf)?;
         }
         Ok(())
     }
@@ -186,29 +148,76 @@ impl Comm {
     /// If `root >= size()`.
     pub fn broadcast<T: Element>(&mut self, buf: &mut [T], root: usize) -> Result<(), CommError> {
         assert!(
-            root < self.size,
+            root < self.size(),
             "broadcast from worker {root} in a group of {}",
-            self.size
+            self.size()
         );
-        if self.size > 1 {
-            shared::broadcast(self, buf, root)?;
+        if self.size() > 1 {
+            shared::broadcast(&mut self.ep, buf, root)?;
         }
         Ok(())
     }
 
     /// Waits until every worker has called `barrier`.
     pub fn barrier(&mut self) -> Result<(), CommError> {
-        self.epoch += 1;
-        self.shared
-            .sync
-            .barrier(self.rank, self.epoch)
-            .map_err(|rank| CommError::PeerGone { rank })
+        self.ep.barrier()
     }
 
-    /// The epoch of the next barrier; the shared-memory window uses two per collective.
-    pub(crate) fn next_epoch(&mut self) -> usize {
-        self.epoch += 1;
-        self.epoch
+    /// Splits the group into sub-groups, as `MPI_Comm_split` does: the workers that pass
+    /// the same `colour` form a new group, ranked by `(key, rank in this group)`.
+    ///
+    /// A collective call: every worker of this group calls it (with its own colour and
+    /// key). Each gets a [`Comm`] of its sub-group, which is a group like any other: every
+    /// collective and every algorithm runs on it, it breaks on its own when one of *its*
+    /// workers leaves ([`CommError::PeerGone`] names the rank in the sub-group), and it can
+    /// be split again. This communicator stays usable beside it.
+    ///
+    /// ```text
+    ///   group(6) as a 2 x 3 grid      rows: split(r / 3, r)      columns: split(r % 3, r)
+    ///        0  1  2                  {0 1 2} {3 4 5}            {0 3} {1 4} {2 5}
+    ///        3  4  5                  worker 4 is rank 1 of 3    worker 4 is rank 1 of 2
+    ///
+    ///   1. all_gather everyone's (colour, key)           on this group
+    ///   2. my sub-group: the workers of my colour, sorted by (key, rank); my place = my rank
+    ///   3. its rank 0 makes the sub-group's endpoints and sends each member its own
+    ///      (a point-to-point message on this group); the others wait for theirs
+    /// ```
+    ///
+    /// ```
+    /// use nanodist::collective::{group, Algorithm};
+    /// let rows: Vec<(usize, usize, f32)> = std::thread::scope(|s| {
+    ///     let handles: Vec<_> = group(4).into_iter().map(|mut comm| s.spawn(move || {
+    ///         let r = comm.rank();
+    ///         let mut row = comm.split(r / 2, r).unwrap(); // rows {0, 1} and {2, 3}
+    ///         let mut x = [r as f32];
+    ///         row.all_reduce(&mut x, Algorithm::Ring).unwrap();
+    ///         (row.rank(), row.size(), x[0])
+    ///     })).collect();
+    ///     handles.into_iter().map(|h| h.join().unwrap()).collect()
+    /// });
+    /// assert_eq!(rows, [(0, 2, 1.0), (1, 2, 1.0), (0, 2, 5.0), (1, 2, 5.0)]);
+    /// ```
+    pub fn split(&mut self, colour: usize, key: usize) -> Result<Comm, CommError> {
+        let (n, me) = (self.size(), self.rank());
+        // table[2j], table[2j + 1]: worker j's colour and key; chunk j of 2n is exactly that
+        // pair, so an all-gather fills in everyone's.
+        let mut table = vec![0usize; 2 * n];
+        table[2 * me..2 * me + 2].copy_from_slice(&[colour, key]);
+        self.all_gather(&mut table)?;
+        let mut members: Vec<usize> = (0..n).filter(|&j| table[2 * j] == colour).collect();
+        members.sort_by_key(|&j| (table[2 * j + 1], j));
+        let ep = if members[0] == me {
+            // Endpoint 0 is ours; endpoint i goes to the member ranked i.
+            let mut eps = transport::endpoints(members.len()).into_iter();
+            let mine = eps.next().expect("a group of at least one");
+            for (ep, &to) in eps.zip(&members[1..]) {
+                self.ep.send_value(to, ep)?;
+            }
+            mine
+        } else {
+            self.ep.recv_value::<Endpoint>(members[0])?
+        };
+        Ok(Comm::new(ep))
     }
 
     /// The schedule of `algo` for this group and `len` elements, built once and cached.
@@ -221,7 +230,7 @@ impl Comm {
             return Arc::clone(s);
         }
         let s = Arc::new(
-            algo.schedule(self.size, len)
+            algo.schedule(self.size(), len)
                 .expect("a message-passing algorithm"),
         );
         if self.schedules.len() == SCHEDULE_CACHE {
@@ -230,81 +239,40 @@ impl Comm {
         self.schedules.push((algo, len, Arc::clone(&s)));
         s
     }
-
-    /// Sends a copy of `data` to worker `to`. Never blocks (the channels are unbounded).
-    pub(crate) fn send<T: Element>(&mut self, to: usize, data: &[T]) -> Result<(), CommError> {
-        // Reuse a spare Vec<T> if there is one; its capacity grows to the largest message.
-        let mut packet = match self.spare.iter().position(|p| p.is::<Vec<T>>()) {
-            Some(i) => self.spare.swap_remove(i),
-            None => Box::new(Vec::<T>::with_capacity(data.len())),
-        };
-        let v = packet
-            .downcast_mut::<Vec<T>>()
-            .expect("checked by is::<Vec<T>>");
-        v.clear();
-        v.extend_from_slice(data);
-        self.to[to].send(packet).map_err(|_| {
-            let sync = &self.shared.sync;
-            sync.poison(to);
-            CommError::PeerGone {
-                rank: sync.poisoned().unwrap_or(to),
-            }
-        })
-    }
-
-    /// Waits for the next message from worker `from` and hands it to `use_it`.
-    pub(crate) fn recv<T: Element>(
-        &mut self,
-        from: usize,
-        use_it: impl FnOnce(&[T]),
-    ) -> Result<(), CommError> {
-        let rx = &self.from[from];
-        let mut got = None;
-        self.shared
-            .sync
-            .wait_until(|| match rx.try_recv() {
-                Ok(p) => {
-                    got = Some(p);
-                    Ok(true)
-                }
-                Err(TryRecvError::Empty) => Ok(false),
-                Err(TryRecvError::Disconnected) => Err(from),
-            })
-            .map_err(|rank| CommError::PeerGone { rank })?;
-        let packet = got.expect("set when ready");
-        let data = packet.downcast_ref::<Vec<T>>().unwrap_or_else(|| {
-            panic!(
-                "worker {from} sent worker {} a buffer of a different element type than {}: \
-                 all workers must call the same collectives on the same types",
-                self.rank,
-                std::any::type_name::<T>()
-            )
-        });
-        use_it(data);
-        if self.spare.len() < 4 * self.size {
-            self.spare.push(packet);
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Comm {
-    /// Leaving. A panicking worker (this runs while its thread unwinds) breaks the group at
-    /// once; a worker that just finished leaves quietly, and only a peer that still needs
-    /// it gets [`CommError::PeerGone`]. Either way nobody hangs.
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.shared.sync.poison(self.rank);
-        }
-        self.shared.sync.leave(self.rank);
-    }
 }
 
 impl std::fmt::Debug for Comm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Comm")
-            .field("rank", &self.rank)
-            .field("size", &self.size)
+            .field("rank", &self.rank())
+            .field("size", &self.size())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Algorithm;
+
+    /// Within a step no worker receives into a range it also sends (or receives twice into
+    /// overlapping ranges except to reduce in order), so simulation == threads.
+    #[test]
+    fn no_worker_sends_what_it_receives_in_the_same_step() {
+        for algo in [Algorithm::Naive, Algorithm::Ring, Algorithm::Tree] {
+            for n in 1..=9 {
+                for len in [0, 1, 5, 8, 13] {
+                    let s = algo.schedule(n, len).unwrap();
+                    for step in &s.steps {
+                        for a in &step.transfers {
+                            for b in step.transfers.iter().filter(|b| b.from == a.to) {
+                                let overlap =
+                                    a.range.start < b.range.end && b.range.start < a.range.end;
+                                assert!(!overlap, "{algo} n={n} len={len}: {a:?} / {b:?}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 }

@@ -12,11 +12,55 @@
 //!   worker 2: [3 3 3 3]            worker 2: [6 6 6 6]
 //! ```
 //!
-//! [`group`]`(n)` makes one [`Comm`] (communicator endpoint) per worker; each is moved into
-//! its worker's thread. Besides [`Comm::all_reduce`] there are its two halves,
+//! [`group`]`(n)` makes one [`Comm`] (communicator) per worker; each is moved into its
+//! worker's thread. Besides [`Comm::all_reduce`] there are its two halves,
 //! [`Comm::reduce_scatter`] (each worker ends with the sum of *its* chunk) and
 //! [`Comm::all_gather`] (each worker contributes its chunk, all end with all of them), plus
-//! [`Comm::broadcast`] and [`Comm::barrier`].
+//! [`Comm::broadcast`] and [`Comm::barrier`]. [`Comm::split`] cuts a group into sub-groups.
+//!
+//! # Two layers
+//!
+//! The **transport** at the bottom moves data between workers and knows nothing of sums;
+//! the **collectives** on top are written against the transport alone; the communicator
+//! that a worker calls sits above both and picks the algorithm. Every file uses only files
+//! below it:
+//!
+//! ```text
+//!   communicator  comm.rs        Comm: group(n), split, all_reduce(buf, algo) -> dispatch
+//!   ------------------------------------------------------------------------------------
+//!   collectives   naive.rs ring.rs tree.rs    each builds a Schedule (who sends what to whom)
+//!                 schedule.rs                 Schedule, and the executor: runs one with send/recv
+//!                 shared.rs                   all-reduce, reduce-scatter, all-gather, broadcast
+//!                                             on the shared-memory window
+//!   ------------------------------------------------------------------------------------
+//!   transport     transport.rs   Endpoint: rank, size, send, recv, barrier, window, "I left"
+//!                 window.rs      a window onto every worker's buffer for one collective
+//!                 sync.rs        the one way to wait: spin, then yield; barrier; who left
+//!   ------------------------------------------------------------------------------------
+//!   leaves        element.rs (Element, chunk_range)  algorithm.rs (Algorithm)  error.rs
+//! ```
+//!
+//! `bench.rs` (the `nanodist allreduce` command) sits above the communicator. A transport
+//! between processes (MPI) would be another `Endpoint` under the same collectives.
+//!
+//! # Sub-groups
+//!
+//! [`Comm::split`]`(colour, key)` works as `MPI_Comm_split`: every worker of a group calls
+//! it, and the workers with equal colour form a new group, ranked by `(key, rank)`. A grid
+//! of workers gets its rows and its columns this way, each a group of its own:
+//!
+//! ```text
+//!   group(6), as 2 rows x 3 columns          row    = comm.split(rank / 3, rank)
+//!                                            column = comm.split(rank % 3, rank)
+//!        col 0  col 1  col 2
+//!   row 0 [ 0  |  1  |  2 ]   <- a row group of 3: ranks 0 1 2 in it
+//!   row 1 [ 3  |  4  |  5 ]   <- ranks 0 1 2 in it
+//!           ^ a column group of 2: worker 0 is its rank 0, worker 3 its rank 1
+//! ```
+//!
+//! A sub-group has its own channels, barrier and window: collectives on a row and on a
+//! column never mix, though as in any group, the members of each call its collectives in
+//! the same order. A worker that leaves breaks exactly the groups it belonged to.
 //!
 //! # The algorithms
 //!
@@ -68,8 +112,9 @@
 //! primitive, with its "a peer has left" check, is in [`sync`] and is model-checked with loom.
 //!
 //! Rust note: a [`Comm`] is `Send` but not `Clone`: the type system makes "one endpoint per
-//! worker, owned by its thread" the only way to use it, and its `Drop` (which also runs when
-//! the thread panics and unwinds) is how the others learn that it left. A second handle on
+//! worker, owned by its thread" the only way to use it, and dropping it (its endpoint's
+//! `Drop`, which also runs when the thread panics and unwinds) is how the others learn that
+//! it left. A second handle on
 //! worker 0's endpoint, which could enter a collective twice, does not compile (E0599: no
 //! method `clone`):
 //! ```compile_fail,E0599
@@ -77,171 +122,23 @@
 //! let again = comms[0].clone();
 //! ```
 
+mod algorithm;
 mod comm;
+mod element;
 mod error;
 mod naive;
 mod ring;
 pub mod schedule;
 mod shared;
 pub mod sync;
+mod transport;
 mod tree;
 mod window;
 
 pub mod bench;
 
+pub use algorithm::{Algorithm, UnknownAlgorithm};
 pub use comm::{group, Comm};
+pub use element::{chunk_range, Element};
 pub use error::CommError;
 pub use schedule::{Op, Schedule, Step, Transfer};
-
-use serde::{Deserialize, Serialize};
-
-/// The all-reduce algorithms nanodist implements, each in its own file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Algorithm {
-    /// Everyone sends to worker 0, which sums and sends back (parameter-server style).
-    Naive,
-    /// Reduce-scatter then all-gather around a ring: 2(N-1) steps.
-    Ring,
-    /// Recursive halving and doubling: about 2 log2 N steps.
-    Tree,
-    /// Each worker sums a disjoint slice straight out of the others' buffers.
-    Shared,
-}
-
-impl Algorithm {
-    /// Every algorithm, in the order tables list them.
-    pub const ALL: [Algorithm; 4] = [
-        Algorithm::Naive,
-        Algorithm::Ring,
-        Algorithm::Tree,
-        Algorithm::Shared,
-    ];
-
-    /// The lowercase name used on the command line and in JSON (`"ring"`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Algorithm::Naive => "naive",
-            Algorithm::Ring => "ring",
-            Algorithm::Tree => "tree",
-            Algorithm::Shared => "shared",
-        }
-    }
-
-    /// The message-passing schedule of this algorithm for `n` workers and `len` elements,
-    /// or `None` for [`Algorithm::Shared`], which passes no messages.
-    ///
-    /// ```
-    /// use nanodist::collective::Algorithm;
-    /// let ring = Algorithm::Ring.schedule(4, 8).unwrap();
-    /// assert_eq!(ring.steps.len(), 2 * (4 - 1));
-    /// assert!(Algorithm::Shared.schedule(4, 8).is_none());
-    /// ```
-    pub fn schedule(self, n: usize, len: usize) -> Option<Schedule> {
-        match self {
-            Algorithm::Naive => Some(naive::schedule(n, len)),
-            Algorithm::Ring => Some(ring::schedule(n, len)),
-            Algorithm::Tree => Some(tree::schedule(n, len)),
-            Algorithm::Shared => None,
-        }
-    }
-}
-
-impl std::fmt::Display for Algorithm {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// A number the collectives can sum: `f32`, `f64` and `i64`.
-///
-/// `add` is the reduction. For the integers it is *wrapping* addition: the deterministic
-/// training mode all-reduces `i64` fixed-point gradients, and wrapping addition is
-/// associative and commutative, so any summation order gives identical bits.
-///
-/// Rust note: the bounds say what the collectives need: `Copy` (elements are copied into
-/// messages), `Send + Sync` (other threads read and write the buffers), `'static` (messages
-/// are type-erased as `Box<dyn Any>` and downcast back on arrival).
-pub trait Element: Copy + Send + Sync + Default + PartialEq + std::fmt::Debug + 'static {
-    /// The sum of two elements.
-    fn add(a: Self, b: Self) -> Self;
-}
-
-impl Element for f32 {
-    #[inline(always)]
-    fn add(a: Self, b: Self) -> Self {
-        a + b
-    }
-}
-
-impl Element for f64 {
-    #[inline(always)]
-    fn add(a: Self, b: Self) -> Self {
-        a + b
-    }
-}
-
-impl Element for i64 {
-    #[inline(always)]
-    fn add(a: Self, b: Self) -> Self {
-        a.wrapping_add(b)
-    }
-}
-
-/// The element range of chunk `i` when `len` elements are cut into `n` chunks.
-///
-/// The first `len % n` chunks get one element more than the rest, so chunk lengths differ
-/// by at most one; when `len < n` the last chunks are empty. Every collective uses this
-/// chunking: after [`Comm::reduce_scatter`], worker `r` holds the sum of
-/// `chunk_range(len, n, r)`.
-///
-/// ```
-/// use nanodist::collective::chunk_range;
-/// assert_eq!(chunk_range(10, 4, 0), 0..3);
-/// assert_eq!(chunk_range(10, 4, 1), 3..6);
-/// assert_eq!(chunk_range(10, 4, 3), 8..10);
-/// assert_eq!(chunk_range(2, 4, 3), 2..2); // shorter than n: empty chunks at the end
-/// ```
-///
-/// # Panics
-/// If `n == 0` or `i >= n`.
-pub fn chunk_range(len: usize, n: usize, i: usize) -> std::ops::Range<usize> {
-    assert!(n > 0, "chunk_range: cannot cut into 0 chunks");
-    assert!(i < n, "chunk_range: chunk {i} of only {n}");
-    let (base, rem) = (len / n, len % n);
-    let start = i * base + i.min(rem);
-    let end = start + base + usize::from(i < rem);
-    start..end
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn chunks_tile_the_buffer() {
-        for len in 0..40 {
-            for n in 1..9 {
-                let mut next = 0;
-                for i in 0..n {
-                    let r = chunk_range(len, n, i);
-                    assert_eq!(r.start, next, "len {len} n {n} chunk {i}");
-                    let even = r.len() == len / n || r.len() == len / n + 1;
-                    assert!(even, "len {len} n {n} chunk {i}: {} floats", r.len());
-                    next = r.end;
-                }
-                assert_eq!(next, len);
-            }
-        }
-    }
-
-    #[test]
-    fn names_round_trip_through_clap_and_serde() {
-        use clap::ValueEnum;
-        for a in Algorithm::ALL {
-            assert_eq!(Algorithm::from_str(a.name(), false).unwrap(), a);
-            let json = serde_json::to_string(&a).unwrap();
-            assert_eq!(json, format!("\"{}\"", a.name()));
-        }
-    }
-}

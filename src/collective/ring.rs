@@ -1,6 +1,6 @@
 //! Ring all-reduce: reduce-scatter then all-gather around a ring, N-1 steps each.
 //!
-//! The buffer is cut into N chunks ([`chunk_range`](super::chunk_range)). Worker `r` only
+//! The buffer is cut into N chunks (`chunk_range`). Worker `r` only
 //! ever sends to `r + 1` and receives from `r - 1` (mod N). N = 4, chunk `c` of worker `r`
 //! written `r.c`:
 //!
@@ -34,7 +34,7 @@
 //! all links at once: `2(N-1) alpha + 2(N-1)/N S beta`. The bytes each worker sends do not
 //! grow with N (bandwidth-optimal), but the alphas do: for small buffers the tree wins.
 
-use super::chunk_range;
+use super::element::chunk_range;
 use super::schedule::{Op, Schedule, Step, Transfer};
 
 /// The ring schedule for `n` workers and `len` elements (n chunks).

@@ -3,9 +3,9 @@
 //! The naive, ring and tree algorithms differ only in *who sends which part of the buffer
 //! to whom, in which step, and what the receiver does with it*. Each of their files builds
 //! that as a [`Schedule`]; one executor (`execute`) runs any schedule on the worker
-//! threads, and [`Schedule::simulate`] runs the same schedule on one thread, step by step,
-//! for the walkthrough example and the tests. The example therefore narrates exactly what
-//! the threads do.
+//! threads with nothing but the transport's `send` and `recv`, and [`Schedule::simulate`]
+//! runs the same schedule on one thread, step by step, for the walkthrough example and the
+//! tests. The example therefore narrates exactly what the threads do.
 //!
 //! ```text
 //!   Schedule { workers: 3, len: 6, chunks: 3, steps: [
@@ -25,8 +25,9 @@
 
 use std::ops::Range;
 
-use super::comm::Comm;
-use super::{CommError, Element};
+use super::element::Element;
+use super::error::CommError;
+use super::transport::Endpoint;
 
 /// What the receiver of a transfer does with the incoming elements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,7 +108,7 @@ pub struct Schedule {
     pub workers: usize,
     /// Elements in each worker's buffer.
     pub len: usize,
-    /// How many chunks the algorithm cuts the buffer into ([`super::chunk_range`]).
+    /// How many chunks the algorithm cuts the buffer into (`chunk_range`).
     pub chunks: usize,
     /// The steps, in order.
     pub steps: Vec<Step>,
@@ -161,50 +162,23 @@ impl Schedule {
     }
 }
 
-/// Runs `sched` as worker `comm.rank()` on its `buf`: see the module docs.
+/// Runs `sched` as worker `ep.rank()` on its `buf`: see the module docs.
 pub(crate) fn execute<T: Element>(
-    comm: &mut Comm,
+    ep: &mut Endpoint,
     sched: &Schedule,
     buf: &mut [T],
 ) -> Result<(), CommError> {
     assert_eq!(sched.len, buf.len());
-    assert_eq!(sched.workers, comm.size());
-    let me = comm.rank();
+    assert_eq!(sched.workers, ep.size());
+    let me = ep.rank();
     for step in &sched.steps {
         for t in step.transfers.iter().filter(|t| t.from == me) {
-            comm.send(t.to, &buf[t.range.clone()])?;
+            ep.send(t.to, &buf[t.range.clone()])?;
         }
         for t in step.transfers.iter().filter(|t| t.to == me) {
             let own = &mut buf[t.range.clone()];
-            comm.recv(t.from, |incoming: &[T]| t.op.apply(own, incoming))?;
+            ep.recv(t.from, |incoming: &[T]| t.op.apply(own, incoming))?;
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use crate::collective::Algorithm;
-
-    /// Within a step no worker receives into a range it also sends (or receives twice into
-    /// overlapping ranges except to reduce in order), so simulation == threads.
-    #[test]
-    fn no_worker_sends_what_it_receives_in_the_same_step() {
-        for algo in [Algorithm::Naive, Algorithm::Ring, Algorithm::Tree] {
-            for n in 1..=9 {
-                for len in [0, 1, 5, 8, 13] {
-                    let s = algo.schedule(n, len).unwrap();
-                    for step in &s.steps {
-                        for a in &step.transfers {
-                            for b in step.transfers.iter().filter(|b| b.from == a.to) {
-                                let overlap =
-                                    a.range.start < b.range.end && b.range.start < a.range.end;
-                                assert!(!overlap, "{algo} n={n} len={len}: {a:?} / {b:?}");
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
 }

@@ -28,10 +28,13 @@
 //!
 //! `reduce_scatter`, `all_gather` and `broadcast` in this file use the same window: in each,
 //! worker `r` touches only column `r` of the buffers (see `window.rs` for why that is sound).
+//! Like every algorithm, this file is written against the transport (`transport.rs`) alone:
+//! it opens the endpoint's window and works on columns.
 
-use super::comm::Comm;
-use super::window::{self, Window};
-use super::{CommError, Element};
+use super::element::Element;
+use super::error::CommError;
+use super::transport::Endpoint;
+use super::window::Window;
 
 /// Elements per tile: 4 KB of f32, small enough for L1 next to the buffers' lines.
 const TILE: usize = 1024;
@@ -61,9 +64,9 @@ fn sum_column<T: Element>(
 }
 
 /// All-reduce through shared memory: see the module docs.
-pub(crate) fn all_reduce<T: Element>(comm: &mut Comm, buf: &mut [T]) -> Result<(), CommError> {
-    let n = comm.size();
-    let mut w = window::open(comm, buf)?;
+pub(crate) fn all_reduce<T: Element>(ep: &mut Endpoint, buf: &mut [T]) -> Result<(), CommError> {
+    let n = ep.size();
+    let mut w = ep.window(buf)?;
     if n == 2 {
         // The common case (2 workers), fused: one pass reads both buffers and writes both.
         let (a, b) = w.column_pair(0, 1);
@@ -83,9 +86,12 @@ pub(crate) fn all_reduce<T: Element>(comm: &mut Comm, buf: &mut [T]) -> Result<(
 }
 
 /// Reduce-scatter through shared memory: worker r sums column r into its own buffer only.
-pub(crate) fn reduce_scatter<T: Element>(comm: &mut Comm, buf: &mut [T]) -> Result<(), CommError> {
-    let (n, me) = (comm.size(), comm.rank());
-    let mut w = window::open(comm, buf)?;
+pub(crate) fn reduce_scatter<T: Element>(
+    ep: &mut Endpoint,
+    buf: &mut [T],
+) -> Result<(), CommError> {
+    let (n, me) = (ep.size(), ep.rank());
+    let mut w = ep.window(buf)?;
     sum_column(&mut w, n, |w, range, tile| {
         w.column(me)[range].copy_from_slice(tile);
     });
@@ -93,9 +99,9 @@ pub(crate) fn reduce_scatter<T: Element>(comm: &mut Comm, buf: &mut [T]) -> Resu
 }
 
 /// All-gather through shared memory: worker r copies its column r into everyone's buffer.
-pub(crate) fn all_gather<T: Element>(comm: &mut Comm, buf: &mut [T]) -> Result<(), CommError> {
-    let (n, me) = (comm.size(), comm.rank());
-    let mut w = window::open(comm, buf)?;
+pub(crate) fn all_gather<T: Element>(ep: &mut Endpoint, buf: &mut [T]) -> Result<(), CommError> {
+    let (n, me) = (ep.size(), ep.rank());
+    let mut w = ep.window(buf)?;
     for j in 0..n {
         w.copy_column(me, j);
     }
@@ -105,12 +111,12 @@ pub(crate) fn all_gather<T: Element>(comm: &mut Comm, buf: &mut [T]) -> Result<(
 /// Broadcast through shared memory: worker r copies column r of the root's buffer into
 /// everyone's buffer, so all workers copy in parallel.
 pub(crate) fn broadcast<T: Element>(
-    comm: &mut Comm,
+    ep: &mut Endpoint,
     buf: &mut [T],
     root: usize,
 ) -> Result<(), CommError> {
-    let n = comm.size();
-    let mut w = window::open(comm, buf)?;
+    let n = ep.size();
+    let mut w = ep.window(buf)?;
     for j in 0..n {
         w.copy_column(root, j);
     }

@@ -34,7 +34,7 @@
 
 use std::ops::Range;
 
-use super::chunk_range;
+use super::element::chunk_range;
 use super::schedule::{Op, Schedule, Step, Transfer};
 
 /// The tree schedule for `n` workers and `len` elements (p chunks).

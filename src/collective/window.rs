@@ -12,11 +12,15 @@
 //!   buf 2  [ col 0     | col 1     | col 2     ]
 //!             worker 0    worker 1    worker 2    <- the only worker touching that column
 //!
-//!   open:   publish (address, length, type) of my buffer -> barrier "entry"
+//!   open:   publish (pointer, length, type) of my buffer -> barrier "entry"
 //!           check every peer published the same length and type
 //!   use:    worker r reads/writes column r of any buffer (Window::column)
 //!   close:  barrier "exit" (in Drop, so a panic still waits for it) -> buffers are theirs again
 //! ```
+//!
+//! The buffers travel between threads as raw pointers ([`SendPtr`]), never as integer
+//! addresses, so every access to a peer's buffer is derived from that peer's own `&mut [T]`
+//! (its provenance), which is what Rust's aliasing rules ask of raw-pointer code.
 //!
 //! Rust note: [`Window`] holds the `&mut [T]` borrow of the caller's buffer (as
 //! `PhantomData`) until it is dropped, so the caller cannot touch its buffer while peers
@@ -29,13 +33,46 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use super::comm::{Comm, Shared};
-use super::{chunk_range, CommError, Element};
+use super::element::{chunk_range, Element};
+use super::error::CommError;
+use super::sync::Group;
+
+/// A raw pointer that may be handed to another thread: where a peer's buffer starts.
+///
+/// Raw pointers are neither `Send` nor `Sync`, because the compiler cannot know who else
+/// uses the memory they point to. Here the window's protocol (the module docs) decides
+/// that, so this wrapper states it once.
+pub(crate) struct SendPtr<T>(pub *mut T);
+
+// SAFETY: a SendPtr is only ever an address plus provenance that threads pass to each
+// other; nothing dereferences it outside `Window::column`/`column_pair`, whose accesses are
+// made exclusive (disjoint columns) and ordered (entry and exit barriers) by the window
+// protocol, and whose buffer stays borrowed by its owner's `Window` for as long as any
+// peer can reach it. Moving or sharing the pointer value itself between threads is
+// therefore sound.
+unsafe impl<T> Send for SendPtr<T> {}
+// SAFETY: as for `Send`: a shared `&SendPtr` only lets a thread copy the pointer value.
+unsafe impl<T> Sync for SendPtr<T> {}
+
+impl<T> Clone for SendPtr<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for SendPtr<T> {}
+
+impl<T> std::fmt::Debug for SendPtr<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SendPtr({:p})", self.0)
+    }
+}
 
 /// What a worker publishes about its buffer for the length of a collective.
 #[derive(Clone, Copy, Debug)]
 struct Desc {
-    addr: usize,
+    /// The buffer's first element, type-erased (`T` is checked through `ty`).
+    ptr: SendPtr<()>,
     len: usize,
     ty: TypeId,
 }
@@ -51,7 +88,7 @@ pub(crate) struct Slots {
 impl Slots {
     pub fn new(n: usize) -> Self {
         let empty = Desc {
-            addr: 0,
+            ptr: SendPtr(std::ptr::null_mut()),
             len: 0,
             ty: TypeId::of::<()>(),
         };
@@ -64,9 +101,10 @@ impl Slots {
 
 /// One worker's view of all buffers during a shared-memory collective.
 pub(crate) struct Window<'a, T> {
-    shared: &'a Shared,
-    /// `addrs[j]`: where worker `j`'s buffer starts.
-    addrs: &'a [usize],
+    sync: &'a Group,
+    slots: &'a Slots,
+    /// `peers[j]`: where worker `j`'s buffer starts.
+    peers: &'a [SendPtr<()>],
     rank: usize,
     /// This worker's column: `chunk_range(len, n, rank)`.
     col: Range<usize>,
@@ -74,31 +112,33 @@ pub(crate) struct Window<'a, T> {
     _buf: PhantomData<&'a mut [T]>,
 }
 
-/// Publishes `buf`, waits until every worker has, and returns the window onto all buffers.
+/// Publishes `buf` as worker `rank`'s, waits (barrier `entry`) until every worker has, and
+/// returns the window onto all buffers; dropping it waits at barrier `exit`. `peers` is the
+/// caller's scratch for the peers' pointers, reused so that a collective allocates nothing.
 ///
 /// # Panics
 /// If the workers' buffers differ in length or element type (a contract violation; every
 /// worker sees the same descriptors, so all of them panic before touching any buffer).
 pub(crate) fn open<'a, T: Element>(
-    comm: &'a mut Comm,
+    (sync, slots): (&'a Group, &'a Slots),
+    rank: usize,
+    (entry, exit): (usize, usize),
+    peers: &'a mut Vec<SendPtr<()>>,
     buf: &'a mut [T],
 ) -> Result<Window<'a, T>, CommError> {
-    let (entry, exit) = (comm.next_epoch(), comm.next_epoch());
-    let (rank, n, len) = (comm.rank(), comm.size(), buf.len());
+    let (n, len) = (slots.descs.len(), buf.len());
     let me = Desc {
-        // From here on this worker reaches its own buffer only through this address, like
+        // From here on this worker reaches its own buffer only through this pointer, like
         // everyone else: `buf` itself is parked in the Window's PhantomData.
-        addr: buf.as_mut_ptr() as usize,
+        ptr: SendPtr(buf.as_mut_ptr().cast()),
         len,
         ty: TypeId::of::<T>(),
     };
-    *comm.shared.slots.descs[rank].lock().expect("slot lock") = me;
-    comm.shared
-        .sync
-        .barrier(rank, entry)
+    *slots.descs[rank].lock().expect("slot lock") = me;
+    sync.barrier(rank, entry)
         .map_err(|rank| CommError::PeerGone { rank })?;
-    comm.peers.clear();
-    for (j, slot) in comm.shared.slots.descs.iter().enumerate() {
+    peers.clear();
+    for (j, slot) in slots.descs.iter().enumerate() {
         let d = *slot.lock().expect("slot lock");
         assert!(
             d.len == len && d.ty == me.ty,
@@ -107,12 +147,12 @@ pub(crate) fn open<'a, T: Element>(
             d.len,
             std::any::type_name::<T>()
         );
-        comm.peers.push(d.addr);
+        peers.push(d.ptr);
     }
-    let comm: &'a Comm = comm;
     Ok(Window {
-        shared: &comm.shared,
-        addrs: &comm.peers,
+        sync,
+        slots,
+        peers,
         rank,
         col: chunk_range(len, n, rank),
         exit,
@@ -128,9 +168,9 @@ impl<T: Element> Window<'_, T> {
 
     /// This worker's column of worker `j`'s buffer.
     pub fn column(&mut self, j: usize) -> &mut [T] {
-        let p = self.addrs[j] as *mut T;
+        let p = self.peers[j].0.cast::<T>();
         // SAFETY:
-        // - Live and typed: `addrs[j]` is the start of worker j's `&mut [T]` of `len`
+        // - Live and typed: `peers[j]` is the start of worker j's `&mut [T]` of `len`
         //   elements (length and TypeId checked in `open`), and `col` lies within `0..len`.
         //   Worker j keeps that borrow until its Window is dropped, after the exit barrier,
         //   which waits for our arrival, which happens when *our* Window drops; this slice
@@ -148,7 +188,7 @@ impl<T: Element> Window<'_, T> {
     /// This worker's column of two *different* buffers `i` and `j`, both writable.
     pub fn column_pair(&mut self, i: usize, j: usize) -> (&mut [T], &mut [T]) {
         assert_ne!(i, j, "column_pair needs two different buffers");
-        let (pi, pj) = (self.addrs[i] as *mut T, self.addrs[j] as *mut T);
+        let (pi, pj) = (self.peers[i].0.cast::<T>(), self.peers[j].0.cast::<T>());
         let (start, len) = (self.col.start, self.col.len());
         // SAFETY: as in `column`, for column r of two different buffers: two distinct
         // allocations, so the two slices cannot overlap each other either.
@@ -171,9 +211,9 @@ impl<T: Element> Window<'_, T> {
     /// Leaves the window: waits until every worker is done with every buffer.
     /// `Err` if a worker panicked inside its window (its column was not finished).
     pub fn close(self) -> Result<(), CommError> {
-        let shared = self.shared;
+        let slots = self.slots;
         drop(self);
-        match shared.slots.torn.load(Ordering::Acquire) {
+        match slots.torn.load(Ordering::Acquire) {
             0 => Ok(()),
             r => Err(CommError::PeerGone { rank: r - 1 }),
         }
@@ -186,14 +226,14 @@ impl<T> Drop for Window<'_, T> {
     /// owns the buffer) cannot be freed under a peer's feet.
     fn drop(&mut self) {
         if std::thread::panicking() {
-            let _ = self.shared.slots.torn.compare_exchange(
+            let _ = self.slots.torn.compare_exchange(
                 0,
                 self.rank + 1,
                 Ordering::AcqRel,
                 Ordering::Acquire,
             );
         }
-        let sync = &self.shared.sync;
+        let sync = self.sync;
         sync.arrive(self.rank, self.exit);
         // No "peer gone" exit here: every worker passed the entry barrier, so every worker
         // is inside its window and reaches this barrier (normally or by unwinding).

@@ -131,14 +131,14 @@ pub fn matmul(c: MatMut, a: Mat, b: Mat, out: Out, scale: f32, threads: usize) {
     } else {
         Parallelism::None
     };
+    #[cfg(test)]
+    IN_GEMM.set(true);
     // SAFETY: `gemm` reads A at a.data[i*a.rs + j*a.cs] for i < m, j < k, B likewise for
     // i < k, j < n, and reads and writes C at c.data[i*c.rs + j] for i < m, j < n. The
     // constructors asserted that each of these largest indices lies inside its slice; the
     // strides are non-negative and fit in isize because the slices exist. C is borrowed
     // mutably, so it cannot alias A or B, and `c.rs >= n` makes its elements distinct.
     // Tested by `tests::strided_views_match_naive`, including transposed and offset views.
-    #[cfg(test)]
-    IN_GEMM.set(true);
     unsafe {
         gemm::gemm(
             m,

@@ -193,11 +193,13 @@ mod tests {
             if !IN_GEMM.get() {
                 ALLOCATIONS.set(ALLOCATIONS.get() + 1);
             }
-            System.alloc(layout)
+            // SAFETY: our caller's promises (a layout of non-zero size) are `System`'s.
+            unsafe { System.alloc(layout) }
         }
 
         unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-            System.dealloc(ptr, layout)
+            // SAFETY: `ptr` came from `alloc` above, i.e. from `System`, with this `layout`.
+            unsafe { System.dealloc(ptr, layout) }
         }
     }
 
