@@ -382,8 +382,28 @@ struct Parsed {
     app_uses: Vec<(usize, String)>,
 }
 
+/// Drops the path of a restricted visibility, `pub(in crate::a::b)` -> `pub()`: it names
+/// where an item may be seen, not something the file uses.
+fn drop_visibility_paths(toks: Vec<Tok>) -> Vec<Tok> {
+    let mut out: Vec<Tok> = Vec::with_capacity(toks.len());
+    let mut i = 0;
+    while i < toks.len() {
+        let restricted = toks[i].is("(")
+            && out.last().is_some_and(|t| t.is("pub"))
+            && toks.get(i + 1).is_some_and(|t| t.is("in"));
+        out.push(toks[i].clone());
+        if restricted {
+            while i + 1 < toks.len() && !toks[i + 1].is(")") {
+                i += 1;
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
 fn parse(src: &str) -> Parsed {
-    let toks = drop_test_items(tokenize(&strip(src)));
+    let toks = drop_visibility_paths(drop_test_items(tokenize(&strip(src))));
     let mut p = Parsed::default();
     let mut in_use = vec![false; toks.len()];
     let mut i = 0;
@@ -1041,6 +1061,16 @@ fn a_re_export_is_followed_to_the_defining_file() {
         ("src/user.rs", "fn f(_: crate::Bee) {}\n"),
     ]);
     assert_eq!(edge_names(&g), ["user.rs -> m/c.rs"]);
+}
+
+#[test]
+fn a_restricted_visibility_is_not_a_use_of_its_path() {
+    let g = graph(&[
+        ("src/lib.rs", "mod a;\n"),
+        ("src/a/mod.rs", "mod b;\nuse b::B;\nfn f(_: B) {}\n"),
+        ("src/a/b.rs", "pub(in crate::a) struct B;\n"),
+    ]);
+    assert_eq!(edge_names(&g), ["a/mod.rs -> a/b.rs"]);
 }
 
 #[test]

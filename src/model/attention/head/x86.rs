@@ -17,7 +17,8 @@
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-use super::{live_cols, Rows, Weights, LANES};
+use super::views::{live_cols, Rows, Weights};
+use crate::model::math::LANES;
 
 /// A tile of `R` x 16 outputs, `out` rows `out_rs` apart:
 /// `out[r][c] = scale * sum over src in srcs of w[src*ss + r*os] * z[src*z_rs + c]`.
