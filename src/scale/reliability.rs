@@ -167,11 +167,12 @@ pub fn reliability(rel: &Reliability, gpus: usize, checkpoint_bytes: f64) -> Rel
     let r = rel.restart_s;
     let (young, daly) = (young_interval_s(c, m), daly_interval_s(c, m));
     // intervals from 1/8 to 8 times Daly's, on a log scale; the simulation runs each for
-    // 400 MTBIs of work (a few hundred failures: a quick look, not the test's precision)
+    // 400 MTBIs of work or 20,000 segments, whichever is less (a quick look; the tests run
+    // longer)
     let table = (0..=12)
         .map(|i| {
             let tau = daly * 2f64.powf((i as f64 - 6.0) / 2.0);
-            let sim = simulate_goodput(tau, c, r, m, 400.0 * m, 7 + i as u64);
+            let sim = simulate_goodput(tau, c, r, m, (400.0 * m).min(20_000.0 * tau), 7 + i as u64);
             (tau, goodput(tau, c, r, m), sim)
         })
         .collect();
