@@ -76,12 +76,16 @@ fn main() {
         precision: nanodist::scale::Precision::Fp32,
         ..ScaleConfig::default()
     };
-    let toy = show("   4 workers, batch 12, f32:", &cpu);
+    let toy = predict(&cpu).expect("a valid toy layout");
     println!(
-        "   => {:.1} ms per step, of which {:.2} ms all-reduce",
+        "   4 workers, batch 12, f32: {:.1} MiB per worker, {:.1} ms per step, {:.0} tokens/s;\n   the all-reduce takes {:.2} ms, {:.2} ms of it hidden behind the last backward",
+        toy.memory.total / 1048576.0,
         toy.step_s * 1e3,
-        toy.time.dp_s * 1e3
+        toy.tokens_per_s,
+        toy.time.dp_s * 1e3,
+        toy.time.dp_hidden_s * 1e3
     );
+    println!("   The same formulas, fed datasheet figures instead, describe a GPU cluster:");
 
     let base = ScaleConfig::default();
     let one = show(

@@ -267,8 +267,8 @@ pub fn step_svg(p: &Prediction) -> String {
 }
 
 /// Memory per GPU of several labelled predictions as stacked bars (weights, gradients,
-/// optimizer state, activations) against the GPU's memory; a bar past 4x the capacity is cut
-/// at the edge with its total written on it.
+/// optimizer state, activations) against the GPU's memory; a bar past 4x the capacity is
+/// squeezed to the edge, its parts in proportion, its total written on it.
 pub fn memory_svg(rows: &[(&str, &Prediction)]) -> String {
     let mut s = String::new();
     let h = 100.0 + 34.0 * rows.len() as f64;
@@ -285,6 +285,8 @@ pub fn memory_svg(rows: &[(&str, &Prediction)]) -> String {
         let m = &p.memory;
         let y = 40.0 + 34.0 * i as f64;
         text(&mut s, LEFT - 8.0, y + 16.0, "end", label);
+        // a bar past the axis is squeezed to its end, its parts in proportion
+        let squeeze = if m.total > max { max / m.total } else { 1.0 };
         let mut x = 0.0;
         for (part, color) in [
             (m.weights, COMPUTE),
@@ -292,15 +294,19 @@ pub fn memory_svg(rows: &[(&str, &Prediction)]) -> String {
             (m.optimizer, PP),
             (m.activations, DP),
         ] {
-            rect(&mut s, sx(x), y, sx(x + part) - sx(x), 22.0, color);
-            x += part;
+            rect(
+                &mut s,
+                sx(x),
+                y,
+                sx(x + part * squeeze) - sx(x),
+                22.0,
+                color,
+            );
+            x += part * squeeze;
         }
-        let note = format!(
-            "{:.1}{}",
-            m.total / GIB,
-            if m.total > max { " (cut)" } else { "" }
-        );
-        let tx = (sx(m.total) + 4.0).min(LEFT + pw - 60.0);
+        let cut = if squeeze < 1.0 { " (not to scale)" } else { "" };
+        let note = format!("{:.1} GiB{cut}", m.total / GIB);
+        let tx = (sx(m.total) + 4.0).min(LEFT + pw - 170.0);
         text(&mut s, tx, y + 16.0, "start", &note);
     }
     let bottom = 40.0 + 34.0 * rows.len() as f64;
