@@ -258,3 +258,44 @@ fn pictures_are_svg_and_can_be_redrawn() {
         }
     }
 }
+
+#[test]
+fn megatron_tables_1_and_2_within_25_percent() {
+    // the same one calibrated constant, every published row: Table 1 (1.7B .. 1T, weak
+    // scaling) and Table 2's PTD rows (175B on 384 / 768 / 1,536 GPUs)
+    let mut runs: Vec<_> = (0..calibrate::TABLE1.len())
+        .map(calibrate::megatron_table1)
+        .collect();
+    runs.extend(
+        [384, 768, 1536]
+            .into_iter()
+            .filter_map(calibrate::megatron_table2),
+    );
+    let mut worst = 0.0f64;
+    for run in &runs {
+        let p = predict(&run.config).unwrap();
+        let e = rel_err(p.tflops_per_gpu, run.tflops_per_gpu);
+        println!(
+            "{:<60} {:6.1} vs {:5.1} TFLOP/s ({:+.1}%)",
+            run.name,
+            p.tflops_per_gpu,
+            run.tflops_per_gpu,
+            100.0 * e
+        );
+        assert!(
+            p.fits,
+            "{} should fit: {:.1} GiB",
+            run.name, p.memory_gib_per_gpu
+        );
+        if let Some(days) = run.days {
+            assert!(
+                rel_err(p.days, days).abs() < 0.25,
+                "{}: {:.1} days vs {days}",
+                run.name,
+                p.days
+            );
+        }
+        worst = worst.max(e.abs());
+    }
+    assert!(worst < 0.25, "worst relative error {:.1}%", 100.0 * worst);
+}

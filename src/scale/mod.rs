@@ -287,7 +287,11 @@ fn assumptions(cfg: &ScaleConfig) -> Vec<String> {
             hw.peak_flops / 1e12,
             fmt_si(hw.sustained_flops())
         ),
-        "FLOPs are Megatron's matrix-product count (Narayanan et al. 2021, eq. 3); other kernels are folded into the achievable fraction".into(),
+        "FLOPs are Megatron's matrix-product count (Narayanan et al. 2021, eq. 3)".into(),
+        format!(
+            "element-wise kernels move 4 bytes per activation byte (6 with recomputation) at {:.0} GB/s of device memory",
+            hw.memory_bytes_per_s / 1e9
+        ),
         format!(
             "links: {} {:.0} GB/s + {:.0} us inside a node of {}, {} {:.0} GB/s + {:.0} us per GPU between nodes, per direction",
             hw.intra.name,

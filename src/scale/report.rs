@@ -92,7 +92,10 @@ pub fn report(p: &Prediction) -> String {
     );
     let tp = format!("TP all-reduces ({})", t.tp_link);
     let pp = format!("pipeline sends ({})", t.pp_link);
-    let compute = format!("compute ({} micro-batches)", l.micro_batches);
+    let compute = format!(
+        "compute ({} micro-batches; {:.2} s memory-bound)",
+        l.micro_batches, t.elementwise_s
+    );
     for (name, v) in [
         (compute.as_str(), t.compute_s),
         (tp.as_str(), t.tp_s),

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //!  one stage, one micro-batch:  t_mb = compute + TP all-reduces + 2 pipeline sends
+//!                                compute = FLOPs / (peak x achievable) + bytes / HBM bandwidth
 //!
 //!  stage 0  |F1 F2 F3 F4 B1 .. B4|..............|       1F1B or GPipe: the pipeline runs
 //!  stage 1  .|F1 F2 F3 F4 B1 .. B4|.............|       (m + p - 1) slots of t_mb, of which
@@ -26,8 +27,11 @@ pub struct StepTime {
     /// One micro-batch through one stage: forward and backward, its TP all-reduces and its
     /// two pipeline sends (t_mb).
     pub micro_batch_s: f64,
-    /// Matrix-product time of the m micro-batches at the achievable FLOP/s.
+    /// Compute time of the m micro-batches: matrix products at the achievable FLOP/s plus
+    /// the memory-bound kernels (`elementwise_s`).
     pub compute_s: f64,
+    /// The part of `compute_s` spent in memory-bound element-wise kernels.
+    pub elementwise_s: f64,
     /// Tensor-parallel all-reduces of the m micro-batches (on the critical path).
     pub tp_s: f64,
     /// Pipeline point-to-point sends of the m micro-batches (on the critical path).
@@ -58,7 +62,20 @@ pub fn step_time(cfg: &ScaleConfig, lay: &Layout, hw_flops: f64, params_per_gpu:
     let elem = cfg.precision.element_bytes();
 
     // compute: this GPU's share of the step's FLOPs, per micro-batch, at the sustained rate
-    let compute_mb = hw_flops / cfg.gpus as f64 / mb as f64 / hw.sustained_flops();
+    let gemm_mb = hw_flops / cfg.gpus as f64 / mb as f64 / hw.sustained_flops();
+    // memory-bound kernels: their traffic follows the activations, s b h (10 + 24/t +
+    // 5 a s/(h t)) bytes per layer (Korthikanti et al. 2022), which grow as h while the
+    // matrix products grow as h^2: why big models reach a larger fraction of peak. Each
+    // activation byte is taken as written and read once per pass over the layer: 2 passes
+    // (forward, backward) = 4 touches, 3 with recomputation = 6 (an assumption).
+    let touches = if cfg.recompute { 6.0 } else { 4.0 };
+    let elementwise_mb = if hw.memory_bytes_per_s > 0.0 {
+        let per_layer = super::memory::layer_activation_bytes(cfg, cfg.micro_batch, t);
+        (m.layers / p) as f64 * touches * per_layer / hw.memory_bytes_per_s
+    } else {
+        0.0
+    };
+    let compute_mb = gemm_mb + elementwise_mb;
     // the backward's share of it: 2 of 3 passes, or 3 of 4 with recomputation (recompute
     // forward + backward run after the loss)
     let backward_mb = compute_mb * if cfg.recompute { 0.75 } else { 2.0 / 3.0 };
@@ -119,6 +136,7 @@ pub fn step_time(cfg: &ScaleConfig, lay: &Layout, hw_flops: f64, params_per_gpu:
     StepTime {
         micro_batch_s: t_mb,
         compute_s: compute_mb * mb as f64,
+        elementwise_s: elementwise_mb * mb as f64,
         tp_s: tp_mb * mb as f64,
         pp_s: pp_mb * mb as f64,
         bubble_s: bubble,
@@ -182,7 +200,11 @@ mod tests {
         let flops = cfg.model.step_flops(64, false);
         let params = 124e6;
         let st = step_time(&cfg, &lay, flops, params);
-        let compute = flops / 8.0 / cfg.hardware.sustained_flops();
+        // matrix products at the sustained rate, plus 12 layers x 4 touches of each layer's
+        // activations (micro-batch 8, t = 1) at HBM speed; 64 / (8 x 8) = 1 micro-batch per replica
+        let gemm = flops / 8.0 / cfg.hardware.sustained_flops();
+        let act = crate::scale::memory::layer_activation_bytes(&cfg, 8, 1);
+        let compute = gemm + 12.0 * 4.0 * act / cfg.hardware.memory_bytes_per_s;
         let ar = cfg.hardware.intra.ring_allreduce_s(8, params * 2.0);
         assert!((st.step_s - (compute + ar)).abs() < 1e-12, "{st:?}");
         assert_eq!(st.dp_peers_per_node, 8);
