@@ -160,20 +160,20 @@ fn main() {
         match predict(&run.config) {
             Ok(p) => println!(
                 "   {:>7.1}B on {:>4} GPUs (TP {} PP {:>2}): {:6.1} vs {:.0} ({:+.0}%){}",
-                row.0,
-                row.6,
-                row.4,
-                row.5,
+                row.billions,
+                row.gpus,
+                row.tp,
+                row.pp,
                 p.tflops_per_gpu,
-                row.8,
-                100.0 * rel_err(p.tflops_per_gpu, row.8),
+                row.tflops,
+                100.0 * rel_err(p.tflops_per_gpu, row.tflops),
                 if p.fits {
                     ""
                 } else {
                     "  (predicted not to fit)"
                 }
             ),
-            Err(e) => println!("   {:>7.1}B: {e}", row.0),
+            Err(e) => println!("   {:>7.1}B: {e}", row.billions),
         }
     }
 

@@ -35,30 +35,6 @@ pub struct PublishedRun {
     pub note: &'static str,
 }
 
-/// Megatron-LM's GPT-style model of Table 1's shape on A100s, micro-batch 1, recomputation on.
-fn megatron(
-    name: &str,
-    l: usize,
-    a: usize,
-    h: usize,
-    tp: usize,
-    pp: usize,
-    gpus: usize,
-    batch: usize,
-) -> ScaleConfig {
-    ScaleConfig {
-        model: ModelShape::custom(name, l, a, h, 2048, 51200),
-        hardware: Hardware::a100(),
-        gpus,
-        tp,
-        pp,
-        batch,
-        micro_batch: 1,
-        recompute: true,
-        ..ScaleConfig::default()
-    }
-}
-
 /// Section 5.1's estimate for GPT-3 175B: 1,024 A100s, batch 1,536, 140 TFLOP/s per GPU
 /// (45% of peak), 34 days for 300B tokens. The text does not give the layout; TP 8 x PP 8 x
 /// DP 16 (the layout of Table 1's 145.6B row) and micro-batch 1 are this crate's assumption.
@@ -99,30 +75,92 @@ pub fn megatron_table2(gpus: usize) -> Option<PublishedRun> {
     })
 }
 
-/// Table 1 of the paper, every row: (parameters in billions, heads, hidden, layers, TP, PP,
-/// GPUs, batch, TFLOP/s per GPU).
-pub const TABLE1: [(f64, usize, usize, usize, usize, usize, usize, usize, f64); 10] = [
-    (1.7, 24, 2304, 24, 1, 1, 32, 512, 137.0),
-    (3.6, 32, 3072, 30, 2, 1, 64, 512, 138.0),
-    (7.5, 32, 4096, 36, 4, 1, 128, 512, 142.0),
-    (18.4, 48, 6144, 40, 8, 1, 256, 1024, 135.0),
-    (39.1, 64, 8192, 48, 8, 2, 512, 1536, 138.0),
-    (76.1, 80, 10240, 60, 8, 4, 1024, 1792, 140.0),
-    (145.6, 96, 12288, 80, 8, 8, 1536, 2304, 148.0),
-    (310.1, 128, 16384, 96, 8, 16, 1920, 2160, 155.0),
-    (529.6, 128, 20480, 105, 8, 35, 2520, 2520, 163.0),
-    (1008.0, 160, 25600, 128, 8, 64, 3072, 3072, 163.0),
+/// One row of the paper's Table 1.
+#[derive(Clone, Copy, Debug)]
+pub struct Table1Row {
+    /// Parameters, billions.
+    pub billions: f64,
+    /// Attention heads (a).
+    pub heads: usize,
+    /// Hidden size (h).
+    pub hidden: usize,
+    /// Layers (l).
+    pub layers: usize,
+    /// Tensor-parallel size.
+    pub tp: usize,
+    /// Pipeline-parallel size.
+    pub pp: usize,
+    /// GPUs (n).
+    pub gpus: usize,
+    /// Global batch (B).
+    pub batch: usize,
+    /// Achieved TFLOP/s per GPU.
+    pub tflops: f64,
+}
+
+// one argument per column of the paper's table, in its order, so the rows below read as it does
+#[allow(clippy::too_many_arguments)]
+const fn row(
+    billions: f64,
+    heads: usize,
+    hidden: usize,
+    layers: usize,
+    tp: usize,
+    pp: usize,
+    gpus: usize,
+    batch: usize,
+    tflops: f64,
+) -> Table1Row {
+    Table1Row {
+        billions,
+        heads,
+        hidden,
+        layers,
+        tp,
+        pp,
+        gpus,
+        batch,
+        tflops,
+    }
+}
+
+/// Table 1 of the paper, every row (weak scaling; all with s = 2048, V = 51,200).
+pub const TABLE1: [Table1Row; 10] = [
+    row(1.7, 24, 2304, 24, 1, 1, 32, 512, 137.0),
+    row(3.6, 32, 3072, 30, 2, 1, 64, 512, 138.0),
+    row(7.5, 32, 4096, 36, 4, 1, 128, 512, 142.0),
+    row(18.4, 48, 6144, 40, 8, 1, 256, 1024, 135.0),
+    row(39.1, 64, 8192, 48, 8, 2, 512, 1536, 138.0),
+    row(76.1, 80, 10240, 60, 8, 4, 1024, 1792, 140.0),
+    row(145.6, 96, 12288, 80, 8, 8, 1536, 2304, 148.0),
+    row(310.1, 128, 16384, 96, 8, 16, 1920, 2160, 155.0),
+    row(529.6, 128, 20480, 105, 8, 35, 2520, 2520, 163.0),
+    row(1008.0, 160, 25600, 128, 8, 64, 3072, 3072, 163.0),
 ];
 
-/// Row `i` of [`TABLE1`] as a published run (micro-batch 1 assumed: the table omits it).
+/// Row `i` of [`TABLE1`] as a published run on A100s, micro-batch 1 and recomputation on
+/// (the table omits the micro-batch; 1 is what the paper's other GPT-3 runs use).
 pub fn megatron_table1(i: usize) -> PublishedRun {
-    let (b, a, h, l, tp, pp, gpus, batch, x) = TABLE1[i];
-    let name = format!("{b}B");
+    let r = TABLE1[i];
+    let name = format!("{}B", r.billions);
     PublishedRun {
-        name: format!("{b}B, {gpus} A100, TP {tp} x PP {pp} (Megatron-LM 2021, Table 1)"),
+        name: format!(
+            "{}B, {} A100, TP {} x PP {} (Megatron-LM 2021, Table 1)",
+            r.billions, r.gpus, r.tp, r.pp
+        ),
         source: "Narayanan et al. 2021, Table 1",
-        config: megatron(&name, l, a, h, tp, pp, gpus, batch),
-        tflops_per_gpu: x,
+        config: ScaleConfig {
+            model: ModelShape::custom(&name, r.layers, r.heads, r.hidden, 2048, 51200),
+            hardware: Hardware::a100(),
+            gpus: r.gpus,
+            tp: r.tp,
+            pp: r.pp,
+            batch: r.batch,
+            micro_batch: 1,
+            recompute: true,
+            ..ScaleConfig::default()
+        },
+        tflops_per_gpu: r.tflops,
         days: None,
         note: "micro-batch 1 assumed",
     }
