@@ -40,13 +40,15 @@ pub mod memory;
 pub mod model;
 pub mod reliability;
 pub mod report;
+pub mod svg;
 pub mod time;
 
 pub use hardware::{Hardware, Link};
 pub use memory::Memory;
 pub use model::ModelShape;
 pub use reliability::{Reliability, ReliabilityPrediction};
-pub use report::{goodput_svg, memory_svg, report, step_svg};
+pub use report::report;
+pub use svg::{goodput_svg, memory_svg, step_svg};
 pub use time::StepTime;
 
 use serde::Serialize;
