@@ -1,8 +1,8 @@
 //! The cost model of `nanodist::scale` against hand-worked cases, against Megatron-LM's
 //! published GPT-3 175B run, and its failure formula against a seeded simulation.
 //!
-//! `NANODIST_WRITE_SVG=1 cargo test --release --test scale` also redraws the pictures of
-//! `docs/at-scale.md` into `docs/img/`.
+//! The pictures of `docs/at-scale.md` are drawn by the example:
+//! `cargo run --release --example scale -- --svg docs/img`.
 
 use nanodist::scale::calibrate::{
     a100_from_table1, calibrate_efficiency, megatron_gpt3_175b, rel_err,
@@ -223,7 +223,7 @@ fn calibrated_cpu_predicts_compute_plus_allreduce() {
 }
 
 #[test]
-fn pictures_are_svg_and_can_be_redrawn() {
+fn pictures_are_whole_svg_documents() {
     let p = predict(&ScaleConfig::default()).unwrap();
     let big = predict(&ScaleConfig {
         gpus: 16384,
@@ -251,11 +251,6 @@ fn pictures_are_svg_and_can_be_redrawn() {
             svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
             "{name} is not an SVG"
         );
-    }
-    if std::env::var_os("NANODIST_WRITE_SVG").is_some() {
-        for (name, svg) in &pics {
-            std::fs::write(format!("docs/img/{name}"), svg).unwrap();
-        }
     }
 }
 
