@@ -192,7 +192,7 @@ fn best_simulated_interval_lies_near_young_and_daly() {
 fn calibrated_cpu_predicts_compute_plus_allreduce() {
     // nanodist's own data parallelism: 4 worker threads, f32, no overlap. The step must be
     // the FLOPs per worker at the measured rate plus one shared-memory all-reduce of the
-    // f32 gradients (4 bytes x 809,856 parameters).
+    // f32 gradients (4 bytes x 809,600 parameters on each worker).
     let hw = Hardware::calibrated_cpu(10e9, 5e-6, 5e9, 4e9);
     let cfg = ScaleConfig {
         model: ModelShape::tiny(),

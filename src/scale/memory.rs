@@ -63,7 +63,8 @@ pub fn memory(cfg: &ScaleConfig, lay: &Layout) -> Memory {
     let m = &cfg.model;
     let (t, p, d) = (lay.tp as f64, lay.pp as f64, lay.dp as f64);
     // parameters: l/p blocks, each split t ways; the first stage also holds the embeddings,
-    // the token table split over t (vocabulary-parallel), plus the final LayerNorm when p = 1
+    // split over t (vocabulary-parallel). The final LayerNorm's 2h live on the last stage and
+    // are left out (negligible).
     let params = m.layers as f64 / p * m.block_params() / t + m.embedding_params() / t;
     let (wb, gb, ob) = cfg.precision.state_bytes();
     // ZeRO (Rajbhandari et al. 2020): stage >= 1 shards the optimizer state over the DP group,
@@ -137,8 +138,7 @@ mod tests {
         // batch 2, no recomputation, mixed precision.
         // params: block 12*128^2 + 13*128 = 198,272; 4 blocks = 793,088;
         //         embeddings (65 + 64)*128 = 16,512  => 809,600 on the GPU (the final
-        //         LayerNorm's 256 live on the last stage; with pp = 1 the model adds them,
-        //         this per-GPU count leaves them out)
+        //         LayerNorm's 256 are left out of the per-GPU count)
         // weights 2 B, grads 2 B, optimizer 12 B => 16 * 809,600 = 12,953,600 bytes
         // activations per layer: s b h (10 + 24 + 5 a s / h) = 64*1*128*(34 + 5*4*64/128)
         //                       = 8192 * 44 = 360,448 bytes; 4 layers, 1 in flight = 1,441,792
