@@ -1,0 +1,212 @@
+//! Step time: compute, each parallel group's communication, the pipeline bubble, and what
+//! overlaps.
+//!
+//! ```text
+//!  one stage, one micro-batch:  t_mb = compute + TP all-reduces + 2 pipeline sends
+//!                                compute = FLOPs / (peak x achievable) + bytes / HBM bandwidth
+//!
+//!  stage 0  |F1 F2 F3 F4 B1 .. B4|..............|       1F1B or GPipe: the pipeline runs
+//!  stage 1  .|F1 F2 F3 F4 B1 .. B4|.............|       (m + p - 1) slots of t_mb, of which
+//!  stage 2  ..|...                 |............|       p - 1 are the bubble: a fraction
+//!  stage 3  ...|...                 |...........|       (p - 1) / m of the ideal time
+//!                                  ^ DP all-reduce of the gradients, partly hidden behind the
+//!                                    backward of the last micro-batch
+//!  step = (m + p - 1) t_mb + DP time not hidden
+//! ```
+//! Not modelled (stated in the report): the optimizer step, the imbalance of the first and
+//! last stages (embedding, logits), kernel launch gaps, Megatron's scatter/gather
+//! optimisation of pipeline sends, and the interleaved schedule.
+
+use super::hardware::{hierarchical_allreduce_s, Link};
+use super::{Layout, ScaleConfig};
+use serde::Serialize;
+
+/// Where the time of one optimizer step goes, seconds unless named otherwise.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StepTime {
+    /// One micro-batch through one stage: forward and backward, its TP all-reduces and its
+    /// two pipeline sends (t_mb).
+    pub micro_batch_s: f64,
+    /// Compute time of the m micro-batches: matrix products at the achievable FLOP/s plus
+    /// the memory-bound kernels (`elementwise_s`).
+    pub compute_s: f64,
+    /// The part of `compute_s` spent in memory-bound element-wise kernels.
+    pub elementwise_s: f64,
+    /// Tensor-parallel all-reduces of the m micro-batches (on the critical path).
+    pub tp_s: f64,
+    /// Pipeline point-to-point sends of the m micro-batches (on the critical path).
+    pub pp_s: f64,
+    /// The pipeline bubble: (p - 1) t_mb.
+    pub bubble_s: f64,
+    /// The data-parallel gradient exchange, whole.
+    pub dp_s: f64,
+    /// The part of `dp_s` hidden behind the backward.
+    pub dp_hidden_s: f64,
+    /// The step: (m + p - 1) t_mb + dp_s - dp_hidden_s.
+    pub step_s: f64,
+    /// Link the TP group uses.
+    pub tp_link: String,
+    /// Link between neighbouring pipeline stages.
+    pub pp_link: String,
+    /// Data-parallel peers sharing a node (the hierarchical all-reduce's k).
+    pub dp_peers_per_node: usize,
+}
+
+/// The step time of a layout. `hw_flops` is the step's FLOPs over all GPUs as executed
+/// (with recomputation if on); `params_per_gpu` the parameters whose gradients this GPU syncs.
+pub fn step_time(cfg: &ScaleConfig, lay: &Layout, hw_flops: f64, params_per_gpu: f64) -> StepTime {
+    let m = &cfg.model;
+    let hw = &cfg.hardware;
+    let g = cfg.gpus_per_node.max(1);
+    let (t, p, d, mb) = (lay.tp, lay.pp, lay.dp, lay.micro_batches);
+    let elem = cfg.precision.element_bytes();
+
+    // compute: this GPU's share of the step's FLOPs, per micro-batch, at the sustained rate
+    let gemm_mb = hw_flops / cfg.gpus as f64 / mb as f64 / hw.sustained_flops();
+    // memory-bound kernels: their traffic follows the activations, s b h (10 + 24/t +
+    // 5 a s/(h t)) bytes per layer (Korthikanti et al. 2022), which grow as h while the
+    // matrix products grow as h^2: why big models reach a larger fraction of peak. Each
+    // activation byte is taken as written and read once per pass over the layer: 2 passes
+    // (forward, backward) = 4 touches, 3 with recomputation = 6 (an assumption).
+    let touches = if cfg.recompute { 6.0 } else { 4.0 };
+    let elementwise_mb = if hw.memory_bytes_per_s > 0.0 {
+        let per_layer = super::memory::layer_activation_bytes(cfg, cfg.micro_batch, t);
+        (m.layers / p) as f64 * touches * per_layer / hw.memory_bytes_per_s
+    } else {
+        0.0
+    };
+    let compute_mb = gemm_mb + elementwise_mb;
+    // the backward's share of it: 2 of 3 passes, or 3 of 4 with recomputation (recompute
+    // forward + backward run after the loss)
+    let backward_mb = compute_mb * if cfg.recompute { 0.75 } else { 2.0 / 3.0 };
+
+    // TP (Shoeybi et al. 2019, Megatron's f/g operators): per layer 2 all-reduces in the
+    // forward (after attention, after the MLP), 2 in the backward, 2 more when the forward
+    // is recomputed; each of the activation b x s x h, `elem` bytes per element.
+    let pick = |inside: bool| if inside { &hw.intra } else { &hw.inter };
+    let tp_link: &Link = pick(t <= g);
+    let act_bytes = (cfg.micro_batch * m.seq * m.hidden) as f64 * elem;
+    let per_layer = if cfg.recompute { 6.0 } else { 4.0 };
+    let tp_mb = (m.layers / p) as f64 * per_layer * tp_link.ring_allreduce_s(t, act_bytes);
+
+    // PP: each micro-batch sends its activation forward and receives its gradient back:
+    // two messages of b x s x h elements on every stage boundary. Neighbouring stages are
+    // t ranks apart; they share a node only when the whole t x p model fits in one.
+    let pp_link: &Link = pick(t * p <= g);
+    let pp_mb = if p > 1 {
+        2.0 * pp_link.p2p_s(act_bytes)
+    } else {
+        0.0
+    };
+
+    let t_mb = compute_mb + tp_mb + pp_mb;
+    // 1F1B and GPipe both take (m + p - 1) slots (Narayanan et al. 2021, section 2.2):
+    // bubble fraction (p - 1) / m of the ideal m t_mb.
+    let bubble = (p - 1) as f64 * t_mb;
+
+    // DP: gradients of this GPU's parameters, summed over the d replicas. Ring all-reduce
+    // (2 halves of volume) for ZeRO 0-2 (stage 1/2's reduce-scatter + all-gather of weights
+    // moves the same bytes; Rajbhandari et al. 2020, section 7); stage 3 gathers the weights
+    // before each micro-batch's forward and again before its backward: 2m all-gathers + one
+    // reduce-scatter = (2m + 1) halves. Hierarchical when several replicas share a node.
+    let k = if cfg.gpus_per_node % (t * p) == 0 {
+        (g / (t * p)).clamp(1, d)
+    } else {
+        1
+    };
+    let grad_bytes = params_per_gpu * elem;
+    let allreduce = hierarchical_allreduce_s(d, k, grad_bytes, &hw.intra, &hw.inter);
+    let halves = if cfg.zero >= 3 {
+        2.0 * mb as f64 + 1.0
+    } else {
+        2.0
+    };
+    let dp = allreduce * halves / 2.0;
+    // Overlap: gradients are ready layer by layer during the last micro-batch's backward, so
+    // at most that backward can hide the all-reduce; ZeRO-3's gathers can be prefetched
+    // during the whole compute. `dp_overlap` (0..1) is the fraction the software achieves.
+    let cap = if cfg.zero >= 3 {
+        compute_mb * mb as f64
+    } else {
+        backward_mb
+    };
+    let hidden = (cfg.dp_overlap.clamp(0.0, 1.0) * dp).min(cap);
+
+    let step = (mb + p - 1) as f64 * t_mb + dp - hidden;
+    StepTime {
+        micro_batch_s: t_mb,
+        compute_s: compute_mb * mb as f64,
+        elementwise_s: elementwise_mb * mb as f64,
+        tp_s: tp_mb * mb as f64,
+        pp_s: pp_mb * mb as f64,
+        bubble_s: bubble,
+        dp_s: dp,
+        dp_hidden_s: hidden,
+        step_s: step,
+        tp_link: if t > 1 {
+            tp_link.name.clone()
+        } else {
+            "-".into()
+        },
+        pp_link: if p > 1 {
+            pp_link.name.clone()
+        } else {
+            "-".into()
+        },
+        dp_peers_per_node: k,
+    }
+}
+
+/// The pipeline bubble as a fraction of the ideal time: `(p - 1) / m` (Huang et al. 2019,
+/// GPipe; Narayanan et al. 2021, eq. 1).
+pub fn bubble_fraction(pp: usize, micro_batches: usize) -> f64 {
+    (pp.saturating_sub(1)) as f64 / micro_batches.max(1) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{ModelShape, ScaleConfig};
+    use super::*;
+
+    #[test]
+    fn bubble_by_hand() {
+        // p = 8 stages, m = 96 micro-batches: 7/96 = 0.0729
+        assert!((bubble_fraction(8, 96) - 7.0 / 96.0).abs() < 1e-15);
+        assert_eq!(bubble_fraction(1, 4), 0.0);
+        // and the step model's bubble is that fraction of its ideal (m t_mb)
+        let cfg = ScaleConfig::default();
+        let lay = cfg.layout().unwrap();
+        let flops = cfg.model.step_flops(cfg.batch, cfg.recompute);
+        let st = step_time(&cfg, &lay, flops, 1e9);
+        let ideal = st.micro_batch_s * lay.micro_batches as f64;
+        assert!((st.bubble_s / ideal - bubble_fraction(lay.pp, lay.micro_batches)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn pure_data_parallel_step_is_compute_plus_exposed_allreduce() {
+        // GPT-2 on 8 GPUs of one node, no overlap: step = compute + ring all-reduce over NVLink
+        let cfg = ScaleConfig {
+            model: ModelShape::gpt2(),
+            gpus: 8,
+            tp: 1,
+            pp: 1,
+            batch: 64,
+            micro_batch: 8,
+            recompute: false,
+            dp_overlap: 0.0,
+            ..ScaleConfig::default()
+        };
+        let lay = cfg.layout().unwrap();
+        let flops = cfg.model.step_flops(64, false);
+        let params = 124e6;
+        let st = step_time(&cfg, &lay, flops, params);
+        // matrix products at the sustained rate, plus 12 layers x 4 touches of each layer's
+        // activations (micro-batch 8, t = 1) at HBM speed; 64 / (8 x 8) = 1 micro-batch per replica
+        let gemm = flops / 8.0 / cfg.hardware.sustained_flops();
+        let act = crate::scale::memory::layer_activation_bytes(&cfg, 8, 1);
+        let compute = gemm + 12.0 * 4.0 * act / cfg.hardware.memory_bytes_per_s;
+        let ar = cfg.hardware.intra.ring_allreduce_s(8, params * 2.0);
+        assert!((st.step_s - (compute + ar)).abs() < 1e-12, "{st:?}");
+        assert_eq!(st.dp_peers_per_node, 8);
+    }
+}
