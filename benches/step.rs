@@ -55,64 +55,64 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, Criterion};
 use nanodist::config::{ModelConfig, TrainConfig};
-use nanodist::model::{Gpt, Workspace};
-use nanodist::optim::{clip_scale, lr_at, AdamW};
+use nanodist::model::Gpt;
+use nanodist::optim::AdamW;
 use nanodist::rng::Rng;
+use nanodist::step::{train_step, Alone, Batch, Replica, Unobserved};
 
 const B: usize = 12;
 const T: usize = 64;
 
-/// Everything one worker owns for training.
+/// One replica, stepped by the training loop's own step function.
 struct Trainer {
-    model: Gpt,
-    ws: Workspace,
-    grads: Vec<f32>,
-    opt: AdamW,
-    train: TrainConfig,
-    inputs: Vec<u32>,
-    targets: Vec<u32>,
+    replica: Replica,
+    cfg: TrainConfig,
+    tokens: Vec<u32>,
     step: usize,
 }
 
 impl Trainer {
-    /// A trainer for batches of `seqs` sequences, fed `chunk` sequences per forward.
+    /// A trainer for batches of `seqs` sequences, fed `chunk` sequences per forward
+    /// (`chunk == 1` is deterministic mode: one sequence at a time, summed in fixed point).
     fn new(threads: usize, seqs: usize, chunk: usize) -> Self {
-        let cfg = ModelConfig::default();
-        let model = Gpt::new(cfg.clone(), 1337);
-        let mut ws = Workspace::new(&cfg, chunk, T);
-        ws.set_threads(threads);
+        let cfg = TrainConfig {
+            batch: seqs,
+            accum: if chunk == 1 { 1 } else { seqs / chunk },
+            deterministic: chunk == 1,
+            ..TrainConfig::default()
+        };
+        let model = Gpt::new(cfg.model.clone(), 1337);
+        let adam = AdamW::new(model.layout.len);
+        let mut replica = Replica::new(0, model, adam, &cfg);
+        replica.ws.set_threads(threads);
         let mut rng = Rng::new(7);
-        let n = seqs * T;
-        let tokens: Vec<u32> = (0..=n).map(|_| rng.below(cfg.vocab_size) as u32).collect();
+        let tokens = (0..100_000)
+            .map(|_| rng.below(cfg.model.vocab_size) as u32)
+            .collect();
         Trainer {
-            grads: vec![0.0; model.layout.len],
-            opt: AdamW::new(model.layout.len),
-            model,
-            ws,
-            train: TrainConfig::default(),
-            inputs: tokens[..n].to_vec(),
-            targets: tokens[1..].to_vec(),
+            replica,
+            cfg,
+            tokens,
             step: 0,
         }
     }
 
     fn step(&mut self) -> f32 {
-        let t = &mut *self;
-        let scale = 1.0 / t.inputs.len() as f32;
-        t.grads.fill(0.0);
-        let mut loss = 0.0;
-        // one forward + backward per chunk of the batch, accumulating into the same grads
-        let rows = t.ws.batch() * T;
-        for (x, y) in t.inputs.chunks(rows).zip(t.targets.chunks(rows)) {
-            loss += t.model.forward(&mut t.ws, x, Some(y)).unwrap();
-            t.model.backward(&mut t.ws, scale, &mut t.grads[..]);
-        }
-        let (_, clip) = clip_scale(&t.grads, t.train.grad_clip);
-        let lr = lr_at(t.step, &t.train);
-        let (params, layout) = (&mut t.model.params, &t.model.layout);
-        (t.opt).step_scaled(params, &t.grads, layout, lr, &t.train, clip);
-        t.step += 1;
-        loss
+        let batch = Batch {
+            tokens: &self.tokens,
+            seed: 1,
+            step: self.step,
+            sequences: 0..self.cfg.batch,
+        };
+        let stats = train_step(
+            &mut self.replica,
+            &self.cfg,
+            &batch,
+            &mut Alone,
+            &mut Unobserved,
+        );
+        self.step += 1;
+        stats.expect("the step runs").loss
     }
 }
 

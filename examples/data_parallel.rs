@@ -62,11 +62,10 @@ fn main() -> Result<(), Error> {
             println!("  workers sum their gradients with an all-reduce and each applies the same AdamW step.");
         }
         let opts = RunOptions {
-            out: None,
-            quiet: true,
             final_eval: false,
+            ..RunOptions::default()
         };
-        let run = train::train(&cfg, &corpus, train::initial_state(&cfg), &opts)?;
+        let run = train::train(&cfg, &corpus, train::initial_state(&cfg), &opts, |_| Ok(()))?;
         let s = &run.summary;
         let total = s.compute_ms_median + s.comm_ms_median + s.wait_ms_median;
         let pct = |x: f64| 100.0 * x / total;

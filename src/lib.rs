@@ -94,6 +94,7 @@ pub mod report;
 pub mod rng;
 pub mod rundir;
 pub mod sample;
+pub mod step;
 pub mod trace;
 pub mod train;
 pub mod tutorial;

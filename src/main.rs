@@ -5,6 +5,8 @@
 //! that does not parse, 1 for everything else. A reader of stdout that leaves early
 //! (`nanodist | head`) stops nanodist quietly with 141, as SIGPIPE stops C tools.
 
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -13,7 +15,8 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use nanodist::cli::{default_workers, SampleArgs, TrainArgs};
 use nanodist::collective::bench::AllreduceArgs;
 use nanodist::config::TrainConfig;
-use nanodist::report::{summary_table, thousands};
+use nanodist::report::{self, summary_table, thousands, Progress};
+use nanodist::train::Event;
 use nanodist::{bench, checkpoint, data, rundir, sample, train, Error};
 
 #[derive(Parser)]
@@ -56,7 +59,7 @@ fn main() -> ExitCode {
             }
             cannot_print(why);
         }
-        let injected = message.is_some_and(|m| m.starts_with("injected fault"));
+        let injected = info.payload().is::<nanodist::error::InjectedFault>();
         if !injected {
             default_hook(info);
         }
@@ -192,12 +195,7 @@ fn run_train(args: TrainArgs) -> Result<(), Error> {
             println!("resuming {} at step {}", dir.display(), init.start_step);
         }
     }
-    let opts = train::RunOptions {
-        out: Some(&dir),
-        quiet: args.quiet,
-        final_eval: true,
-    };
-    let outcome = train::train(&cfg, &corpus, init, &opts)?;
+    let outcome = train_and_record(&cfg, &corpus, init, &dir, args.quiet)?;
     let s = &outcome.summary;
     if args.quiet {
         println!(
@@ -210,8 +208,14 @@ fn run_train(args: TrainArgs) -> Result<(), Error> {
         return Ok(());
     }
     println!("\n{}", summary_table(s));
-    if cfg.workers > 1 {
-        scaling_line(&cfg, &corpus, s, &dir)?;
+    if let (Some(t1), Some(efficiency)) = (s.one_worker_tokens_per_s, s.scaling_efficiency) {
+        println!(
+            "  {:<22} {:.2}x one worker ({} tokens/s, timed just now over 20 steps): {:.0}% efficiency\n",
+            "scaling",
+            s.tokens_per_s / t1,
+            thousands(t1),
+            100.0 * efficiency
+        );
     }
     let text = sample::generate(
         &outcome.model,
@@ -224,7 +228,7 @@ fn run_train(args: TrainArgs) -> Result<(), Error> {
     )?;
     println!("A sample (temperature 0.8):\n---\n{}\n---", text.trim());
     println!(
-        "Run directory {}: summary.json, metrics.jsonl, checkpoint.safetensors,\n  trace.json (open in https://ui.perfetto.dev), loss.svg (open in a browser)",
+        "Run directory {}: summary.json, metrics.jsonl, checkpoint.safetensors,\n  trace.json (open in https://ui.perfetto.dev), loss.svg and timeline.svg (open in a browser)",
         dir.display()
     );
     println!(
@@ -234,13 +238,87 @@ fn run_train(args: TrainArgs) -> Result<(), Error> {
     Ok(())
 }
 
-/// Times 20 steps on ONE worker right now, and reports this run's speed against it.
-fn scaling_line(
+/// Trains, and writes the run directory as the run goes: metrics.jsonl and each checkpoint
+/// as their events arrive, then (for a run of several workers, unless quiet) the one-worker
+/// reference, and summary.json, trace.json and the pictures, each once.
+fn train_and_record(
     cfg: &TrainConfig,
     corpus: &data::Corpus,
-    s: &nanodist::metrics::Summary,
+    init: train::Init,
     dir: &Path,
-) -> Result<(), Error> {
+    quiet: bool,
+) -> Result<train::Outcome, Error> {
+    let mut metrics = open_metrics(dir, init.start_step > 0)?;
+    let mut progress = Progress::new(cfg, init.start_step, quiet);
+    let mut last_checkpoint = None;
+    let vocab = corpus.vocab.as_string();
+    let result = train::train(cfg, corpus, init, &train::RunOptions::default(), |event| {
+        match event {
+            Event::Step(row) => {
+                let line = serde_json::to_string(row).expect("a row serialises");
+                writeln!(metrics, "{line}").map_err(|e| Error::io(dir.join("metrics.jsonl"), e))?;
+                progress.step(row);
+            }
+            Event::Eval { step, val_loss } => progress.eval(step, val_loss),
+            Event::Checkpoint(state) => {
+                let ck = checkpoint::Checkpoint {
+                    config: cfg.clone(),
+                    vocab: vocab.clone(),
+                    step: state.start_step,
+                    params: state.params,
+                    adam_m: state.adam.m,
+                    adam_v: state.adam.v,
+                    adam_t: state.adam.t,
+                };
+                checkpoint::save(dir, &ck)?;
+                last_checkpoint = Some(ck.step);
+            }
+        }
+        Ok(())
+    });
+    progress.finish();
+    metrics
+        .flush()
+        .map_err(|e| Error::io(dir.join("metrics.jsonl"), e))?;
+    let mut outcome = result.map_err(|e| match last_checkpoint {
+        Some(step) => Error::Worker(format!(
+            "{e}; the last good checkpoint (step {step}) is in {} (--resume it)",
+            dir.display()
+        )),
+        None => e,
+    })?;
+    if cfg.workers > 1 && !quiet {
+        let t1 = one_worker_tokens_per_s(cfg, corpus)?;
+        let s = &mut outcome.summary;
+        s.one_worker_tokens_per_s = Some(t1);
+        s.scaling_efficiency = Some(s.tokens_per_s / (cfg.workers as f64 * t1));
+    }
+    let json = serde_json::to_string_pretty(&outcome.summary).expect("summary serialises");
+    checkpoint::write_atomic(&dir.join("summary.json"), json.as_bytes())?;
+    let trace = nanodist::trace::chrome_trace(&outcome.tracks);
+    checkpoint::write_atomic(&dir.join("trace.json"), trace.as_bytes())?;
+    let (rows, evals) = (&outcome.rows, &outcome.evals);
+    let val_loss = outcome.summary.val_loss;
+    let svg = report::loss_chart(corpus, rows, evals, val_loss, cfg.steps).to_svg();
+    checkpoint::write_atomic(&dir.join("loss.svg"), svg.as_bytes())?;
+    Ok(outcome)
+}
+
+fn open_metrics(dir: &Path, append: bool) -> Result<BufWriter<File>, Error> {
+    let path = dir.join("metrics.jsonl");
+    let file = OpenOptions::new()
+        .create(true)
+        .append(append)
+        .write(true)
+        .truncate(!append)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    Ok(BufWriter::new(file))
+}
+
+/// Tokens per second of ONE worker on `cfg`, timed now over 20 steps (after 5 that warm up):
+/// the reference a run of several workers is compared with.
+fn one_worker_tokens_per_s(cfg: &TrainConfig, corpus: &data::Corpus) -> Result<f64, Error> {
     let one = TrainConfig {
         workers: 1,
         steps: 25,
@@ -250,30 +328,11 @@ fn scaling_line(
         ..cfg.clone()
     };
     let opts = train::RunOptions {
-        out: None,
-        quiet: true,
         final_eval: false,
+        trace_steps: 0,
     };
-    let t1 = train::train(&one, corpus, train::initial_state(&one), &opts)?
-        .summary
-        .tokens_per_s;
-    let speedup = s.tokens_per_s / t1;
-    println!(
-        "  {:<22} {:.2}x one worker ({} tokens/s, timed just now over 20 steps): {:.0}% efficiency\n",
-        "scaling",
-        speedup,
-        thousands(t1),
-        100.0 * speedup / cfg.workers as f64
-    );
-    // Keep the comparison with the run's other figures.
-    let path = dir.join("summary.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let mut json: serde_json::Value =
-        serde_json::from_str(&text).expect("summary.json was just written");
-    json["one_worker_tokens_per_s"] = t1.into();
-    json["scaling_efficiency"] = (speedup / cfg.workers as f64).into();
-    let text = serde_json::to_string_pretty(&json).expect("serialises");
-    checkpoint::write_atomic(&path, text.as_bytes())
+    let run = train::train(&one, corpus, train::initial_state(&one), &opts, |_| Ok(()))?;
+    Ok(run.summary.tokens_per_s)
 }
 
 fn run_sample(args: SampleArgs) -> Result<(), Error> {

@@ -77,6 +77,13 @@ pub struct Summary {
     pub peak_rss_mib: f64,
     /// FNV-1a of the final parameters' bytes, 16 hex digits.
     pub param_hash: String,
+    /// Tokens per second of ONE worker on the same configuration, timed by the caller right
+    /// after the run (the command line does, for runs of several workers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub one_worker_tokens_per_s: Option<f64>,
+    /// `tokens_per_s / (workers * one_worker_tokens_per_s)`, where that is known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scaling_efficiency: Option<f64>,
 }
 
 /// Per-step figures aggregated over workers (one line of `metrics.jsonl`).
@@ -204,5 +211,7 @@ pub(crate) fn summarise(
         wall_s: wall.elapsed().as_secs_f64(),
         peak_rss_mib: peak_rss_mib(),
         param_hash: param_hash(params),
+        one_worker_tokens_per_s: None,
+        scaling_efficiency: None,
     }
 }

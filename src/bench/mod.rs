@@ -349,11 +349,11 @@ fn sweep(
         for (mode, cfg) in point_configs(args, base, n) {
             let batch = cfg.batch;
             let opts = RunOptions {
-                out: None,
-                quiet: true,
                 final_eval: false,
+                ..RunOptions::default()
             };
-            let s = train::train(&cfg, corpus, train::initial_state(&cfg), &opts)?.summary;
+            let init = train::initial_state(&cfg);
+            let s = train::train(&cfg, corpus, init, &opts, |_| Ok(()))?.summary;
             let flops = cfg.model.flops_per_step(cfg.tokens_per_step());
             points.push(Point {
                 mode: mode.into(),
