@@ -75,11 +75,12 @@ impl Trainer {
     /// A trainer for batches of `seqs` sequences, fed `chunk` sequences per forward
     /// (`chunk == 1` is deterministic mode: one sequence at a time, summed in fixed point).
     fn new(threads: usize, seqs: usize, chunk: usize) -> Self {
-        let cfg = TrainConfig {
-            batch: seqs,
-            accum: if chunk == 1 { 1 } else { seqs / chunk },
-            deterministic: chunk == 1,
-            ..TrainConfig::default()
+        let cfg = {
+            let mut c = TrainConfig::default();
+            c.parallel.batch = seqs;
+            c.parallel.accum = if chunk == 1 { 1 } else { seqs / chunk };
+            c.parallel.deterministic = chunk == 1;
+            c
         };
         let model = Gpt::new(cfg.model.clone(), 1337);
         let adam = AdamW::new(model.layout.len);
@@ -102,7 +103,7 @@ impl Trainer {
             tokens: &self.tokens,
             seed: 1,
             step: self.step,
-            sequences: 0..self.cfg.batch,
+            sequences: 0..self.cfg.parallel.batch,
         };
         let stats = train_step(
             &mut self.replica,

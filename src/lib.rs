@@ -68,10 +68,17 @@
 //! use nanodist::{config::TrainConfig, data, train};
 //!
 //! let corpus = data::load("tales", 1337)?;
-//! let mut cfg = TrainConfig { workers: 2, steps: 200, ..TrainConfig::default() };
+//! let mut cfg = TrainConfig::default();
+//! (cfg.parallel.workers, cfg.schedule.steps) = (2, 200);
 //! cfg.model.vocab_size = corpus.vocab.len();
-//! let opts = train::RunOptions { out: None, quiet: false, final_eval: true };
-//! let run = train::train(&cfg, &corpus, train::initial_state(&cfg), &opts)?;
+//! let on_event = |event| {
+//!     if let train::Event::Step(row) = event {
+//!         println!("step {} loss {:.3}", row.step, row.loss);
+//!     }
+//!     Ok(())
+//! };
+//! let opts = train::RunOptions::default();
+//! let run = train::train(&cfg, &corpus, train::initial_state(&cfg), &opts, on_event)?;
 //! println!("val loss {:.3}, {:.0} tokens/s", run.summary.val_loss, run.summary.tokens_per_s);
 //! # Ok::<(), nanodist::Error>(())
 //! ```

@@ -14,7 +14,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use nanodist::cli::{default_workers, SampleArgs, TrainArgs};
 use nanodist::collective::bench::AllreduceArgs;
-use nanodist::config::TrainConfig;
+use nanodist::config::{FaultConfig, TrainConfig};
 use nanodist::report::{self, summary_table, thousands, Progress};
 use nanodist::train::Event;
 use nanodist::{bench, checkpoint, data, rundir, sample, train, Error};
@@ -158,10 +158,8 @@ fn run_train(args: TrainArgs) -> Result<(), Error> {
             (r.cfg, r.corpus, r.init, dir.clone())
         }
         None => {
-            let mut cfg = TrainConfig {
-                workers: default_workers(args.batch.unwrap_or(12)),
-                ..TrainConfig::default()
-            };
+            let mut cfg = TrainConfig::default();
+            cfg.parallel.workers = default_workers(args.batch.unwrap_or(12));
             args.apply(&mut cfg);
             cfg.validate()?;
             let corpus = data::load(&cfg.data, cfg.seed)?;
@@ -185,10 +183,10 @@ fn run_train(args: TrainArgs) -> Result<(), Error> {
             thousands((corpus.train.len() + corpus.val.len()) as f64),
             corpus.vocab.len(),
             corpus.floor_nats.map_or(String::new(), |f| format!(", entropy floor {f:.3} nats/char")),
-            cfg.workers,
-            if cfg.workers == 1 { "" } else { "s" },
-            cfg.steps,
-            cfg.batch,
+            cfg.parallel.workers,
+            if cfg.parallel.workers == 1 { "" } else { "s" },
+            cfg.schedule.steps,
+            cfg.parallel.batch,
             cfg.model.block_size
         );
         if init.start_step > 0 {
@@ -287,11 +285,11 @@ fn train_and_record(
         )),
         None => e,
     })?;
-    if cfg.workers > 1 && !quiet {
+    if cfg.parallel.workers > 1 && !quiet {
         let t1 = one_worker_tokens_per_s(cfg, corpus)?;
         let s = &mut outcome.summary;
         s.one_worker_tokens_per_s = Some(t1);
-        s.scaling_efficiency = Some(s.tokens_per_s / (cfg.workers as f64 * t1));
+        s.scaling_efficiency = Some(s.tokens_per_s / (cfg.parallel.workers as f64 * t1));
     }
     let json = serde_json::to_string_pretty(&outcome.summary).expect("summary serialises");
     checkpoint::write_atomic(&dir.join("summary.json"), json.as_bytes())?;
@@ -299,7 +297,7 @@ fn train_and_record(
     checkpoint::write_atomic(&dir.join("trace.json"), trace.as_bytes())?;
     let (rows, evals) = (&outcome.rows, &outcome.evals);
     let val_loss = outcome.summary.val_loss;
-    let svg = report::loss_chart(corpus, rows, evals, val_loss, cfg.steps).to_svg();
+    let svg = report::loss_chart(corpus, rows, evals, val_loss, cfg.schedule.steps).to_svg();
     checkpoint::write_atomic(&dir.join("loss.svg"), svg.as_bytes())?;
     Ok(outcome)
 }
@@ -319,14 +317,12 @@ fn open_metrics(dir: &Path, append: bool) -> Result<BufWriter<File>, Error> {
 /// Tokens per second of ONE worker on `cfg`, timed now over 20 steps (after 5 that warm up):
 /// the reference a run of several workers is compared with.
 fn one_worker_tokens_per_s(cfg: &TrainConfig, corpus: &data::Corpus) -> Result<f64, Error> {
-    let one = TrainConfig {
-        workers: 1,
-        steps: 25,
-        eval_every: 0,
-        fault: None,
-        straggler: None,
+    let mut one = TrainConfig {
+        faults: FaultConfig::default(),
         ..cfg.clone()
     };
+    one.parallel.workers = 1;
+    (one.schedule.steps, one.schedule.eval_every) = (25, 0);
     let opts = train::RunOptions {
         final_eval: false,
         trace_steps: 0,

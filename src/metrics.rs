@@ -175,17 +175,17 @@ pub(crate) fn summarise(
     let tail = &rows[rows.len().saturating_sub(50)..];
     let step_ms = med(|r| r.step_ms);
     Summary {
-        steps: cfg.steps,
+        steps: cfg.schedule.steps,
         start_step,
-        workers: cfg.workers,
-        global_batch: cfg.batch,
-        accum: cfg.accum,
+        workers: cfg.parallel.workers,
+        global_batch: cfg.parallel.batch,
+        accum: cfg.parallel.accum,
         block: cfg.model.block_size,
         params: params.len(),
-        allreduce: format!("{:?}", cfg.allreduce).to_lowercase(),
-        bucket_kb: cfg.bucket_kb,
-        overlap: cfg.overlap,
-        deterministic: cfg.deterministic,
+        allreduce: format!("{:?}", cfg.parallel.allreduce).to_lowercase(),
+        bucket_kb: cfg.parallel.bucket_kb,
+        overlap: cfg.parallel.overlap,
+        deterministic: cfg.parallel.deterministic,
         corpus: corpus.name.clone(),
         floor_nats: corpus.floor_nats,
         train_loss: tail.iter().map(|r| r.loss).sum::<f64>() / tail.len().max(1) as f64,
@@ -199,7 +199,7 @@ pub(crate) fn summarise(
         compute_ms_median: med(|r| r.compute_ms),
         comm_ms_median: med(|r| r.comm_ms),
         wait_ms_median: med(|r| r.wait_ms),
-        per_worker_ms: (0..cfg.workers)
+        per_worker_ms: (0..cfg.parallel.workers)
             .map(|w| {
                 let col = |i: usize| {
                     timed.iter().map(|r| r.per_worker_ms[w][i]).sum::<f64>()

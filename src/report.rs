@@ -25,11 +25,11 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// A bar for the steps `start..cfg.steps` (hidden when `quiet`).
+    /// A bar for the steps `start..cfg.schedule.steps` (hidden when `quiet`).
     pub fn new(cfg: &TrainConfig, start: usize, quiet: bool) -> Self {
         let terminal = std::io::stderr().is_terminal();
         let bar = (!quiet && terminal).then(|| {
-            let bar = ProgressBar::new(cfg.steps as u64);
+            let bar = ProgressBar::new(cfg.schedule.steps as u64);
             bar.set_style(
                 ProgressStyle::with_template(
                     "{elapsed_precise} [{bar:28.cyan/blue}] {pos:>5}/{len} {msg} (eta {eta})",

@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::checkpoint;
-use crate::config::TrainConfig;
+use crate::config::{FaultConfig, TrainConfig};
 use crate::data::{self, Corpus};
 use crate::optim::AdamW;
 use crate::parallel::data_parallel::Init;
@@ -38,24 +38,23 @@ pub fn resume(dir: &Path, overrides: impl FnOnce(&mut TrainConfig)) -> Result<Re
     // Fault and straggler injection are experiments on a run, not part of it: a resumed
     // run takes them (and --check-replicas) from the overrides only.
     let mut cfg = TrainConfig {
-        fault: None,
-        straggler: None,
+        faults: FaultConfig::default(),
         ..ck.config.clone()
     };
     let mut asked = cfg.clone();
     overrides(&mut asked);
     let complete = dir.join("summary.json").exists();
-    if complete && asked.steps <= ck.step {
+    if complete && asked.schedule.steps <= ck.step {
         return Err(Error::Config(format!(
             "the run in {} is complete at step {}: pass a larger --steps to continue it",
             dir.display(),
             ck.step
         )));
     }
-    cfg.steps = asked.steps;
-    cfg.fault = asked.fault;
-    cfg.straggler = asked.straggler;
-    cfg.check_replicas = asked.check_replicas;
+    cfg.schedule.steps = asked.schedule.steps;
+    cfg.faults.fault = asked.faults.fault;
+    cfg.faults.straggler = asked.faults.straggler;
+    cfg.schedule.check_replicas = asked.schedule.check_replicas;
     if asked != cfg {
         return Err(Error::Config(format!(
             "--resume {} continues that run with its own configuration: pass only --steps, --quiet, --fault, --straggler or --check-replicas, or start a new run with --out",

@@ -62,7 +62,7 @@ impl Replica {
     /// The replica of worker `rank` for `cfg`, from `model` and `adam`.
     pub fn new(rank: usize, model: Gpt, adam: AdamW, cfg: &TrainConfig) -> Self {
         let t = cfg.model.block_size;
-        let rows = if cfg.deterministic {
+        let rows = if cfg.parallel.deterministic {
             1
         } else {
             cfg.micro_batch()
@@ -72,7 +72,7 @@ impl Replica {
             rank,
             ws: Workspace::new(&cfg.model, rows, t),
             grads: vec![0.0; n],
-            acc: if cfg.deterministic {
+            acc: if cfg.parallel.deterministic {
                 vec![0; n]
             } else {
                 Vec::new()
@@ -124,16 +124,16 @@ pub fn train_step(
     obs.step_starts(step);
     // Every replica scales by the GLOBAL batch's 1/(B*T): the sum over replicas is the mean.
     let scale = 1.0 / cfg.tokens_per_step() as f32;
-    let loss = if cfg.deterministic {
+    let loss = if cfg.parallel.deterministic {
         exact_gradients(r, cfg, batch, scale, obs)?
     } else {
         r.grads.fill(0.0); // backward accumulates: zeroing is a visible step of its own
         let (m, start) = (cfg.micro_batch(), batch.sequences.start);
         let mut loss = 0.0;
-        for k in 0..cfg.accum {
+        for k in 0..cfg.parallel.accum {
             loss += forward(r, cfg, batch, start + k * m..start + (k + 1) * m, obs)?;
             let (model, ws, grads) = (&r.model, &mut r.ws, &mut r.grads[..]);
-            if k + 1 == cfg.accum && exchange.overlaps_backward() {
+            if k + 1 == cfg.parallel.accum && exchange.overlaps_backward() {
                 exchange.backward_and_sum(model, ws, scale, grads, step, obs)?;
             } else {
                 obs.time(Phase::Backward, step, || model.backward(ws, scale, grads));
@@ -148,22 +148,29 @@ pub fn train_step(
                 "gradient",
             ));
         }
-        loss / cfg.accum as f32
+        loss / cfg.parallel.accum as f32
     };
     obs.gradients_done(step);
-    if cfg.deterministic {
+    if cfg.parallel.deterministic {
         exchange.sum_exact(&mut r.acc, step, obs)?;
         fixed_point::to_f32(&mut r.grads, &r.acc);
     } else if !exchange.overlaps_backward() {
         exchange.sum(&mut r.grads, step, obs)?;
     }
     // Every replica now holds the same gradient: the same update keeps them equal.
-    let lr = lr_at(step, cfg);
+    let lr = lr_at(step, cfg.schedule.steps, &cfg.optim);
     let (model, adam, grads) = (&mut r.model, &mut r.adam, &r.grads);
     let grad_norm = obs.time(Phase::Optimizer, step, || {
-        let (norm, clip) = clip_scale(grads, cfg.grad_clip);
+        let (norm, clip) = clip_scale(grads, cfg.optim.grad_clip);
         if norm.is_finite() {
-            adam.step_scaled(&mut model.params, grads, &model.layout, lr, cfg, clip);
+            adam.step_scaled(
+                &mut model.params,
+                grads,
+                &model.layout,
+                lr,
+                &cfg.optim,
+                clip,
+            );
         }
         norm
     });

@@ -117,10 +117,10 @@ pub fn train(
     corpus.check_block(cfg.model.block_size)?;
     // start_step == steps is allowed: a run stopped after its last checkpoint but before
     // its summary is finished by evaluating and summarising it.
-    if init.start_step > cfg.steps {
+    if init.start_step > cfg.schedule.steps {
         return Err(Error::Config(format!(
             "the run is already at step {}, past --steps {}: pass a larger --steps to continue it",
-            init.start_step, cfg.steps
+            init.start_step, cfg.schedule.steps
         )));
     }
     let wall = Instant::now();
@@ -135,17 +135,17 @@ pub fn train(
         stop: &stop,
     };
     let mut fold = Fold {
-        workers: cfg.workers,
+        workers: cfg.parallel.workers,
         rows: Vec::new(),
         evals: Vec::new(),
-        tracks: vec![Vec::new(); cfg.workers],
+        tracks: vec![Vec::new(); cfg.parallel.workers],
         pending: BTreeMap::new(),
-        last_step: vec![init.start_step; cfg.workers],
+        last_step: vec![init.start_step; cfg.parallel.workers],
     };
     let mut failed = None;
     let results: Vec<std::thread::Result<Result<WorkerDone, Error>>> = std::thread::scope(|s| {
         let (tx, rx) = crossbeam::channel::unbounded();
-        let handles: Vec<_> = collective::group(cfg.workers)
+        let handles: Vec<_> = collective::group(cfg.parallel.workers)
             .into_iter()
             .enumerate()
             .map(|(rank, comm)| {

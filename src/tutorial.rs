@@ -100,7 +100,8 @@
 //! let first = gpt.forward(&mut ws, &x, Some(&y)).unwrap();
 //! assert!((first - (14f32).ln()).abs() < 0.2, "loss {first} at init, ln V = 2.64");
 //!
-//! let cfg = TrainConfig { model, batch: b, warmup: 0, lr: 1e-2, ..TrainConfig::default() };
+//! let mut cfg = TrainConfig { model, ..TrainConfig::default() };
+//! (cfg.parallel.batch, cfg.optim.warmup, cfg.optim.lr) = (b, 0, 1e-2);
 //! let adam = AdamW::new(gpt.layout.len);
 //! let mut replica = Replica::new(0, gpt, adam, &cfg); // the model, AdamW, buffers
 //! let batch = Batch { tokens: &corpus.train, seed: 1, step: 0, sequences: 0..b };
@@ -182,7 +183,8 @@
 //! # let model = ModelConfig { vocab_size: 14, block_size: 8, n_layer: 1, n_head: 2, n_embd: 16 };
 //! let (n, b) = (2, 4); // workers, global batch
 //! let start = Gpt::new(model.clone(), 1337);
-//! let cfg = TrainConfig { model, workers: n, batch: b, deterministic: true, ..TrainConfig::default() };
+//! let mut cfg = TrainConfig { model, ..TrainConfig::default() };
+//! (cfg.parallel.workers, cfg.parallel.batch, cfg.parallel.deterministic) = (n, b, true);
 //! let hashes: Vec<String> = std::thread::scope(|s| {
 //!     let workers: Vec<_> = group(n)
 //!         .into_iter()
@@ -205,7 +207,8 @@
 //! assert_eq!(hashes[0], hashes[1]); // the replicas are still identical, bit for bit
 //! assert_ne!(hashes[0], param_hash(&start.params)); // and they did move
 //! // one worker stepping the whole batch ends on the same bits
-//! let one = TrainConfig { workers: 1, ..cfg.clone() };
+//! let mut one = cfg.clone();
+//! one.parallel.workers = 1;
 //! let mut replica = Replica::new(0, start.clone(), AdamW::new(start.layout.len), &one);
 //! let batch = Batch { tokens: &corpus.train, seed: 1, step: 0, sequences: 0..b };
 //! train_step(&mut replica, &one, &batch, &mut Alone, &mut Unobserved)?;
@@ -232,7 +235,9 @@
 //! let corpus = Corpus::from_text("cats", &text, None);
 //! let model = ModelConfig { vocab_size: 14, block_size: 8, n_layer: 1, n_head: 2, n_embd: 16 };
 //! let (workers, batch, steps, warmup) = (2, 4, 60, 10);
-//! let cfg = TrainConfig { model, workers, batch, steps, warmup, lr: 1e-2, ..TrainConfig::default() };
+//! let mut cfg = TrainConfig { model, ..TrainConfig::default() };
+//! (cfg.parallel.workers, cfg.parallel.batch) = (workers, batch);
+//! (cfg.schedule.steps, cfg.optim.warmup, cfg.optim.lr) = (steps, warmup, 1e-2);
 //! let mut rows = 0;
 //! let on_event = |event| {
 //!     if let train::Event::Step(_) = event { rows += 1 } // a row of figures per step

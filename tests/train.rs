@@ -19,7 +19,7 @@ fn corpus() -> &'static Corpus {
 }
 
 fn tiny(workers: usize) -> TrainConfig {
-    TrainConfig {
+    let mut cfg = TrainConfig {
         model: ModelConfig {
             vocab_size: corpus().vocab.len(),
             block_size: 16,
@@ -27,14 +27,16 @@ fn tiny(workers: usize) -> TrainConfig {
             n_head: 2,
             n_embd: 32,
         },
-        workers,
-        steps: 4,
-        batch: 12,
-        warmup: 2,
-        eval_every: 0,
         seed: 3,
         ..TrainConfig::default()
-    }
+    };
+    (cfg.parallel.workers, cfg.parallel.batch) = (workers, 12);
+    (
+        cfg.schedule.steps,
+        cfg.schedule.eval_every,
+        cfg.optim.warmup,
+    ) = (4, 0, 2);
+    cfg
 }
 
 fn run(cfg: &TrainConfig) -> Outcome {
@@ -69,9 +71,10 @@ fn n_workers_match_one_worker_in_default_mode() {
     let one = run(&tiny(1));
     for n in [2, 3, 4] {
         for algo in Algorithm::ALL {
-            let cfg = TrainConfig {
-                allreduce: algo,
-                ..tiny(n)
+            let cfg = {
+                let mut c = tiny(n);
+                c.parallel.allreduce = algo;
+                c
             };
             let many = run(&cfg);
             // Shard gradients summed in another order differ from the one-worker sum in
@@ -92,9 +95,10 @@ fn n_workers_match_one_worker_in_default_mode() {
 fn accumulation_equals_one_big_batch() {
     let one = run(&tiny(1));
     for (workers, accum) in [(1, 3), (1, 12), (2, 2), (3, 4)] {
-        let cfg = TrainConfig {
-            accum,
-            ..tiny(workers)
+        let cfg = {
+            let mut c = tiny(workers);
+            c.parallel.accum = accum;
+            c
         };
         let acc = run(&cfg);
         assert_close(
@@ -111,16 +115,18 @@ fn bucketed_overlapped_all_reduce_equals_plain() {
     // With 2 workers every algorithm adds exactly two numbers per element, and float
     // addition is commutative: bucket boundaries and overlap cannot change a bit.
     for algo in Algorithm::ALL {
-        let plain = run(&TrainConfig {
-            allreduce: algo,
-            ..tiny(2)
+        let plain = run(&{
+            let mut c = tiny(2);
+            c.parallel.allreduce = algo;
+            c
         });
         for (bucket_kb, overlap) in [(4, false), (4, true), (1, true), (0, true)] {
-            let cfg = TrainConfig {
-                allreduce: algo,
-                bucket_kb,
-                overlap,
-                ..tiny(2)
+            let cfg = {
+                let mut c = tiny(2);
+                c.parallel.allreduce = algo;
+                c.parallel.bucket_kb = bucket_kb;
+                c.parallel.overlap = overlap;
+                c
             };
             let b = run(&cfg);
             assert_eq!(
@@ -131,11 +137,12 @@ fn bucketed_overlapped_all_reduce_equals_plain() {
     }
     // With 3 workers the order of the three-way sums depends on the chunking: close, not equal.
     let plain = run(&tiny(3));
-    let b = run(&TrainConfig {
-        bucket_kb: 2,
-        overlap: true,
-        allreduce: Algorithm::Ring,
-        ..tiny(3)
+    let b = run(&{
+        let mut c = tiny(3);
+        c.parallel.bucket_kb = 2;
+        c.parallel.overlap = true;
+        c.parallel.allreduce = Algorithm::Ring;
+        c
     });
     assert_close(
         &b.model.params,
@@ -147,18 +154,20 @@ fn bucketed_overlapped_all_reduce_equals_plain() {
 
 #[test]
 fn deterministic_mode_is_bit_identical_across_workers_algorithms_and_buckets() {
-    let reference = run(&TrainConfig {
-        deterministic: true,
-        ..tiny(1)
+    let reference = run(&{
+        let mut c = tiny(1);
+        c.parallel.deterministic = true;
+        c
     });
     for n in [2, 3, 4, 6, 12] {
         for algo in Algorithm::ALL {
             let bucket_kb = if n % 2 == 0 { 3 } else { 0 };
-            let cfg = TrainConfig {
-                deterministic: true,
-                allreduce: algo,
-                bucket_kb,
-                ..tiny(n)
+            let cfg = {
+                let mut c = tiny(n);
+                c.parallel.deterministic = true;
+                c.parallel.allreduce = algo;
+                c.parallel.bucket_kb = bucket_kb;
+                c
             };
             let r = run(&cfg);
             assert_eq!(
@@ -168,10 +177,11 @@ fn deterministic_mode_is_bit_identical_across_workers_algorithms_and_buckets() {
         }
     }
     // ... and accumulation does not matter either.
-    let acc = run(&TrainConfig {
-        deterministic: true,
-        accum: 3,
-        ..tiny(2)
+    let acc = run(&{
+        let mut c = tiny(2);
+        c.parallel.deterministic = true;
+        c.parallel.accum = 3;
+        c
     });
     assert_eq!(acc.summary.param_hash, reference.summary.param_hash);
     // The exact sum is close to the float one (fixed point keeps 2^-40 resolution).
@@ -189,10 +199,11 @@ fn replica_checks_pass_when_replicas_agree() {
     // Every step, each worker hashes its replica and the hashes are gathered: identical
     // replicas must never be reported as diverged, in either mode.
     for deterministic in [false, true] {
-        let cfg = TrainConfig {
-            check_replicas: 1,
-            deterministic,
-            ..tiny(3)
+        let cfg = {
+            let mut c = tiny(3);
+            c.schedule.check_replicas = 1;
+            c.parallel.deterministic = deterministic;
+            c
         };
         let opts = RunOptions {
             final_eval: false,
@@ -214,10 +225,11 @@ fn replica_checks_pass_when_replicas_agree() {
 /// outcome, well-formed.
 #[test]
 fn a_run_hands_its_caller_every_figure_of_the_run_directory() {
-    let cfg = TrainConfig {
-        eval_every: 2,
-        steps: 6,
-        ..tiny(2)
+    let cfg = {
+        let mut c = tiny(2);
+        c.schedule.eval_every = 2;
+        c.schedule.steps = 6;
+        c
     };
     let (mut lines, mut evals, mut checkpoints) = (Vec::new(), Vec::new(), Vec::new());
     let out = train::train(

@@ -200,10 +200,10 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut base = TrainConfig {
         data: args.data.clone(),
-        allreduce: args.allreduce,
-        eval_every: 0,
         ..TrainConfig::default()
     };
+    base.parallel.allreduce = args.allreduce;
+    base.schedule.eval_every = 0;
     let corpus = data::load(&base.data, base.seed)?;
     base.model.vocab_size = corpus.vocab.len();
     // every point's configuration, memory included, before anything runs: a point that cannot
@@ -315,11 +315,11 @@ fn point_configs(
     base: &TrainConfig,
     n: usize,
 ) -> Vec<(&'static str, TrainConfig)> {
-    let run = |batch| TrainConfig {
-        workers: n,
-        batch,
-        steps: args.steps + 5,
-        ..base.clone()
+    let run = |batch| {
+        let mut cfg = base.clone();
+        (cfg.parallel.workers, cfg.parallel.batch) = (n, batch);
+        cfg.schedule.steps = args.steps + 5;
+        cfg
     };
     let mut cfgs = Vec::new();
     if args.splits_batch(n) {
@@ -347,7 +347,7 @@ fn sweep(
         peaks[busy] = peaks[busy].max(peak);
         println!("  sgemm peak with {busy} thread(s), measured now: {peak:.0} GFLOP/s");
         for (mode, cfg) in point_configs(args, base, n) {
-            let batch = cfg.batch;
+            let batch = cfg.parallel.batch;
             let opts = RunOptions {
                 final_eval: false,
                 ..RunOptions::default()
@@ -397,13 +397,13 @@ fn sweep(
 
 /// Per-step communication predicted by the alpha-beta model: one all-reduce per bucket.
 fn predict_comm_ms(cfg: &TrainConfig) -> f64 {
-    if cfg.workers == 1 {
+    if cfg.parallel.workers == 1 {
         return 0.0;
     }
     let params = cfg.model.num_params();
-    let fit = collective::bench::fit_alpha_beta(cfg.workers, cfg.allreduce, 20);
-    let elem = if cfg.deterministic { 8.0 } else { 4.0 };
-    buckets::plan(params, buckets::floats_for_kb(cfg.bucket_kb))
+    let fit = collective::bench::fit_alpha_beta(cfg.parallel.workers, cfg.parallel.allreduce, 20);
+    let elem = if cfg.parallel.deterministic { 8.0 } else { 4.0 };
+    buckets::plan(params, buckets::floats_for_kb(cfg.parallel.bucket_kb))
         .iter()
         .map(|r| fit.alpha_us + fit.beta_us_per_byte * r.len() as f64 * elem)
         .sum::<f64>()

@@ -121,11 +121,8 @@ impl Solo<'_> {
         done: &AtomicBool,
     ) -> Result<Vec<f64>, Error> {
         let (base, corpus, steps) = (self.base, self.corpus, self.steps);
-        let cfg = TrainConfig {
-            batch: seqs.len(),
-            workers: 1,
-            ..base.clone()
-        };
+        let mut cfg = base.clone();
+        (cfg.parallel.batch, cfg.parallel.workers) = (seqs.len(), 1);
         let model = Gpt::new(cfg.model.clone(), cfg.seed);
         let adam = AdamW::new(model.params.len());
         let mut replica = Replica::new(0, model, adam, &cfg);

@@ -25,7 +25,7 @@ impl Evaluator {
     /// Buffers for evaluation batches of B/N windows of `cfg`.
     pub fn new(cfg: &TrainConfig) -> Self {
         let t = cfg.model.block_size;
-        let rows = (cfg.batch / cfg.workers).max(1);
+        let rows = (cfg.parallel.batch / cfg.parallel.workers).max(1);
         Evaluator {
             ws: Workspace::new(&cfg.model, rows, t),
             one_ws: Workspace::new(&cfg.model, 1, t),

@@ -152,12 +152,12 @@ pub fn run_worker(
     let (rank, t) = (comm.rank(), cfg.model.block_size);
     let model = Gpt::from_params(cfg.model.clone(), ctx.init.params.clone());
     // deterministic mode's sum is complete only after the last sequence: it never overlaps
-    let overlap = cfg.overlap && !cfg.deterministic;
+    let overlap = cfg.parallel.overlap && !cfg.parallel.deterministic;
     let mut exchange = AllReduce::new(
         comm,
-        cfg.allreduce,
+        cfg.parallel.allreduce,
         model.layout.len,
-        cfg.bucket_kb,
+        cfg.parallel.bucket_kb,
         overlap,
     );
     let mut replica = Replica::new(rank, model, ctx.init.adam.clone(), cfg);
@@ -166,13 +166,13 @@ pub fn run_worker(
         clock: ctx.clock,
         spans: Vec::new(),
         rank,
-        straggle_ms: cfg.straggler.filter(|s| s.0 == rank).map(|s| s.1),
-        fault_at: cfg.fault.filter(|f| f.0 == rank).map(|f| f.1),
+        straggle_ms: cfg.faults.straggler.filter(|s| s.0 == rank).map(|s| s.1),
+        fault_at: cfg.faults.fault.filter(|f| f.0 == rank).map(|f| f.1),
     };
-    let per_worker = cfg.batch / cfg.workers;
-    let (val, algorithm) = (&ctx.corpus.val[..], cfg.allreduce);
-    let subset = sampler::eval_subset(val.len(), t, cfg.eval_windows);
-    for step in ctx.init.start_step..cfg.steps {
+    let per_worker = cfg.parallel.batch / cfg.parallel.workers;
+    let (val, algorithm) = (&ctx.corpus.val[..], cfg.parallel.allreduce);
+    let subset = sampler::eval_subset(val.len(), t, cfg.schedule.eval_windows);
+    for step in ctx.init.start_step..cfg.schedule.steps {
         if ctx.stop.load(Ordering::Relaxed) {
             return Err(Error::Worker(format!(
                 "worker {rank} was stopped at step {step}"
@@ -190,7 +190,10 @@ pub fn run_worker(
         let _ = reports.send(Report::Step(obs.report(step, start_us, stats, traced)));
 
         let done = step + 1;
-        if cfg.eval_every > 0 && done % cfg.eval_every == 0 && done < cfg.steps {
+        if cfg.schedule.eval_every > 0
+            && done % cfg.schedule.eval_every == 0
+            && done < cfg.schedule.steps
+        {
             let (model, comm) = (&replica.model, &mut exchange.comm);
             let val_loss = obs.time(Phase::Eval, done, || {
                 evaluator.evaluate(model, comm, algorithm, val, &subset)
@@ -203,7 +206,7 @@ pub fn run_worker(
                 });
             }
         }
-        if cfg.check_replicas > 0 && done % cfg.check_replicas == 0 {
+        if cfg.schedule.check_replicas > 0 && done % cfg.schedule.check_replicas == 0 {
             let differ = replicas_differ(&replica.model.params, &mut exchange.comm);
             if let Some((w, hash, hash0)) = differ.map_err(gone(done))? {
                 return Err(Error::Worker(format!(
@@ -211,8 +214,8 @@ pub fn run_worker(
                 )));
             }
         }
-        let due = cfg.checkpoint_every > 0 && done % cfg.checkpoint_every == 0;
-        if rank == 0 && (due || done == cfg.steps) {
+        let due = cfg.schedule.checkpoint_every > 0 && done % cfg.schedule.checkpoint_every == 0;
+        if rank == 0 && (due || done == cfg.schedule.steps) {
             let state = obs.time(Phase::Checkpoint, done, || Init {
                 params: replica.model.params.clone(),
                 adam: replica.adam.clone(),
@@ -224,7 +227,7 @@ pub fn run_worker(
     let val_loss = if ctx.final_eval {
         let all: Vec<usize> = (0..sampler::val_windows(val.len(), t)).collect();
         let (model, comm) = (&replica.model, &mut exchange.comm);
-        (evaluator.evaluate(model, comm, algorithm, val, &all)).map_err(gone(cfg.steps))?
+        (evaluator.evaluate(model, comm, algorithm, val, &all)).map_err(gone(cfg.schedule.steps))?
     } else {
         f64::NAN
     };
