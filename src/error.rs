@@ -70,7 +70,7 @@ pub enum Error {
 /// panic (its peers see it leave, as they would a real crash), and it is recognised by its
 /// type when the thread is joined, never by the text of a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("worker {worker} panicked at step {step}: injected fault (--fault {worker}:{step})")]
+#[error("injected fault: worker {worker} panics at step {step} (--fault {worker}:{step})")]
 pub struct InjectedFault {
     /// The worker that panics.
     pub worker: usize,
