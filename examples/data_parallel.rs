@@ -19,7 +19,6 @@
 //! machine.)
 
 use nanodist::config::TrainConfig;
-use nanodist::report::thousands;
 use nanodist::train::{self, RunOptions};
 use nanodist::{data, Error};
 
@@ -93,4 +92,17 @@ fn main() -> Result<(), Error> {
     } else {
         Err(Error::Worker(format!("the runs differ: {hashes:?}")))
     }
+}
+
+/// 12345.6 as "12,346".
+fn thousands(x: f64) -> String {
+    let digits = format!("{:.0}", x.max(0.0));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }

@@ -39,7 +39,7 @@
 //! small buffers; naive funnels everything through one worker. Shared memory skips messages
 //! altogether: threads of one process can read each other's buffers, so each worker sums its
 //! own slice straight out of all the buffers and writes the result back into all of them.
-//! `nanodist allreduce` measures all four and fits alpha and beta (see [`mod@bench`]).
+//! `nanodist allreduce` measures all four and fits alpha and beta.
 //!
 //! Every algorithm adds in a **fixed, documented order** (see each file), so a run repeats
 //! bit for bit, and every worker ends with exactly the same bits. Floating-point addition
@@ -87,8 +87,6 @@ pub mod sync;
 mod tree;
 mod window;
 
-pub mod bench;
-
 pub use comm::{group, Comm};
 pub use error::CommError;
 pub use schedule::{Op, Schedule, Step, Transfer};
@@ -96,7 +94,7 @@ pub use schedule::{Op, Schedule, Step, Transfer};
 use serde::{Deserialize, Serialize};
 
 /// The all-reduce algorithms nanodist implements, each in its own file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Algorithm {
     /// Everyone sends to worker 0, which sums and sends back (parameter-server style).
@@ -144,6 +142,22 @@ impl Algorithm {
             Algorithm::Tree => Some(tree::schedule(n, len)),
             Algorithm::Shared => None,
         }
+    }
+}
+
+impl std::str::FromStr for Algorithm {
+    type Err = String;
+
+    /// The algorithm of a lowercase name (`"ring"`), as the command line takes it.
+    fn from_str(s: &str) -> Result<Self, String> {
+        Algorithm::ALL
+            .into_iter()
+            .find(|a| a.name() == s)
+            .ok_or_else(|| {
+                format!(
+                    "'{s}' is not an all-reduce algorithm: use one of naive, ring, tree, shared"
+                )
+            })
     }
 }
 
@@ -236,10 +250,10 @@ mod tests {
     }
 
     #[test]
-    fn names_round_trip_through_clap_and_serde() {
-        use clap::ValueEnum;
+    fn names_round_trip_through_from_str_and_serde() {
         for a in Algorithm::ALL {
-            assert_eq!(Algorithm::from_str(a.name(), false).unwrap(), a);
+            assert_eq!(a.name().parse::<Algorithm>().unwrap(), a);
+            assert_eq!(a.to_string(), a.name());
             let json = serde_json::to_string(&a).unwrap();
             assert_eq!(json, format!("\"{}\"", a.name()));
         }

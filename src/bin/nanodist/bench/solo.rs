@@ -13,12 +13,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use super::Point;
-use crate::config::TrainConfig;
-use crate::data;
-use crate::model::Gpt;
-use crate::optim::AdamW;
-use crate::step::{train_step, Alone, Batch, Replica, Unobserved};
-use crate::Error;
+use nanodist::config::TrainConfig;
+use nanodist::data;
+use nanodist::model::Gpt;
+use nanodist::optim::AdamW;
+use nanodist::step::{train_step, Alone, Batch, Replica, Unobserved};
+use nanodist::Error;
 
 /// What both modes share: the configuration, the corpus, the global batch, the timed steps
 /// per point, and the machine's cores (to mark oversubscribed points).

@@ -47,12 +47,12 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::collective::{self, Algorithm};
-use crate::config::TrainConfig;
-use crate::data;
-use crate::parallel::buckets;
-use crate::train::{self, RunOptions};
-use crate::Error;
+use nanodist::collective::Algorithm;
+use nanodist::config::TrainConfig;
+use nanodist::data;
+use nanodist::parallel::buckets;
+use nanodist::train::{self, RunOptions};
+use nanodist::Error;
 
 mod output;
 mod solo;
@@ -83,7 +83,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1)]
     pub rounds: usize,
     /// All-reduce algorithm.
-    #[arg(long, value_enum, default_value = "shared")]
+    #[arg(long, default_value = "shared", value_parser = crate::cli::algorithm())]
     pub allreduce: Algorithm,
     /// Corpus: `tales` or a text file.
     #[arg(long, default_value = "tales")]
@@ -156,7 +156,7 @@ pub fn sgemm_peak_gflops(threads: usize) -> f64 {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
                 s.spawn(move || {
-                    use crate::model::matmul::{matmul, Mat, MatMut, Out};
+                    use nanodist::model::matmul::{matmul, Mat, MatMut, Out};
                     let a = vec![1.0f32; n * n];
                     let b = vec![0.5f32; n * n];
                     let mut c = vec![0.0f32; n * n];
@@ -211,10 +211,10 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
     for &n in &args.workers {
         for (_, cfg) in point_configs(args, &base, n) {
             cfg.validate()?;
-            crate::config::check_memory(&cfg)?;
+            nanodist::config::check_memory(&cfg)?;
         }
         // the predicted communication comes from an alpha-beta fit on n workers
-        collective::bench::check_memory(n, collective::bench::FIT_LARGEST)?;
+        crate::allreduce::check_memory(n, crate::allreduce::FIT_LARGEST)?;
     }
     // then the output directory: a bad --out found only at the end would throw the sweep's
     // results away (or an earlier sweep's)
@@ -299,8 +299,8 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
     print!("{}", lessons(&points));
     let json = serde_json::json!({ "cores": cores, "points": points });
     let json = serde_json::to_string_pretty(&json).expect("serialises");
-    crate::checkpoint::write_atomic(&dir.join("bench.json"), json.as_bytes())?;
-    crate::checkpoint::write_atomic(
+    nanodist::checkpoint::write_atomic(&dir.join("bench.json"), json.as_bytes())?;
+    nanodist::checkpoint::write_atomic(
         &dir.join("scaling.svg"),
         scaling_svg(&points, cores).as_bytes(),
     )?;
@@ -401,11 +401,11 @@ fn predict_comm_ms(cfg: &TrainConfig) -> f64 {
         return 0.0;
     }
     let params = cfg.model.num_params();
-    let fit = collective::bench::fit_alpha_beta(cfg.parallel.workers, cfg.parallel.allreduce, 20);
-    let elem = if cfg.parallel.deterministic { 8.0 } else { 4.0 };
+    let fit = crate::allreduce::fit_alpha_beta(cfg.parallel.workers, cfg.parallel.allreduce, 20);
+    let elem = if cfg.parallel.deterministic { 8 } else { 4 };
     buckets::plan(params, buckets::floats_for_kb(cfg.parallel.bucket_kb))
         .iter()
-        .map(|r| fit.alpha_us + fit.beta_us_per_byte * r.len() as f64 * elem)
+        .map(|r| fit.predict_us(r.len() * elem))
         .sum::<f64>()
         / 1e3
 }

@@ -10,12 +10,12 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::checkpoint;
-use crate::config::{FaultConfig, TrainConfig};
-use crate::data::{self, Corpus};
-use crate::optim::AdamW;
-use crate::parallel::data_parallel::Init;
-use crate::Error;
+use nanodist::checkpoint;
+use nanodist::config::{FaultConfig, TrainConfig};
+use nanodist::data::{self, Corpus};
+use nanodist::optim::AdamW;
+use nanodist::parallel::data_parallel::Init;
+use nanodist::Error;
 
 /// A run read back from its directory, ready to continue.
 pub struct Resumed {

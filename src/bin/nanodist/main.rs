@@ -5,19 +5,26 @@
 //! that does not parse, 1 for everything else. A reader of stdout that leaves early
 //! (`nanodist | head`) stops nanodist quietly with 141, as SIGPIPE stops C tools.
 
-use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
-use std::path::Path;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use nanodist::cli::{default_workers, SampleArgs, TrainArgs};
-use nanodist::collective::bench::AllreduceArgs;
-use nanodist::config::{FaultConfig, TrainConfig};
-use nanodist::report::{self, summary_table, thousands, Progress};
-use nanodist::train::Event;
-use nanodist::{bench, checkpoint, data, rundir, sample, train, Error};
+use nanodist::config::TrainConfig;
+use nanodist::{checkpoint, data, sample, Error};
+
+mod allreduce;
+mod bench;
+mod chrome;
+mod cli;
+mod plot;
+mod record;
+mod report;
+mod rundir;
+mod timeline;
+
+use allreduce::AllreduceArgs;
+use cli::{default_workers, SampleArgs, TrainArgs};
+use report::{summary_table, thousands};
 
 #[derive(Parser)]
 #[command(
@@ -59,7 +66,7 @@ fn main() -> ExitCode {
             }
             cannot_print(why);
         }
-        let injected = info.payload().is::<nanodist::error::InjectedFault>();
+        let injected = info.payload().is::<nanodist::InjectedFault>();
         if !injected {
             default_hook(info);
         }
@@ -72,7 +79,7 @@ fn main() -> ExitCode {
         None => run_train(cli.train),
         Some(Command::Train(args)) => run_train(*args),
         Some(Command::Sample(args)) => run_sample(args),
-        Some(Command::Allreduce(args)) => nanodist::collective::bench::run(&args),
+        Some(Command::Allreduce(args)) => allreduce::run(&args),
         Some(Command::Bench(args)) => bench::run(&args),
     };
     match result {
@@ -171,7 +178,7 @@ fn run_train(args: TrainArgs) -> Result<(), Error> {
             rundir::prepare(&dir)?;
             let json = serde_json::to_string_pretty(&cfg).expect("config serialises");
             checkpoint::write_atomic(&dir.join("config.json"), json.as_bytes())?;
-            let init = train::initial_state(&cfg);
+            let init = nanodist::train::initial_state(&cfg);
             (cfg, corpus, init, dir)
         }
     };
@@ -193,7 +200,7 @@ fn run_train(args: TrainArgs) -> Result<(), Error> {
             println!("resuming {} at step {}", dir.display(), init.start_step);
         }
     }
-    let outcome = train_and_record(&cfg, &corpus, init, &dir, args.quiet)?;
+    let outcome = record::train_and_record(&cfg, &corpus, init, &dir, args.quiet)?;
     let s = &outcome.summary;
     if args.quiet {
         println!(
@@ -234,101 +241,6 @@ fn run_train(args: TrainArgs) -> Result<(), Error> {
         dir.display()
     );
     Ok(())
-}
-
-/// Trains, and writes the run directory as the run goes: metrics.jsonl and each checkpoint
-/// as their events arrive, then (for a run of several workers, unless quiet) the one-worker
-/// reference, and summary.json, trace.json and the pictures, each once.
-fn train_and_record(
-    cfg: &TrainConfig,
-    corpus: &data::Corpus,
-    init: train::Init,
-    dir: &Path,
-    quiet: bool,
-) -> Result<train::Outcome, Error> {
-    let mut metrics = open_metrics(dir, init.start_step > 0)?;
-    let mut progress = Progress::new(cfg, init.start_step, quiet);
-    let mut last_checkpoint = None;
-    let vocab = corpus.vocab.as_string();
-    let result = train::train(cfg, corpus, init, &train::RunOptions::default(), |event| {
-        match event {
-            Event::Step(row) => {
-                let line = serde_json::to_string(row).expect("a row serialises");
-                writeln!(metrics, "{line}").map_err(|e| Error::io(dir.join("metrics.jsonl"), e))?;
-                progress.step(row);
-            }
-            Event::Eval { step, val_loss } => progress.eval(step, val_loss),
-            Event::Checkpoint(state) => {
-                let ck = checkpoint::Checkpoint {
-                    config: cfg.clone(),
-                    vocab: vocab.clone(),
-                    step: state.start_step,
-                    params: state.params,
-                    adam_m: state.adam.m,
-                    adam_v: state.adam.v,
-                    adam_t: state.adam.t,
-                };
-                checkpoint::save(dir, &ck)?;
-                last_checkpoint = Some(ck.step);
-            }
-        }
-        Ok(())
-    });
-    progress.finish();
-    metrics
-        .flush()
-        .map_err(|e| Error::io(dir.join("metrics.jsonl"), e))?;
-    let mut outcome = result.map_err(|e| match last_checkpoint {
-        Some(step) => Error::Worker(format!(
-            "{e}; the last good checkpoint (step {step}) is in {} (--resume it)",
-            dir.display()
-        )),
-        None => e,
-    })?;
-    if cfg.parallel.workers > 1 && !quiet {
-        let t1 = one_worker_tokens_per_s(cfg, corpus)?;
-        let s = &mut outcome.summary;
-        s.one_worker_tokens_per_s = Some(t1);
-        s.scaling_efficiency = Some(s.tokens_per_s / (cfg.parallel.workers as f64 * t1));
-    }
-    let json = serde_json::to_string_pretty(&outcome.summary).expect("summary serialises");
-    checkpoint::write_atomic(&dir.join("summary.json"), json.as_bytes())?;
-    let trace = nanodist::trace::chrome_trace(&outcome.tracks);
-    checkpoint::write_atomic(&dir.join("trace.json"), trace.as_bytes())?;
-    let (rows, evals) = (&outcome.rows, &outcome.evals);
-    let val_loss = outcome.summary.val_loss;
-    let svg = report::loss_chart(corpus, rows, evals, val_loss, cfg.schedule.steps).to_svg();
-    checkpoint::write_atomic(&dir.join("loss.svg"), svg.as_bytes())?;
-    Ok(outcome)
-}
-
-fn open_metrics(dir: &Path, append: bool) -> Result<BufWriter<File>, Error> {
-    let path = dir.join("metrics.jsonl");
-    let file = OpenOptions::new()
-        .create(true)
-        .append(append)
-        .write(true)
-        .truncate(!append)
-        .open(&path)
-        .map_err(|e| Error::io(&path, e))?;
-    Ok(BufWriter::new(file))
-}
-
-/// Tokens per second of ONE worker on `cfg`, timed now over 20 steps (after 5 that warm up):
-/// the reference a run of several workers is compared with.
-fn one_worker_tokens_per_s(cfg: &TrainConfig, corpus: &data::Corpus) -> Result<f64, Error> {
-    let mut one = TrainConfig {
-        faults: FaultConfig::default(),
-        ..cfg.clone()
-    };
-    one.parallel.workers = 1;
-    (one.schedule.steps, one.schedule.eval_every) = (25, 0);
-    let opts = train::RunOptions {
-        final_eval: false,
-        trace_steps: 0,
-    };
-    let run = train::train(&one, corpus, train::initial_state(&one), &opts, |_| Ok(()))?;
-    Ok(run.summary.tokens_per_s)
 }
 
 fn run_sample(args: SampleArgs) -> Result<(), Error> {

@@ -4,13 +4,12 @@
 //! A flag left unset is `None` and leaves the configuration's value alone: the default of
 //! `TrainConfig`, or with `--resume` the value the run was started with. So `--resume DIR`
 //! alone continues a run exactly as it was configured. (`nanodist allreduce` and
-//! `nanodist bench` keep their flags beside their code: [`crate::collective::bench`],
-//! [`crate::bench`].)
+//! `nanodist bench` keep their flags beside their code: `allreduce.rs`, `bench/`.)
 
 use std::path::PathBuf;
 
-use crate::collective::Algorithm;
-use crate::config::TrainConfig;
+use nanodist::collective::Algorithm;
+use nanodist::config::TrainConfig;
 
 /// Training flags. Unset flags take the defaults of `TrainConfig` (or, with
 /// `--resume`, the values of the run being resumed).
@@ -50,7 +49,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
     /// All-reduce algorithm [default: shared].
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = algorithm())]
     pub allreduce: Option<Algorithm>,
     /// Gradient bucket size in KiB; 0 sends all gradients as one bucket [default: 0].
     #[arg(long, value_name = "N")]
@@ -105,6 +104,16 @@ pub struct SampleArgs {
     /// Sampling seed.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+}
+
+/// The parser of an all-reduce algorithm's name: `--help` and a bad value list the names.
+pub fn algorithm() -> impl clap::builder::TypedValueParser<Value = Algorithm> {
+    use clap::builder::TypedValueParser;
+    let names = Algorithm::ALL.map(Algorithm::name);
+    clap::builder::PossibleValuesParser::new(names).map(|name| {
+        name.parse::<Algorithm>()
+            .expect("one of the possible values")
+    })
 }
 
 /// `W:N`, as `--straggler` and `--fault` take it.

@@ -8,10 +8,10 @@ use std::io::IsTerminal;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::config::TrainConfig;
-use crate::data::Corpus;
-use crate::metrics::{StepRow, Summary};
 use crate::plot::{Chart, Series};
+use nanodist::config::TrainConfig;
+use nanodist::data::Corpus;
+use nanodist::metrics::{StepRow, Summary};
 
 /// The live view of a run.
 pub struct Progress {
