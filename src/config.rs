@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::collective::Algorithm;
-use crate::Error;
+use crate::error::Error;
 
 /// The shape of the GPT: everything needed to lay out its parameters.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

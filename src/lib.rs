@@ -78,7 +78,7 @@
 //! let mut cfg = TrainConfig::default();
 //! (cfg.parallel.workers, cfg.schedule.steps) = (2, 200);
 //! cfg.model.vocab_size = corpus.vocab.len();
-//! let on_event = |event| {
+//! let on_event = |event: train::Event<'_>| {
 //!     if let train::Event::Step(row) = event {
 //!         println!("step {} loss {:.3}", row.step, row.loss);
 //!     }

@@ -29,13 +29,13 @@
 
 use std::ops::Range;
 
-use crate::config::TrainConfig;
+use crate::config::{OptimConfig, TrainConfig};
 use crate::data::sampler;
+use crate::error::Error;
 use crate::model::{Gpt, ParamLayout, Workspace};
 use crate::optim::{clip_scale, lr_at, AdamW};
 use crate::parallel::fixed_point;
 use crate::trace::{Clock, Phase, Span};
-use crate::Error;
 
 /// One replica's training state: the model, its optimizer, and the buffers a step reuses.
 ///
@@ -120,74 +120,84 @@ pub fn train_step(
     exchange: &mut impl GradientExchange,
     obs: &mut impl Observer,
 ) -> Result<StepStats, Error> {
-    let step = batch.step;
+    let (step, exact) = (batch.step, cfg.parallel.deterministic);
     obs.step_starts(step);
     // Every replica scales by the GLOBAL batch's 1/(B*T): the sum over replicas is the mean.
     let scale = 1.0 / cfg.tokens_per_step() as f32;
-    let loss = if cfg.parallel.deterministic {
+    // 1. forward + backward over my sequences: my gradients (deterministic: an exact sum)
+    let loss = if exact {
         exact_gradients(r, cfg, batch, scale, obs)?
     } else {
-        r.grads.fill(0.0); // backward accumulates: zeroing is a visible step of its own
-        let (m, start) = (cfg.micro_batch(), batch.sequences.start);
-        let mut loss = 0.0;
-        for k in 0..cfg.parallel.accum {
-            loss += forward(r, cfg, batch, start + k * m..start + (k + 1) * m, obs)?;
-            let (model, ws, grads) = (&r.model, &mut r.ws, &mut r.grads[..]);
-            if k + 1 == cfg.parallel.accum && exchange.overlaps_backward() {
-                exchange.backward_and_sum(model, ws, scale, grads, step, obs)?;
-            } else {
-                obs.time(Phase::Backward, step, || model.backward(ws, scale, grads));
-            }
-        }
-        if !exchange.overlaps_backward() && first_non_finite(&r.grads, &r.model.layout).is_some() {
-            return Err(diverged_in(
-                &r.grads,
-                &r.model.layout,
-                step,
-                r.rank,
-                "gradient",
-            ));
-        }
-        loss / cfg.parallel.accum as f32
+        gradients(r, cfg, batch, scale, exchange, obs)?
     };
     obs.gradients_done(step);
-    if cfg.parallel.deterministic {
+    // 2. the exchange: every replica ends with the sum of all replicas' gradients
+    if exact {
         exchange.sum_exact(&mut r.acc, step, obs)?;
         fixed_point::to_f32(&mut r.grads, &r.acc);
     } else if !exchange.overlaps_backward() {
         exchange.sum(&mut r.grads, step, obs)?;
     }
-    // Every replica now holds the same gradient: the same update keeps them equal.
+    // 3. clip + AdamW: the same gradient and the same update keep the replicas equal
     let lr = lr_at(step, cfg.schedule.steps, &cfg.optim);
-    let (model, adam, grads) = (&mut r.model, &mut r.adam, &r.grads);
-    let grad_norm = obs.time(Phase::Optimizer, step, || {
-        let (norm, clip) = clip_scale(grads, cfg.optim.grad_clip);
-        if norm.is_finite() {
-            adam.step_scaled(
-                &mut model.params,
-                grads,
-                &model.layout,
-                lr,
-                &cfg.optim,
-                clip,
-            );
-        }
-        norm
-    });
+    let grad_norm = obs.time(Phase::Optimizer, step, || update(r, lr, &cfg.optim));
     if !grad_norm.is_finite() {
-        return Err(diverged_in(
-            &r.grads,
-            &r.model.layout,
-            step,
-            r.rank,
-            "summed gradient",
-        ));
+        let (grads, layout) = (&r.grads, &r.model.layout);
+        return Err(diverged_in(grads, layout, step, r.rank, "summed gradient"));
     }
     Ok(StepStats {
         loss,
         lr,
         grad_norm,
     })
+}
+
+/// Forward and backward over this replica's sequences, K micro-batches, into `r.grads`;
+/// the last backward hands its buckets to the exchange as they finish, where it overlaps.
+/// Returns the mean loss.
+fn gradients(
+    r: &mut Replica,
+    cfg: &TrainConfig,
+    batch: &Batch<'_>,
+    scale: f32,
+    exchange: &mut impl GradientExchange,
+    obs: &mut impl Observer,
+) -> Result<f32, Error> {
+    let (step, k_total) = (batch.step, cfg.parallel.accum);
+    let (m, start) = (cfg.micro_batch(), batch.sequences.start);
+    r.grads.fill(0.0); // backward accumulates: zeroing is a visible step of its own
+    let mut loss = 0.0;
+    for k in 0..k_total {
+        loss += forward(r, cfg, batch, start + k * m..start + (k + 1) * m, obs)?;
+        let (model, ws, grads) = (&r.model, &mut r.ws, &mut r.grads[..]);
+        if k + 1 == k_total && exchange.overlaps_backward() {
+            exchange.backward_and_sum(model, ws, scale, grads, step, obs)?;
+        } else {
+            obs.time(Phase::Backward, step, || model.backward(ws, scale, grads));
+        }
+    }
+    // (overlapped, the sum is already under way: the summed gradient's norm is checked)
+    if !exchange.overlaps_backward() && first_non_finite(&r.grads, &r.model.layout).is_some() {
+        return Err(diverged_in(
+            &r.grads,
+            &r.model.layout,
+            step,
+            r.rank,
+            "gradient",
+        ));
+    }
+    Ok(loss / k_total as f32)
+}
+
+/// Clips the summed gradient and takes the AdamW step; returns the norm before clipping
+/// (not finite: nothing is updated, and the step reports the divergence).
+fn update(r: &mut Replica, lr: f32, optim: &OptimConfig) -> f32 {
+    let (norm, clip) = clip_scale(&r.grads, optim.grad_clip);
+    if norm.is_finite() {
+        let model = &mut r.model;
+        (r.adam).step_scaled(&mut model.params, &r.grads, &model.layout, lr, optim, clip);
+    }
+    norm
 }
 
 /// Fills the micro-batch of `seqs` and runs forward; the loss must be finite.

@@ -27,6 +27,7 @@ use std::time::Instant;
 use crate::collective;
 use crate::config::TrainConfig;
 use crate::data::Corpus;
+use crate::error::Error;
 use crate::error::InjectedFault;
 use crate::metrics::{aggregate, summarise, StepRow, Summary};
 use crate::model::Gpt;
@@ -34,7 +35,6 @@ use crate::optim::AdamW;
 pub use crate::parallel::data_parallel::Init;
 use crate::parallel::data_parallel::{run_worker, Context, Report, StepReport, WorkerDone};
 use crate::trace::{Clock, Span};
-use crate::Error;
 
 /// Steps whose spans are kept for the timeline (from the first step of the run).
 pub const TRACE_STEPS: usize = 40;

@@ -239,7 +239,7 @@
 //! (cfg.parallel.workers, cfg.parallel.batch) = (workers, batch);
 //! (cfg.schedule.steps, cfg.optim.warmup, cfg.optim.lr) = (steps, warmup, 1e-2);
 //! let mut rows = 0;
-//! let on_event = |event| {
+//! let on_event = |event: train::Event<'_>| {
 //!     if let train::Event::Step(_) = event { rows += 1 } // a row of figures per step
 //!     Ok(())
 //! };

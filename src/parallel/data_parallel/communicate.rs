@@ -13,11 +13,11 @@
 use std::ops::Range;
 
 use crate::collective::{Algorithm, Comm, CommError, Element};
+use crate::error::Error;
 use crate::model::{Gpt, Workspace};
 use crate::parallel::buckets::{self, BucketSink};
 use crate::step::{GradientExchange, Observer};
 use crate::trace::{Phase, Span};
-use crate::Error;
 
 /// The sum of every worker's gradients, by all-reduce over a communicator.
 pub struct AllReduce {

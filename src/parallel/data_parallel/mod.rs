@@ -31,11 +31,11 @@ use crossbeam::channel::Sender;
 use crate::collective::Comm;
 use crate::config::TrainConfig;
 use crate::data::{sampler, Corpus};
+use crate::error::Error;
 use crate::error::InjectedFault;
 use crate::model::Gpt;
 use crate::step::{train_step, Batch, Observer, Replica, StepStats};
 use crate::trace::{Clock, Phase, Span};
-use crate::Error;
 
 mod between_steps;
 mod communicate;
