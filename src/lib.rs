@@ -117,4 +117,4 @@ pub use error::{Error, InjectedFault};
 pub use model::{Gpt, ParamLayout, Workspace};
 pub use optim::AdamW;
 pub use step::{train_step, Batch, GradientExchange, Observer, Replica, StepStats};
-pub use train::{train, Event, Outcome, RunOptions};
+pub use train::{train, Event, Outcome, RunOptions, TrainState};

@@ -27,7 +27,7 @@ use crate::parallel::data_parallel::StepReport;
 pub struct Summary {
     /// Total optimizer steps of the run.
     pub steps: usize,
-    /// The step this session started from (0 unless resumed).
+    /// The step this run started from (0, or where a resumed run continued).
     pub start_step: usize,
     /// N, worker threads.
     pub workers: usize,

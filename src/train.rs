@@ -32,7 +32,7 @@ use crate::error::InjectedFault;
 use crate::metrics::{aggregate, summarise, StepRow, Summary};
 use crate::model::Gpt;
 use crate::optim::AdamW;
-pub use crate::parallel::data_parallel::Init;
+pub use crate::parallel::data_parallel::TrainState;
 use crate::parallel::data_parallel::{run_worker, Context, Report, StepReport, WorkerDone};
 use crate::trace::{Clock, Span};
 
@@ -52,7 +52,7 @@ pub enum Event<'a> {
         val_loss: f64,
     },
     /// The state to save as a checkpoint: every `checkpoint_every` steps and after the last.
-    Checkpoint(Init),
+    Checkpoint(TrainState),
 }
 
 /// A finished run: its figures, its final model, and what it recorded.
@@ -72,12 +72,12 @@ pub struct Outcome {
 }
 
 /// Fresh weights for `cfg`.
-pub fn initial_state(cfg: &TrainConfig) -> Init {
+pub fn initial_state(cfg: &TrainConfig) -> TrainState {
     let model = Gpt::new(cfg.model.clone(), cfg.seed);
-    Init {
+    TrainState {
         adam: AdamW::new(model.params.len()),
         params: model.params,
-        start_step: 0,
+        step: 0,
     }
 }
 
@@ -109,18 +109,18 @@ impl Default for RunOptions {
 pub fn train(
     cfg: &TrainConfig,
     corpus: &Corpus,
-    init: Init,
+    init: TrainState,
     opts: &RunOptions,
     mut on_event: impl FnMut(Event<'_>) -> Result<(), Error>,
 ) -> Result<Outcome, Error> {
     cfg.validate()?;
     corpus.check_block(cfg.model.block_size)?;
-    // start_step == steps is allowed: a run stopped after its last checkpoint but before
+    // init.step == steps is allowed: a run stopped after its last checkpoint but before
     // its summary is finished by evaluating and summarising it.
-    if init.start_step > cfg.schedule.steps {
+    if init.step > cfg.schedule.steps {
         return Err(Error::Config(format!(
             "the run is already at step {}, past --steps {}: pass a larger --steps to continue it",
-            init.start_step, cfg.schedule.steps
+            init.step, cfg.schedule.steps
         )));
     }
     let wall = Instant::now();
@@ -140,7 +140,7 @@ pub fn train(
         evals: Vec::new(),
         tracks: vec![Vec::new(); cfg.parallel.workers],
         pending: BTreeMap::new(),
-        last_step: vec![init.start_step; cfg.parallel.workers],
+        last_step: vec![init.step; cfg.parallel.workers],
     };
     let mut failed = None;
     let results: Vec<std::thread::Result<Result<WorkerDone, Error>>> = std::thread::scope(|s| {
@@ -173,7 +173,7 @@ pub fn train(
     let summary = summarise(
         cfg,
         corpus,
-        init.start_step,
+        init.step,
         &fold.rows,
         done.val_loss,
         &done.params,

@@ -241,9 +241,7 @@ fn a_run_hands_its_caller_every_figure_of_the_run_directory() {
             match event {
                 train::Event::Step(row) => lines.push(serde_json::to_value(row).unwrap()),
                 train::Event::Eval { step, .. } => evals.push(step),
-                train::Event::Checkpoint(state) => {
-                    checkpoints.push((state.start_step, state.params))
-                }
+                train::Event::Checkpoint(state) => checkpoints.push((state.step, state.params)),
             }
             Ok(())
         },

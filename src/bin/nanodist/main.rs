@@ -196,8 +196,8 @@ fn run_train(args: TrainArgs) -> Result<(), Error> {
             cfg.parallel.batch,
             cfg.model.block_size
         );
-        if init.start_step > 0 {
-            println!("resuming {} at step {}", dir.display(), init.start_step);
+        if init.step > 0 {
+            println!("resuming {} at step {}", dir.display(), init.step);
         }
     }
     let outcome = record::train_and_record(&cfg, &corpus, init, &dir, args.quiet)?;

@@ -25,12 +25,12 @@ use crate::{chrome, timeline};
 pub fn train_and_record(
     cfg: &TrainConfig,
     corpus: &data::Corpus,
-    init: train::Init,
+    init: train::TrainState,
     dir: &Path,
     quiet: bool,
 ) -> Result<train::Outcome, Error> {
-    let mut metrics = open_metrics(dir, init.start_step > 0)?;
-    let mut progress = Progress::new(cfg, init.start_step, quiet);
+    let mut metrics = open_metrics(dir, init.step > 0)?;
+    let mut progress = Progress::new(cfg, init.step, quiet);
     let mut last_checkpoint = None;
     let vocab = corpus.vocab.as_string();
     let result = train::train(cfg, corpus, init, &train::RunOptions::default(), |event| {
@@ -45,7 +45,7 @@ pub fn train_and_record(
                 let ck = checkpoint::Checkpoint {
                     config: cfg.clone(),
                     vocab: vocab.clone(),
-                    step: state.start_step,
+                    step: state.step,
                     params: state.params,
                     adam_m: state.adam.m,
                     adam_v: state.adam.v,

@@ -14,7 +14,7 @@ use nanodist::checkpoint;
 use nanodist::config::{FaultConfig, TrainConfig};
 use nanodist::data::{self, Corpus};
 use nanodist::optim::AdamW;
-use nanodist::parallel::data_parallel::Init;
+use nanodist::parallel::data_parallel::TrainState;
 use nanodist::Error;
 
 /// A run read back from its directory, ready to continue.
@@ -24,7 +24,7 @@ pub struct Resumed {
     /// The corpus, loaded again (its vocabulary checked against the checkpoint's).
     pub corpus: Corpus,
     /// Weights, AdamW moments and the step to continue from.
-    pub init: Init,
+    pub init: TrainState,
 }
 
 /// Reads the run in `dir` back to continue it.
@@ -72,14 +72,14 @@ pub fn resume(dir: &Path, overrides: impl FnOnce(&mut TrainConfig)) -> Result<Re
             ck.vocab.chars().count()
         )));
     }
-    let init = Init {
+    let init = TrainState {
         params: ck.params,
         adam: AdamW {
             m: ck.adam_m,
             v: ck.adam_v,
             t: ck.adam_t,
         },
-        start_step: ck.step,
+        step: ck.step,
     };
     Ok(Resumed { cfg, corpus, init })
 }

@@ -1,7 +1,7 @@
 //! What a data-parallel worker starts from, and what it tells the main thread.
 //!
 //! ```text
-//!   main thread --Init, Context-->  worker w  --Report (channel, one Sender per worker)--> main
+//!   main thread --TrainState, Context--> worker w  --Report (channel, one Sender per worker)--> main
 //!                                            --WorkerDone (when its thread is joined)---> main
 //! ```
 //! Reports are plain values that move through the channel: a step's times and spans, a
@@ -10,15 +10,16 @@
 use crate::optim::AdamW;
 use crate::trace::Span;
 
-/// Where a run starts: fresh weights, or a checkpoint's state.
+/// A replica's training state after some steps: where a run starts (fresh weights, or a
+/// checkpoint's state), and what a checkpoint saves.
 #[derive(Clone, Debug)]
-pub struct Init {
+pub struct TrainState {
     /// Parameters in layout order.
     pub params: Vec<f32>,
     /// Optimizer state.
     pub adam: AdamW,
-    /// The first step to run (0 for a fresh run).
-    pub start_step: usize,
+    /// Steps completed: the next step to run (0 for a fresh run).
+    pub step: usize,
 }
 
 /// One worker's account of one step.
@@ -59,7 +60,7 @@ pub enum Report {
         val_loss: f64,
     },
     /// The state to checkpoint after `step` steps (rank 0 sends it; replicas are identical).
-    Checkpoint(Init),
+    Checkpoint(TrainState),
 }
 
 /// What a worker returns when it finishes.

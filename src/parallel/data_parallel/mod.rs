@@ -43,7 +43,7 @@ mod messages;
 
 use between_steps::{replicas_differ, Evaluator};
 pub use communicate::{gone, AllReduce};
-pub use messages::{Init, Report, StepReport, WorkerDone};
+pub use messages::{Report, StepReport, TrainState, WorkerDone};
 
 /// What every worker reads: the configuration, the data, the starting state.
 pub struct Context<'a> {
@@ -52,10 +52,10 @@ pub struct Context<'a> {
     /// The corpus, tokenised.
     pub corpus: &'a Corpus,
     /// The starting state; each worker copies it into its own replica.
-    pub init: &'a Init,
+    pub init: &'a TrainState,
     /// The run's shared clock, for the timeline.
     pub clock: Clock,
-    /// Spans of steps `start_step .. start_step + trace_steps` are kept for the timeline.
+    /// Spans of steps `init.step .. init.step + trace_steps` are kept for the timeline.
     pub trace_steps: usize,
     /// Evaluate on all validation windows at the end (otherwise `val_loss` is NaN).
     pub final_eval: bool,
@@ -172,7 +172,7 @@ pub fn run_worker(
     let per_worker = cfg.parallel.batch / cfg.parallel.workers;
     let (val, algorithm) = (&ctx.corpus.val[..], cfg.parallel.allreduce);
     let subset = sampler::eval_subset(val.len(), t, cfg.schedule.eval_windows);
-    for step in ctx.init.start_step..cfg.schedule.steps {
+    for step in ctx.init.step..cfg.schedule.steps {
         if ctx.stop.load(Ordering::Relaxed) {
             return Err(Error::Worker(format!(
                 "worker {rank} was stopped at step {step}"
@@ -186,7 +186,7 @@ pub fn run_worker(
         };
         let start_us = obs.clock.now_us();
         let stats = train_step(&mut replica, cfg, &batch, &mut exchange, &mut obs)?;
-        let traced = step < ctx.init.start_step + ctx.trace_steps;
+        let traced = step < ctx.init.step + ctx.trace_steps;
         let _ = reports.send(Report::Step(obs.report(step, start_us, stats, traced)));
 
         let done = step + 1;
@@ -216,10 +216,10 @@ pub fn run_worker(
         }
         let due = cfg.schedule.checkpoint_every > 0 && done % cfg.schedule.checkpoint_every == 0;
         if rank == 0 && (due || done == cfg.schedule.steps) {
-            let state = obs.time(Phase::Checkpoint, done, || Init {
+            let state = obs.time(Phase::Checkpoint, done, || TrainState {
                 params: replica.model.params.clone(),
                 adam: replica.adam.clone(),
-                start_step: done,
+                step: done,
             });
             let _ = reports.send(Report::Checkpoint(state));
         }
