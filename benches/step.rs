@@ -1,6 +1,6 @@
 //! One training step at the default configuration (B=12, T=64, V=65, L=4, H=4, C=128) on
-//! one thread: zero grads + forward + backward + clipping + AdamW, as the training loop runs
-//! them (the clipping factor applied inside AdamW).
+//! one thread: `nanodist::step::train_step`, the very function the training loop runs (zero
+//! grads, forward, backward, clipping, AdamW), on one replica with nothing to exchange.
 //!
 //! ```text
 //! cargo bench --bench step            # criterion's report, then the summary table
@@ -14,7 +14,8 @@
 //! criterion's mean lies above the best step.
 //! - `B=12 1 thread`: the whole batch on one worker.
 //! - `B=6 1 thread`: what each of 2 data-parallel workers does.
-//! - `12 x B=1`: deterministic mode, forward + backward one sequence at a time.
+//! - `12 x B=1`: deterministic mode, forward + backward one sequence at a time, summed in
+//!   fixed point.
 //! - `B=12 2 threads op-parallel`: `Workspace::set_threads(2)`, rayon and gemm inside kernels.
 //!
 //! Then one paired comparison: the B=12 step taken whole against the same step as two
@@ -22,97 +23,71 @@
 //! alternately, 60 pairs. On a host whose speed drifts, the median of the paired differences
 //! sees effects that best and median steps taken minutes apart cannot.
 //!
-//! Measured on the 2-core Xeon (AVX-512) dev machine while others were compiling on it, best
-//! of several runs: 88 ms (43 GFLOP/s) with `gemm`'s default features, whose x86 kernels stop
-//! at AVX2+FMA (about 70 GFLOP/s on these shapes); 61 ms (63 GFLOP/s) with
-//! `gemm = { version = "0.19", features = ["x86-v4"] }`, which adds its AVX-512 kernels
-//! (about 125 GFLOP/s). The matrix products are ~80% of the step either way.
-//!
-//! The summary at commit "GELU backward in place", quietest of 3 runs (load 2.4):
-//! ```text
-//! B=12 1 thread                best  50.28 ms  median  51.45 ms   75.8 GFLOP/s
-//! B=6 1 thread                 best  26.49 ms  median  27.61 ms   72.0 GFLOP/s
-//! 12 x B=1 (deterministic)     best  58.75 ms  median  81.03 ms   64.9 GFLOP/s
-//! B=12 2 threads op-parallel   best  38.55 ms  median  41.07 ms   98.9 GFLOP/s
-//! ```
-//! Profile at B=12 (perf, share of samples): the gemm microkernels ~67%, gemm's packing
-//! ~8%, GELU forward + backward ~8% (~6% since `exp` and GELU use fused multiply-adds),
-//! attention's softmax and glue ~4%, layernorm ~3%, AdamW + clipping ~2.5%. The kernels
-//! one by one: `cargo bench --bench kernels`. 12 x B=1 costs ~1.15x one B=12 step: each 64-row product
-//! repacks its whole weight matrix, so packing grows to ~20% of the samples.
-//!
-//! On the reference machine kind of the issues (2-vCPU AMD EPYC, AVX2 + FMA, no AVX-512),
-//! at commit c49a730, in a slow period of its host, the quieter of 2 runs:
-//! ```text
-//! B=12 1 thread                best  68.23 ms  median  95.76 ms   55.9 GFLOP/s
-//! B=6 1 thread                 best  33.82 ms  median  38.45 ms   56.4 GFLOP/s  (other run)
-//! 12 x B=1 (deterministic)     best  87.23 ms  median 115.62 ms   43.7 GFLOP/s
-//! B=12 2 threads op-parallel   best  49.21 ms  median  52.44 ms   77.5 GFLOP/s
-//! ```
-//! There `gemm`'s AVX2 microkernels are 72% of the samples and its packing 12%.
+//! The figures and the profile behind them are in `docs/performance.md`.
 
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, Criterion};
 use nanodist::config::{ModelConfig, TrainConfig};
-use nanodist::model::{Gpt, Workspace};
-use nanodist::optim::{clip_scale, lr_at, AdamW};
+use nanodist::model::Gpt;
+use nanodist::optim::AdamW;
 use nanodist::rng::{Draw, SeedableRng, Xoshiro256StarStar};
+use nanodist::step::{train_step, Alone, Batch, Replica, Unobserved};
 
 const B: usize = 12;
 const T: usize = 64;
 
-/// Everything one worker owns for training.
+/// One replica, stepped by the training loop's own step function.
 struct Trainer {
-    model: Gpt,
-    ws: Workspace,
-    grads: Vec<f32>,
-    opt: AdamW,
-    train: TrainConfig,
-    inputs: Vec<u32>,
-    targets: Vec<u32>,
+    replica: Replica,
+    cfg: TrainConfig,
+    tokens: Vec<u32>,
     step: usize,
 }
 
 impl Trainer {
-    /// A trainer for batches of `seqs` sequences, fed `chunk` sequences per forward.
+    /// A trainer for batches of `seqs` sequences, fed `chunk` sequences per forward
+    /// (`chunk == 1` is deterministic mode: one sequence at a time, summed in fixed point).
     fn new(threads: usize, seqs: usize, chunk: usize) -> Self {
-        let cfg = ModelConfig::default();
-        let model = Gpt::new(cfg.clone(), 1337);
-        let mut ws = Workspace::new(&cfg, chunk, T);
-        ws.set_threads(threads);
+        let cfg = {
+            let mut c = TrainConfig::default();
+            c.parallel.batch = seqs;
+            c.parallel.accum = if chunk == 1 { 1 } else { seqs / chunk };
+            c.parallel.deterministic = chunk == 1;
+            c
+        };
+        let model = Gpt::new(cfg.model.clone(), 1337);
+        let adam = AdamW::new(model.layout.len);
+        let mut replica = Replica::new(0, model, adam, &cfg);
+        replica.ws.set_threads(threads);
         let mut rng = Xoshiro256StarStar::seed_from_u64(7);
-        let n = seqs * T;
-        let tokens: Vec<u32> = (0..=n).map(|_| rng.below(cfg.vocab_size) as u32).collect();
+        let tokens = (0..100_000)
+            .map(|_| rng.below(cfg.model.vocab_size) as u32)
+            .collect();
         Trainer {
-            grads: vec![0.0; model.layout.len],
-            opt: AdamW::new(model.layout.len),
-            model,
-            ws,
-            train: TrainConfig::default(),
-            inputs: tokens[..n].to_vec(),
-            targets: tokens[1..].to_vec(),
+            replica,
+            cfg,
+            tokens,
             step: 0,
         }
     }
 
     fn step(&mut self) -> f32 {
-        let t = &mut *self;
-        let scale = 1.0 / t.inputs.len() as f32;
-        t.grads.fill(0.0);
-        let mut loss = 0.0;
-        // one forward + backward per chunk of the batch, accumulating into the same grads
-        let rows = t.ws.batch() * T;
-        for (x, y) in t.inputs.chunks(rows).zip(t.targets.chunks(rows)) {
-            loss += t.model.forward(&mut t.ws, x, Some(y)).unwrap();
-            t.model.backward(&mut t.ws, scale, &mut t.grads[..]);
-        }
-        let (_, clip) = clip_scale(&t.grads, t.train.grad_clip);
-        let lr = lr_at(t.step, &t.train);
-        let (params, layout) = (&mut t.model.params, &t.model.layout);
-        (t.opt).step_scaled(params, &t.grads, layout, lr, &t.train, clip);
-        t.step += 1;
-        loss
+        let batch = Batch {
+            tokens: &self.tokens,
+            seed: 1,
+            step: self.step,
+            sequences: 0..self.cfg.parallel.batch,
+        };
+        let stats = train_step(
+            &mut self.replica,
+            &self.cfg,
+            &batch,
+            &mut Alone,
+            &mut Unobserved,
+        );
+        self.step += 1;
+        stats.expect("the step runs").loss
     }
 }
 

@@ -19,7 +19,6 @@
 //! machine.)
 
 use nanodist::config::TrainConfig;
-use nanodist::report::thousands;
 use nanodist::train::{self, RunOptions};
 use nanodist::{data, Error};
 
@@ -27,11 +26,12 @@ fn main() -> Result<(), Error> {
     let corpus = data::load("tales", 1337)?;
     let steps = 60;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut base = TrainConfig {
-        steps,
-        eval_every: 0,
-        deterministic: true,
-        ..TrainConfig::default()
+    let mut base = {
+        let mut c = TrainConfig::default();
+        c.schedule.steps = steps;
+        c.schedule.eval_every = 0;
+        c.parallel.deterministic = true;
+        c
     };
     base.model.vocab_size = corpus.vocab.len();
     println!(
@@ -40,33 +40,33 @@ fn main() -> Result<(), Error> {
     );
     println!(
         "global batch {} x {} chars, deterministic mode (exact fixed-point gradient sums).\n",
-        base.batch, base.model.block_size
+        base.parallel.batch, base.model.block_size
     );
     let mut hashes = Vec::new();
     for workers in [1, 2, 4] {
-        let cfg = TrainConfig {
-            workers,
-            ..base.clone()
+        let cfg = {
+            let mut c = base.clone();
+            c.parallel.workers = workers;
+            c
         };
         if workers == 1 {
             println!(
                 "1 worker : forward and backward on all {} sequences, then AdamW.",
-                cfg.batch
+                cfg.parallel.batch
             );
         } else {
             println!(
                 "{workers} workers: each runs forward and backward on {} of the {} sequences, then the",
-                cfg.batch / workers,
-                cfg.batch
+                cfg.parallel.batch / workers,
+                cfg.parallel.batch
             );
             println!("  workers sum their gradients with an all-reduce and each applies the same AdamW step.");
         }
         let opts = RunOptions {
-            out: None,
-            quiet: true,
             final_eval: false,
+            ..RunOptions::default()
         };
-        let run = train::train(&cfg, &corpus, train::initial_state(&cfg), &opts)?;
+        let run = train::train(&cfg, &corpus, train::initial_state(&cfg), &opts, |_| Ok(()))?;
         let s = &run.summary;
         let total = s.compute_ms_median + s.comm_ms_median + s.wait_ms_median;
         let pct = |x: f64| 100.0 * x / total;
@@ -92,4 +92,17 @@ fn main() -> Result<(), Error> {
     } else {
         Err(Error::Worker(format!("the runs differ: {hashes:?}")))
     }
+}
+
+/// 12345.6 as "12,346".
+fn thousands(x: f64) -> String {
+    let digits = format!("{:.0}", x.max(0.0));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }

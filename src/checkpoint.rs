@@ -22,8 +22,8 @@ use std::path::{Path, PathBuf};
 use safetensors::{Dtype, SafeTensors};
 
 use crate::config::TrainConfig;
+use crate::error::Error;
 use crate::model::ParamLayout;
-use crate::Error;
 
 /// The file name inside a run directory.
 pub const FILE: &str = "checkpoint.safetensors";

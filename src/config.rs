@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::collective::Algorithm;
-use crate::Error;
+use crate::error::Error;
 
 /// The shape of the GPT: everything needed to lay out its parameters.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,20 +117,45 @@ fn largest_divisor_at_most(n: usize, k: usize) -> usize {
 }
 
 /// Everything about one training run. `config.json` in a run directory is this struct.
+///
+/// It is made of one part per concern, each a plain struct with its own defaults: the
+/// model's shape, the optimizer, the parallel layout, the schedule of the run, the faults
+/// injected into it. In JSON the parts are flattened (`#[serde(flatten)]`), so
+/// `config.json` is one flat object:
+///
+/// ```text
+///   {"data": "tales", "model": {...}, "seed": 1337,
+///    "lr": .., "min_lr": .., "warmup": .., "weight_decay": .., "beta1": .., ..   optim
+///    "workers": .., "batch": .., "accum": .., "allreduce": .., ..               parallel
+///    "steps": .., "eval_every": .., "checkpoint_every": .., ..                  schedule
+///    "straggler": null, "fault": null}                                          faults
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
     /// `tales` (the built-in generated corpus) or the path of a UTF-8 text file.
     pub data: String,
     /// The model's shape. `vocab_size` is filled in from the corpus.
     pub model: ModelConfig,
-    /// N: worker threads, each with a full replica of the model.
-    pub workers: usize,
-    /// Total optimizer steps of the run.
-    pub steps: usize,
-    /// B: the GLOBAL batch in sequences per optimizer step, for any number of workers.
-    pub batch: usize,
-    /// K: micro-batches per worker per step; gradients are synchronised after the last.
-    pub accum: usize,
+    /// Seeds the initial weights, the batch sampler and the built-in corpus.
+    pub seed: u64,
+    /// AdamW, gradient clipping and the learning-rate schedule.
+    #[serde(flatten)]
+    pub optim: OptimConfig,
+    /// How the global batch is split among workers, and how they sum their gradients.
+    #[serde(flatten)]
+    pub parallel: ParallelConfig,
+    /// How long the run is, and what happens between its steps.
+    #[serde(flatten)]
+    pub schedule: ScheduleConfig,
+    /// Slow or failing workers, on purpose.
+    #[serde(flatten)]
+    pub faults: FaultConfig,
+}
+
+/// The optimizer: AdamW's hyperparameters, gradient clipping, and the learning-rate
+/// schedule (linear warm-up, then cosine decay to `min_lr` at the run's last step).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OptimConfig {
     /// Peak learning rate, reached after `warmup` steps.
     pub lr: f32,
     /// The learning rate at the end of the cosine decay (nanoGPT: lr / 10).
@@ -147,8 +172,33 @@ pub struct TrainConfig {
     pub eps: f32,
     /// Clip the global gradient norm to this value (0 turns clipping off).
     pub grad_clip: f32,
-    /// Seeds the initial weights, the batch sampler and the built-in corpus.
-    pub seed: u64,
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        OptimConfig {
+            lr: 1e-3,
+            min_lr: 1e-4,
+            warmup: 100,
+            weight_decay: 0.1,
+            beta1: 0.9,
+            beta2: 0.99,
+            eps: 1e-8,
+            grad_clip: 1.0,
+        }
+    }
+}
+
+/// The parallel layout: N workers share a global batch of B sequences, each in K
+/// micro-batches, and sum their gradients with an all-reduce.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ParallelConfig {
+    /// N: worker threads, each with a full replica of the model.
+    pub workers: usize,
+    /// B: the GLOBAL batch in sequences per optimizer step, for any number of workers.
+    pub batch: usize,
+    /// K: micro-batches per worker per step; gradients are synchronised after the last.
+    pub accum: usize,
     /// Which all-reduce algorithm synchronises the gradients.
     pub allreduce: Algorithm,
     /// S: gradients go out in buckets of this many KiB (0: one bucket for everything).
@@ -158,6 +208,28 @@ pub struct TrainConfig {
     pub overlap: bool,
     /// Bit-identical final parameters for any worker count, algorithm and bucket size.
     pub deterministic: bool,
+}
+
+impl Default for ParallelConfig {
+    fn default() -> Self {
+        ParallelConfig {
+            workers: 1,
+            batch: 12,
+            accum: 1,
+            allreduce: Algorithm::Shared,
+            bucket_kb: 0,
+            overlap: false,
+            deterministic: false,
+        }
+    }
+}
+
+/// The run's schedule: its length, and the evaluations, checkpoints and replica checks
+/// between its steps.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleConfig {
+    /// Total optimizer steps of the run.
+    pub steps: usize,
     /// Evaluate the validation loss every this many steps (0: only at the end).
     pub eval_every: usize,
     /// Validation windows used by the periodic evaluations (the final one uses all).
@@ -166,10 +238,18 @@ pub struct TrainConfig {
     pub checkpoint_every: usize,
     /// Compare the replicas' parameter hashes every this many steps (0: never).
     pub check_replicas: usize,
-    /// `(worker, ms)`: that worker sleeps this long every step.
-    pub straggler: Option<(usize, u64)>,
-    /// `(worker, step)`: that worker panics at this step.
-    pub fault: Option<(usize, usize)>,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        ScheduleConfig {
+            steps: 2000,
+            eval_every: 250,
+            eval_windows: 200,
+            checkpoint_every: 0,
+            check_replicas: 0,
+        }
+    }
 }
 
 impl Default for TrainConfig {
@@ -177,83 +257,72 @@ impl Default for TrainConfig {
         TrainConfig {
             data: "tales".into(),
             model: ModelConfig::default(),
-            workers: 1,
-            steps: 2000,
-            batch: 12,
-            accum: 1,
-            lr: 1e-3,
-            min_lr: 1e-4,
-            warmup: 100,
-            weight_decay: 0.1,
-            beta1: 0.9,
-            beta2: 0.99,
-            eps: 1e-8,
-            grad_clip: 1.0,
             seed: 1337,
-            allreduce: Algorithm::Shared,
-            bucket_kb: 0,
-            overlap: false,
-            deterministic: false,
-            eval_every: 250,
-            eval_windows: 200,
-            checkpoint_every: 0,
-            check_replicas: 0,
-            straggler: None,
-            fault: None,
+            optim: OptimConfig::default(),
+            parallel: ParallelConfig::default(),
+            schedule: ScheduleConfig::default(),
+            faults: FaultConfig::default(),
         }
     }
+}
+
+/// Faults injected on purpose, to watch what a slow or failing worker does to synchronous
+/// training. Neither is part of a run: `--resume` does not carry them over.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultConfig {
+    /// `(worker, ms)`: that worker sleeps this long every step.
+    pub straggler: Option<(usize, u64)>,
+    /// `(worker, step)`: that worker panics at this step.
+    pub fault: Option<(usize, usize)>,
 }
 
 impl TrainConfig {
     /// Sequences each worker processes per micro-batch: B / (N * K).
     pub fn micro_batch(&self) -> usize {
-        self.batch / (self.workers * self.accum)
+        let p = &self.parallel;
+        p.batch / (p.workers * p.accum)
     }
 
     /// Tokens (predicted characters) per optimizer step: B * T.
     pub fn tokens_per_step(&self) -> usize {
-        self.batch * self.model.block_size
+        self.parallel.batch * self.model.block_size
     }
 
-    /// Checks everything that does not depend on the corpus.
+    /// Checks everything that does not depend on the corpus: the one place a configuration
+    /// is validated, the model's shape included.
     pub fn validate(&self) -> Result<(), Error> {
         self.model.validate()?;
+        let (p, o, s) = (&self.parallel, &self.optim, &self.schedule);
         let cfg = |msg: String| Err(Error::Config(msg));
-        if self.workers == 0 {
-            return cfg("--workers must be at least 1".into());
-        }
-        if self.steps == 0 {
-            return cfg("--steps must be at least 1".into());
-        }
-        if self.batch == 0 {
-            return cfg("--batch must be at least 1".into());
-        }
-        if self.accum == 0 {
-            return cfg("--accum must be at least 1".into());
-        }
-        let split = self.workers * self.accum;
-        if self.batch % split != 0 {
-            return cfg(format!(
-                "--batch {} does not divide among {} workers x {} accumulation steps: use a batch that is a multiple of {}",
-                self.batch, self.workers, self.accum, split
-            ));
-        }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            return cfg(format!("--lr {} must be a positive number", self.lr));
-        }
-        if let Some((w, _)) = self.straggler {
-            if w >= self.workers {
-                return cfg(format!(
-                    "--straggler names worker {w}, but {}: name one of those",
-                    numbered(self.workers)
-                ));
+        for (flag, value) in [
+            ("--workers", p.workers),
+            ("--steps", s.steps),
+            ("--batch", p.batch),
+            ("--accum", p.accum),
+        ] {
+            if value == 0 {
+                return cfg(format!("{flag} must be at least 1"));
             }
         }
-        if let Some((w, _)) = self.fault {
-            if w >= self.workers {
+        let split = p.workers * p.accum;
+        if p.batch % split != 0 {
+            return cfg(format!(
+                "--batch {} does not divide among {} workers x {} accumulation steps: use a batch that is a multiple of {}",
+                p.batch, p.workers, p.accum, split
+            ));
+        }
+        if !(o.lr.is_finite() && o.lr > 0.0) {
+            return cfg(format!("--lr {} must be a positive number", o.lr));
+        }
+        let faults = [
+            ("--straggler", self.faults.straggler.map(|s| s.0)),
+            ("--fault", self.faults.fault.map(|f| f.0)),
+        ];
+        for (flag, worker) in faults {
+            if let Some(w) = worker.filter(|&w| w >= p.workers) {
                 return cfg(format!(
-                    "--fault names worker {w}, but {}: name one of those",
-                    numbered(self.workers)
+                    "{flag} names worker {w}, but {}: name one of those",
+                    numbered(p.workers)
                 ));
             }
         }
@@ -279,10 +348,11 @@ pub fn memory_estimate(cfg: &TrainConfig) -> f64 {
     );
     let params = l * (12.0 * c * c + 2.0 * c) + (v + t + 1.0) * c;
     let per_token = l * (18.0 * c + 2.0 * h * t) + 2.0 * v + 4.0 * c;
-    let rows = (cfg.batch / cfg.workers.max(1)).max(1) as f64;
-    let state = params * if cfg.deterministic { 24.0 } else { 16.0 };
+    let p = &cfg.parallel;
+    let rows = (p.batch / p.workers.max(1)).max(1) as f64;
+    let state = params * if p.deterministic { 24.0 } else { 16.0 };
     let activations = 2.0 * rows * t * per_token * 4.0; // training + evaluation workspaces
-    cfg.workers as f64 * (state + activations)
+    p.workers as f64 * (state + activations)
 }
 
 /// Refuses a run whose estimated memory exceeds 80% of what the machine has available.
@@ -293,7 +363,7 @@ pub fn check_memory(cfg: &TrainConfig) -> Result<(), Error> {
         Some(avail) => Err(Error::Config(format!(
             "this run would need about {:.1} GiB ({} per worker) but {:.1} GiB is available: use a smaller --embd, --layers, --block or --batch, or fewer --workers",
             gib(need),
-            human_bytes(need / cfg.workers.max(1) as f64),
+            human_bytes(need / cfg.parallel.workers.max(1) as f64),
             gib(avail)
         ))),
         None => Ok(()),
@@ -353,14 +423,12 @@ mod tests {
 
     #[test]
     fn batch_must_divide_among_workers_and_accumulation() {
-        let mut c = TrainConfig {
-            workers: 5,
-            ..TrainConfig::default()
-        };
+        let mut c = TrainConfig::default();
+        c.parallel.workers = 5;
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("does not divide"), "{err}");
-        c.workers = 4;
-        c.accum = 3;
+        c.parallel.workers = 4;
+        c.parallel.accum = 3;
         assert!(c.validate().is_ok());
     }
 
@@ -376,6 +444,53 @@ mod tests {
         assert!(err.contains("GiB") && err.contains("--embd"), "{err}");
         c.model.n_embd = 1 << 20;
         assert!(c.validate().is_err());
+    }
+
+    /// config.json stays one flat object, with the keys it has always had, and reads back.
+    #[test]
+    fn config_json_is_flat_and_round_trips() {
+        let mut c = TrainConfig::default();
+        c.faults.fault = Some((1, 12));
+        c.parallel.overlap = true;
+        let json = serde_json::to_value(&c).unwrap();
+        let keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        for key in [
+            "data",
+            "model",
+            "seed",
+            "lr",
+            "min_lr",
+            "warmup",
+            "weight_decay",
+            "beta1",
+            "beta2",
+            "eps",
+            "grad_clip",
+            "workers",
+            "batch",
+            "accum",
+            "allreduce",
+            "bucket_kb",
+            "overlap",
+            "deterministic",
+            "steps",
+            "eval_every",
+            "eval_windows",
+            "checkpoint_every",
+            "check_replicas",
+            "straggler",
+            "fault",
+        ] {
+            assert!(keys.contains(&key), "{key} missing from {json}");
+        }
+        assert_eq!(keys.len(), 25, "{json}");
+        let back: TrainConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(back, c);
     }
 
     #[test]

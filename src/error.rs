@@ -2,6 +2,12 @@
 //!
 //! Bad input (a missing file, a batch that does not divide, a corrupt checkpoint) comes
 //! back as an [`Error`], never as a panic. `main` prints it on one line and exits with 1.
+//!
+//! What can go wrong while training is structured, so that a caller can tell the cause
+//! from its consequences without reading message text: a step whose numbers
+//! [`Diverged`](Error::Diverged), a worker that stopped because a peer left
+//! ([`PeerGone`](Error::PeerGone)), a fault injected on purpose
+//! ([`InjectedFault`](Error::InjectedFault)).
 
 use std::path::PathBuf;
 
@@ -25,12 +31,51 @@ pub enum Error {
         /// What the operating system said.
         source: std::io::Error,
     },
-    /// A worker failed (panicked, hit a NaN, replicas diverged) and the run stopped.
+    /// A value of a step is not finite: the loss, or a gradient. The run stops.
+    #[error(
+        "training diverged at step {step} on worker {worker}: {tensor} is {value}; lower --lr"
+    )]
+    Diverged {
+        /// The step (0-based).
+        step: usize,
+        /// The worker that found it.
+        worker: usize,
+        /// What is not finite: "the loss", "the gradient of transformer.h.0.ln_1.weight", ...
+        tensor: String,
+        /// The value found.
+        value: f32,
+    },
+    /// A worker stopped because peer `worker` left the group: a consequence, not a cause.
+    #[error(
+        "worker {worker} left the group during step {step} (it panicked or stopped); \
+         look for its own error, the group cannot be used again"
+    )]
+    PeerGone {
+        /// The worker that left.
+        worker: usize,
+        /// The step the collective belonged to.
+        step: usize,
+    },
+    /// A worker panicked on purpose (`--fault W:STEP`).
+    #[error("{0}; the run stopped")]
+    InjectedFault(InjectedFault),
+    /// A worker failed in another way (a panic, replicas that differ) and the run stopped.
     #[error("{0}")]
     Worker(String),
-    /// A worker stopped because a peer left the group: a consequence, not a cause.
-    #[error("{0}")]
-    Peer(String),
+}
+
+/// The panic payload of `--fault W:STEP`: worker `worker` panics at step `step`.
+///
+/// It is raised with [`std::panic::panic_any`], so the worker's thread unwinds as in any
+/// panic (its peers see it leave, as they would a real crash), and it is recognised by its
+/// type when the thread is joined, never by the text of a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("injected fault: worker {worker} panics at step {step} (--fault {worker}:{step})")]
+pub struct InjectedFault {
+    /// The worker that panics.
+    pub worker: usize,
+    /// The step at which it does.
+    pub step: usize,
 }
 
 impl Error {
@@ -40,5 +85,10 @@ impl Error {
             path: path.into(),
             source,
         }
+    }
+
+    /// Whether this error is the consequence of another worker's failure.
+    pub fn is_consequence(&self) -> bool {
+        matches!(self, Error::PeerGone { .. })
     }
 }

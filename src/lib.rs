@@ -20,11 +20,13 @@
 //!                                            identical replicas
 //! ```
 //!
-//! Start reading at [`train::train`] (the run), then [`parallel::data_parallel`] (one
-//! worker's loop, the same code for 1 and N workers), then [`collective`] (how gradients are
-//! summed across threads) and [`model`] (the GPT, each layer's forward above its backward).
-//! The chapters in `docs/` tell the same story in prose, and [`tutorial`] builds one
-//! data-parallel step by hand from these parts, in examples that `cargo test` runs.
+//! Start reading at [`step::train_step`] (ONE training step, the same function for every
+//! caller), then [`parallel::data_parallel`] (one worker's loop around it, the same code for
+//! 1 and N workers), then [`train::train`] (a run: the workers, and the events its caller
+//! sees), [`collective`] (how gradients are summed across threads) and [`model`] (the GPT,
+//! each layer's forward above its backward). The chapters in `docs/` tell the same story
+//! in prose, and [`tutorial`] builds one data-parallel step from these parts, in examples
+//! that `cargo test` runs.
 //!
 //! # Glossary
 //!
@@ -44,23 +46,29 @@
 //!
 //! | module | concept |
 //! |---|---|
-//! | [`config`] | model and training configuration, documented defaults |
-//! | [`data`] | char tokenizer, the built-in `tales` corpus, batch sampling by (step, sequence) |
+//! | [`step`] | THE training step: forward, backward, gradient exchange, clip, update |
+//! | [`train`](mod@train) | one run: workers, their reports folded into rows, events for the caller |
+//! | [`parallel`] | synchronous data parallelism, buckets, deterministic sums |
+//! | [`collective`] | the communicator and the all-reduce algorithms |
 //! | [`model`] | flat parameter layout, the layers, the GPT |
 //! | [`optim`] | AdamW, the learning-rate schedule, gradient clipping |
-//! | [`collective`] | the communicator and the all-reduce algorithms |
-//! | [`parallel`] | synchronous data parallelism, buckets, deterministic sums |
-//! | [`train`] | one run: workers, reporting, the run directory |
-//! | [`cli`] | the flags of `train` and `sample`, applied onto a configuration |
+//! | [`data`] | char tokenizer, the built-in `tales` corpus, batch sampling by (step, sequence) |
+//! | [`config`] | model and training configuration, documented defaults |
 //! | [`metrics`] | each step's figures over the workers, and the run's summary |
+//! | [`trace`] | the timeline: spans of each worker on a shared clock |
 //! | [`checkpoint`] | safetensors save and load, atomic, with a checksum |
-//! | [`rundir`] | the run directory: claimed new, or read back to resume |
-//! | [`trace`] | the timeline as a Chrome trace |
-//! | [`report`], [`plot`] | progress bar, summary table, SVG charts |
 //! | [`sample`] | generating text from a trained model |
-//! | [`bench`](mod@bench) | thread-scaling benchmark |
 //! | [`rng`] | the seeded generators (`rand_xoshiro`) and the value-stable draws on them |
-//! | [`tutorial`] | one data-parallel step built by hand, in tested examples (docs only) |
+//! | [`scale`] | a cost model: the same mechanisms at the scale of thousands of GPUs |
+//! | [`tutorial`] | one data-parallel step built from these parts, in tested examples (docs only) |
+//!
+//! The most used items are re-exported here: [`TrainConfig`], [`Gpt`], [`train_step`],
+//! [`train()`], [`Error`] and a few more (below).
+//!
+//! The library writes no files and prints nothing. The `nanodist` command line
+//! (`src/bin/nanodist/`) is its application: the flags, the progress bar and summary table,
+//! the run directory (it writes every file of it, from the events of [`train()`]), the
+//! charts and timeline, and the `bench` and `allreduce` commands.
 //!
 //! # Example
 //!
@@ -68,36 +76,47 @@
 //! use nanodist::{config::TrainConfig, data, train};
 //!
 //! let corpus = data::load("tales", 1337)?;
-//! let mut cfg = TrainConfig { workers: 2, steps: 200, ..TrainConfig::default() };
+//! let mut cfg = TrainConfig::default();
+//! (cfg.parallel.workers, cfg.schedule.steps) = (2, 200);
 //! cfg.model.vocab_size = corpus.vocab.len();
-//! let opts = train::RunOptions { out: None, quiet: false, final_eval: true };
-//! let run = train::train(&cfg, &corpus, train::initial_state(&cfg), &opts)?;
+//! let on_event = |event: train::Event<'_>| {
+//!     if let train::Event::Step(row) = event {
+//!         println!("step {} loss {:.3}", row.step, row.loss);
+//!     }
+//!     Ok(())
+//! };
+//! let opts = train::RunOptions::default();
+//! let run = train::train(&cfg, &corpus, train::initial_state(&cfg), &opts, on_event)?;
 //! println!("val loss {:.3}, {:.0} tokens/s", run.summary.val_loss, run.summary.tokens_per_s);
 //! # Ok::<(), nanodist::Error>(())
 //! ```
 
 #![warn(missing_docs)]
 
-pub mod bench;
 pub mod checkpoint;
-pub mod cli;
 pub mod collective;
 pub mod config;
 pub mod data;
-pub mod error;
+mod error;
 pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod parallel;
-pub mod plot;
-pub mod report;
 pub mod rng;
-pub mod rundir;
 pub mod sample;
 pub mod scale;
-pub mod timeline;
+pub mod step;
 pub mod trace;
 pub mod train;
 pub mod tutorial;
 
-pub use error::Error;
+pub use collective::{Algorithm, Comm};
+pub use config::{
+    FaultConfig, ModelConfig, OptimConfig, ParallelConfig, ScheduleConfig, TrainConfig,
+};
+pub use data::Corpus;
+pub use error::{Error, InjectedFault};
+pub use model::{Gpt, ParamLayout, Workspace};
+pub use optim::AdamW;
+pub use step::{train_step, Batch, GradientExchange, Observer, Replica, StepStats};
+pub use train::{train, Event, Outcome, RunOptions, TrainState};

@@ -27,7 +27,7 @@ use crate::parallel::data_parallel::StepReport;
 pub struct Summary {
     /// Total optimizer steps of the run.
     pub steps: usize,
-    /// The step this session started from (0 unless resumed).
+    /// The step this run started from (0, or where a resumed run continued).
     pub start_step: usize,
     /// N, worker threads.
     pub workers: usize,
@@ -77,6 +77,13 @@ pub struct Summary {
     pub peak_rss_mib: f64,
     /// FNV-1a of the final parameters' bytes, 16 hex digits.
     pub param_hash: String,
+    /// Tokens per second of ONE worker on the same configuration, timed by the caller right
+    /// after the run (the command line does, for runs of several workers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub one_worker_tokens_per_s: Option<f64>,
+    /// `tokens_per_s / (workers * one_worker_tokens_per_s)`, where that is known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scaling_efficiency: Option<f64>,
 }
 
 /// Per-step figures aggregated over workers (one line of `metrics.jsonl`).
@@ -168,17 +175,17 @@ pub(crate) fn summarise(
     let tail = &rows[rows.len().saturating_sub(50)..];
     let step_ms = med(|r| r.step_ms);
     Summary {
-        steps: cfg.steps,
+        steps: cfg.schedule.steps,
         start_step,
-        workers: cfg.workers,
-        global_batch: cfg.batch,
-        accum: cfg.accum,
+        workers: cfg.parallel.workers,
+        global_batch: cfg.parallel.batch,
+        accum: cfg.parallel.accum,
         block: cfg.model.block_size,
         params: params.len(),
-        allreduce: format!("{:?}", cfg.allreduce).to_lowercase(),
-        bucket_kb: cfg.bucket_kb,
-        overlap: cfg.overlap,
-        deterministic: cfg.deterministic,
+        allreduce: format!("{:?}", cfg.parallel.allreduce).to_lowercase(),
+        bucket_kb: cfg.parallel.bucket_kb,
+        overlap: cfg.parallel.overlap,
+        deterministic: cfg.parallel.deterministic,
         corpus: corpus.name.clone(),
         floor_nats: corpus.floor_nats,
         train_loss: tail.iter().map(|r| r.loss).sum::<f64>() / tail.len().max(1) as f64,
@@ -192,7 +199,7 @@ pub(crate) fn summarise(
         compute_ms_median: med(|r| r.compute_ms),
         comm_ms_median: med(|r| r.comm_ms),
         wait_ms_median: med(|r| r.wait_ms),
-        per_worker_ms: (0..cfg.workers)
+        per_worker_ms: (0..cfg.parallel.workers)
             .map(|w| {
                 let col = |i: usize| {
                     timed.iter().map(|r| r.per_worker_ms[w][i]).sum::<f64>()
@@ -204,5 +211,7 @@ pub(crate) fn summarise(
         wall_s: wall.elapsed().as_secs_f64(),
         peak_rss_mib: peak_rss_mib(),
         param_hash: param_hash(params),
+        one_worker_tokens_per_s: None,
+        scaling_efficiency: None,
     }
 }

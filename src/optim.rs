@@ -11,27 +11,28 @@
 //! Every replica runs these on identical gradients (after the all-reduce), so each one is
 //! written to give identical bits for identical inputs: fixed reduction orders, no threads.
 
-use crate::config::TrainConfig;
+use crate::config::OptimConfig;
 use crate::model::ParamLayout;
 
-/// The learning rate of 0-based `step`, nanoGPT's `get_lr`: `lr * (step+1) / (warmup+1)`
-/// during warm-up, then cosine decay from `lr` to `min_lr` at `cfg.steps`, `min_lr` after.
+/// The learning rate of 0-based `step` of a run of `steps`, nanoGPT's `get_lr`:
+/// `lr * (step+1) / (warmup+1)` during warm-up, then cosine decay from `lr` to `min_lr` at
+/// `steps`, `min_lr` after.
 ///
 /// ```
-/// use nanodist::{config::TrainConfig, optim::lr_at};
-/// let cfg = TrainConfig::default(); // lr 1e-3, min_lr 1e-4, warmup 100, steps 2000
-/// assert!((lr_at(99, &cfg) - 1e-3 * 100.0 / 101.0).abs() < 1e-9);
-/// assert!((lr_at(100, &cfg) - 1e-3).abs() < 1e-9);
-/// assert!((lr_at(2000, &cfg) - 1e-4).abs() < 1e-9);
+/// use nanodist::{config::OptimConfig, optim::lr_at};
+/// let cfg = OptimConfig::default(); // lr 1e-3, min_lr 1e-4, warmup 100
+/// assert!((lr_at(99, 2000, &cfg) - 1e-3 * 100.0 / 101.0).abs() < 1e-9);
+/// assert!((lr_at(100, 2000, &cfg) - 1e-3).abs() < 1e-9);
+/// assert!((lr_at(2000, 2000, &cfg) - 1e-4).abs() < 1e-9);
 /// ```
-pub fn lr_at(step: usize, cfg: &TrainConfig) -> f32 {
+pub fn lr_at(step: usize, steps: usize, cfg: &OptimConfig) -> f32 {
     if step < cfg.warmup {
         return cfg.lr * (step + 1) as f32 / (cfg.warmup + 1) as f32;
     }
-    if step >= cfg.steps || cfg.steps <= cfg.warmup {
+    if step >= steps || steps <= cfg.warmup {
         return cfg.min_lr;
     }
-    let ratio = (step - cfg.warmup) as f64 / (cfg.steps - cfg.warmup) as f64;
+    let ratio = (step - cfg.warmup) as f64 / (steps - cfg.warmup) as f64;
     // coefficient 1 at the end of warm-up, 0 at `steps`
     // libm's cos makes the schedule the same bits on every platform.
     let coeff = 0.5 * (1.0 + libm::cos(std::f64::consts::PI * ratio));
@@ -118,7 +119,7 @@ impl AdamW {
         grads: &[f32],
         layout: &ParamLayout,
         lr: f32,
-        cfg: &TrainConfig,
+        cfg: &OptimConfig,
     ) {
         self.step_scaled(params, grads, layout, lr, cfg, 1.0);
     }
@@ -134,7 +135,7 @@ impl AdamW {
         grads: &[f32],
         layout: &ParamLayout,
         lr: f32,
-        cfg: &TrainConfig,
+        cfg: &OptimConfig,
         grad_scale: f32,
     ) {
         assert_eq!(params.len(), layout.len);
@@ -204,7 +205,7 @@ mod tests {
 
     #[test]
     fn clipping_inside_adamw_gives_the_bits_of_clipping_first() {
-        let cfg = TrainConfig::default();
+        let cfg = OptimConfig::default();
         let layout = tiny_layout(5, 4, 2, 8);
         let grads: Vec<f32> = (0..layout.len)
             .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.013)
@@ -233,7 +234,7 @@ mod tests {
     #[test]
     fn first_adamw_step_moves_each_weight_by_about_lr() {
         // t = 1: m/(1-b1) = g and sqrt(v/(1-b2)) = |g|, so the step is lr * sign(g)
-        let cfg = TrainConfig::default();
+        let cfg = OptimConfig::default();
         let layout = tiny_layout(3, 2, 1, 2);
         let mut p = vec![1.0f32; layout.len];
         let g: Vec<f32> = (0..layout.len)

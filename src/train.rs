@@ -1,238 +1,267 @@
-//! One training run, from a configuration to a run directory.
+//! One training run, from a configuration to an [`Outcome`]. It writes no files and prints
+//! nothing: what happens along the way reaches the caller as [`Event`]s.
 //!
 //! ```text
-//!  main thread                     worker threads (scoped, one per replica)
-//!  -----------                     ----------------------------------------
-//!  load corpus, check config
-//!  spawn N workers  ------------>  run_worker(rank): step, step, step, ...
-//!  reporter: progress bar,  <----  Report::Step / Eval / Checkpoint (channel)
-//!    metrics.jsonl, timeline
-//!  join; first failure wins  <---  Ok(final params) | Err | panic
-//!  summary.json, trace.json, loss.svg
+//!  caller's thread                  worker threads (scoped, one per replica)
+//!  ---------------                  ----------------------------------------
+//!  check config
+//!  spawn N workers  ------------->  run_worker(rank): step, step, step, ...
+//!  for report in channel  <-------  Report::Step / Eval / Checkpoint (one Sender each)
+//!    fold the workers' reports
+//!    into one row per step
+//!    on_event(Step | Eval | Checkpoint)      the caller logs, plots, saves
+//!  (the channel closes when the
+//!   last worker drops its Sender)
+//!  join; the root cause wins  <----  Ok(final params) | Err | panic
+//!  Outcome: summary, model, rows, timeline
 //! ```
 //!
-//! Only the main thread prints or writes logs (nanoGPT's "only rank 0 logs"); workers
-//! just send plain structs down a channel. What it makes of them, each step's row and the
-//! run's summary, is [`crate::metrics`].
+//! Only the caller's thread sees the events (nanoGPT's "only rank 0 logs"); workers just
+//! send plain values down a channel. What it makes of them, each step's row and the run's
+//! summary, is [`crate::metrics`].
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
-use crate::checkpoint;
 use crate::collective;
 use crate::config::TrainConfig;
 use crate::data::Corpus;
+use crate::error::Error;
+use crate::error::InjectedFault;
 use crate::metrics::{aggregate, summarise, StepRow, Summary};
 use crate::model::Gpt;
 use crate::optim::AdamW;
-use crate::parallel::data_parallel::{run_worker, Context, Init, Report, StepReport, WorkerDone};
-use crate::report::{self, Progress};
-use crate::trace::{self, Clock, Span};
-use crate::Error;
+pub use crate::parallel::data_parallel::TrainState;
+use crate::parallel::data_parallel::{run_worker, Context, Report, StepReport, WorkerDone};
+use crate::trace::{Clock, Span};
 
-/// Steps whose spans go into `trace.json` (from the first step of the run).
+/// Steps whose spans are kept for the timeline (from the first step of the run).
 pub const TRACE_STEPS: usize = 40;
 
-/// A finished run: its summary and final model.
+/// What a run tells its caller as it goes.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// A step is done on every worker: its row of figures.
+    Step(&'a StepRow),
+    /// The validation loss on the periodic subset of windows after `step` steps.
+    Eval {
+        /// Steps completed.
+        step: usize,
+        /// Mean cross-entropy, nats/char.
+        val_loss: f64,
+    },
+    /// The state to save as a checkpoint: every `checkpoint_every` steps and after the last.
+    Checkpoint(TrainState),
+}
+
+/// A finished run: its figures, its final model, and what it recorded.
 pub struct Outcome {
     /// The figures.
     pub summary: Summary,
     /// The trained model.
     pub model: Gpt,
-    /// Where the run directory is (if any).
-    pub out: Option<PathBuf>,
+    /// The final optimizer state.
+    pub adam: AdamW,
+    /// One row per step of this run, in order.
+    pub rows: Vec<StepRow>,
+    /// The periodic validation losses: (steps completed, loss).
+    pub evals: Vec<(usize, f64)>,
+    /// Each worker's timeline spans of the first traced steps.
+    pub tracks: Vec<Vec<Span>>,
 }
 
-/// Fresh weights for `cfg`, or the state in `resume`'s checkpoint.
-pub fn initial_state(cfg: &TrainConfig) -> Init {
+/// Fresh weights for `cfg`.
+pub fn initial_state(cfg: &TrainConfig) -> TrainState {
     let model = Gpt::new(cfg.model.clone(), cfg.seed);
-    Init {
+    TrainState {
         adam: AdamW::new(model.params.len()),
         params: model.params,
-        start_step: 0,
+        step: 0,
     }
 }
 
-/// How to run: where to write, what to show.
+/// How to run.
 #[derive(Clone, Debug)]
-pub struct RunOptions<'a> {
-    /// The run directory (None: write nothing, e.g. in tests and benchmarks).
-    pub out: Option<&'a Path>,
-    /// No progress bar or lines.
-    pub quiet: bool,
+pub struct RunOptions {
     /// Evaluate the validation loss over all windows at the end (benchmarks skip it).
     pub final_eval: bool,
+    /// Keep the timeline spans of this many steps from the start.
+    pub trace_steps: usize,
 }
 
-/// Trains `cfg` on `corpus` from `init`.
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            final_eval: true,
+            trace_steps: TRACE_STEPS,
+        }
+    }
+}
+
+/// Trains `cfg` on `corpus` from `init`, handing each [`Event`] to `on_event` on the
+/// calling thread.
+///
+/// If `on_event` fails, the workers are stopped and its error is returned. Otherwise a run
+/// that fails returns its root cause: a worker's panic (an injected one as
+/// [`Error::InjectedFault`]), then a worker's own error (such as [`Error::Diverged`]), and
+/// only then [`Error::PeerGone`], which workers return when another one left.
 pub fn train(
     cfg: &TrainConfig,
     corpus: &Corpus,
-    init: Init,
-    opts: &RunOptions<'_>,
+    init: TrainState,
+    opts: &RunOptions,
+    mut on_event: impl FnMut(Event<'_>) -> Result<(), Error>,
 ) -> Result<Outcome, Error> {
-    let (out, quiet) = (opts.out, opts.quiet);
     cfg.validate()?;
     corpus.check_block(cfg.model.block_size)?;
-    // start_step == steps is allowed: a run stopped after its last checkpoint but before
+    // init.step == steps is allowed: a run stopped after its last checkpoint but before
     // its summary is finished by evaluating and summarising it.
-    if init.start_step > cfg.steps {
+    if init.step > cfg.schedule.steps {
         return Err(Error::Config(format!(
             "the run is already at step {}, past --steps {}: pass a larger --steps to continue it",
-            init.start_step, cfg.steps
+            init.step, cfg.schedule.steps
         )));
     }
-    let mut metrics = match out {
-        Some(dir) => Some(open_metrics(dir, init.start_step > 0)?),
-        None => None,
-    };
     let wall = Instant::now();
-    let (tx, rx) = crossbeam::channel::unbounded();
+    let stop = AtomicBool::new(false);
     let ctx = Context {
         cfg,
         corpus,
         init: &init,
         clock: Clock::start(),
-        reports: tx,
-        out,
-        trace_steps: TRACE_STEPS,
+        trace_steps: opts.trace_steps,
         final_eval: opts.final_eval,
+        stop: &stop,
     };
-    let mut progress = Progress::new(cfg, init.start_step, quiet);
-    let mut rows: Vec<StepRow> = Vec::new();
-    let mut evals: Vec<(usize, f64)> = Vec::new();
-    let mut tracks: Vec<Vec<Span>> = vec![Vec::new(); cfg.workers];
-    let mut pending: BTreeMap<usize, Vec<StepReport>> = BTreeMap::new();
-    let mut last_checkpoint = None;
-    let mut last_step = vec![init.start_step; cfg.workers];
-
+    let mut fold = Fold {
+        workers: cfg.parallel.workers,
+        rows: Vec::new(),
+        evals: Vec::new(),
+        tracks: vec![Vec::new(); cfg.parallel.workers],
+        pending: BTreeMap::new(),
+        last_step: vec![init.step; cfg.parallel.workers],
+    };
+    let mut failed = None;
     let results: Vec<std::thread::Result<Result<WorkerDone, Error>>> = std::thread::scope(|s| {
-        let handles: Vec<_> = collective::group(cfg.workers)
+        let (tx, rx) = crossbeam::channel::unbounded();
+        let handles: Vec<_> = collective::group(cfg.parallel.workers)
             .into_iter()
             .enumerate()
             .map(|(rank, comm)| {
-                let ctx = &ctx;
+                let (ctx, tx) = (&ctx, tx.clone());
                 std::thread::Builder::new()
                     .name(format!("worker-{rank}"))
-                    .spawn_scoped(s, move || run_worker(ctx, comm))
+                    .spawn_scoped(s, move || run_worker(ctx, comm, tx))
                     .expect("spawn a worker thread")
             })
             .collect();
-        // The reporter: runs until every worker has returned, then drains the channel.
-        loop {
-            let finished = handles.iter().all(|h| h.is_finished());
-            while let Ok(report) =
-                rx.recv_timeout(Duration::from_millis(if finished { 0 } else { 50 }))
-            {
-                match report {
-                    Report::Step(r) => {
-                        last_step[r.rank] = r.step;
-                        tracks[r.rank].extend_from_slice(&r.spans);
-                        let step = r.step;
-                        let group = pending.entry(step).or_default();
-                        group.push(r);
-                        if group.len() == cfg.workers {
-                            let row = aggregate(cfg, pending.remove(&step).unwrap());
-                            if let Some(m) = metrics.as_mut() {
-                                let _ = writeln!(m, "{}", serde_json::to_string(&row).unwrap());
-                            }
-                            progress.step(&row);
-                            rows.push(row);
-                        }
-                    }
-                    Report::Eval { step, val_loss } => {
-                        progress.eval(step, val_loss);
-                        evals.push((step, val_loss));
-                    }
-                    Report::Checkpoint { step } => last_checkpoint = Some(step),
-                }
-                if !finished {
-                    break;
-                }
-            }
-            if finished {
-                break;
+        drop(tx); // each worker holds its own Sender: the loop ends when the last one returns
+        for report in rx {
+            let r = fold.take(cfg, report, &mut on_event);
+            if let (Err(e), None) = (r, &failed) {
+                failed = Some(e);
+                stop.store(true, Ordering::Relaxed);
             }
         }
         handles.into_iter().map(|h| h.join()).collect()
     });
-    progress.finish();
-    if let Some(mut m) = metrics {
-        m.flush().map_err(|e| Error::io("metrics.jsonl", e))?;
+    if let Some(e) = failed {
+        return Err(e);
     }
-    let done = first_failure(results, &last_step, out, last_checkpoint)?;
-    let (val_loss, params) = (done.val_loss, done.params);
-    let summary = summarise(cfg, corpus, init.start_step, &rows, val_loss, &params, wall);
-    if let Some(dir) = out {
-        let json = serde_json::to_string_pretty(&summary).expect("summary serialises");
-        checkpoint::write_atomic(&dir.join("summary.json"), json.as_bytes())?;
-        checkpoint::write_atomic(
-            &dir.join("trace.json"),
-            trace::chrome_trace(&tracks).as_bytes(),
-        )?;
-        let svg = report::loss_chart(corpus, &rows, &evals, val_loss, cfg.steps).to_svg();
-        checkpoint::write_atomic(&dir.join("loss.svg"), svg.as_bytes())?;
-    }
+    let done = root_cause(results, &fold.last_step)?;
+    let summary = summarise(
+        cfg,
+        corpus,
+        init.step,
+        &fold.rows,
+        done.val_loss,
+        &done.params,
+        wall,
+    );
     Ok(Outcome {
         summary,
-        model: Gpt::from_params(cfg.model.clone(), params),
-        out: out.map(Path::to_path_buf),
+        model: Gpt::from_params(cfg.model.clone(), done.params),
+        adam: done.adam,
+        rows: fold.rows,
+        evals: fold.evals,
+        tracks: fold.tracks,
     })
 }
 
-fn open_metrics(dir: &Path, append: bool) -> Result<BufWriter<File>, Error> {
-    let path = dir.join("metrics.jsonl");
-    let file = OpenOptions::new()
-        .create(true)
-        .append(append)
-        .write(true)
-        .truncate(!append)
-        .open(&path)
-        .map_err(|e| Error::io(&path, e))?;
-    Ok(BufWriter::new(file))
+/// The caller's thread's view of the run: the workers' reports folded into rows.
+struct Fold {
+    workers: usize,
+    rows: Vec<StepRow>,
+    evals: Vec<(usize, f64)>,
+    tracks: Vec<Vec<Span>>,
+    /// Reports of steps that not every worker has finished yet.
+    pending: BTreeMap<usize, Vec<StepReport>>,
+    /// Each worker's last reported step (named if it panics).
+    last_step: Vec<usize>,
+}
+
+impl Fold {
+    /// Takes one report; a step's row goes out when every worker has reported it.
+    fn take(
+        &mut self,
+        cfg: &TrainConfig,
+        report: Report,
+        on_event: &mut impl FnMut(Event<'_>) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        match report {
+            Report::Step(r) => {
+                self.last_step[r.rank] = r.step;
+                self.tracks[r.rank].extend_from_slice(&r.spans);
+                let step = r.step;
+                let group = self.pending.entry(step).or_default();
+                group.push(r);
+                if group.len() == self.workers {
+                    let row = aggregate(cfg, self.pending.remove(&step).unwrap());
+                    self.rows.push(row);
+                    return on_event(Event::Step(self.rows.last().unwrap()));
+                }
+                Ok(())
+            }
+            Report::Eval { step, val_loss } => {
+                self.evals.push((step, val_loss));
+                on_event(Event::Eval { step, val_loss })
+            }
+            Report::Checkpoint(state) => on_event(Event::Checkpoint(state)),
+        }
+    }
 }
 
 /// Picks the root cause among the workers' results: a panic, then a worker's own
 /// error, and only then the errors of workers that stopped because a peer left.
-fn first_failure(
+fn root_cause(
     results: Vec<std::thread::Result<Result<WorkerDone, Error>>>,
     last_step: &[usize],
-    out: Option<&Path>,
-    last_checkpoint: Option<usize>,
 ) -> Result<WorkerDone, Error> {
-    let kept = match (out, last_checkpoint) {
-        (Some(dir), Some(step)) => format!(
-            "; the last good checkpoint (step {step}) is in {} (--resume it)",
-            dir.display()
-        ),
-        _ => String::new(),
-    };
     let mut peer_error = None;
     let mut own_error = None;
     let mut ok = None;
     for (rank, r) in results.into_iter().enumerate() {
         match r {
             Err(payload) => {
-                let msg = payload
-                    .downcast_ref::<String>()
-                    .cloned()
+                if let Some(fault) = payload.downcast_ref::<InjectedFault>() {
+                    return Err(Error::InjectedFault(*fault));
+                }
+                let msg = (payload.downcast_ref::<String>().cloned())
                     .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
                     .unwrap_or_else(|| "unknown panic".into());
                 return Err(Error::Worker(format!(
-                    "worker {rank} panicked after step {}: {msg}; the run stopped{kept}",
+                    "worker {rank} panicked after step {}: {msg}; the run stopped",
                     last_step[rank]
                 )));
             }
-            Ok(Err(e @ Error::Peer(_))) => peer_error = peer_error.or(Some(e)),
+            Ok(Err(e)) if e.is_consequence() => peer_error = peer_error.or(Some(e)),
             Ok(Err(e)) => own_error = own_error.or(Some(e)),
             Ok(Ok(done)) => ok = ok.or(Some(done)), // replicas are identical: keep the lowest rank
         }
     }
     if let Some(e) = own_error.or(peer_error) {
-        return Err(Error::Worker(format!("{e}{kept}")));
+        return Err(e);
     }
     Ok(ok.expect("every worker finished"))
 }

@@ -7,11 +7,12 @@
 //! 1. [Text to a batch](#1-text-to-a-batch): characters become token ids; a batch is
 //!    addressed by (step, sequence), so a worker can draw its own share of it.
 //! 2. [One flat buffer](#2-one-flat-buffer): every weight of the model in one `Vec<f32>`.
-//! 3. [Forward and backward](#3-forward-and-backward-on-one-worker) on one worker.
+//! 3. [Forward and backward](#3-forward-and-backward-on-one-worker) on one worker, and
+//!    the training step that wraps them.
 //! 4. [Two workers, by hand](#4-two-workers-by-hand): the sum of the shards' gradients is
 //!    the whole batch's gradient.
-//! 5. [Two workers on threads](#5-two-workers-on-threads-with-an-all-reduce), with an
-//!    all-reduce, and the update that keeps the replicas identical.
+//! 5. [Two workers on threads](#5-two-workers-on-threads-with-an-all-reduce): the same
+//!    step with an all-reduce as its gradient exchange, and replicas that stay identical.
 //! 6. [All of it](#6-all-of-it-traintrain): [`train::train`](crate::train::train).
 //!
 //! The model is the default one shrunk so that the examples run in milliseconds:
@@ -76,37 +77,40 @@
 //! `grad_scale = 1 / (B*T)` that is the gradient of the mean loss.
 //!
 //! At initialisation the logits are nearly 0, so every character is about equally likely
-//! and the loss is about ln V. A few AdamW steps on one batch bring it down.
+//! and the loss is about ln V. Then [`train_step`](crate::step::train_step), THE step that
+//! every caller of nanodist runs (forward, backward, the gradient exchange, clipping, AdamW),
+//! brings it down: here on one replica ([`Alone`](crate::step::Alone): nothing to exchange),
+//! 20 times on the same batch (step 0's).
 //!
 //! ```
-//! # use nanodist::config::{ModelConfig, TrainConfig};
+//! use nanodist::config::{ModelConfig, TrainConfig};
 //! # use nanodist::data::{fill_batch, Corpus};
-//! # use nanodist::model::{Gpt, Workspace};
-//! use nanodist::optim::{clip_grad_norm, AdamW};
+//! use nanodist::model::{Gpt, Workspace};
+//! use nanodist::optim::AdamW;
+//! use nanodist::step::{train_step, Alone, Batch, Replica, Unobserved};
 //!
 //! # let text = "the cat sat on the mat. the dog sat on the log. ".repeat(20);
 //! # let corpus = Corpus::from_text("cats", &text, None);
-//! # let cfg = ModelConfig { vocab_size: 14, block_size: 8, n_layer: 1, n_head: 2, n_embd: 16 };
+//! let model = ModelConfig { vocab_size: 14, block_size: 8, n_layer: 1, n_head: 2, n_embd: 16 };
 //! let (b, t) = (4, 8);
 //! # let (mut x, mut y) = (vec![0; b * t], vec![0; b * t]);
 //! # fill_batch(&corpus.train, 1, 0, 0..b, t, &mut x, &mut y);
-//! let mut model = Gpt::new(cfg.clone(), 1337);
-//! let mut ws = Workspace::new(&cfg, b, t);
-//! let mut grads = vec![0.0f32; model.layout.len];
-//! let mut adam = AdamW::new(model.layout.len);
-//! let train = TrainConfig::default();
-//!
-//! let first = model.forward(&mut ws, &x, Some(&y)).unwrap();
+//! let gpt = Gpt::new(model.clone(), 1337);
+//! let mut ws = Workspace::new(&model, b, t);
+//! let first = gpt.forward(&mut ws, &x, Some(&y)).unwrap();
 //! assert!((first - (14f32).ln()).abs() < 0.2, "loss {first} at init, ln V = 2.64");
+//!
+//! let mut cfg = TrainConfig { model, ..TrainConfig::default() };
+//! (cfg.parallel.batch, cfg.optim.warmup, cfg.optim.lr) = (b, 0, 1e-2);
+//! let adam = AdamW::new(gpt.layout.len);
+//! let mut replica = Replica::new(0, gpt, adam, &cfg); // the model, AdamW, buffers
+//! let batch = Batch { tokens: &corpus.train, seed: 1, step: 0, sequences: 0..b };
 //! for _ in 0..20 {
-//!     grads.fill(0.0); // backward accumulates: zeroing is the caller's, visibly
-//!     model.forward(&mut ws, &x, Some(&y)).unwrap();
-//!     model.backward(&mut ws, 1.0 / (b * t) as f32, &mut grads[..]);
-//!     clip_grad_norm(&mut grads, train.grad_clip);
-//!     adam.step(&mut model.params, &grads, &model.layout, 1e-2, &train);
+//!     train_step(&mut replica, &cfg, &batch, &mut Alone, &mut Unobserved)?;
 //! }
-//! let last = model.forward(&mut ws, &x, Some(&y)).unwrap();
+//! let last = replica.model.forward(&mut ws, &x, Some(&y)).unwrap();
 //! assert!(last < first - 0.5, "20 steps on one batch: {first} -> {last}");
+//! # Ok::<(), nanodist::Error>(())
 //! ```
 //!
 //! # 4. Two workers, by hand
@@ -154,75 +158,73 @@
 //!
 //! Now for real: two threads, each with its own replica of the model (a copy of the same
 //! weights) and its own shard. [`collective::group`](crate::collective::group) gives each
-//! thread one endpoint of a communicator; `all_reduce` leaves the sum of all the workers'
-//! buffers in every worker's buffer. Both then take the same AdamW step from the same
-//! gradient, so the replicas stay identical, to the bit, without ever exchanging weights.
+//! thread one endpoint of a communicator, and
+//! [`AllReduce`](crate::parallel::data_parallel::AllReduce) over it is the step's gradient
+//! exchange: it leaves the sum of all the workers' gradients in every worker's buffer. Both
+//! then take the same AdamW step from the same gradient, so the replicas stay identical, to
+//! the bit, without ever exchanging weights.
 //!
-//! For 2 workers the ring all-reduce sums each half of the buffer on one of them, as
-//! g0 + g1 or g1 + g0, and copies the result to the other: the same floats either way, since
-//! the sum of two numbers does not depend on their order. So the step can be replayed below
-//! from the two workers' own gradients, to the bit.
+//! The step is the same function as on one worker; only the exchange differs. With
+//! `deterministic` set, each sequence's gradient is summed exactly (in fixed point), so two
+//! workers end on the very bits of one worker stepping the whole batch.
 //!
 //! ```
 //! # use nanodist::config::{ModelConfig, TrainConfig};
-//! # use nanodist::data::{fill_batch, Corpus};
-//! # use nanodist::model::{Gpt, Workspace};
+//! # use nanodist::data::Corpus;
+//! # use nanodist::model::Gpt;
 //! use nanodist::checkpoint::param_hash;
 //! use nanodist::collective::{group, Algorithm};
-//! use nanodist::optim::{clip_grad_norm, AdamW};
+//! use nanodist::optim::AdamW;
+//! use nanodist::parallel::data_parallel::AllReduce;
+//! use nanodist::step::{train_step, Alone, Batch, Replica, Unobserved};
 //!
 //! # let text = "the cat sat on the mat. the dog sat on the log. ".repeat(20);
 //! # let corpus = Corpus::from_text("cats", &text, None);
-//! # let cfg = ModelConfig { vocab_size: 14, block_size: 8, n_layer: 1, n_head: 2, n_embd: 16 };
-//! let (n, b, t) = (2, 4, 8); // workers, global batch, context
-//! let start = Gpt::new(cfg.clone(), 1337);
-//! let train = TrainConfig::default();
-//! let (corpus, start, train) = (&corpus, &start, &train);
-//! let results: Vec<(Vec<f32>, String)> = std::thread::scope(|s| {
+//! # let model = ModelConfig { vocab_size: 14, block_size: 8, n_layer: 1, n_head: 2, n_embd: 16 };
+//! let (n, b) = (2, 4); // workers, global batch
+//! let start = Gpt::new(model.clone(), 1337);
+//! let mut cfg = TrainConfig { model, ..TrainConfig::default() };
+//! (cfg.parallel.workers, cfg.parallel.batch, cfg.parallel.deterministic) = (n, b, true);
+//! let hashes: Vec<String> = std::thread::scope(|s| {
 //!     let workers: Vec<_> = group(n)
 //!         .into_iter()
-//!         .map(|mut comm| {
+//!         .map(|comm| {
+//!             let (cfg, start, corpus) = (&cfg, &start, &corpus);
 //!             s.spawn(move || {
 //!                 let rank = comm.rank();
-//!                 let mut model = start.clone(); // this worker's replica
+//!                 let mut replica = Replica::new(rank, start.clone(), AdamW::new(start.layout.len), cfg);
 //!                 let mine = rank * b / n..(rank + 1) * b / n; // its shard of the batch
-//!                 let (mut x, mut y) = (vec![0; b / n * t], vec![0; b / n * t]);
-//!                 fill_batch(&corpus.train, 1, 0, mine, t, &mut x, &mut y);
-//!                 let mut ws = Workspace::new(&model.cfg, b / n, t);
-//!                 let mut grads = vec![0.0f32; model.layout.len];
-//!                 model.forward(&mut ws, &x, Some(&y)).unwrap();
-//!                 model.backward(&mut ws, 1.0 / (b * t) as f32, &mut grads[..]);
-//!                 let own = grads.clone();
-//!                 // the one line that makes it data parallel
-//!                 comm.all_reduce(&mut grads, Algorithm::Ring).unwrap();
-//!                 clip_grad_norm(&mut grads, train.grad_clip);
-//!                 let mut adam = AdamW::new(model.layout.len);
-//!                 adam.step(&mut model.params, &grads, &model.layout, 1e-3, train);
-//!                 (own, param_hash(&model.params))
+//!                 let batch = Batch { tokens: &corpus.train, seed: 1, step: 0, sequences: mine };
+//!                 // the one thing that makes it data parallel: the exchange is an all-reduce
+//!                 let mut exchange = AllReduce::new(comm, Algorithm::Ring, start.layout.len, 0, false);
+//!                 train_step(&mut replica, cfg, &batch, &mut exchange, &mut Unobserved).unwrap();
+//!                 param_hash(&replica.model.params)
 //!             })
 //!         })
 //!         .collect();
 //!     workers.into_iter().map(|w| w.join().unwrap()).collect()
 //! });
-//! let [(g0, hash0), (g1, hash1)] = <[_; 2]>::try_from(results).unwrap();
-//! assert_eq!(hash0, hash1); // the replicas are still identical, bit for bit
-//! assert_ne!(hash0, param_hash(&start.params)); // and they did move
-//! // and the gradient they stepped with was g0 + g1: replay worker 0's update with it
-//! let mut sum: Vec<f32> = g0.iter().zip(&g1).map(|(a, b)| a + b).collect();
-//! clip_grad_norm(&mut sum, train.grad_clip);
-//! let mut replay = start.clone();
-//! AdamW::new(replay.layout.len).step(&mut replay.params, &sum, &replay.layout, 1e-3, train);
-//! assert_eq!(param_hash(&replay.params), hash0);
+//! assert_eq!(hashes[0], hashes[1]); // the replicas are still identical, bit for bit
+//! assert_ne!(hashes[0], param_hash(&start.params)); // and they did move
+//! // one worker stepping the whole batch ends on the same bits
+//! let mut one = cfg.clone();
+//! one.parallel.workers = 1;
+//! let mut replica = Replica::new(0, start.clone(), AdamW::new(start.layout.len), &one);
+//! let batch = Batch { tokens: &corpus.train, seed: 1, step: 0, sequences: 0..b };
+//! train_step(&mut replica, &one, &batch, &mut Alone, &mut Unobserved)?;
+//! assert_eq!(param_hash(&replica.model.params), hashes[0]);
+//! # Ok::<(), nanodist::Error>(())
 //! ```
 //!
 //! # 6. All of it: `train::train`
 //!
-//! [`train::train`](crate::train::train) runs exactly this loop for every step, with the
-//! pieces this page left out: a learning-rate schedule, gradient buckets that leave for the
-//! all-reduce while backward is still running (`--overlap`), evaluation on the validation
-//! split, checkpoints, a timeline of every worker, and the run directory. Its worker loop is
-//! [`parallel::data_parallel`](crate::parallel::data_parallel), the same code for 1 and N
-//! workers.
+//! [`train::train`](crate::train::train) runs this step for every step of a run, with the
+//! pieces this page left out: the learning rate's warm-up and decay, gradient buckets that
+//! leave for the all-reduce while backward is still running (`--overlap`), evaluation on the
+//! validation split, a timeline of every worker, and events for its caller (a row of figures
+//! per step, the state to checkpoint) from which the command line writes the run directory.
+//! Its worker loop is [`parallel::data_parallel`](crate::parallel::data_parallel), the same
+//! code for 1 and N workers.
 //!
 //! ```
 //! use nanodist::config::{ModelConfig, TrainConfig};
@@ -233,9 +235,16 @@
 //! let corpus = Corpus::from_text("cats", &text, None);
 //! let model = ModelConfig { vocab_size: 14, block_size: 8, n_layer: 1, n_head: 2, n_embd: 16 };
 //! let (workers, batch, steps, warmup) = (2, 4, 60, 10);
-//! let cfg = TrainConfig { model, workers, batch, steps, warmup, lr: 1e-2, ..TrainConfig::default() };
-//! let opts = RunOptions { out: None, quiet: true, final_eval: true };
-//! let run = train::train(&cfg, &corpus, train::initial_state(&cfg), &opts)?;
+//! let mut cfg = TrainConfig { model, ..TrainConfig::default() };
+//! (cfg.parallel.workers, cfg.parallel.batch) = (workers, batch);
+//! (cfg.schedule.steps, cfg.optim.warmup, cfg.optim.lr) = (steps, warmup, 1e-2);
+//! let mut rows = 0;
+//! let on_event = |event: train::Event<'_>| {
+//!     if let train::Event::Step(_) = event { rows += 1 } // a row of figures per step
+//!     Ok(())
+//! };
+//! let run = train::train(&cfg, &corpus, train::initial_state(&cfg), &RunOptions::default(), on_event)?;
+//! assert_eq!(rows, 60);
 //! assert_eq!(run.summary.workers, 2);
 //! assert!(run.summary.val_loss < 1.5, "val loss {}", run.summary.val_loss); // ln V = 2.64
 //! # Ok::<(), nanodist::Error>(())

@@ -119,7 +119,7 @@ fn tales_corpus() {
 /// [`tales`]. Its whole setup is here, so that a change of the training API is one edit.
 fn small_run_hash(workers: usize) -> String {
     let corpus = tales();
-    let cfg = TrainConfig {
+    let mut cfg = TrainConfig {
         model: ModelConfig {
             vocab_size: corpus.vocab.len(),
             block_size: 16,
@@ -127,21 +127,21 @@ fn small_run_hash(workers: usize) -> String {
             n_head: 2,
             n_embd: 32,
         },
-        workers,
-        steps: 8,
-        batch: 12,
-        warmup: 2,
-        eval_every: 0,
         seed: 1337,
-        deterministic: true,
         ..TrainConfig::default()
     };
+    cfg.parallel.workers = workers;
+    cfg.parallel.batch = 12;
+    cfg.parallel.deterministic = true;
+    cfg.schedule.steps = 8;
+    cfg.schedule.eval_every = 0;
+    cfg.optim.warmup = 2;
     let opts = RunOptions {
-        out: None,
-        quiet: true,
         final_eval: false,
+        trace_steps: 0,
     };
-    let run = train::train(&cfg, corpus, train::initial_state(&cfg), &opts).expect("training runs");
+    let run = train::train(&cfg, corpus, train::initial_state(&cfg), &opts, |_| Ok(()))
+        .expect("training runs");
     param_hash(&run.model.params)
 }
 

@@ -8,8 +8,6 @@
 //!
 //! A tiny model keeps each run to a fraction of a second.
 
-use std::path::PathBuf;
-
 use nanodist::collective::Algorithm;
 use nanodist::config::{ModelConfig, TrainConfig};
 use nanodist::data::{self, Corpus};
@@ -21,7 +19,7 @@ fn corpus() -> &'static Corpus {
 }
 
 fn tiny(workers: usize) -> TrainConfig {
-    TrainConfig {
+    let mut cfg = TrainConfig {
         model: ModelConfig {
             vocab_size: corpus().vocab.len(),
             block_size: 16,
@@ -29,23 +27,25 @@ fn tiny(workers: usize) -> TrainConfig {
             n_head: 2,
             n_embd: 32,
         },
-        workers,
-        steps: 4,
-        batch: 12,
-        warmup: 2,
-        eval_every: 0,
         seed: 3,
         ..TrainConfig::default()
-    }
+    };
+    (cfg.parallel.workers, cfg.parallel.batch) = (workers, 12);
+    (
+        cfg.schedule.steps,
+        cfg.schedule.eval_every,
+        cfg.optim.warmup,
+    ) = (4, 0, 2);
+    cfg
 }
 
 fn run(cfg: &TrainConfig) -> Outcome {
     let opts = RunOptions {
-        out: None,
-        quiet: true,
         final_eval: false,
+        ..RunOptions::default()
     };
-    train::train(cfg, corpus(), train::initial_state(cfg), &opts).expect("training runs")
+    let init = train::initial_state(cfg);
+    train::train(cfg, corpus(), init, &opts, |_| Ok(())).expect("training runs")
 }
 
 /// Largest |a - b| with the first index where it exceeds `tol`, for a readable failure.
@@ -71,9 +71,10 @@ fn n_workers_match_one_worker_in_default_mode() {
     let one = run(&tiny(1));
     for n in [2, 3, 4] {
         for algo in Algorithm::ALL {
-            let cfg = TrainConfig {
-                allreduce: algo,
-                ..tiny(n)
+            let cfg = {
+                let mut c = tiny(n);
+                c.parallel.allreduce = algo;
+                c
             };
             let many = run(&cfg);
             // Shard gradients summed in another order differ from the one-worker sum in
@@ -94,9 +95,10 @@ fn n_workers_match_one_worker_in_default_mode() {
 fn accumulation_equals_one_big_batch() {
     let one = run(&tiny(1));
     for (workers, accum) in [(1, 3), (1, 12), (2, 2), (3, 4)] {
-        let cfg = TrainConfig {
-            accum,
-            ..tiny(workers)
+        let cfg = {
+            let mut c = tiny(workers);
+            c.parallel.accum = accum;
+            c
         };
         let acc = run(&cfg);
         assert_close(
@@ -113,16 +115,18 @@ fn bucketed_overlapped_all_reduce_equals_plain() {
     // With 2 workers every algorithm adds exactly two numbers per element, and float
     // addition is commutative: bucket boundaries and overlap cannot change a bit.
     for algo in Algorithm::ALL {
-        let plain = run(&TrainConfig {
-            allreduce: algo,
-            ..tiny(2)
+        let plain = run(&{
+            let mut c = tiny(2);
+            c.parallel.allreduce = algo;
+            c
         });
         for (bucket_kb, overlap) in [(4, false), (4, true), (1, true), (0, true)] {
-            let cfg = TrainConfig {
-                allreduce: algo,
-                bucket_kb,
-                overlap,
-                ..tiny(2)
+            let cfg = {
+                let mut c = tiny(2);
+                c.parallel.allreduce = algo;
+                c.parallel.bucket_kb = bucket_kb;
+                c.parallel.overlap = overlap;
+                c
             };
             let b = run(&cfg);
             assert_eq!(
@@ -133,11 +137,12 @@ fn bucketed_overlapped_all_reduce_equals_plain() {
     }
     // With 3 workers the order of the three-way sums depends on the chunking: close, not equal.
     let plain = run(&tiny(3));
-    let b = run(&TrainConfig {
-        bucket_kb: 2,
-        overlap: true,
-        allreduce: Algorithm::Ring,
-        ..tiny(3)
+    let b = run(&{
+        let mut c = tiny(3);
+        c.parallel.bucket_kb = 2;
+        c.parallel.overlap = true;
+        c.parallel.allreduce = Algorithm::Ring;
+        c
     });
     assert_close(
         &b.model.params,
@@ -149,18 +154,20 @@ fn bucketed_overlapped_all_reduce_equals_plain() {
 
 #[test]
 fn deterministic_mode_is_bit_identical_across_workers_algorithms_and_buckets() {
-    let reference = run(&TrainConfig {
-        deterministic: true,
-        ..tiny(1)
+    let reference = run(&{
+        let mut c = tiny(1);
+        c.parallel.deterministic = true;
+        c
     });
     for n in [2, 3, 4, 6, 12] {
         for algo in Algorithm::ALL {
             let bucket_kb = if n % 2 == 0 { 3 } else { 0 };
-            let cfg = TrainConfig {
-                deterministic: true,
-                allreduce: algo,
-                bucket_kb,
-                ..tiny(n)
+            let cfg = {
+                let mut c = tiny(n);
+                c.parallel.deterministic = true;
+                c.parallel.allreduce = algo;
+                c.parallel.bucket_kb = bucket_kb;
+                c
             };
             let r = run(&cfg);
             assert_eq!(
@@ -170,10 +177,11 @@ fn deterministic_mode_is_bit_identical_across_workers_algorithms_and_buckets() {
         }
     }
     // ... and accumulation does not matter either.
-    let acc = run(&TrainConfig {
-        deterministic: true,
-        accum: 3,
-        ..tiny(2)
+    let acc = run(&{
+        let mut c = tiny(2);
+        c.parallel.deterministic = true;
+        c.parallel.accum = 3;
+        c
     });
     assert_eq!(acc.summary.param_hash, reference.summary.param_hash);
     // The exact sum is close to the float one (fixed point keeps 2^-40 resolution).
@@ -191,41 +199,55 @@ fn replica_checks_pass_when_replicas_agree() {
     // Every step, each worker hashes its replica and the hashes are gathered: identical
     // replicas must never be reported as diverged, in either mode.
     for deterministic in [false, true] {
-        let cfg = TrainConfig {
-            check_replicas: 1,
-            deterministic,
-            ..tiny(3)
+        let cfg = {
+            let mut c = tiny(3);
+            c.schedule.check_replicas = 1;
+            c.parallel.deterministic = deterministic;
+            c
         };
         let opts = RunOptions {
-            out: None,
-            quiet: true,
             final_eval: false,
+            ..RunOptions::default()
         };
-        let r = train::train(&cfg, corpus(), train::initial_state(&cfg), &opts);
+        let r = train::train(
+            &cfg,
+            corpus(),
+            train::initial_state(&cfg),
+            &opts,
+            |_| Ok(()),
+        );
         assert!(r.is_ok(), "deterministic {deterministic}: {:?}", r.err());
     }
 }
 
+/// The library writes no files: everything the command line puts in a run directory
+/// (summary.json, trace.json, metrics.jsonl, checkpoints) reaches it as events and in the
+/// outcome, well-formed.
 #[test]
-fn run_directory_files_are_well_formed() {
-    let dir = std::env::temp_dir().join(format!("nanodist-train-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let cfg = TrainConfig {
-        eval_every: 2,
-        steps: 6,
-        ..tiny(2)
+fn a_run_hands_its_caller_every_figure_of_the_run_directory() {
+    let cfg = {
+        let mut c = tiny(2);
+        c.schedule.eval_every = 2;
+        c.schedule.steps = 6;
+        c
     };
-    let opts = RunOptions {
-        out: Some(&dir),
-        quiet: true,
-        final_eval: true,
-    };
-    let out = train::train(&cfg, corpus(), train::initial_state(&cfg), &opts).unwrap();
-    let read = |name: &str| -> serde_json::Value {
-        let path: PathBuf = dir.join(name);
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
-    };
-    let summary = read("summary.json");
+    let (mut lines, mut evals, mut checkpoints) = (Vec::new(), Vec::new(), Vec::new());
+    let out = train::train(
+        &cfg,
+        corpus(),
+        train::initial_state(&cfg),
+        &RunOptions::default(),
+        |event| {
+            match event {
+                train::Event::Step(row) => lines.push(serde_json::to_value(row).unwrap()),
+                train::Event::Eval { step, .. } => evals.push(step),
+                train::Event::Checkpoint(state) => checkpoints.push((state.step, state.params)),
+            }
+            Ok(())
+        },
+    )
+    .unwrap();
+    let summary = serde_json::to_value(&out.summary).unwrap();
     for key in [
         "steps",
         "workers",
@@ -246,33 +268,32 @@ fn run_directory_files_are_well_formed() {
     ] {
         assert!(
             !summary[key].is_null(),
-            "summary.json lacks {key}: {summary}"
+            "the summary lacks {key}: {summary}"
         );
     }
-    assert_eq!(summary["param_hash"], out.summary.param_hash);
     assert_eq!(summary["param_hash"].as_str().unwrap().len(), 16);
     let val = summary["val_loss"].as_f64().unwrap();
     assert!(val.is_finite() && val > 0.0, "{val}");
+    assert_eq!(evals, [2, 4]);
+    // the last step's state is handed over for the checkpoint, and it is the final model
+    assert_eq!(checkpoints.len(), 1);
+    assert_eq!(checkpoints[0].0, 6);
+    assert_eq!(checkpoints[0].1, out.model.params);
 
-    let trace = read("trace.json");
-    let events = trace["traceEvents"].as_array().unwrap();
-    for w in 0..2 {
+    // the timeline (trace.json, timeline.svg): every worker's phases
+    assert_eq!(out.tracks.len(), 2);
+    for (w, spans) in out.tracks.iter().enumerate() {
         for name in ["forward", "backward", "adamw", "wait"] {
             assert!(
-                events
+                spans
                     .iter()
-                    .any(|e| e["tid"] == 2 * w && e["name"] == name),
+                    .any(|s| !s.comm_thread && s.phase.name() == name),
                 "worker {w} has no {name} span"
             );
         }
+        assert!(spans.iter().any(|s| s.phase.category() == "comm"));
     }
-    assert!(events.iter().any(|e| e["cat"] == "comm"));
 
-    let metrics = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
-    let lines: Vec<serde_json::Value> = metrics
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
     assert_eq!(lines.len(), 6);
     for (i, l) in lines.iter().enumerate() {
         assert_eq!(l["step"], i);
@@ -287,7 +308,4 @@ fn run_directory_files_are_well_formed() {
             assert!(l[key].is_number(), "metrics line {i} lacks {key}");
         }
     }
-    let svg = std::fs::read_to_string(dir.join("loss.svg")).unwrap();
-    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
-    std::fs::remove_dir_all(&dir).unwrap();
 }

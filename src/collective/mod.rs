@@ -40,8 +40,9 @@
 //!   leaves        element.rs (Element, chunk_range)  algorithm.rs (Algorithm)  error.rs
 //! ```
 //!
-//! `bench.rs` (the `nanodist allreduce` command) sits above the communicator. A transport
-//! between processes (MPI) would be another `Endpoint` under the same collectives.
+//! The `nanodist allreduce` command (`src/bin/nanodist/allreduce.rs`, in the application)
+//! sits above the communicator. A transport between processes (MPI) would be another
+//! `Endpoint` under the same collectives.
 //!
 //! # Sub-groups
 //!
@@ -83,7 +84,7 @@
 //! small buffers; naive funnels everything through one worker. Shared memory skips messages
 //! altogether: threads of one process can read each other's buffers, so each worker sums its
 //! own slice straight out of all the buffers and writes the result back into all of them.
-//! `nanodist allreduce` measures all four and fits alpha and beta (see [`mod@bench`]).
+//! `nanodist allreduce` measures all four and fits alpha and beta.
 //!
 //! Every algorithm adds in a **fixed, documented order** (see each file), so a run repeats
 //! bit for bit, and every worker ends with exactly the same bits. Floating-point addition
@@ -135,7 +136,6 @@ mod transport;
 mod tree;
 mod window;
 
-pub mod bench;
 
 pub use algorithm::{Algorithm, UnknownAlgorithm};
 pub use comm::{group, Comm};

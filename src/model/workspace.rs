@@ -217,7 +217,7 @@ mod tests {
         let mut ws = Workspace::new(&cfg, b, t);
         let mut grads = vec![0.0; model.layout.len];
         let mut adam = AdamW::new(model.layout.len);
-        let train = TrainConfig::default();
+        let train = TrainConfig::default().optim;
         let tokens: Vec<u32> = (0..=b * t)
             .map(|i| (i * 7 % cfg.vocab_size) as u32)
             .collect();
@@ -231,7 +231,7 @@ mod tests {
                 &mut model.params,
                 &grads,
                 &model.layout,
-                lr_at(s, &train),
+                lr_at(s, 2000, &train),
                 &train,
             );
         };

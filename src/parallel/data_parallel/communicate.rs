@@ -7,41 +7,78 @@
 //! ```
 //! Buckets are contiguous ranges of the flat gradient buffer, planned from its end, because
 //! backward finishes the parameters last in the layout first (`parallel::buckets`).
+//! [`AllReduce`] is data parallelism's [`GradientExchange`]: the step calls it, and this
+//! file is all that data parallelism adds to a step.
 
-use super::{comm_err, Worker};
-use crate::collective::CommError;
-use crate::parallel::buckets::BucketSink;
-use crate::parallel::fixed_point;
+use std::ops::Range;
+
+use crate::collective::{Algorithm, Comm, CommError, Element};
+use crate::error::Error;
+use crate::model::{Gpt, Workspace};
+use crate::parallel::buckets::{self, BucketSink};
+use crate::step::{GradientExchange, Observer};
 use crate::trace::{Phase, Span};
-use crate::Error;
 
-impl Worker<'_> {
-    /// Waits for every worker, then all-reduces the buckets in order.
-    pub(super) fn all_reduce(&mut self, step: usize) -> Result<(), Error> {
-        let (cfg, clock) = (self.ctx.cfg, self.ctx.clock);
-        let err = comm_err(self.rank, step);
-        let comm = &mut self.comm;
-        clock
-            .time(&mut self.spans, Phase::Wait, step, || comm.barrier())
-            .map_err(&err)?;
-        for (i, range) in self.plan.iter().enumerate() {
-            let r = if cfg.deterministic {
-                let bucket = &mut self.acc[range.clone()];
-                clock.time(&mut self.spans, Phase::AllReduce(i), step, || {
-                    comm.all_reduce(bucket, cfg.allreduce)
-                })
-            } else {
-                let bucket = &mut self.grads[range.clone()];
-                clock.time(&mut self.spans, Phase::AllReduce(i), step, || {
-                    comm.all_reduce(bucket, cfg.allreduce)
-                })
-            };
-            r.map_err(&err)?;
+/// The sum of every worker's gradients, by all-reduce over a communicator.
+pub struct AllReduce {
+    /// This worker's endpoint of the group (evaluation and replica checks use it too).
+    pub comm: Comm,
+    /// The algorithm.
+    pub algorithm: Algorithm,
+    /// Buckets, in the order they are communicated.
+    pub plan: Vec<Range<usize>>,
+    /// Start each bucket's all-reduce during backward (`--overlap`).
+    pub overlap: bool,
+}
+
+impl AllReduce {
+    /// An all-reduce of `len` gradients in buckets of `bucket_kb` KiB (0: one bucket).
+    pub fn new(
+        comm: Comm,
+        algorithm: Algorithm,
+        len: usize,
+        bucket_kb: usize,
+        overlap: bool,
+    ) -> Self {
+        AllReduce {
+            comm,
+            algorithm,
+            plan: buckets::plan(len, buckets::floats_for_kb(bucket_kb)),
+            overlap,
         }
-        if cfg.deterministic {
-            fixed_point::to_f32(&mut self.grads, &self.acc);
+    }
+
+    /// Waits for every worker, then all-reduces `grads` bucket by bucket.
+    fn sum_buckets<T: Element, O: Observer>(
+        &mut self,
+        grads: &mut [T],
+        step: usize,
+        obs: &mut O,
+    ) -> Result<(), Error> {
+        let (comm, algorithm) = (&mut self.comm, self.algorithm);
+        obs.time(Phase::Wait, step, || comm.barrier())
+            .map_err(gone(step))?;
+        for (i, range) in self.plan.iter().enumerate() {
+            let bucket = &mut grads[range.clone()];
+            obs.time(Phase::AllReduce(i), step, || {
+                comm.all_reduce(bucket, algorithm)
+            })
+            .map_err(gone(step))?;
         }
         Ok(())
+    }
+}
+
+/// A collective's failure as the run's error: the peer that left, and when.
+pub fn gone(step: usize) -> impl Fn(CommError) -> Error {
+    move |e| match e {
+        CommError::PeerGone { rank } => Error::PeerGone { worker: rank, step },
+    }
+}
+
+impl GradientExchange for AllReduce {
+    fn overlaps_backward(&self) -> bool {
+        self.overlap
     }
 
     /// Backward with each bucket's all-reduce started as soon as backward finishes it.
@@ -49,41 +86,68 @@ impl Worker<'_> {
     /// A scoped communication thread borrows this worker's endpoint and receives the
     /// finished buckets through a channel; when the scope ends, the compiler knows every
     /// bucket borrow is over and the gradient buffer is whole again.
-    pub(super) fn backward_overlapped(&mut self, step: usize, scale: f32) -> Result<(), Error> {
-        let (cfg, clock) = (self.ctx.cfg, self.ctx.clock);
-        let (model, ws, comm) = (&self.model, &mut self.ws, &mut self.comm);
-        let (grads, plan) = (&mut self.grads[..], &self.plan);
-        let spans = &mut self.spans;
+    fn backward_and_sum<O: Observer>(
+        &mut self,
+        model: &Gpt,
+        ws: &mut Workspace,
+        scale: f32,
+        grads: &mut [f32],
+        step: usize,
+        obs: &mut O,
+    ) -> Result<(), Error> {
+        let (comm, algorithm, plan) = (&mut self.comm, self.algorithm, &self.plan);
+        let clock = obs.clock();
         let result = std::thread::scope(|s| {
             let (tx, rx) = crossbeam::channel::unbounded::<(usize, &mut [f32])>();
             let comm_thread = s.spawn(move || {
                 let mut comm_spans = Vec::new();
                 for (i, bucket) in rx {
-                    let start_us = clock.now_us();
-                    let r = comm.all_reduce(bucket, cfg.allreduce);
-                    comm_spans.push(Span {
-                        phase: Phase::AllReduce(i),
-                        step,
-                        start_us,
-                        dur_us: clock.now_us() - start_us,
-                        comm_thread: true,
-                    });
+                    let start_us = clock.map(|c| c.now_us());
+                    let r = comm.all_reduce(bucket, algorithm);
+                    if let (Some(c), Some(start_us)) = (clock, start_us) {
+                        comm_spans.push(Span {
+                            phase: Phase::AllReduce(i),
+                            step,
+                            start_us,
+                            dur_us: c.now_us() - start_us,
+                            comm_thread: true,
+                        });
+                    }
                     r?;
                 }
                 Ok::<_, CommError>(comm_spans)
             });
-            clock.time(spans, Phase::Backward, step, || {
+            obs.time(Phase::Backward, step, || {
                 let mut sink = BucketSink::new(grads, plan, tx);
                 model.backward(ws, scale, &mut sink);
             }); // the sink (and the channel's sender) is dropped here: no more buckets
-            clock.time(spans, Phase::CommWait, step, || {
+            obs.time(Phase::CommWait, step, || {
                 comm_thread
                     .join()
                     .expect("the communication thread does not panic")
             })
         });
-        let comm_spans = result.map_err(comm_err(self.rank, step))?;
-        self.spans.extend(comm_spans);
+        for span in result.map_err(gone(step))? {
+            obs.record(span);
+        }
         Ok(())
+    }
+
+    fn sum<O: Observer>(
+        &mut self,
+        grads: &mut [f32],
+        step: usize,
+        obs: &mut O,
+    ) -> Result<(), Error> {
+        self.sum_buckets(grads, step, obs)
+    }
+
+    fn sum_exact<O: Observer>(
+        &mut self,
+        acc: &mut [i64],
+        step: usize,
+        obs: &mut O,
+    ) -> Result<(), Error> {
+        self.sum_buckets(acc, step, obs)
     }
 }

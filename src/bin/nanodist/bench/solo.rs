@@ -13,11 +13,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use super::Point;
-use crate::config::TrainConfig;
-use crate::data::{self, sampler};
-use crate::model::{Gpt, Workspace};
-use crate::optim::{clip_scale, lr_at, AdamW};
-use crate::Error;
+use nanodist::config::TrainConfig;
+use nanodist::data;
+use nanodist::model::Gpt;
+use nanodist::optim::AdamW;
+use nanodist::step::{train_step, Alone, Batch, Replica, Unobserved};
+use nanodist::Error;
 
 /// What both modes share: the configuration, the corpus, the global batch, the timed steps
 /// per point, and the machine's cores (to mark oversubscribed points).
@@ -37,7 +38,7 @@ impl Solo<'_> {
             .build()
             .map_err(|e| Error::Config(format!("cannot start {threads} threads: {e}")))?;
         let done = AtomicBool::new(false);
-        let mut times = pool.install(|| self.time_steps(threads, 0..self.batch, &done));
+        let mut times = pool.install(|| self.time_steps(threads, 0..self.batch, &done))?;
         times.sort_by(f64::total_cmp);
         let median_ms = times[times.len() / 2];
         Ok(self.point("op-parallel", threads, median_ms))
@@ -65,7 +66,7 @@ impl Solo<'_> {
                 .map(|(w, h)| {
                     h.join().map_err(|_| {
                         Error::Worker(format!("independent worker {w} of {n} panicked; see above"))
-                    })
+                    })?
                 })
                 .collect()
         });
@@ -109,7 +110,7 @@ impl Solo<'_> {
     }
 
     /// The times (ms) of `self.steps` training steps of one replica on sequences `seqs` of each step,
-    /// after 5 untimed warm-up steps: forward, backward, clipping, AdamW, with `threads` threads
+    /// after 5 untimed warm-up steps of [`train_step`] (forward, backward, clipping, AdamW), with `threads` threads
     /// inside the kernels (of the current rayon pool). Once `done` is set it stops, without
     /// timing the step in flight, as soon as it has timed one step; it sets `done` when it has
     /// all its steps.
@@ -118,39 +119,25 @@ impl Solo<'_> {
         threads: usize,
         seqs: std::ops::Range<usize>,
         done: &AtomicBool,
-    ) -> Vec<f64> {
+    ) -> Result<Vec<f64>, Error> {
         let (base, corpus, steps) = (self.base, self.corpus, self.steps);
-        let cfg = TrainConfig {
-            batch: seqs.len(),
-            workers: 1,
-            ..base.clone()
-        };
-        let (b, t) = (seqs.len(), cfg.model.block_size);
-        let mut model = Gpt::new(cfg.model.clone(), cfg.seed);
-        let mut ws = Workspace::new(&cfg.model, b, t);
-        ws.set_threads(threads);
-        let mut grads = vec![0f32; model.params.len()];
-        let mut adam = AdamW::new(model.params.len());
-        let (mut inputs, mut targets) = (vec![0u32; b * t], vec![0u32; b * t]);
-        let scale = 1.0 / cfg.tokens_per_step() as f32;
+        let mut cfg = base.clone();
+        (cfg.parallel.batch, cfg.parallel.workers) = (seqs.len(), 1);
+        let model = Gpt::new(cfg.model.clone(), cfg.seed);
+        let adam = AdamW::new(model.params.len());
+        let mut replica = Replica::new(0, model, adam, &cfg);
+        replica.ws.set_threads(threads);
         let mut times = Vec::new();
         for step in 0..steps + 5 {
             let start = Instant::now();
-            sampler::fill_batch(
-                &corpus.train,
-                cfg.seed,
-                step as u64,
-                seqs.clone(),
-                t,
-                &mut inputs,
-                &mut targets,
-            );
-            grads.fill(0.0);
-            model.forward(&mut ws, &inputs, Some(&targets));
-            model.backward(&mut ws, scale, &mut grads[..]);
-            let (_, clip) = clip_scale(&grads, cfg.grad_clip);
-            let lr = lr_at(step, &cfg);
-            adam.step_scaled(&mut model.params, &grads, &model.layout, lr, &cfg, clip);
+            let batch = Batch {
+                tokens: &corpus.train,
+                seed: cfg.seed,
+                step,
+                sequences: seqs.clone(),
+            };
+            // a replica alone: nothing to exchange, nothing observed
+            train_step(&mut replica, &cfg, &batch, &mut Alone, &mut Unobserved)?;
             if done.load(Ordering::Relaxed) && !times.is_empty() {
                 break;
             }
@@ -159,6 +146,6 @@ impl Solo<'_> {
             }
         }
         done.store(true, Ordering::Relaxed);
-        times
+        Ok(times)
     }
 }

@@ -47,12 +47,12 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::collective::{self, Algorithm};
-use crate::config::TrainConfig;
-use crate::data;
-use crate::parallel::buckets;
-use crate::train::{self, RunOptions};
-use crate::Error;
+use nanodist::collective::Algorithm;
+use nanodist::config::TrainConfig;
+use nanodist::data;
+use nanodist::parallel::buckets;
+use nanodist::train::{self, RunOptions};
+use nanodist::Error;
 
 mod output;
 mod solo;
@@ -156,7 +156,7 @@ pub fn sgemm_peak_gflops(threads: usize) -> f64 {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
                 s.spawn(move || {
-                    use crate::model::matmul::{matmul, Mat, MatMut, Out};
+                    use nanodist::model::matmul::{matmul, Mat, MatMut, Out};
                     let a = vec![1.0f32; n * n];
                     let b = vec![0.5f32; n * n];
                     let mut c = vec![0.0f32; n * n];
@@ -200,10 +200,10 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut base = TrainConfig {
         data: args.data.clone(),
-        allreduce: args.allreduce,
-        eval_every: 0,
         ..TrainConfig::default()
     };
+    base.parallel.allreduce = args.allreduce;
+    base.schedule.eval_every = 0;
     let corpus = data::load(&base.data, base.seed)?;
     base.model.vocab_size = corpus.vocab.len();
     // every point's configuration, memory included, before anything runs: a point that cannot
@@ -211,10 +211,10 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
     for &n in &args.workers {
         for (_, cfg) in point_configs(args, &base, n) {
             cfg.validate()?;
-            crate::config::check_memory(&cfg)?;
+            nanodist::config::check_memory(&cfg)?;
         }
         // the predicted communication comes from an alpha-beta fit on n workers
-        collective::bench::check_memory(n, collective::bench::FIT_LARGEST)?;
+        crate::allreduce::check_memory(n, crate::allreduce::FIT_LARGEST)?;
     }
     // then the output directory: a bad --out found only at the end would throw the sweep's
     // results away (or an earlier sweep's)
@@ -299,8 +299,8 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
     print!("{}", lessons(&points));
     let json = serde_json::json!({ "cores": cores, "points": points });
     let json = serde_json::to_string_pretty(&json).expect("serialises");
-    crate::checkpoint::write_atomic(&dir.join("bench.json"), json.as_bytes())?;
-    crate::checkpoint::write_atomic(
+    nanodist::checkpoint::write_atomic(&dir.join("bench.json"), json.as_bytes())?;
+    nanodist::checkpoint::write_atomic(
         &dir.join("scaling.svg"),
         scaling_svg(&points, cores).as_bytes(),
     )?;
@@ -315,11 +315,11 @@ fn point_configs(
     base: &TrainConfig,
     n: usize,
 ) -> Vec<(&'static str, TrainConfig)> {
-    let run = |batch| TrainConfig {
-        workers: n,
-        batch,
-        steps: args.steps + 5,
-        ..base.clone()
+    let run = |batch| {
+        let mut cfg = base.clone();
+        (cfg.parallel.workers, cfg.parallel.batch) = (n, batch);
+        cfg.schedule.steps = args.steps + 5;
+        cfg
     };
     let mut cfgs = Vec::new();
     if args.splits_batch(n) {
@@ -347,13 +347,13 @@ fn sweep(
         peaks[busy] = peaks[busy].max(peak);
         println!("  sgemm peak with {busy} thread(s), measured now: {peak:.0} GFLOP/s");
         for (mode, cfg) in point_configs(args, base, n) {
-            let batch = cfg.batch;
+            let batch = cfg.parallel.batch;
             let opts = RunOptions {
-                out: None,
-                quiet: true,
                 final_eval: false,
+                ..RunOptions::default()
             };
-            let s = train::train(&cfg, corpus, train::initial_state(&cfg), &opts)?.summary;
+            let init = train::initial_state(&cfg);
+            let s = train::train(&cfg, corpus, init, &opts, |_| Ok(()))?.summary;
             let flops = cfg.model.flops_per_step(cfg.tokens_per_step());
             points.push(Point {
                 mode: mode.into(),
@@ -397,15 +397,15 @@ fn sweep(
 
 /// Per-step communication predicted by the alpha-beta model: one all-reduce per bucket.
 fn predict_comm_ms(cfg: &TrainConfig) -> f64 {
-    if cfg.workers == 1 {
+    if cfg.parallel.workers == 1 {
         return 0.0;
     }
     let params = cfg.model.num_params();
-    let fit = collective::bench::fit_alpha_beta(cfg.workers, cfg.allreduce, 20);
-    let elem = if cfg.deterministic { 8.0 } else { 4.0 };
-    buckets::plan(params, buckets::floats_for_kb(cfg.bucket_kb))
+    let fit = crate::allreduce::fit_alpha_beta(cfg.parallel.workers, cfg.parallel.allreduce, 20);
+    let elem = if cfg.parallel.deterministic { 8 } else { 4 };
+    buckets::plan(params, buckets::floats_for_kb(cfg.parallel.bucket_kb))
         .iter()
-        .map(|r| fit.alpha_us + fit.beta_us_per_byte * r.len() as f64 * elem)
+        .map(|r| fit.predict_us(r.len() * elem))
         .sum::<f64>()
         / 1e3
 }

@@ -27,7 +27,7 @@
 use std::collections::BTreeSet;
 use std::fmt::Write;
 
-use crate::trace::{Phase, Span};
+use nanodist::trace::{Phase, Span};
 
 /// How many steps the picture shows at most (after skipping the first traced step).
 pub const MAX_STEPS: usize = 4;
@@ -91,18 +91,6 @@ fn short_label(phase: Phase) -> String {
 /// `tracks[w]` holds worker w's spans, those with `comm_thread` set from its communication
 /// thread. The first traced step is skipped when there are more, and at most [`MAX_STEPS`]
 /// are drawn. With no span at all, the SVG says there is nothing to draw.
-///
-/// # Examples
-///
-/// ```
-/// use nanodist::timeline::timeline_svg;
-/// use nanodist::trace::{Phase, Span};
-///
-/// let span = |phase, start_us| Span { phase, step: 0, start_us, dur_us: 900.0, comm_thread: false };
-/// let tracks = vec![vec![span(Phase::Forward, 0.0), span(Phase::Backward, 1000.0)]];
-/// let svg = timeline_svg(&tracks);
-/// assert!(svg.starts_with("<svg") && svg.contains("worker 0") && svg.contains("backward"));
-/// ```
 pub fn timeline_svg(tracks: &[Vec<Span>]) -> String {
     let all_steps: BTreeSet<usize> = tracks.iter().flatten().map(|s| s.step).collect();
     let skip = usize::from(all_steps.len() > 1);

@@ -4,15 +4,14 @@
 //! A flag left unset is `None` and leaves the configuration's value alone: the default of
 //! `TrainConfig`, or with `--resume` the value the run was started with. So `--resume DIR`
 //! alone continues a run exactly as it was configured. (`nanodist allreduce` and
-//! `nanodist bench` keep their flags beside their code: [`crate::collective::bench`],
-//! [`crate::bench`].)
+//! `nanodist bench` keep their flags beside their code: `allreduce.rs`, `bench/`.)
 
 use std::path::PathBuf;
 
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 
-use crate::collective::Algorithm;
-use crate::config::TrainConfig;
+use nanodist::collective::Algorithm;
+use nanodist::config::TrainConfig;
 
 /// Training flags. Unset flags take the defaults of `TrainConfig` (or, with
 /// `--resume`, the values of the run being resumed).
@@ -152,32 +151,35 @@ impl TrainArgs {
         if let Some(d) = &self.data {
             cfg.data = d.clone();
         }
-        set(&mut cfg.workers, self.workers);
-        set(&mut cfg.steps, self.steps);
-        set(&mut cfg.batch, self.batch);
+        set(&mut cfg.parallel.workers, self.workers);
+        set(&mut cfg.schedule.steps, self.steps);
+        set(&mut cfg.parallel.batch, self.batch);
         set(&mut cfg.model.block_size, self.block);
         set(&mut cfg.model.n_layer, self.layers);
         set(&mut cfg.model.n_head, self.heads);
         set(&mut cfg.model.n_embd, self.embd);
-        set(&mut cfg.accum, self.accum);
-        set(&mut cfg.bucket_kb, self.bucket_kb);
-        set(&mut cfg.eval_every, self.eval_every);
-        set(&mut cfg.checkpoint_every, self.checkpoint_every);
-        set(&mut cfg.check_replicas, self.check_replicas);
+        set(&mut cfg.parallel.accum, self.accum);
+        set(&mut cfg.parallel.bucket_kb, self.bucket_kb);
+        set(&mut cfg.schedule.eval_every, self.eval_every);
+        set(&mut cfg.schedule.checkpoint_every, self.checkpoint_every);
+        set(&mut cfg.schedule.check_replicas, self.check_replicas);
         if let Some(lr) = self.lr {
-            cfg.lr = lr;
-            cfg.min_lr = lr / 10.0;
+            cfg.optim.lr = lr;
+            cfg.optim.min_lr = lr / 10.0;
         }
         if let Some(s) = self.seed {
             cfg.seed = s;
         }
         if let Some(a) = self.allreduce {
-            cfg.allreduce = a;
+            cfg.parallel.allreduce = a;
         }
-        cfg.overlap |= self.overlap;
-        cfg.deterministic |= self.deterministic;
-        cfg.straggler = self.straggler.or(cfg.straggler);
-        cfg.fault = self.fault.map(|(w, s)| (w, s as usize)).or(cfg.fault);
+        cfg.parallel.overlap |= self.overlap;
+        cfg.parallel.deterministic |= self.deterministic;
+        cfg.faults.straggler = self.straggler.or(cfg.faults.straggler);
+        cfg.faults.fault = self
+            .fault
+            .map(|(w, s)| (w, s as usize))
+            .or(cfg.faults.fault);
     }
 }
 

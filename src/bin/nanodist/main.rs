@@ -5,16 +5,26 @@
 //! that does not parse, 1 for everything else. A reader of stdout that leaves early
 //! (`nanodist | head`) stops nanodist quietly with 141, as SIGPIPE stops C tools.
 
-use std::path::Path;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use nanodist::cli::{default_workers, SampleArgs, TrainArgs};
-use nanodist::collective::bench::AllreduceArgs;
 use nanodist::config::TrainConfig;
-use nanodist::report::{summary_table, thousands};
-use nanodist::{bench, checkpoint, data, rundir, sample, train, Error};
+use nanodist::{checkpoint, data, sample, Error};
+
+mod allreduce;
+mod bench;
+mod chrome;
+mod cli;
+mod plot;
+mod record;
+mod report;
+mod rundir;
+mod timeline;
+
+use allreduce::AllreduceArgs;
+use cli::{default_workers, SampleArgs, TrainArgs};
+use report::{summary_table, thousands};
 
 #[derive(Parser)]
 #[command(
@@ -56,7 +66,7 @@ fn main() -> ExitCode {
             }
             cannot_print(why);
         }
-        let injected = message.is_some_and(|m| m.starts_with("injected fault"));
+        let injected = info.payload().is::<nanodist::InjectedFault>();
         if !injected {
             default_hook(info);
         }
@@ -69,7 +79,7 @@ fn main() -> ExitCode {
         None => run_train(cli.train),
         Some(Command::Train(args)) => run_train(*args),
         Some(Command::Sample(args)) => run_sample(args),
-        Some(Command::Allreduce(args)) => nanodist::collective::bench::run(&args),
+        Some(Command::Allreduce(args)) => allreduce::run(&args),
         Some(Command::Bench(args)) => bench::run(&args),
     };
     match result {
@@ -155,10 +165,8 @@ fn run_train(args: TrainArgs) -> Result<(), Error> {
             (r.cfg, r.corpus, r.init, dir.clone())
         }
         None => {
-            let mut cfg = TrainConfig {
-                workers: default_workers(args.batch.unwrap_or(12)),
-                ..TrainConfig::default()
-            };
+            let mut cfg = TrainConfig::default();
+            cfg.parallel.workers = default_workers(args.batch.unwrap_or(12));
             args.apply(&mut cfg);
             cfg.validate()?;
             let corpus = data::load(&cfg.data, cfg.seed)?;
@@ -170,7 +178,7 @@ fn run_train(args: TrainArgs) -> Result<(), Error> {
             rundir::prepare(&dir)?;
             let json = serde_json::to_string_pretty(&cfg).expect("config serialises");
             checkpoint::write_atomic(&dir.join("config.json"), json.as_bytes())?;
-            let init = train::initial_state(&cfg);
+            let init = nanodist::train::initial_state(&cfg);
             (cfg, corpus, init, dir)
         }
     };
@@ -182,22 +190,17 @@ fn run_train(args: TrainArgs) -> Result<(), Error> {
             thousands((corpus.train.len() + corpus.val.len()) as f64),
             corpus.vocab.len(),
             corpus.floor_nats.map_or(String::new(), |f| format!(", entropy floor {f:.3} nats/char")),
-            cfg.workers,
-            if cfg.workers == 1 { "" } else { "s" },
-            cfg.steps,
-            cfg.batch,
+            cfg.parallel.workers,
+            if cfg.parallel.workers == 1 { "" } else { "s" },
+            cfg.schedule.steps,
+            cfg.parallel.batch,
             cfg.model.block_size
         );
-        if init.start_step > 0 {
-            println!("resuming {} at step {}", dir.display(), init.start_step);
+        if init.step > 0 {
+            println!("resuming {} at step {}", dir.display(), init.step);
         }
     }
-    let opts = train::RunOptions {
-        out: Some(&dir),
-        quiet: args.quiet,
-        final_eval: true,
-    };
-    let outcome = train::train(&cfg, &corpus, init, &opts)?;
+    let outcome = record::train_and_record(&cfg, &corpus, init, &dir, args.quiet)?;
     let s = &outcome.summary;
     if args.quiet {
         println!(
@@ -210,8 +213,14 @@ fn run_train(args: TrainArgs) -> Result<(), Error> {
         return Ok(());
     }
     println!("\n{}", summary_table(s));
-    if cfg.workers > 1 {
-        scaling_line(&cfg, &corpus, s, &dir)?;
+    if let (Some(t1), Some(efficiency)) = (s.one_worker_tokens_per_s, s.scaling_efficiency) {
+        println!(
+            "  {:<22} {:.2}x one worker ({} tokens/s, timed just now over 20 steps): {:.0}% efficiency\n",
+            "scaling",
+            s.tokens_per_s / t1,
+            thousands(t1),
+            100.0 * efficiency
+        );
     }
     let text = sample::generate(
         &outcome.model,
@@ -224,7 +233,7 @@ fn run_train(args: TrainArgs) -> Result<(), Error> {
     )?;
     println!("A sample (temperature 0.8):\n---\n{}\n---", text.trim());
     println!(
-        "Run directory {}: summary.json, metrics.jsonl, checkpoint.safetensors,\n  trace.json (open in https://ui.perfetto.dev), loss.svg (open in a browser)",
+        "Run directory {}: summary.json, metrics.jsonl, checkpoint.safetensors,\n  trace.json (open in https://ui.perfetto.dev), loss.svg and timeline.svg (open in a browser)",
         dir.display()
     );
     println!(
@@ -232,48 +241,6 @@ fn run_train(args: TrainArgs) -> Result<(), Error> {
         dir.display()
     );
     Ok(())
-}
-
-/// Times 20 steps on ONE worker right now, and reports this run's speed against it.
-fn scaling_line(
-    cfg: &TrainConfig,
-    corpus: &data::Corpus,
-    s: &nanodist::metrics::Summary,
-    dir: &Path,
-) -> Result<(), Error> {
-    let one = TrainConfig {
-        workers: 1,
-        steps: 25,
-        eval_every: 0,
-        fault: None,
-        straggler: None,
-        ..cfg.clone()
-    };
-    let opts = train::RunOptions {
-        out: None,
-        quiet: true,
-        final_eval: false,
-    };
-    let t1 = train::train(&one, corpus, train::initial_state(&one), &opts)?
-        .summary
-        .tokens_per_s;
-    let speedup = s.tokens_per_s / t1;
-    println!(
-        "  {:<22} {:.2}x one worker ({} tokens/s, timed just now over 20 steps): {:.0}% efficiency\n",
-        "scaling",
-        speedup,
-        thousands(t1),
-        100.0 * speedup / cfg.workers as f64
-    );
-    // Keep the comparison with the run's other figures.
-    let path = dir.join("summary.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let mut json: serde_json::Value =
-        serde_json::from_str(&text).expect("summary.json was just written");
-    json["one_worker_tokens_per_s"] = t1.into();
-    json["scaling_efficiency"] = (speedup / cfg.workers as f64).into();
-    let text = serde_json::to_string_pretty(&json).expect("serialises");
-    checkpoint::write_atomic(&path, text.as_bytes())
 }
 
 fn run_sample(args: SampleArgs) -> Result<(), Error> {

@@ -8,10 +8,10 @@ use std::io::IsTerminal;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::config::TrainConfig;
-use crate::data::Corpus;
-use crate::metrics::{StepRow, Summary};
 use crate::plot::{Chart, Series};
+use nanodist::config::TrainConfig;
+use nanodist::data::Corpus;
+use nanodist::metrics::{StepRow, Summary};
 
 /// The live view of a run.
 pub struct Progress {
@@ -25,11 +25,11 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// A bar for the steps `start..cfg.steps` (hidden when `quiet`).
+    /// A bar for the steps `start..cfg.schedule.steps` (hidden when `quiet`).
     pub fn new(cfg: &TrainConfig, start: usize, quiet: bool) -> Self {
         let terminal = std::io::stderr().is_terminal();
         let bar = (!quiet && terminal).then(|| {
-            let bar = ProgressBar::new(cfg.steps as u64);
+            let bar = ProgressBar::new(cfg.schedule.steps as u64);
             bar.set_style(
                 ProgressStyle::with_template(
                     "{elapsed_precise} [{bar:28.cyan/blue}] {pos:>5}/{len} {msg} (eta {eta})",

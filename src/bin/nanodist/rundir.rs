@@ -10,12 +10,12 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::checkpoint;
-use crate::config::TrainConfig;
-use crate::data::{self, Corpus};
-use crate::optim::AdamW;
-use crate::parallel::data_parallel::Init;
-use crate::Error;
+use nanodist::checkpoint;
+use nanodist::config::{FaultConfig, TrainConfig};
+use nanodist::data::{self, Corpus};
+use nanodist::optim::AdamW;
+use nanodist::parallel::data_parallel::TrainState;
+use nanodist::Error;
 
 /// A run read back from its directory, ready to continue.
 pub struct Resumed {
@@ -24,7 +24,7 @@ pub struct Resumed {
     /// The corpus, loaded again (its vocabulary checked against the checkpoint's).
     pub corpus: Corpus,
     /// Weights, AdamW moments and the step to continue from.
-    pub init: Init,
+    pub init: TrainState,
 }
 
 /// Reads the run in `dir` back to continue it.
@@ -38,24 +38,23 @@ pub fn resume(dir: &Path, overrides: impl FnOnce(&mut TrainConfig)) -> Result<Re
     // Fault and straggler injection are experiments on a run, not part of it: a resumed
     // run takes them (and --check-replicas) from the overrides only.
     let mut cfg = TrainConfig {
-        fault: None,
-        straggler: None,
+        faults: FaultConfig::default(),
         ..ck.config.clone()
     };
     let mut asked = cfg.clone();
     overrides(&mut asked);
     let complete = dir.join("summary.json").exists();
-    if complete && asked.steps <= ck.step {
+    if complete && asked.schedule.steps <= ck.step {
         return Err(Error::Config(format!(
             "the run in {} is complete at step {}: pass a larger --steps to continue it",
             dir.display(),
             ck.step
         )));
     }
-    cfg.steps = asked.steps;
-    cfg.fault = asked.fault;
-    cfg.straggler = asked.straggler;
-    cfg.check_replicas = asked.check_replicas;
+    cfg.schedule.steps = asked.schedule.steps;
+    cfg.faults.fault = asked.faults.fault;
+    cfg.faults.straggler = asked.faults.straggler;
+    cfg.schedule.check_replicas = asked.schedule.check_replicas;
     if asked != cfg {
         return Err(Error::Config(format!(
             "--resume {} continues that run with its own configuration: pass only --steps, --quiet, --fault, --straggler or --check-replicas, or start a new run with --out",
@@ -73,14 +72,14 @@ pub fn resume(dir: &Path, overrides: impl FnOnce(&mut TrainConfig)) -> Result<Re
             ck.vocab.chars().count()
         )));
     }
-    let init = Init {
+    let init = TrainState {
         params: ck.params,
         adam: AdamW {
             m: ck.adam_m,
             v: ck.adam_v,
             t: ck.adam_t,
         },
-        start_step: ck.step,
+        step: ck.step,
     };
     Ok(Resumed { cfg, corpus, init })
 }

@@ -30,8 +30,8 @@
 
 use std::time::Instant;
 
-use super::{group, Algorithm, Comm};
-use crate::Error;
+use nanodist::collective::{group, Algorithm, Comm};
+use nanodist::Error;
 
 /// Arguments of `nanodist allreduce`.
 #[derive(clap::Args, Debug, Clone)]
@@ -69,12 +69,6 @@ impl AlphaBeta {
     }
 
     /// Weighted least-squares fit to `(bytes, microseconds)` points (weights `1/us^2`).
-    ///
-    /// ```
-    /// use nanodist::collective::bench::AlphaBeta;
-    /// let fit = AlphaBeta::fit(&[(1000.0, 3.0), (2000.0, 5.0), (4000.0, 9.0)]);
-    /// assert!((fit.alpha_us - 1.0).abs() < 1e-9 && (fit.beta_us_per_byte - 0.002).abs() < 1e-12);
-    /// ```
     pub fn fit(points: &[(f64, f64)]) -> AlphaBeta {
         let (mut sw, mut sx, mut sy, mut sxx, mut sxy) = (0.0, 0.0, 0.0, 0.0, 0.0);
         for &(x, y) in points {
@@ -128,7 +122,7 @@ pub fn fit_alpha_beta(workers: usize, algo: Algorithm, iters: usize) -> AlphaBet
 /// algorithm up to one more buffer's worth in flight.
 pub fn check_memory(workers: usize, largest: usize) -> Result<(), Error> {
     let need = workers as f64 * largest as f64 * 3.0 * 4.0;
-    match crate::config::over_budget(need) {
+    match nanodist::config::over_budget(need) {
         Some(avail) => {
             let gib = |b: f64| b / (1u64 << 30) as f64;
             Err(Error::Config(format!(
@@ -341,4 +335,17 @@ pub fn run(args: &AllreduceArgs) -> Result<(), Error> {
         SWEEP[0], SWEEP[6]
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alpha_beta_fits_a_line_exactly() {
+        let fit = AlphaBeta::fit(&[(1000.0, 3.0), (2000.0, 5.0), (4000.0, 9.0)]);
+        assert!((fit.alpha_us - 1.0).abs() < 1e-9, "{fit:?}");
+        assert!((fit.beta_us_per_byte - 0.002).abs() < 1e-12, "{fit:?}");
+        assert!((fit.predict_us(3000) - 7.0).abs() < 1e-9);
+    }
 }
