@@ -952,7 +952,6 @@ fn real_tree() -> Graph {
 }
 
 #[test]
-#[ignore = "enable when the tree is acyclic"]
 fn src_has_no_import_circles_and_the_library_uses_no_application_crate() {
     let g = real_tree();
     let mut report = String::new();

@@ -136,7 +136,6 @@ mod transport;
 mod tree;
 mod window;
 
-
 pub use algorithm::{Algorithm, UnknownAlgorithm};
 pub use comm::{group, Comm};
 pub use element::{chunk_range, Element};

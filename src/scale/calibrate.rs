@@ -16,7 +16,8 @@
 //! 384/768/1,536 GPUs). Their TFLOP/s count recomputation (eq. 3), as
 //! [`super::Prediction::tflops_per_gpu`] does.
 
-use super::{predict, Hardware, ModelShape, ScaleConfig};
+use super::config::ScaleConfig;
+use super::{predict, Hardware, ModelShape};
 
 /// A run someone published, as a configuration plus what they measured.
 #[derive(Clone, Debug)]

@@ -12,7 +12,7 @@
 //!                times the micro-batches in flight (1F1B: PP of them on the first stage)
 //! ```
 
-use super::{Layout, Precision, ScaleConfig};
+use super::config::{Layout, Precision, ScaleConfig};
 use serde::Serialize;
 
 /// Bytes of one GPU's memory, by what holds them.

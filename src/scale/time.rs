@@ -17,8 +17,8 @@
 //! last stages (embedding, logits), kernel launch gaps, Megatron's scatter/gather
 //! optimisation of pipeline sends, and the interleaved schedule.
 
+use super::config::{Layout, ScaleConfig};
 use super::hardware::{hierarchical_allreduce_s, Link};
-use super::{Layout, ScaleConfig};
 use serde::Serialize;
 
 /// Where the time of one optimizer step goes, seconds unless named otherwise.

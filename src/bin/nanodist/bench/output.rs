@@ -1,7 +1,7 @@
 //! How `nanodist bench` shows a sweep: a line per point as it is measured, the Markdown table,
 //! and `scaling.svg` (tokens/s and efficiency against threads, with the ideal lines).
 
-use super::Point;
+use super::point::Point;
 use crate::plot::{Chart, Series};
 use crate::report::thousands;
 

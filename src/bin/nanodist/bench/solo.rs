@@ -12,7 +12,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use super::Point;
+use super::point::Point;
 use nanodist::config::TrainConfig;
 use nanodist::data;
 use nanodist::model::Gpt;
