@@ -181,7 +181,7 @@ fn config(args: &ScaleArgs) -> Result<ScaleConfig, Error> {
         }
     }
     if custom {
-        model.name = format!("custom (from {})", model.name);
+        model.name = "custom GPT".into();
     }
     if model.hidden % model.heads != 0 {
         return bad(format!(
