@@ -1,243 +1,28 @@
-//! `nanodist scale`: the cost model of `nanodist::scale` from the command line, and its
-//! calibration on this machine.
+//! `nanodist scale --calibrate`: the cost model fed this machine's figures, against nanodist's
+//! own data-parallel runs.
 //!
 //! ```text
-//!   nanodist scale [--model gpt3 --gpu a100 --gpus 1024 --tp 8 --pp 8 ...]
-//!       flags -> ScaleConfig -> predict -> report (or --json, or --out DIR: the pictures)
-//!
-//!   nanodist scale --calibrate [--workers 1,2] [--steps N]
-//!       1 worker, trained:        model FLOPs / step time   = FLOP/s per core   (the "GPU")
-//!       all-reduce, timed:        a + bytes * b per worker count and algorithm  (the "link")
-//!       each configuration:       predict(calibrated_cpu(...))  vs  train it    -> ratio
+//!   all-reduce alone, timed      -> a + bytes * b        the "link"  (per n and algorithm)
+//!   n replicas side by side      -> FLOP/s per core      the "GPU"   (n cores busy)
+//!   predict(calibrated_cpu(..))  -> step time      vs    nanodist train ... -> step time
 //! ```
 //!
-//! The calibration feeds the model only figures measured outside the runs it predicts: the
-//! rate comes from a run of its own, the link from the all-reduce alone. The configurations
-//! are then run in interleaved rounds (each one's fastest round kept, as `nanodist bench`
-//! does), so a slow moment of a shared host lands on all of them rather than on one.
+//! The model is fed only figures measured outside the runs it predicts: the rate comes from
+//! replicas that never communicate, the link from the all-reduce alone. The rates and the
+//! configurations are measured in interleaved rounds (each keeping its fastest round, as
+//! `nanodist bench` does), so a slow moment of a shared host lands on all of them rather than
+//! on one.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use nanodist::collective::Algorithm;
 use nanodist::config::TrainConfig;
 use nanodist::metrics::Summary;
 use nanodist::parallel::buckets;
-use nanodist::scale::{
-    goodput_svg, memory_svg, predict, report, step_svg, Hardware, ModelShape, Precision,
-    Prediction, ScaleConfig,
-};
+use nanodist::scale::{predict, Hardware, ModelShape, Precision, Prediction, ScaleConfig};
 use nanodist::train::{self, RunOptions};
 use nanodist::{data, Error};
 use serde::Serialize;
-
-/// Flags of `nanodist scale`. Defaults: GPT-3 175B on 1,024 A100s, Megatron-LM's layout.
-#[derive(clap::Args, Debug, Clone)]
-pub struct ScaleArgs {
-    /// Model preset: tiny, gpt2, gpt2-xl, gpt3 (= gpt3-175b). The shape flags below change it.
-    #[arg(long, default_value = "gpt3")]
-    pub model: String,
-    /// Transformer blocks (l).
-    #[arg(long)]
-    pub layers: Option<usize>,
-    /// Attention heads (a).
-    #[arg(long)]
-    pub heads: Option<usize>,
-    /// Hidden size (h).
-    #[arg(long)]
-    pub embd: Option<usize>,
-    /// Sequence length (s).
-    #[arg(long)]
-    pub block: Option<usize>,
-    /// Vocabulary (V).
-    #[arg(long)]
-    pub vocab: Option<usize>,
-    /// Accelerator: a100 or h100.
-    #[arg(long, default_value = "a100")]
-    pub gpu: String,
-    /// GPUs in the job: DP x PP x TP.
-    #[arg(long, default_value_t = 1024)]
-    pub gpus: usize,
-    /// GPUs per node, sharing the fast link.
-    #[arg(long, default_value_t = 8)]
-    pub gpus_per_node: usize,
-    /// Tensor-parallel degree.
-    #[arg(long, default_value_t = 8)]
-    pub tp: usize,
-    /// Pipeline stages.
-    #[arg(long, default_value_t = 8)]
-    pub pp: usize,
-    /// ZeRO stage over the data-parallel group: 0, 1, 2 or 3.
-    #[arg(long, default_value_t = 0)]
-    pub zero: usize,
-    /// Sequences per micro-batch.
-    #[arg(long, default_value_t = 1)]
-    pub micro_batch: usize,
-    /// Global batch in sequences per optimizer step.
-    #[arg(long, default_value_t = 1536)]
-    pub batch: usize,
-    /// Full activation recomputation: on or off (`--recompute` alone: on).
-    #[arg(long, default_value = "on", num_args = 0..=1, default_missing_value = "on",
-          value_parser = ["on", "off"])]
-    pub recompute: String,
-    /// Tokens to train on, for the training time (e.g. 300e9).
-    #[arg(long, default_value_t = 300e9)]
-    pub tokens: f64,
-    /// Print the prediction as one JSON object.
-    #[arg(long)]
-    pub json: bool,
-    /// Write step.svg, memory.svg, goodput.svg and prediction.json here (with --calibrate:
-    /// calibration.json and calibration.md); an existing non-empty directory is refused.
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// Measure this machine, predict nanodist's own runs with the same model, run them, and
-    /// compare: the model flags above are then not used.
-    #[arg(long)]
-    pub calibrate: bool,
-    /// With --calibrate: worker counts, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "1,2")]
-    pub workers: Vec<usize>,
-    /// With --calibrate: steps per training run (the median step is compared).
-    #[arg(long, default_value_t = 20)]
-    pub steps: usize,
-    /// With --calibrate: interleaved rounds; each configuration keeps its fastest.
-    #[arg(long, default_value_t = 2)]
-    pub rounds: usize,
-}
-
-/// Runs `nanodist scale`.
-pub fn run(args: &ScaleArgs) -> Result<(), Error> {
-    if let Some(dir) = &args.out {
-        check_out(dir)?;
-    }
-    if args.calibrate {
-        return calibrate(args);
-    }
-    let cfg = config(args)?;
-    let p = predict(&cfg).map_err(|e| Error::Config(e.0))?;
-    if args.json {
-        println!("{}", serde_json::to_string(&p).expect("serialises"));
-    } else {
-        println!("{}", report(&p));
-    }
-    if let Some(dir) = &args.out {
-        crate::rundir::create_out_dir(dir)?;
-        write(dir, "step.svg", &step_svg(&p))?;
-        write(dir, "memory.svg", &memory_svg(&memory_rows(&cfg, &p)))?;
-        write(dir, "goodput.svg", &goodput_svg(&p))?;
-        let json = serde_json::to_string_pretty(&p).expect("serialises");
-        write(dir, "prediction.json", &json)?;
-        if !args.json {
-            println!(
-                "wrote step.svg, memory.svg, goodput.svg and prediction.json to {}",
-                dir.display()
-            );
-        }
-    }
-    Ok(())
-}
-
-/// An `--out` that already holds something is refused before any work is done.
-fn check_out(dir: &Path) -> Result<(), Error> {
-    let non_empty = std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some());
-    if non_empty || dir.is_file() {
-        return Err(Error::Config(format!(
-            "{} already exists and is not an empty directory: choose another --out",
-            dir.display()
-        )));
-    }
-    Ok(())
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> Result<(), Error> {
-    nanodist::checkpoint::write_atomic(&dir.join(name), text.as_bytes())
-}
-
-/// The flags as a [`ScaleConfig`]; a flag out of range is a one-line error naming it.
-fn config(args: &ScaleArgs) -> Result<ScaleConfig, Error> {
-    let bad = |s: String| Err(Error::Config(s));
-    let Some(mut model) = ModelShape::preset(&args.model) else {
-        return bad(format!(
-            "--model {} is not a preset: use tiny, gpt2, gpt2-xl or gpt3 (or set --layers, --heads, --embd, --block, --vocab)",
-            args.model
-        ));
-    };
-    let Some(hardware) = Hardware::preset(&args.gpu) else {
-        return bad(format!("--gpu {} is not known: use a100 or h100", args.gpu));
-    };
-    let shape = [
-        ("--layers", args.layers, &mut model.layers),
-        ("--heads", args.heads, &mut model.heads),
-        ("--embd", args.embd, &mut model.hidden),
-        ("--block", args.block, &mut model.seq),
-        ("--vocab", args.vocab, &mut model.vocab),
-    ];
-    let mut custom = false;
-    for (flag, value, field) in shape {
-        if let Some(v) = value {
-            if v == 0 {
-                return bad(format!("{flag} must be at least 1"));
-            }
-            (*field, custom) = (v, true);
-        }
-    }
-    if custom {
-        model.name = "custom GPT".into();
-    }
-    if model.hidden % model.heads != 0 {
-        return bad(format!(
-            "--embd {} does not split into {} heads: pick --embd a multiple of --heads",
-            model.hidden, model.heads
-        ));
-    }
-    if !(args.tokens.is_finite() && args.tokens > 0.0) {
-        return bad(format!(
-            "--tokens {} must be a positive number, e.g. 300e9",
-            args.tokens
-        ));
-    }
-    Ok(ScaleConfig {
-        model,
-        hardware,
-        gpus: args.gpus,
-        gpus_per_node: args.gpus_per_node,
-        tp: args.tp,
-        pp: args.pp,
-        zero: args.zero,
-        micro_batch: args.micro_batch,
-        batch: args.batch,
-        recompute: args.recompute == "on",
-        tokens: args.tokens,
-        ..ScaleConfig::default()
-    })
-}
-
-/// The layout asked for beside the simplest ones on the same GPUs (pure data parallelism,
-/// with and without ZeRO-3), where the batch allows them: what the asked layout saves.
-fn memory_rows<'a>(cfg: &ScaleConfig, p: &'a Prediction) -> Vec<(&'static str, &'a Prediction)> {
-    // leaked: three small predictions in a short-lived process, so the rows can borrow them
-    let dp = |zero| {
-        let c = ScaleConfig {
-            tp: 1,
-            pp: 1,
-            zero,
-            micro_batch: 1,
-            ..cfg.clone()
-        };
-        predict(&c).ok().map(|p| &*Box::leak(Box::new(p)))
-    };
-    let mut rows = Vec::new();
-    if let Some(one) = dp(0) {
-        rows.push(("data parallel only", one));
-    }
-    if let Some(z3) = dp(3) {
-        rows.push(("data parallel, ZeRO-3", z3));
-    }
-    rows.push(("this layout", p));
-    rows
-}
-
-// ---------------------------------------------------------------------------------------
-// Calibration on this machine
 
 /// One configuration of nanodist's own training, as the cost model sees it and as it ran.
 #[derive(Clone, Debug, Serialize)]
@@ -279,9 +64,9 @@ const NOT_MODELLED: [(&str, &str); 2] = [
     ),
 ];
 
-fn cases(args: &ScaleArgs, base: &TrainConfig) -> Vec<Case> {
+fn cases(workers: &[usize], base: &TrainConfig) -> Vec<Case> {
     let mut out = Vec::new();
-    for &n in &args.workers {
+    for &n in workers {
         let make = |algo: Algorithm, kb: usize, overlap: bool| {
             let mut cfg = base.clone();
             cfg.parallel.workers = n;
@@ -417,13 +202,20 @@ fn train_once(cfg: &TrainConfig, corpus: &data::Corpus) -> Result<Summary, Error
     Ok(train::train(cfg, corpus, init, &opts, |_| Ok(()))?.summary)
 }
 
-fn calibrate(args: &ScaleArgs) -> Result<(), Error> {
-    if args.workers.is_empty() || args.workers.contains(&0) {
+/// Runs the calibration: `workers` counts, `steps` per run, `rounds` interleaved; writes
+/// calibration.json and calibration.md into `out` when given.
+pub fn run(
+    workers: &[usize],
+    steps: usize,
+    rounds: usize,
+    out: Option<&Path>,
+) -> Result<(), Error> {
+    if workers.is_empty() || workers.contains(&0) {
         return Err(Error::Config(
             "--workers needs positive counts, e.g. --workers 1,2".into(),
         ));
     }
-    if args.steps < 2 || args.rounds == 0 {
+    if steps < 2 || rounds == 0 {
         return Err(Error::Config(
             "--steps must be at least 2 and --rounds at least 1 (e.g. --steps 20 --rounds 2)"
                 .into(),
@@ -431,8 +223,8 @@ fn calibrate(args: &ScaleArgs) -> Result<(), Error> {
     }
     let mut base = TrainConfig::default();
     base.schedule.eval_every = 0;
-    base.schedule.steps = args.steps;
-    if let Some(&n) = args.workers.iter().find(|&&n| base.parallel.batch % n != 0) {
+    base.schedule.steps = steps;
+    if let Some(&n) = workers.iter().find(|&&n| base.parallel.batch % n != 0) {
         return Err(Error::Config(format!(
             "--workers {n} does not divide the batch of {}: use counts dividing it (1, 2, 3, 4, 6, 12)",
             base.parallel.batch
@@ -440,7 +232,7 @@ fn calibrate(args: &ScaleArgs) -> Result<(), Error> {
     }
     let corpus = data::load(&base.data, base.seed)?;
     base.model.vocab_size = corpus.vocab.len();
-    let all = cases(args, &base);
+    let all = cases(workers, &base);
     for c in &all {
         c.cfg.validate()?;
         nanodist::config::check_memory(&c.cfg)?;
@@ -449,8 +241,8 @@ fn calibrate(args: &ScaleArgs) -> Result<(), Error> {
     println!(
         "nanodist scale --calibrate: {} ({cores} cores), {} steps per run, {} round(s)",
         cpu_model(),
-        args.steps,
-        args.rounds
+        steps,
+        rounds
     );
 
     // 1. the "link": the all-reduce alone, per worker count and algorithm
@@ -484,9 +276,9 @@ fn calibrate(args: &ScaleArgs) -> Result<(), Error> {
 
     // 2. in each round: the "GPU" (FLOP/s per core with n cores busy), then every case run;
     // each keeps its fastest round
-    let mut rates: Vec<(usize, f64)> = args.workers.iter().map(|&n| (n, 0.0)).collect();
+    let mut rates: Vec<(usize, f64)> = workers.iter().map(|&n| (n, 0.0)).collect();
     let mut best: Vec<Option<Summary>> = vec![None; all.len()];
-    for round in 1..=args.rounds {
+    for round in 1..=rounds {
         for (n, rate) in rates.iter_mut() {
             let r = rate_per_core(&base, &corpus, *n)?;
             println!(
@@ -545,24 +337,21 @@ fn calibrate(args: &ScaleArgs) -> Result<(), Error> {
     for (flag, why) in NOT_MODELLED {
         println!("  not modelled: {flag}: {why}");
     }
-    if let Some(dir) = &args.out {
+    if let Some(dir) = out {
         crate::rundir::create_out_dir(dir)?;
         let json = serde_json::json!({
             "machine": cpu_model(),
             "cores": cores,
-            "steps": args.steps,
-            "rounds": args.rounds,
+            "steps": steps,
+            "rounds": rounds,
             "flops_per_core": rates.iter().map(|(n, r)| serde_json::json!({"busy_cores": n, "flops": r})).collect::<Vec<_>>(),
             "allreduce_fits": fits,
             "rows": rows,
             "not_modelled": NOT_MODELLED.iter().map(|(f, w)| serde_json::json!({"flag": f, "why": w})).collect::<Vec<_>>(),
         });
-        write(
-            dir,
-            "calibration.json",
-            &serde_json::to_string_pretty(&json).expect("serialises"),
-        )?;
-        write(dir, "calibration.md", &md)?;
+        let json = serde_json::to_string_pretty(&json).expect("serialises");
+        nanodist::checkpoint::write_atomic(&dir.join("calibration.json"), json.as_bytes())?;
+        nanodist::checkpoint::write_atomic(&dir.join("calibration.md"), md.as_bytes())?;
         println!(
             "wrote calibration.json and calibration.md to {}",
             dir.display()
