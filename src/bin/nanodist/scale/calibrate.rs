@@ -179,14 +179,17 @@ fn rate_per_core(base: &TrainConfig, corpus: &data::Corpus, n: usize) -> Result<
     let mut one = base.clone();
     (one.parallel.workers, one.parallel.batch) = (1, base.parallel.batch / n);
     let flops = predict_case(&one, 1.0, None, 1).model_flops_per_step;
-    // Rust note: scoped threads may borrow `one` and `corpus`; each returns its own summary
+    // Replica 0 runs on this thread, as every case's training does, the others beside it.
+    // Rust note: scoped threads may borrow `one` and `corpus`; each returns its own result.
     let steps: Vec<Result<f64, Error>> = std::thread::scope(|s| {
-        let runs: Vec<_> = (0..n)
+        let others: Vec<_> = (1..n)
             .map(|_| s.spawn(|| train_once(&one, corpus).map(|s| s.step_ms_median)))
             .collect();
-        runs.into_iter()
-            .map(|h| h.join().expect("a replica panicked"))
-            .collect()
+        let mine = train_once(&one, corpus).map(|s| s.step_ms_median);
+        let others = others
+            .into_iter()
+            .map(|h| h.join().expect("a replica panicked"));
+        std::iter::once(mine).chain(others).collect()
     });
     let mean_ms = steps.into_iter().sum::<Result<f64, Error>>()? / n as f64;
     Ok(flops / (mean_ms / 1e3))
