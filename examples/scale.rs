@@ -65,7 +65,7 @@ fn main() {
 
     println!("0. The toy: nanodist's baby GPT, each 'GPU' one worker thread of this CPU.");
     println!(
-        "   The figures below are placeholders until `nanodist scale --calibrate` measures them:"
+        "   The figures below are placeholders (`nanodist scale --calibrate` measures this machine's):"
     );
     println!("   10 GFLOP/s per core in the matrix products, an all-reduce of 5 us + n / 5 GB/s.");
     let cpu = ScaleConfig {

@@ -109,37 +109,38 @@ impl ScaleConfig {
         let (n, t, p, b) = (self.gpus, self.tp, self.pp, self.micro_batch);
         if n == 0 || t == 0 || p == 0 || b == 0 || self.batch == 0 || self.gpus_per_node == 0 {
             return err(
-                "gpus, gpus per node, tp, pp, micro-batch and batch must be at least 1".into(),
+                "--gpus, --gpus-per-node, --tp, --pp, --micro-batch and --batch must be at least 1"
+                    .into(),
             );
         }
         if n % (t * p) != 0 {
             return err(format!(
-                "{n} GPUs do not split into tp {t} x pp {p}: make gpus a multiple of {}",
+                "{n} GPUs do not split into tp {t} x pp {p}: make --gpus a multiple of {}",
                 t * p
             ));
         }
         if self.model.layers % p != 0 {
             return err(format!(
-                "{} layers do not split into {p} pipeline stages: pick pp dividing the layers",
+                "{} layers do not split into {p} pipeline stages: pick --pp dividing the layers",
                 self.model.layers
             ));
         }
         if self.model.heads % t != 0 {
             return err(format!(
-                "{} heads do not split over tp {t}: pick tp dividing the heads",
+                "{} heads do not split over tp {t}: pick --tp dividing the heads",
                 self.model.heads
             ));
         }
         if self.zero > 3 {
             return err(format!(
-                "ZeRO stage {} does not exist: use 0, 1, 2 or 3",
+                "ZeRO stage {} does not exist: use --zero 0, 1, 2 or 3",
                 self.zero
             ));
         }
         let dp = n / (t * p);
         if self.batch % (dp * b) != 0 {
             return err(format!(
-                "batch {} does not split into {dp} replicas x micro-batches of {b}: make it a multiple of {}",
+                "batch {} does not split into {dp} replicas x micro-batches of {b}: make --batch a multiple of {}",
                 self.batch,
                 dp * b
             ));

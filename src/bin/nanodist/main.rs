@@ -1,4 +1,4 @@
-//! The `nanodist` command line: train | sample | allreduce | bench.
+//! The `nanodist` command line: train | sample | allreduce | bench | scale.
 //!
 //! `nanodist` alone trains with the defaults: the built-in corpus, one worker per core.
 //! Every failure ends as one line on stderr and a non-zero exit status: 2 for a command line
@@ -20,6 +20,7 @@ mod plot;
 mod record;
 mod report;
 mod rundir;
+mod scale;
 mod timeline;
 
 use allreduce::AllreduceArgs;
@@ -50,6 +51,9 @@ enum Command {
     Allreduce(AllreduceArgs),
     /// Measure thread scaling: tokens/s, efficiency and the time split per worker count.
     Bench(bench::BenchArgs),
+    /// Predict a run on thousands of GPUs (memory, step time, days), or calibrate the same
+    /// model on this machine's threads (--calibrate).
+    Scale(Box<scale::ScaleArgs>),
 }
 
 fn main() -> ExitCode {
@@ -81,6 +85,7 @@ fn main() -> ExitCode {
         Some(Command::Sample(args)) => run_sample(args),
         Some(Command::Allreduce(args)) => allreduce::run(&args),
         Some(Command::Bench(args)) => bench::run(&args),
+        Some(Command::Scale(args)) => scale::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

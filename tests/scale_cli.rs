@@ -1,0 +1,167 @@
+//! `nanodist scale` as a user meets it: the JSON it promises, the files `--out` writes, a
+//! calibration that runs end to end, and one line for every bad input. No timing is
+//! asserted here: speed lives in benchmarks, never in a pass/fail test.
+
+mod common;
+
+use common::{assert_one_line_error, nanodist, TempDir};
+
+/// Runs `nanodist scale --json ARGS` and parses its one JSON object.
+fn scale_json(args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["scale", "--json"];
+    all.extend_from_slice(args);
+    let out = nanodist(&all);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "nanodist {all:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.trim().lines().count(), 1, "not one line: {stdout}");
+    serde_json::from_str(stdout.trim()).expect("one JSON object")
+}
+
+const KEYS: [&str; 7] = [
+    "fits",
+    "memory_gib_per_gpu",
+    "step_s",
+    "tflops_per_gpu",
+    "mfu",
+    "tokens_per_s",
+    "days",
+];
+
+fn assert_keys(v: &serde_json::Value) {
+    for key in KEYS {
+        assert!(v.get(key).is_some(), "missing key {key} in {v}");
+    }
+}
+
+#[test]
+fn the_default_is_megatrons_175b_run_and_fits() {
+    let v = scale_json(&[]);
+    assert_keys(&v);
+    assert_eq!(v["fits"], true);
+    assert_eq!(v["config"]["gpus"], 1024);
+    assert_eq!(v["layout"]["dp"], 16);
+}
+
+#[test]
+fn presets_and_layouts_that_do_not_fit() {
+    let v = scale_json(&[
+        "--model", "gpt2", "--gpus", "8", "--tp", "1", "--pp", "1", "--batch", "64",
+    ]);
+    assert_keys(&v);
+    assert_eq!(v["fits"], true);
+    assert_eq!(v["config"]["model"]["layers"], 12);
+    // GPT-3 on 64 GPUs of pure data parallelism: every GPU holds all 175B parameters
+    let v = scale_json(&[
+        "--model",
+        "gpt3-175b",
+        "--gpus",
+        "64",
+        "--tp",
+        "1",
+        "--pp",
+        "1",
+        "--batch",
+        "64",
+    ]);
+    assert_keys(&v);
+    assert_eq!(v["fits"], false);
+    // the shape flags change the preset
+    let v = scale_json(&[
+        "--model", "tiny", "--layers", "2", "--gpus", "2", "--tp", "1", "--pp", "1", "--batch",
+        "12",
+    ]);
+    assert_eq!(v["config"]["model"]["layers"], 2);
+}
+
+#[test]
+fn out_writes_the_pictures_and_refuses_a_full_directory() {
+    let tmp = TempDir::new("scale-out");
+    let dir = tmp.path("pred");
+    let out = nanodist(&["scale", "--gpu", "h100", "--out", dir.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in ["step.svg", "memory.svg", "goodput.svg", "prediction.json"] {
+        let text = std::fs::read_to_string(dir.join(f)).unwrap_or_else(|_| panic!("no {f}"));
+        assert!(!text.is_empty(), "{f} is empty");
+    }
+    let again = nanodist(&["scale", "--out", dir.to_str().unwrap()]);
+    assert_one_line_error(&again, &["--out", "not an empty directory"]);
+}
+
+#[test]
+fn calibrate_runs_and_writes_its_table() {
+    let tmp = TempDir::new("scale-calibrate");
+    let dir = tmp.path("cal");
+    let out = nanodist(&[
+        "scale",
+        "--calibrate",
+        "--steps",
+        "3",
+        "--rounds",
+        "1",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("calibration.json")).unwrap())
+            .unwrap();
+    let rows = v["rows"].as_array().expect("rows");
+    assert!(rows.len() >= 2, "{v}");
+    for r in rows {
+        for key in ["flags", "predicted_ms", "measured_ms", "ratio"] {
+            assert!(r.get(key).is_some(), "row lacks {key}: {r}");
+        }
+        assert!(r["ratio"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    let md = std::fs::read_to_string(dir.join("calibration.md")).unwrap();
+    assert!(md.contains("| `--workers 2 --allreduce shared` |"), "{md}");
+    assert!(!v["not_modelled"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn bad_input_is_one_line() {
+    let cases: [(&[&str], &[&str]); 8] = [
+        (&["--model", "gpt5"], &["--model gpt5", "gpt3"]),
+        (&["--gpu", "v100"], &["--gpu v100", "a100 or h100"]),
+        (
+            &["--gpus", "1000"],
+            &["1000 GPUs", "--gpus a multiple of 64"],
+        ),
+        (&["--model", "tiny"], &["--pp"]),
+        (&["--batch", "100"], &["batch 100", "--batch"]),
+        (&["--zero", "4"], &["ZeRO stage 4", "--zero"]),
+        (&["--layers", "0"], &["--layers must be at least 1"]),
+        (
+            &["--calibrate", "--workers", "5"],
+            &["--workers 5", "divide"],
+        ),
+    ];
+    for (args, needles) in cases {
+        let mut all = vec!["scale"];
+        all.extend_from_slice(args);
+        let out = nanodist(&all);
+        assert_one_line_error(&out, needles);
+        assert_eq!(out.status.code(), Some(1), "{all:?}");
+    }
+    // a value that does not parse is clap's, exit 2, still one line
+    for args in [
+        &["scale", "--gpus", "many"][..],
+        &["scale", "--recompute", "maybe"],
+    ] {
+        let out = nanodist(args);
+        assert_one_line_error(&out, &["--"]);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+    }
+}
