@@ -157,12 +157,16 @@ pub fn train(
         tracks: vec![Vec::new(); cfg.parallel.workers],
         pending: BTreeMap::new(),
         last_step: vec![init.step; cfg.parallel.workers],
+        held: None,
     };
     let mut failed = None;
     let results: Vec<std::thread::Result<Result<WorkerDone, Error>>> = std::thread::scope(|s| {
         let (tx, rx) = crossbeam::channel::unbounded();
         let mut handles = Vec::with_capacity(cfg.parallel.workers);
-        for (rank, comm) in collective::group(cfg.parallel.workers).into_iter().enumerate() {
+        for (rank, comm) in collective::group(cfg.parallel.workers)
+            .into_iter()
+            .enumerate()
+        {
             let (ctx, tx) = (&ctx, tx.clone());
             let spawned = std::thread::Builder::new()
                 .name(format!("worker-{rank}"))
@@ -188,6 +192,10 @@ pub fn train(
                 failed = Some(e);
                 stop.store(true, Ordering::Relaxed);
             }
+        }
+        if let (Some(state), None) = (fold.held.take(), &failed) {
+            // its row never came (a worker failed first): the state is still good to keep
+            failed = on_event(Event::Checkpoint(state)).err();
         }
         handles.into_iter().map(|h| h.join()).collect()
     });
@@ -228,6 +236,8 @@ struct Fold {
     pending: BTreeMap<usize, Vec<StepReport>>,
     /// Each worker's last reported step (named if it panics).
     last_step: Vec<usize>,
+    /// A checkpoint's state waiting for the row of its last step.
+    held: Option<TrainState>,
 }
 
 impl Fold {
@@ -248,13 +258,26 @@ impl Fold {
                 if group.len() == self.workers {
                     let row = aggregate(cfg, self.pending.remove(&step).unwrap());
                     self.rows.push(row);
-                    return on_event(Event::Step(self.rows.last().unwrap()));
+                    on_event(Event::Step(self.rows.last().unwrap()))?;
+                    if self.held.as_ref().is_some_and(|h| h.step <= step + 1) {
+                        let state = self.held.take().unwrap();
+                        return on_event(Event::Checkpoint(state));
+                    }
                 }
                 Ok(())
             }
             Report::Eval { step, val_loss } => {
                 self.evals.push((step, val_loss));
                 on_event(Event::Eval { step, val_loss })
+            }
+            // Rank 0 may send the state after step s before a slower worker has reported
+            // step s - 1: the checkpoint waits for that row, so that a checkpoint on disk
+            // never runs ahead of the rows in the caller's log.
+            Report::Checkpoint(state)
+                if self.rows.last().map_or(0, |r| r.step + 1) < state.step =>
+            {
+                self.held = Some(state);
+                Ok(())
             }
             Report::Checkpoint(state) => on_event(Event::Checkpoint(state)),
         }

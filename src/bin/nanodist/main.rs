@@ -318,9 +318,10 @@ fn catch_interrupts() -> Result<Signals, Error> {
     };
     for (sig, code) in [(SIGINT, 130), (SIGTERM, 143)] {
         // Registered in this order, so a signal first checks whether one came before.
-        let registered = flag::register_conditional_shutdown(sig, code, signals.interrupted.clone())
-            .and_then(|_| flag::register_usize(sig, signals.last.clone(), sig as usize))
-            .and_then(|_| flag::register(sig, signals.interrupted.clone()));
+        let registered =
+            flag::register_conditional_shutdown(sig, code, signals.interrupted.clone())
+                .and_then(|_| flag::register_usize(sig, signals.last.clone(), sig as usize))
+                .and_then(|_| flag::register(sig, signals.interrupted.clone()));
         registered.map_err(|e| {
             Error::Config(format!(
                 "cannot install the Ctrl-C handler ({e}): run nanodist where signals can be caught"
@@ -333,7 +334,9 @@ fn catch_interrupts() -> Result<Signals, Error> {
 /// A prompt for the end-of-run hint that the corpus can continue: its first word (at most
 /// 8 chars), so every char is in the vocabulary.
 fn hint_prompt(corpus: &data::Corpus) -> String {
-    let head = corpus.vocab.decode(&corpus.train[..corpus.train.len().min(64)]);
+    let head = corpus
+        .vocab
+        .decode(&corpus.train[..corpus.train.len().min(64)]);
     let word: String = head
         .trim_start()
         .chars()

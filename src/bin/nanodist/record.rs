@@ -120,7 +120,8 @@ pub fn train_and_record(
 /// Turns a failed write of a run file into one line that names the run directory and what
 /// to do: a full disk, say, is fixed outside nanodist, and the run then continues.
 pub fn in_run_dir(dir: &Path) -> impl Fn(Error) -> Error + '_ {
-    move |e| match e {
+    move |e| {
+        match e {
         Error::Io { path, source } => Error::Config(format!(
             "cannot write {} ({source}): the run directory {} needs free space and write permission; make room (or copy it to another disk) and continue with --resume {}",
             path.display(),
@@ -128,6 +129,7 @@ pub fn in_run_dir(dir: &Path) -> impl Fn(Error) -> Error + '_ {
             dir.display()
         )),
         other => other,
+    }
     }
 }
 

@@ -138,7 +138,7 @@ pub fn resume(dir: &Path, overrides: impl FnOnce(&mut TrainConfig)) -> Result<Re
     let complete = dir.join("summary.json").exists();
     if complete && asked.schedule.steps <= ck.step {
         return Err(Error::Config(format!(
-            "the run in {} is complete at step {}: pass a larger --steps to continue it",
+            "the run in {} has done {} steps already: pass a larger --steps to continue it",
             dir.display(),
             ck.step
         )));
