@@ -133,7 +133,7 @@ fn sigint_stops_at_a_step_boundary_and_a_resume_on_two_workers_equals_four_unint
     ok(&nanodist(&args(full_s, &flags)));
     let expected = json(&full.join("summary.json"))["param_hash"].clone();
 
-    let mut child = spawn(&args(
+    let child = spawn(&args(
         part_s,
         &[&flags[..], &["--straggler", "0:3"]].concat(),
     ));

@@ -203,7 +203,7 @@ fn run_train(args: TrainArgs) -> Result<ExitCode, Error> {
     if init.step == 0 {
         let json = serde_json::to_string_pretty(&cfg).expect("config serialises");
         checkpoint::write_atomic(&dir.join("config.json"), json.as_bytes())
-            .map_err(record::in_run_dir(&dir))?;
+            .map_err(rundir::in_run_dir(&dir))?;
     }
     if !args.quiet {
         println!(

@@ -10,7 +10,7 @@
 //!
 //! metrics.jsonl is written through, one `write` per line, so a run killed at any moment
 //! leaves every finished step on disk; a resume cuts it back to the checkpoint's step
-//! ([`cut_metrics`]) before it appends, so each step appears exactly once.
+//! (`rundir::cut_metrics`) before it appends, so each step appears exactly once.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -41,7 +41,7 @@ pub fn train_and_record(
     data: Option<&DataFingerprint>,
     interrupt: Arc<AtomicBool>,
 ) -> Result<train::Outcome, Error> {
-    let disk = in_run_dir(dir);
+    let disk = rundir::in_run_dir(dir);
     let mut metrics = open_metrics(dir, init.step > 0).map_err(&disk)?;
     let mut progress = Progress::new(cfg, init.step, quiet);
     let mut last_checkpoint = None;
@@ -117,22 +117,6 @@ pub fn train_and_record(
     Ok(outcome)
 }
 
-/// Turns a failed write of a run file into one line that names the run directory and what
-/// to do: a full disk, say, is fixed outside nanodist, and the run then continues.
-pub fn in_run_dir(dir: &Path) -> impl Fn(Error) -> Error + '_ {
-    move |e| {
-        match e {
-        Error::Io { path, source } => Error::Config(format!(
-            "cannot write {} ({source}): the run directory {} needs free space and write permission; make room (or copy it to another disk) and continue with --resume {}",
-            path.display(),
-            dir.display(),
-            dir.display()
-        )),
-        other => other,
-    }
-    }
-}
-
 fn open_metrics(dir: &Path, append: bool) -> Result<File, Error> {
     let path = dir.join("metrics.jsonl");
     OpenOptions::new()
@@ -148,32 +132,6 @@ fn open_metrics(dir: &Path, append: bool) -> Result<File, Error> {
 fn write_line(file: &mut File, dir: &Path, line: &str) -> Result<(), Error> {
     let bytes = format!("{line}\n");
     (file.write_all(bytes.as_bytes())).map_err(|e| Error::io(dir.join("metrics.jsonl"), e))
-}
-
-/// Cuts `dir/metrics.jsonl` back to a checkpoint of `step` steps: the rows of steps
-/// `0..step` and the evaluations after at most `step` steps stay; the rows a run wrote after
-/// its last checkpoint (and a line half-written by a kill) go, since the resumed run
-/// computes those steps again.
-pub fn cut_metrics(dir: &Path, step: usize) -> Result<(), Error> {
-    let path = dir.join("metrics.jsonl");
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        return Ok(()); // none yet: the resumed run starts it
-    };
-    let mut kept = String::with_capacity(text.len());
-    for line in text.lines() {
-        let Ok(row) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        let Some(s) = row["step"].as_u64().map(|s| s as usize) else {
-            continue;
-        };
-        let is_eval = row.get("val_loss").is_some();
-        if (is_eval && s <= step) || (!is_eval && s < step) {
-            kept.push_str(line);
-            kept.push('\n');
-        }
-    }
-    checkpoint::write_atomic(&path, kept.as_bytes()).map_err(in_run_dir(dir))
 }
 
 /// `provenance.json`: where a run's numbers came from.
@@ -216,7 +174,7 @@ pub fn begin_provenance(
         None => p["invocations"] = serde_json::json!([invocation]),
     }
     let text = serde_json::to_string_pretty(&p).expect("provenance serialises");
-    checkpoint::write_atomic(&path, text.as_bytes()).map_err(in_run_dir(dir))
+    checkpoint::write_atomic(&path, text.as_bytes()).map_err(rundir::in_run_dir(dir))
 }
 
 /// Records the sample text the run printed, in its invocation of provenance.json.
@@ -227,7 +185,7 @@ pub fn record_sample(dir: &Path, text: &str) -> Result<(), Error> {
     }
     let text = serde_json::to_string_pretty(&p).expect("provenance serialises");
     let path = dir.join(rundir::PROVENANCE);
-    checkpoint::write_atomic(&path, text.as_bytes()).map_err(in_run_dir(dir))
+    checkpoint::write_atomic(&path, text.as_bytes()).map_err(rundir::in_run_dir(dir))
 }
 
 fn read_provenance(dir: &Path) -> serde_json::Value {

@@ -184,7 +184,7 @@ pub fn resume(dir: &Path, overrides: impl FnOnce(&mut TrainConfig)) -> Result<Re
             ck.vocab.chars().count()
         )));
     }
-    crate::record::cut_metrics(dir, ck.step)?;
+    cut_metrics(dir, ck.step)?;
     let json = serde_json::to_string_pretty(&cfg).expect("config serialises");
     checkpoint::write_atomic(&dir.join("config.json"), json.as_bytes())?;
     let init = TrainState {
@@ -356,6 +356,48 @@ pub fn prepare(dir: &Path) -> Result<Lock, Error> {
         )));
     }
     Ok(lock)
+}
+
+/// Turns a failed write of a run file into one line that names the run directory and what
+/// to do: a full disk, say, is fixed outside nanodist, and the run then continues.
+pub fn in_run_dir(dir: &Path) -> impl Fn(Error) -> Error + '_ {
+    move |e| {
+        match e {
+        Error::Io { path, source } => Error::Config(format!(
+            "cannot write {} ({source}): the run directory {} needs free space and write permission; make room (or copy it to another disk) and continue with --resume {}",
+            path.display(),
+            dir.display(),
+            dir.display()
+        )),
+        other => other,
+    }
+    }
+}
+
+/// Cuts `dir/metrics.jsonl` back to a checkpoint of `step` steps: the rows of steps
+/// `0..step` and the evaluations after at most `step` steps stay; the rows a run wrote after
+/// its last checkpoint (and a line half-written by a kill) go, since the resumed run
+/// computes those steps again.
+pub fn cut_metrics(dir: &Path, step: usize) -> Result<(), Error> {
+    let path = dir.join("metrics.jsonl");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(()); // none yet: the resumed run starts it
+    };
+    let mut kept = String::with_capacity(text.len());
+    for line in text.lines() {
+        let Ok(row) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let Some(s) = row["step"].as_u64().map(|s| s as usize) else {
+            continue;
+        };
+        let is_eval = row.get("val_loss").is_some();
+        if (is_eval && s <= step) || (!is_eval && s < step) {
+            kept.push_str(line);
+            kept.push('\n');
+        }
+    }
+    checkpoint::write_atomic(&path, kept.as_bytes()).map_err(in_run_dir(dir))
 }
 
 /// Creates `dir` and its parents for a command's files, or says which `--out` to change.
