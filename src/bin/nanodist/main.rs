@@ -3,7 +3,10 @@
 //! `nanodist` alone trains with the defaults: the built-in corpus, one worker per core.
 //! Every failure ends as one line on stderr and a non-zero exit status: 2 for a command line
 //! that does not parse, 1 for everything else. A reader of stdout that leaves early
-//! (`nanodist | head`) stops nanodist quietly with 141, as SIGPIPE stops C tools.
+//! (`nanodist | head`) stops nanodist quietly with 141, as SIGPIPE stops C tools. Ctrl-C
+//! (SIGINT) or SIGTERM during training stops it cleanly at a step boundary, with a
+//! checkpoint and one line saying how to resume, and exits with 130 / 143 as a shell
+//! reports those signals; a second one exits at once.
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
