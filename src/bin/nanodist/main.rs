@@ -24,6 +24,7 @@ mod allreduce;
 mod bench;
 mod chrome;
 mod cli;
+mod lock;
 mod plot;
 mod record;
 mod report;
@@ -167,6 +168,8 @@ fn one_line(report: &str) -> String {
 }
 
 fn run_train(args: TrainArgs) -> Result<ExitCode, Error> {
+    // Caught from the start: a Ctrl-C while the corpus loads still ends with a checkpoint.
+    let signals = catch_interrupts()?;
     // `_lock` holds the run directory until this function returns (or the process ends).
     let (cfg, corpus, init, dir, data, _lock) = match &args.resume {
         Some(dir) => {
@@ -226,7 +229,6 @@ fn run_train(args: TrainArgs) -> Result<ExitCode, Error> {
             println!("resuming {} at step {}", dir.display(), init.step);
         }
     }
-    let signals = catch_interrupts()?;
     let outcome = record::train_and_record(
         &cfg,
         &corpus,

@@ -19,8 +19,6 @@
 //! data file (found by its recorded absolute path or a new `--data`, accepted by size and
 //! hash). Any disagreement is refused on one line that says which record and what to do.
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use nanodist::checkpoint::{self, DataFingerprint};
@@ -30,75 +28,10 @@ use nanodist::optim::AdamW;
 use nanodist::parallel::data_parallel::TrainState;
 use nanodist::Error;
 
-/// The lock file's name inside a run directory.
-pub const LOCK: &str = "nanodist.lock";
+use crate::lock::{lock, Lock, LOCK};
+
 /// The file that marks a directory as a nanodist run (see `record::Provenance`).
 pub const PROVENANCE: &str = "provenance.json";
-
-/// An exclusive hold on a run directory: released when dropped (or when the process ends).
-///
-/// Rust note: `File::lock` is an advisory whole-file lock (`flock` on Unix); the lock lives
-/// as long as the `File`, so owning this value IS owning the directory.
-pub struct Lock {
-    _file: File,
-}
-
-/// Takes the run directory `dir` (which exists) for this process, or says who holds it.
-pub fn lock(dir: &Path) -> Result<Lock, Error> {
-    let path = dir.join(LOCK);
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(|e| {
-            Error::Config(format!(
-                "cannot create the lock file {} ({e}): pass a run directory you can write to",
-                path.display()
-            ))
-        })?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            return Err(Error::Config(format!(
-                "the run directory {} is in use by nanodist (pid {}): wait for that run to end or stop it, or pass another directory",
-                dir.display(),
-                holder(&path)
-            )))
-        }
-        Err(std::fs::TryLockError::Error(e)) => {
-            return Err(Error::Config(format!(
-                "cannot lock {} ({e}): use a run directory on a local disk",
-                path.display()
-            )))
-        }
-    }
-    // Locked: now the pid is ours to write.
-    let pid = std::process::id().to_string();
-    let written = (file.set_len(0))
-        .and_then(|()| file.rewind())
-        .and_then(|()| file.write_all(pid.as_bytes()))
-        .and_then(|()| file.flush());
-    written.map_err(|e| Error::io(&path, e))?;
-    Ok(Lock { _file: file })
-}
-
-/// The pid written in a lock file by its holder (which writes it just after locking, so
-/// a moment's wait covers a holder that started a moment ago).
-fn holder(path: &Path) -> String {
-    for _ in 0..50 {
-        let mut text = String::new();
-        if let Ok(mut f) = File::open(path) {
-            let _ = f.read_to_string(&mut text);
-        }
-        if !text.trim().is_empty() {
-            return text.trim().to_string();
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    "unknown".into()
-}
 
 /// A run read back from its directory, ready to continue.
 pub struct Resumed {
@@ -144,9 +77,9 @@ pub fn resume(dir: &Path, overrides: impl FnOnce(&mut TrainConfig)) -> Result<Re
         )));
     }
     let new_data = (asked.data != cfg.data).then(|| asked.data.clone());
+    let recorded_data = std::mem::replace(&mut cfg.data, asked.data.clone());
     cfg.schedule.steps = asked.schedule.steps;
     cfg.parallel.workers = asked.parallel.workers;
-    cfg.data = asked.data.clone();
     cfg.faults = asked.faults.clone();
     cfg.schedule.check_replicas = asked.schedule.check_replicas;
     if asked != cfg {
@@ -155,6 +88,7 @@ pub fn resume(dir: &Path, overrides: impl FnOnce(&mut TrainConfig)) -> Result<Re
             dir.display()
         )));
     }
+    cfg.data = recorded_data; // find_data checks a new path before it replaces this one
     let (p, workers) = (&cfg.parallel, cfg.parallel.workers);
     if workers > 0 && p.batch % (workers * p.accum) != 0 {
         return Err(Error::Config(format!(
@@ -225,6 +159,9 @@ fn find_data(
     }
     let Some(then) = then else {
         // A checkpoint without a fingerprint: only the vocabulary can be checked.
+        if let Some(new) = new {
+            cfg.data = new.to_string();
+        }
         return Ok(None);
     };
     let path = PathBuf::from(new.unwrap_or(&then.path));
