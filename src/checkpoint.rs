@@ -141,6 +141,12 @@ fn checksum(meta: &HashMap<String, String>, tensors: &[(String, Vec<usize>, Vec<
         h = fnv1a64(h, key.as_bytes());
         h = fnv1a64(h, meta.get(key).map_or(&[][..], |v| v.as_bytes()));
     }
+    // The data fingerprint is hashed only where present, so a checkpoint without one
+    // keeps the checksum it was written with.
+    if let Some(data) = meta.get("data") {
+        h = fnv1a64(h, b"data");
+        h = fnv1a64(h, data.as_bytes());
+    }
     for (name, _, bytes) in tensors {
         h = fnv1a64(h, name.as_bytes());
         h = fnv1a64(h, bytes);
