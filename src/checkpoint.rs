@@ -3,7 +3,8 @@
 //! `checkpoint.safetensors` holds the weights under nanoGPT's `state_dict` names (so
 //! `safetensors.torch.load_file` reads them as-is), the AdamW moments as
 //! `optimizer.m.<name>` / `optimizer.v.<name>`, and string metadata: the step, the
-//! configuration, the vocabulary, the sampler's state and a checksum.
+//! configuration, the vocabulary, the sampler's state, the data file's fingerprint (see
+//! [`DataFingerprint`]) and a checksum.
 //!
 //! ```text
 //!  save:  bytes -> checkpoint.safetensors.tmp -> fsync -> rename -> fsync(dir)
@@ -45,6 +46,58 @@ pub struct Checkpoint {
     pub adam_v: Vec<f32>,
     /// AdamW's step counter (for bias correction).
     pub adam_t: u64,
+    /// The data file the run trains on (`None` for the built-in corpus, which its seed
+    /// makes again, and for checkpoints written before fingerprints were recorded).
+    pub data: Option<DataFingerprint>,
+}
+
+/// A data file as a run records it: where it was, and enough of its content to tell
+/// whether a file found later is the same one.
+///
+/// ```text
+///   {"path": "/home/me/corpus.txt", "bytes": 1115394, "fnv1a64": "a5f0...16 hex digits"}
+/// ```
+/// A resumed run looks for the file at `path` (absolute, so the working directory does not
+/// matter), or at a new path the user names, and refuses it unless size and hash match.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DataFingerprint {
+    /// The file's absolute path when the run recorded it.
+    pub path: String,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// 64-bit FNV-1a of its bytes, 16 hex digits.
+    pub fnv1a64: String,
+}
+
+impl DataFingerprint {
+    /// The fingerprint of the file at `path` (made absolute), read now.
+    pub fn of_file(path: &Path) -> Result<DataFingerprint, Error> {
+        let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
+        let abs = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        Ok(DataFingerprint {
+            path: abs.display().to_string(),
+            bytes: bytes.len() as u64,
+            fnv1a64: format!("{:016x}", fnv1a64(FNV_OFFSET, &bytes)),
+        })
+    }
+
+    /// What differs between `self` (the file found now) and `then` (the one recorded),
+    /// in words; `None` when they are the same content.
+    pub fn differs_from(&self, then: &DataFingerprint) -> Option<String> {
+        if self.bytes != then.bytes {
+            Some(format!(
+                "its size is {} bytes, the run's data had {}",
+                self.bytes, then.bytes
+            ))
+        } else if self.fnv1a64 != then.fnv1a64 {
+            Some(format!(
+                "it has the same size ({} bytes) but other contents (FNV-1a {}, the run's data {})",
+                self.bytes, self.fnv1a64, then.fnv1a64
+            ))
+        } else {
+            None
+        }
+    }
 }
 
 /// 64-bit FNV-1a over `bytes`, continuing from `hash` (start with [`FNV_OFFSET`]).
@@ -87,6 +140,12 @@ fn checksum(meta: &HashMap<String, String>, tensors: &[(String, Vec<usize>, Vec<
     for key in ["step", "config", "vocab", "rng", "adam_t"] {
         h = fnv1a64(h, key.as_bytes());
         h = fnv1a64(h, meta.get(key).map_or(&[][..], |v| v.as_bytes()));
+    }
+    // The data fingerprint is hashed only where present, so a checkpoint without one
+    // keeps the checksum it was written with.
+    if let Some(data) = meta.get("data") {
+        h = fnv1a64(h, b"data");
+        h = fnv1a64(h, data.as_bytes());
     }
     for (name, _, bytes) in tensors {
         h = fnv1a64(h, name.as_bytes());
@@ -162,6 +221,10 @@ pub fn save(dir: &Path, ck: &Checkpoint) -> Result<PathBuf, Error> {
         ),
     );
     meta.insert("adam_t".into(), ck.adam_t.to_string());
+    if let Some(data) = &ck.data {
+        let json = serde_json::to_string(data).expect("a fingerprint serialises");
+        meta.insert("data".into(), json);
+    }
     meta.insert("checksum".into(), checksum(&meta, &tensors));
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
         .iter()
@@ -274,8 +337,16 @@ pub fn decode(bytes: &[u8], origin: &str) -> Result<Checkpoint, Error> {
             "its checksum does not match: a byte was changed after it was written".into(),
         ));
     }
+    let data = match meta.get("data") {
+        Some(json) => Some(
+            serde_json::from_str(json)
+                .map_err(|e| damaged(format!("unreadable data fingerprint: {e}")))?,
+        ),
+        None => None,
+    };
     let [params, adam_m, adam_v] = values;
     Ok(Checkpoint {
+        data,
         vocab: field("vocab")?,
         config,
         step,
@@ -311,6 +382,11 @@ mod tests {
             adam_m: (0..n).map(|i| i as f32 * 1e-3).collect(),
             adam_v: (0..n).map(|i| i as f32 * 1e-6).collect(),
             adam_t: 7,
+            data: Some(DataFingerprint {
+                path: "/data/text.txt".into(),
+                bytes: 1234,
+                fnv1a64: "0123456789abcdef".into(),
+            }),
         }
     }
 

@@ -326,6 +326,14 @@ impl TrainConfig {
                 ));
             }
         }
+        if let Some((w, step)) = self.faults.fault.filter(|f| f.1 >= s.steps) {
+            return cfg(format!(
+                "--fault {w}:{step} names step {step}, which a run of --steps {} (steps 0 to {}) never reaches: choose a step below {}",
+                s.steps,
+                s.steps - 1,
+                s.steps
+            ));
+        }
         Ok(())
     }
 }

@@ -21,7 +21,8 @@
 //! summary, is [`crate::metrics`].
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::collective;
@@ -69,6 +70,10 @@ pub struct Outcome {
     pub evals: Vec<(usize, f64)>,
     /// Each worker's timeline spans of the first traced steps.
     pub tracks: Vec<Vec<Span>>,
+    /// `Some(k)`: [`RunOptions::interrupt`] stopped the run after `k` steps, with a
+    /// checkpoint of step `k`; the summary covers the steps run so far, and its `val_loss`
+    /// is NaN (the evaluation over all windows belongs to the run that finishes).
+    pub interrupted_at: Option<usize>,
 }
 
 /// Fresh weights for `cfg`.
@@ -88,6 +93,13 @@ pub struct RunOptions {
     pub final_eval: bool,
     /// Keep the timeline spans of this many steps from the start.
     pub trace_steps: usize,
+    /// Once set (by a signal handler, say), every worker stops at the same step boundary
+    /// soon after, and the run ends early with a checkpoint of that step
+    /// ([`Outcome::interrupted_at`]).
+    ///
+    /// Rust note: an `Arc` rather than a borrow, because a signal handler is registered for
+    /// the life of the process and must own what it sets.
+    pub interrupt: Option<Arc<AtomicBool>>,
 }
 
 impl Default for RunOptions {
@@ -95,6 +107,7 @@ impl Default for RunOptions {
         RunOptions {
             final_eval: true,
             trace_steps: TRACE_STEPS,
+            interrupt: None,
         }
     }
 }
@@ -125,6 +138,7 @@ pub fn train(
     }
     let wall = Instant::now();
     let stop = AtomicBool::new(false);
+    let stop_at = AtomicUsize::new(usize::MAX);
     let ctx = Context {
         cfg,
         corpus,
@@ -133,6 +147,8 @@ pub fn train(
         trace_steps: opts.trace_steps,
         final_eval: opts.final_eval,
         stop: &stop,
+        interrupt: opts.interrupt.as_deref(),
+        stop_at: &stop_at,
     };
     let mut fold = Fold {
         workers: cfg.parallel.workers,
@@ -141,21 +157,34 @@ pub fn train(
         tracks: vec![Vec::new(); cfg.parallel.workers],
         pending: BTreeMap::new(),
         last_step: vec![init.step; cfg.parallel.workers],
+        held: None,
     };
     let mut failed = None;
     let results: Vec<std::thread::Result<Result<WorkerDone, Error>>> = std::thread::scope(|s| {
         let (tx, rx) = crossbeam::channel::unbounded();
-        let handles: Vec<_> = collective::group(cfg.parallel.workers)
+        let mut handles = Vec::with_capacity(cfg.parallel.workers);
+        for (rank, comm) in collective::group(cfg.parallel.workers)
             .into_iter()
             .enumerate()
-            .map(|(rank, comm)| {
-                let (ctx, tx) = (&ctx, tx.clone());
-                std::thread::Builder::new()
-                    .name(format!("worker-{rank}"))
-                    .spawn_scoped(s, move || run_worker(ctx, comm, tx))
-                    .expect("spawn a worker thread")
-            })
-            .collect();
+        {
+            let (ctx, tx) = (&ctx, tx.clone());
+            let spawned = std::thread::Builder::new()
+                .name(format!("worker-{rank}"))
+                .spawn_scoped(s, move || run_worker(ctx, comm, tx));
+            match spawned {
+                Ok(h) => handles.push(h),
+                Err(e) => {
+                    // The closure (and with it this rank's endpoint) is dropped: the workers
+                    // already started see a peer gone at their first collective and return.
+                    stop.store(true, Ordering::Relaxed);
+                    failed = Some(Error::Worker(format!(
+                        "cannot start worker thread {rank} of {} ({e}): the process has reached a thread limit; use fewer --workers or raise the limit (ulimit -u)",
+                        cfg.parallel.workers
+                    )));
+                    break;
+                }
+            }
+        }
         drop(tx); // each worker holds its own Sender: the loop ends when the last one returns
         for report in rx {
             let r = fold.take(cfg, report, &mut on_event);
@@ -164,13 +193,17 @@ pub fn train(
                 stop.store(true, Ordering::Relaxed);
             }
         }
+        if let (Some(state), None) = (fold.held.take(), &failed) {
+            // its row never came (a worker failed first): the state is still good to keep
+            failed = on_event(Event::Checkpoint(state)).err();
+        }
         handles.into_iter().map(|h| h.join()).collect()
     });
     if let Some(e) = failed {
         return Err(e);
     }
     let done = root_cause(results, &fold.last_step)?;
-    let summary = summarise(
+    let mut summary = summarise(
         cfg,
         corpus,
         init.step,
@@ -179,6 +212,9 @@ pub fn train(
         &done.params,
         wall,
     );
+    if let Some(k) = done.stopped_at {
+        summary.steps = k; // the steps run so far, which the checkpoint holds
+    }
     Ok(Outcome {
         summary,
         model: Gpt::from_params(cfg.model.clone(), done.params),
@@ -186,6 +222,7 @@ pub fn train(
         rows: fold.rows,
         evals: fold.evals,
         tracks: fold.tracks,
+        interrupted_at: done.stopped_at,
     })
 }
 
@@ -199,6 +236,8 @@ struct Fold {
     pending: BTreeMap<usize, Vec<StepReport>>,
     /// Each worker's last reported step (named if it panics).
     last_step: Vec<usize>,
+    /// A checkpoint's state waiting for the row of its last step.
+    held: Option<TrainState>,
 }
 
 impl Fold {
@@ -219,13 +258,26 @@ impl Fold {
                 if group.len() == self.workers {
                     let row = aggregate(cfg, self.pending.remove(&step).unwrap());
                     self.rows.push(row);
-                    return on_event(Event::Step(self.rows.last().unwrap()));
+                    on_event(Event::Step(self.rows.last().unwrap()))?;
+                    if self.held.as_ref().is_some_and(|h| h.step <= step + 1) {
+                        let state = self.held.take().unwrap();
+                        return on_event(Event::Checkpoint(state));
+                    }
                 }
                 Ok(())
             }
             Report::Eval { step, val_loss } => {
                 self.evals.push((step, val_loss));
                 on_event(Event::Eval { step, val_loss })
+            }
+            // Rank 0 may send the state after step s before a slower worker has reported
+            // step s - 1: the checkpoint waits for that row, so that a checkpoint on disk
+            // never runs ahead of the rows in the caller's log.
+            Report::Checkpoint(state)
+                if self.rows.last().map_or(0, |r| r.step + 1) < state.step =>
+            {
+                self.held = Some(state);
+                Ok(())
             }
             Report::Checkpoint(state) => on_event(Event::Checkpoint(state)),
         }

@@ -139,6 +139,7 @@ fn small_run_hash(workers: usize) -> String {
     let opts = RunOptions {
         final_eval: false,
         trace_steps: 0,
+        ..RunOptions::default()
     };
     let run = train::train(&cfg, corpus, train::initial_state(&cfg), &opts, |_| Ok(()))
         .expect("training runs");

@@ -65,7 +65,7 @@ pub struct TrainArgs {
     /// Validation loss every N steps (0: only at the end) [default: 250].
     #[arg(long, value_name = "N")]
     pub eval_every: Option<usize>,
-    /// Checkpoint every N steps (0: only at the end) [default: 0].
+    /// Checkpoint every N steps (0: only at the end) [default: at every evaluation].
     #[arg(long, value_name = "N")]
     pub checkpoint_every: Option<usize>,
     /// Compare the replicas' parameter hashes every K steps [default: 0, off].
@@ -74,7 +74,8 @@ pub struct TrainArgs {
     /// Run directory [default: runs/DATE-TIME, a new one].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Continue the run in DIR up to --steps total, writing into DIR.
+    /// Continue the run in DIR up to --steps total, writing into DIR (with --workers M: on
+    /// another number of workers; with --data PATH: its data file, moved).
     #[arg(long, value_name = "DIR", conflicts_with = "out")]
     pub resume: Option<PathBuf>,
     /// Worker W sleeps MS milliseconds every step.

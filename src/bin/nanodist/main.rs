@@ -3,19 +3,28 @@
 //! `nanodist` alone trains with the defaults: the built-in corpus, one worker per core.
 //! Every failure ends as one line on stderr and a non-zero exit status: 2 for a command line
 //! that does not parse, 1 for everything else. A reader of stdout that leaves early
-//! (`nanodist | head`) stops nanodist quietly with 141, as SIGPIPE stops C tools.
+//! (`nanodist | head`) stops nanodist quietly with 141, as SIGPIPE stops C tools. Ctrl-C
+//! (SIGINT) or SIGTERM during training stops it cleanly at a step boundary, with a
+//! checkpoint and one line saying how to resume, and exits with 130 / 143 as a shell
+//! reports those signals; a second one exits at once.
 
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
+use nanodist::checkpoint::DataFingerprint;
 use nanodist::config::TrainConfig;
 use nanodist::{checkpoint, data, sample, Error};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::flag;
 
 mod allreduce;
 mod bench;
 mod chrome;
 mod cli;
+mod lock;
 mod plot;
 mod record;
 mod report;
@@ -83,12 +92,12 @@ fn main() -> ExitCode {
         None => run_train(cli.train),
         Some(Command::Train(args)) => run_train(*args),
         Some(Command::Sample(args)) => run_sample(args),
-        Some(Command::Allreduce(args)) => allreduce::run(&args),
-        Some(Command::Bench(args)) => bench::run(&args),
-        Some(Command::Scale(args)) => scale::run(&args),
+        Some(Command::Allreduce(args)) => allreduce::run(&args).map(|()| ExitCode::SUCCESS),
+        Some(Command::Bench(args)) => bench::run(&args).map(|()| ExitCode::SUCCESS),
+        Some(Command::Scale(args)) => scale::run(&args).map(|()| ExitCode::SUCCESS),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
@@ -163,30 +172,50 @@ fn one_line(report: &str) -> String {
     format!("{}; see --help", parts.join(" "))
 }
 
-fn run_train(args: TrainArgs) -> Result<(), Error> {
-    let (cfg, corpus, init, dir) = match &args.resume {
+fn run_train(args: TrainArgs) -> Result<ExitCode, Error> {
+    // Caught from the start: a Ctrl-C while the corpus loads still ends with a checkpoint.
+    let signals = catch_interrupts()?;
+    // `_lock` holds the run directory until this function returns (or the process ends).
+    let (cfg, corpus, init, dir, data, _lock) = match &args.resume {
         Some(dir) => {
             let r = rundir::resume(dir, |cfg| args.apply(cfg))?;
-            (r.cfg, r.corpus, r.init, dir.clone())
+            (r.cfg, r.corpus, r.init, dir.clone(), r.data, r.lock)
         }
         None => {
             let mut cfg = TrainConfig::default();
             cfg.parallel.workers = default_workers(args.batch.unwrap_or(12));
             args.apply(&mut cfg);
+            if args.checkpoint_every.is_none() {
+                // nanoGPT's habit: a checkpoint at every evaluation, so little is lost to a kill
+                cfg.schedule.checkpoint_every = cfg.schedule.eval_every;
+            }
             cfg.validate()?;
             let corpus = data::load(&cfg.data, cfg.seed)?;
             cfg.model.vocab_size = corpus.vocab.len();
             cfg.validate()?;
             corpus.check_block(cfg.model.block_size)?;
             nanodist::config::check_memory(&cfg)?;
+            // The run records where its data is (absolute: resume from any directory) and
+            // what it is (size and hash: resume refuses a changed file).
+            let data = match cfg.data.as_str() {
+                "tales" => None,
+                path => Some(DataFingerprint::of_file(std::path::Path::new(path))?),
+            };
+            if let Some(d) = &data {
+                cfg.data = d.path.clone();
+            }
             let dir = args.out.clone().unwrap_or_else(rundir::new_default);
-            rundir::prepare(&dir)?;
-            let json = serde_json::to_string_pretty(&cfg).expect("config serialises");
-            checkpoint::write_atomic(&dir.join("config.json"), json.as_bytes())?;
+            let lock = rundir::prepare(&dir)?;
             let init = nanodist::train::initial_state(&cfg);
-            (cfg, corpus, init, dir)
+            (cfg, corpus, init, dir, data, lock)
         }
     };
+    record::begin_provenance(&dir, &cfg, data.as_ref(), init.step)?;
+    if init.step == 0 {
+        let json = serde_json::to_string_pretty(&cfg).expect("config serialises");
+        checkpoint::write_atomic(&dir.join("config.json"), json.as_bytes())
+            .map_err(rundir::in_run_dir(&dir))?;
+    }
     if !args.quiet {
         println!(
             "nanodist: a {:.2}M-parameter GPT on {} ({} chars, vocabulary {}{}), {} worker{}, {} steps of {} x {} chars",
@@ -205,7 +234,24 @@ fn run_train(args: TrainArgs) -> Result<(), Error> {
             println!("resuming {} at step {}", dir.display(), init.step);
         }
     }
-    let outcome = record::train_and_record(&cfg, &corpus, init, &dir, args.quiet)?;
+    let outcome = record::train_and_record(
+        &cfg,
+        &corpus,
+        init,
+        &dir,
+        args.quiet,
+        data.as_ref(),
+        signals.interrupted.clone(),
+    )?;
+    if let Some(step) = outcome.interrupted_at {
+        let (name, code) = signals.which();
+        eprintln!(
+            "nanodist: stopped by {name} after step {step} of {}, checkpoint saved; continue with: nanodist train --resume {}",
+            cfg.schedule.steps,
+            dir.display()
+        );
+        return Ok(ExitCode::from(code));
+    }
     let s = &outcome.summary;
     if args.quiet {
         println!(
@@ -215,7 +261,7 @@ fn run_train(args: TrainArgs) -> Result<(), Error> {
             s.param_hash,
             dir.display()
         );
-        return Ok(());
+        return Ok(ExitCode::SUCCESS);
     }
     println!("\n{}", summary_table(s));
     if let (Some(t1), Some(efficiency)) = (s.one_worker_tokens_per_s, s.scaling_efficiency) {
@@ -237,19 +283,91 @@ fn run_train(args: TrainArgs) -> Result<(), Error> {
         |_| {},
     )?;
     println!("A sample (temperature 0.8):\n---\n{}\n---", text.trim());
+    record::record_sample(&dir, &text)?;
     println!(
-        "Run directory {}: summary.json, metrics.jsonl, checkpoint.safetensors,\n  trace.json (open in https://ui.perfetto.dev), loss.svg and timeline.svg (open in a browser)",
+        "Run directory {}: summary.json, metrics.jsonl, checkpoint.safetensors, provenance.json,\n  trace.json (open in https://ui.perfetto.dev), loss.svg and timeline.svg (open in a browser)",
         dir.display()
     );
     println!(
-        "More text: nanodist sample --run {} --prompt \"Once\"",
-        dir.display()
+        "More text: nanodist sample --run {} --prompt {}",
+        dir.display(),
+        shell_quote(&hint_prompt(&corpus))
     );
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
-fn run_sample(args: SampleArgs) -> Result<(), Error> {
+/// What the signals SIGINT and SIGTERM have asked for.
+struct Signals {
+    /// Set by the first SIGINT or SIGTERM: stop at the next step boundary.
+    interrupted: Arc<AtomicBool>,
+    /// The number of the last signal received.
+    last: Arc<AtomicUsize>,
+}
+
+impl Signals {
+    /// The signal's name and the exit status a shell reports for it (128 + its number).
+    fn which(&self) -> (&'static str, u8) {
+        match self.last.load(Ordering::SeqCst) as i32 {
+            SIGTERM => ("SIGTERM", 143),
+            _ => ("SIGINT", 130),
+        }
+    }
+}
+
+/// The first SIGINT (Ctrl-C) or SIGTERM asks the run to stop cleanly: every worker stops at
+/// the same step boundary, the checkpoint and summary are written, and nanodist exits with
+/// 130 / 143. A second one exits at once with that status (the last checkpoint stays whole:
+/// files are only ever replaced by rename).
+///
+/// Rust note: a signal handler may do almost nothing safely. signal-hook's `flag` handlers
+/// only store to atomics, which the training loop reads at its step boundaries.
+fn catch_interrupts() -> Result<Signals, Error> {
+    let signals = Signals {
+        interrupted: Arc::new(AtomicBool::new(false)),
+        last: Arc::new(AtomicUsize::new(0)),
+    };
+    for (sig, code) in [(SIGINT, 130), (SIGTERM, 143)] {
+        // Registered in this order, so a signal first checks whether one came before.
+        let registered =
+            flag::register_conditional_shutdown(sig, code, signals.interrupted.clone())
+                .and_then(|_| flag::register_usize(sig, signals.last.clone(), sig as usize))
+                .and_then(|_| flag::register(sig, signals.interrupted.clone()));
+        registered.map_err(|e| {
+            Error::Config(format!(
+                "cannot install the Ctrl-C handler ({e}): run nanodist where signals can be caught"
+            ))
+        })?;
+    }
+    Ok(signals)
+}
+
+/// A prompt for the end-of-run hint that the corpus can continue: its first word (at most
+/// 8 chars), so every char is in the vocabulary.
+fn hint_prompt(corpus: &data::Corpus) -> String {
+    let head = corpus
+        .vocab
+        .decode(&corpus.train[..corpus.train.len().min(64)]);
+    let word: String = head
+        .trim_start()
+        .chars()
+        .take_while(|c| !c.is_whitespace() && !c.is_control())
+        .take(8)
+        .collect();
+    if word.is_empty() {
+        head.chars().take(1).collect()
+    } else {
+        word
+    }
+}
+
+/// `text` quoted for a POSIX shell: in single quotes, each `'` written as `'\''`.
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
+}
+
+fn run_sample(args: SampleArgs) -> Result<ExitCode, Error> {
     let ck = checkpoint::load(&args.run)?;
+    rundir::check_config_json(&args.run, &ck.config, "sample")?;
     let vocab = data::Vocab::from_chars(&ck.vocab)?;
     let model = nanodist::model::Gpt::from_params(ck.config.model.clone(), ck.params);
     // the prompt, then each character as it is sampled
@@ -272,5 +390,5 @@ fn run_sample(args: SampleArgs) -> Result<(), Error> {
         &mut show,
     )?;
     show("\n");
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }

@@ -191,7 +191,9 @@ pub fn loss_chart(
         })
         .collect();
     let mut val: Vec<(f64, f64)> = evals.iter().map(|&(s, l)| (s as f64, l)).collect();
-    val.push((steps as f64, val_loss));
+    if val_loss.is_finite() {
+        val.push((steps as f64, val_loss)); // an interrupted run has no final evaluation
+    }
     let mut series = vec![
         Series {
             name: "train (20-step mean)".into(),

@@ -73,4 +73,7 @@ pub struct WorkerDone {
     pub params: Vec<f32>,
     /// The final optimizer state.
     pub adam: AdamW,
+    /// `Some(k)` when an interrupt stopped the run after `k` steps (every worker at the same
+    /// boundary); `None` when it ran to its last step.
+    pub stopped_at: Option<usize>,
 }

@@ -14,6 +14,19 @@
 //!  between steps: validation loss, replica check, checkpoint state (rank 0 sends it)
 //! ```
 //!
+//! An interrupt (Ctrl-C) stops every worker at the SAME step boundary, or the workers that
+//! stopped would leave the others waiting in an all-reduce. The first worker to see the
+//! interrupt flag at the top of its step `s` proposes "stop before step s + 1" in one shared
+//! atomic; the proposal is made once (compare-and-swap), and every worker obeys it:
+//!
+//! ```text
+//!  worker 0   top of s: flag seen, stop_at := s+1 | step s ............ | top of s+1: stop
+//!  worker 1   top of s (or still in s-1) ......... | step s ............ | top of s+1: stop
+//!                                                   ^ step s's all-reduce needs worker 0, so
+//!                                                     no worker can be past s when stop_at is set,
+//!                                                     and each sees stop_at before it reaches s+1
+//! ```
+//!
 //! Why the sum of shard gradients is the full-batch gradient: the loss is a mean over
 //! all B*T predicted tokens, L = (1/(B*T)) * sum_i l_i, and a gradient is linear, so
 //! dL/dw = sum over workers of (1/(B*T)) * sum_{i in shard} dl_i/dw. Each worker scales
@@ -24,7 +37,7 @@
 //! This file adds the loop around it: the worker's share of each batch, the telemetry that
 //! times every phase, the injected faults, and the reports to the main thread.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crossbeam::channel::Sender;
 
@@ -61,6 +74,26 @@ pub struct Context<'a> {
     pub final_eval: bool,
     /// Set by the main thread to stop the run (its caller failed to take a report).
     pub stop: &'a AtomicBool,
+    /// Set (by a signal handler, say) to ask for a clean stop at the next step boundary.
+    pub interrupt: Option<&'a AtomicBool>,
+    /// The step before which every worker stops: `usize::MAX` until an interrupt is seen.
+    pub stop_at: &'a AtomicUsize,
+}
+
+impl Context<'_> {
+    /// Whether this worker stops before `step`: see the module docs for why all agree.
+    fn stops_before(&self, step: usize) -> bool {
+        if self.interrupt.is_some_and(|f| f.load(Ordering::SeqCst)) {
+            // Only the first proposal counts; a later one (same step or the next) is dropped.
+            let _ = (self.stop_at).compare_exchange(
+                usize::MAX,
+                step + 1,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            );
+        }
+        step >= self.stop_at.load(Ordering::SeqCst)
+    }
 }
 
 /// A worker's observer of its steps: times every phase on the run's clock, and injects the
@@ -172,11 +205,17 @@ pub fn run_worker(
     let per_worker = cfg.parallel.batch / cfg.parallel.workers;
     let (val, algorithm) = (&ctx.corpus.val[..], cfg.parallel.allreduce);
     let subset = sampler::eval_subset(val.len(), t, cfg.schedule.eval_windows);
+    let mut saved = ctx.init.step; // the step of the last state sent for a checkpoint
+    let mut stopped_at = None;
     for step in ctx.init.step..cfg.schedule.steps {
         if ctx.stop.load(Ordering::Relaxed) {
             return Err(Error::Worker(format!(
                 "worker {rank} was stopped at step {step}"
             )));
+        }
+        if ctx.stops_before(step) {
+            stopped_at = Some(step);
+            break;
         }
         let batch = Batch {
             tokens: &ctx.corpus.train,
@@ -222,7 +261,26 @@ pub fn run_worker(
                 step: done,
             });
             let _ = reports.send(Report::Checkpoint(state));
+            saved = done;
         }
+    }
+    if let Some(step) = stopped_at {
+        // Interrupted: the state at the boundary is saved (unless it just was), and the
+        // final evaluation over all windows is left to the run that finishes the job.
+        if rank == 0 && saved != step {
+            let _ = reports.send(Report::Checkpoint(TrainState {
+                params: replica.model.params.clone(),
+                adam: replica.adam.clone(),
+                step,
+            }));
+        }
+        return Ok(WorkerDone {
+            rank,
+            val_loss: f64::NAN,
+            params: replica.model.params,
+            adam: replica.adam,
+            stopped_at,
+        });
     }
     let val_loss = if ctx.final_eval {
         let all: Vec<usize> = (0..sampler::val_windows(val.len(), t)).collect();
@@ -236,5 +294,6 @@ pub fn run_worker(
         val_loss,
         params: replica.model.params,
         adam: replica.adam,
+        stopped_at: None,
     })
 }
