@@ -21,6 +21,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{TempDir, BIN};
@@ -87,248 +88,62 @@ const PATHS: [Value; 16] = [
     ("", false),
 ];
 
-/// The flags of each command: name, values (an empty list: a switch).
+/// The flags of each command: name, values (an empty list: a switch). Any value may also
+/// be replaced by one of `JUNK`.
+#[rustfmt::skip]
 fn flags(command: &str) -> Vec<(&'static str, Vec<Value>)> {
-    let n = |vals: &[Value]| vals.iter().chain(&JUNK).copied().collect::<Vec<_>>();
+    let n = |vals: &[Value]| vals.to_vec();
     let paths = PATHS.to_vec();
+    let data = [&PATHS[..], &[("tales", false)]].concat();
     match command {
         "train" => vec![
-            ("--data", [&PATHS[..], &[("tales", false)]].concat()),
-            (
-                "--workers",
-                n(&[
-                    ("1", false),
-                    ("2", false),
-                    ("3", false),
-                    ("0", false),
-                    (HUGE, false),
-                ]),
-            ),
-            (
-                "--steps",
-                n(&[("1", false), ("3", false), ("0", false), (HUGE, true)]),
-            ),
-            (
-                "--batch",
-                n(&[("2", false), ("4", false), ("0", false), (HUGE, false)]),
-            ),
-            (
-                "--block",
-                n(&[
-                    ("4", false),
-                    ("0", false),
-                    ("65537", false),
-                    (HUGE, false),
-                    ("512", true),
-                ]),
-            ),
-            (
-                "--layers",
-                n(&[
-                    ("1", false),
-                    ("2", false),
-                    ("0", false),
-                    ("4097", false),
-                    (HUGE, false),
-                ]),
-            ),
-            (
-                "--heads",
-                n(&[
-                    ("1", false),
-                    ("2", false),
-                    ("3", false),
-                    ("0", false),
-                    (HUGE, false),
-                ]),
-            ),
-            (
-                "--embd",
-                n(&[
-                    ("16", false),
-                    ("7", false),
-                    ("0", false),
-                    ("65536", false),
-                    (HUGE, false),
-                ]),
-            ),
-            (
-                "--lr",
-                n(&[
-                    ("0.001", false),
-                    ("0", false),
-                    ("nan", false),
-                    ("inf", false),
-                    ("1e30", false),
-                ]),
-            ),
-            (
-                "--accum",
-                n(&[("1", false), ("2", false), ("0", false), (HUGE, false)]),
-            ),
+            ("--data", data),
+            ("--workers", n(&[("1", false), ("2", false), ("3", false), ("0", false), (HUGE, false)])),
+            ("--steps", n(&[("1", false), ("3", false), ("0", false), (HUGE, true)])),
+            ("--batch", n(&[("2", false), ("4", false), ("0", false), (HUGE, false)])),
+            ("--block", n(&[("4", false), ("0", false), ("65537", false), (HUGE, false), ("512", true)])),
+            ("--layers", n(&[("1", false), ("2", false), ("0", false), ("4097", false), (HUGE, false)])),
+            ("--heads", n(&[("1", false), ("2", false), ("3", false), ("0", false), (HUGE, false)])),
+            ("--embd", n(&[("16", false), ("7", false), ("0", false), ("65536", false), (HUGE, false)])),
+            ("--lr", n(&[("0.001", false), ("0", false), ("nan", false), ("inf", false), ("1e30", false)])),
+            ("--accum", n(&[("1", false), ("2", false), ("0", false), (HUGE, false)])),
             ("--seed", n(&[("0", false), (HUGE, false)])),
-            (
-                "--allreduce",
-                vec![
-                    ("ring", false),
-                    ("tree", false),
-                    ("naive", false),
-                    ("shared", false),
-                    ("fast", false),
-                    ("", false),
-                ],
-            ),
-            (
-                "--bucket-kb",
-                n(&[("0", false), ("1", false), (HUGE, false)]),
-            ),
+            ("--allreduce", n(&[("ring", false), ("tree", false), ("naive", false), ("shared", false), ("fast", false)])),
+            ("--bucket-kb", n(&[("0", false), ("1", false), (HUGE, false)])),
             ("--overlap", vec![]),
             ("--deterministic", vec![]),
-            (
-                "--eval-every",
-                n(&[("0", false), ("1", false), (HUGE, false)]),
-            ),
-            (
-                "--checkpoint-every",
-                n(&[("0", false), ("1", false), (HUGE, false)]),
-            ),
-            (
-                "--check-replicas",
-                n(&[("0", false), ("1", false), (HUGE, false)]),
-            ),
+            ("--eval-every", n(&[("0", false), ("1", false), (HUGE, false)])),
+            ("--checkpoint-every", n(&[("0", false), ("1", false), (HUGE, false)])),
+            ("--check-replicas", n(&[("0", false), ("1", false), (HUGE, false)])),
             ("--out", paths.clone()),
             ("--resume", paths),
-            (
-                "--straggler",
-                n(&[
-                    ("0:1", false),
-                    ("0:60000", true),
-                    ("0:60001", false),
-                    ("1:18446744073709551615", false),
-                    ("9:1", false),
-                    ("0:-5", false),
-                    (":", false),
-                ]),
-            ),
-            (
-                "--fault",
-                n(&[
-                    ("0:0", false),
-                    ("0:1", false),
-                    ("5:1", false),
-                    ("0:18446744073709551615", false),
-                    ("x", false),
-                ]),
-            ),
+            ("--straggler", n(&[("0:1", false), ("0:60000", true), ("0:60001", false), ("1:18446744073709551615", false), ("9:1", false), ("0:-5", false), (":", false)])),
+            ("--fault", n(&[("0:0", false), ("0:1", false), ("5:1", false), ("0:18446744073709551615", false), ("x", false)])),
             ("--quiet", vec![]),
         ],
         "sample" => vec![
             ("--run", paths),
-            (
-                "--prompt",
-                vec![
-                    ("", false),
-                    ("Once", false),
-                    ("ü€ unknown", false),
-                    ("-1", false),
-                    ("a b c d e f g h", false),
-                ],
-            ),
-            (
-                "--chars",
-                n(&[
-                    ("0", false),
-                    ("1", false),
-                    ("30", false),
-                    ("1000000", true),
-                    ("1000001", false),
-                    (HUGE, false),
-                ]),
-            ),
-            (
-                "--temperature",
-                n(&[
-                    ("0", false),
-                    ("0.8", false),
-                    ("1e-30", false),
-                    ("1e30", false),
-                    ("nan", false),
-                    ("inf", false),
-                ]),
-            ),
+            ("--prompt", n(&[("Once", false), ("ü€ unknown", false), ("a b c d e f g h", false)])),
+            ("--chars", n(&[("0", false), ("1", false), ("30", false), ("1000000", true), ("1000001", false), (HUGE, false)])),
+            ("--temperature", n(&[("0", false), ("0.8", false), ("1e-30", false), ("1e30", false), ("nan", false), ("inf", false)])),
             ("--seed", n(&[("0", false), (HUGE, false)])),
         ],
         "allreduce" => vec![
-            (
-                "--workers",
-                n(&[
-                    ("1", false),
-                    ("2", false),
-                    ("3", false),
-                    ("0", false),
-                    ("64", true),
-                    ("1025", false),
-                    (HUGE, false),
-                ]),
-            ),
-            (
-                "--floats",
-                n(&[
-                    ("1", false),
-                    ("7", false),
-                    ("1000", false),
-                    ("0", false),
-                    ("1073741824", true),
-                    (HUGE, false),
-                ]),
-            ),
-            (
-                "--algo",
-                vec![
-                    ("all", false),
-                    ("ring", false),
-                    ("tree", false),
-                    ("naive", false),
-                    ("shared", false),
-                    ("fast", false),
-                    ("", false),
-                ],
-            ),
-            (
-                "--iters",
-                n(&[
-                    ("1", false),
-                    ("2", false),
-                    ("0", false),
-                    ("10000", true),
-                    ("10001", false),
-                    (HUGE, false),
-                ]),
-            ),
+            ("--workers", n(&[("1", false), ("2", false), ("3", false), ("0", false), ("64", true), ("1025", false), (HUGE, false)])),
+            ("--floats", n(&[("1", false), ("7", false), ("1000", false), ("0", false), ("1073741824", true), (HUGE, false)])),
+            ("--algo", n(&[("all", false), ("ring", false), ("tree", false), ("naive", false), ("shared", false), ("fast", false)])),
+            ("--iters", n(&[("1", false), ("2", false), ("0", false), ("10000", true), ("10001", false), (HUGE, false)])),
             ("--json", vec![]),
         ],
         "bench" => vec![
-            (
-                "--workers",
-                n(&[
-                    ("1", false),
-                    ("1,2", false),
-                    ("0", false),
-                    ("1,1", false),
-                    ("2048", true),
-                    (HUGE, false),
-                ]),
-            ),
+            ("--workers", n(&[("1", false), ("1,2", false), ("0", false), ("1,1", false), ("2048", true), (HUGE, false)])),
             ("--steps", n(&[("1", false), ("0", false), (HUGE, true)])),
             ("--batch", n(&[("2", false), ("0", false), (HUGE, false)])),
-            (
-                "--per-worker",
-                n(&[("1", false), ("0", false), (HUGE, false)]),
-            ),
+            ("--per-worker", n(&[("1", false), ("0", false), (HUGE, false)])),
             ("--rounds", n(&[("1", false), ("0", false), (HUGE, true)])),
-            ("--allreduce", vec![("ring", false), ("fast", false)]),
-            ("--data", [&PATHS[..], &[("tales", false)]].concat()),
-            ("--out", PATHS.to_vec()),
+            ("--allreduce", n(&[("ring", false), ("fast", false)])),
+            ("--data", data),
+            ("--out", paths),
         ],
         _ => unreachable!(),
     }
@@ -336,25 +151,17 @@ fn flags(command: &str) -> Vec<(&'static str, Vec<Value>)> {
 
 /// What every command line of a command starts from, so that a valid line is short work:
 /// a tiny model on a tiny file for a few steps. Generated flags replace these.
+#[rustfmt::skip]
 fn baseline(command: &str) -> &'static [(&'static str, &'static str)] {
     match command {
         "train" => &[
-            ("--data", "@tiny.txt"),
-            ("--steps", "2"),
-            ("--layers", "1"),
-            ("--heads", "2"),
-            ("--embd", "16"),
-            ("--block", "8"),
-            ("--batch", "2"),
-            ("--eval-every", "0"),
+            ("--data", "@tiny.txt"), ("--steps", "2"), ("--layers", "1"), ("--heads", "2"),
+            ("--embd", "16"), ("--block", "8"), ("--batch", "2"), ("--eval-every", "0"),
         ],
         "sample" => &[("--run", "@run"), ("--chars", "20")],
         "allreduce" => &[("--iters", "1"), ("--floats", "1000")],
         "bench" => &[
-            ("--data", "@tiny.txt"),
-            ("--workers", "1"),
-            ("--steps", "1"),
-            ("--batch", "2"),
+            ("--data", "@tiny.txt"), ("--workers", "1"), ("--steps", "1"), ("--batch", "2"),
             ("--per-worker", "1"),
         ],
         _ => unreachable!(),
@@ -385,7 +192,10 @@ fn generate(g: &mut Gen) -> Case {
     let mut chosen: Vec<(&str, Option<Value>)> = Vec::new();
     for (flag, values) in flags(command) {
         if g.chance(0.2) {
-            let value = (!values.is_empty()).then(|| *g.pick(&values));
+            // junk in one value of eight: more, and nearly every line would stop at parsing
+            let junk = g.chance(0.12);
+            let value =
+                (!values.is_empty()).then(|| *g.pick(if junk { &JUNK[..] } else { &values }));
             chosen.push((flag, value));
         }
     }
@@ -534,7 +344,7 @@ fn judge(ran: &Ran, long: bool, dir: &Path) -> Option<String> {
         ));
     }
     if ran.stderr.contains("panicked") {
-        return Some(format!("a panic:\n{}", ran.stderr));
+        return Some(format!("a panic:\n{}", excerpt(&ran.stderr)));
     }
     if !ran.stopped {
         match ran.code {
@@ -543,10 +353,13 @@ fn judge(ran: &Ran, long: bool, dir: &Path) -> Option<String> {
             Some(1 | 2) => {
                 let lines = ran.stderr.lines().filter(|l| !l.trim().is_empty()).count();
                 if lines != 1 {
-                    return Some(format!("{lines} lines on stderr:\n{}", ran.stderr));
+                    return Some(format!(
+                        "{lines} lines on stderr:\n{}",
+                        excerpt(&ran.stderr)
+                    ));
                 }
             }
-            Some(c) => return Some(format!("exit status {c}:\n{}", ran.stderr)),
+            Some(c) => return Some(format!("exit status {c}:\n{}", excerpt(&ran.stderr))),
         }
     }
     incomplete_runs(dir).map(|d| {
@@ -555,6 +368,11 @@ fn judge(ran: &Ran, long: bool, dir: &Path) -> Option<String> {
             d.display()
         )
     })
+}
+
+/// The first lines of a stderr: the message, without a backtrace's hundred lines.
+fn excerpt(stderr: &str) -> String {
+    stderr.lines().take(6).collect::<Vec<_>>().join("\n")
 }
 
 /// A directory under `dir` that claims to be a finished run (summary.json) without the
@@ -606,10 +424,12 @@ fn no_command_line_panics_hangs_or_leaves_a_false_run() {
     let mut g = Gen(seed);
     let all: Vec<Case> = (0..cases).map(|_| generate(&mut g)).collect();
     // two at a time: the cases wait on processes, and most of them end in milliseconds
+    // how the lines ended: exit 0, 1, 2, other, stopped after LONG_S
+    let tally: [AtomicUsize; 5] = Default::default();
     let failures: Vec<String> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..2)
             .map(|lane| {
-                let (all, root, fixtures) = (&all, &root, &fixtures);
+                let (all, root, fixtures, tally) = (&all, &root, &fixtures, &tally);
                 s.spawn(move || {
                     let mut failures = Vec::new();
                     for (i, case) in all.iter().enumerate().skip(lane).step_by(2) {
@@ -617,6 +437,12 @@ fn no_command_line_panics_hangs_or_leaves_a_false_run() {
                         std::fs::create_dir_all(&dir).unwrap();
                         let args = resolve(&case.words[..], fixtures, &dir);
                         let ran = run(&args, &dir, case.long);
+                        let slot = match (ran.stopped, ran.code) {
+                            (true, _) => 4,
+                            (false, Some(c @ 0..=2)) => c as usize,
+                            _ => 3,
+                        };
+                        tally[slot].fetch_add(1, Ordering::Relaxed);
                         match judge(&ran, case.long, &dir) {
                             Some(why) => failures.push(format!(
                                 "case {i}: {}\n  (in {})\n  {why}",
@@ -637,6 +463,12 @@ fn no_command_line_panics_hangs_or_leaves_a_false_run() {
             .flat_map(|h| h.join().unwrap())
             .collect()
     });
+    let t = tally.map(|c| c.into_inner());
+    println!(
+        "seed {seed}: {cases} command lines: {} succeeded, {} refused (1), {} did not parse (2), \
+         {} other, {} long on purpose and stopped",
+        t[0], t[1], t[2], t[3], t[4]
+    );
     if !failures.is_empty() {
         std::mem::forget(root); // keep the fixtures and the failing cases' directories
     }
