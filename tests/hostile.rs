@@ -94,6 +94,8 @@ const PATHS: [Value; 16] = [
 fn flags(command: &str) -> Vec<(&'static str, Vec<Value>)> {
     let n = |vals: &[Value]| vals.to_vec();
     let paths = PATHS.to_vec();
+    // where a command writes, the shared trained run is replaced by a copy of its own (@RUN)
+    let writable: Vec<Value> = PATHS.iter().filter(|p| p.0 != "@run").copied().collect();
     let data = [&PATHS[..], &[("tales", false)]].concat();
     match command {
         "train" => vec![
@@ -115,8 +117,8 @@ fn flags(command: &str) -> Vec<(&'static str, Vec<Value>)> {
             ("--eval-every", n(&[("0", false), ("1", false), (HUGE, false)])),
             ("--checkpoint-every", n(&[("0", false), ("1", false), (HUGE, false)])),
             ("--check-replicas", n(&[("0", false), ("1", false), (HUGE, false)])),
-            ("--out", paths.clone()),
-            ("--resume", paths),
+            ("--out", writable.clone()),
+            ("--resume", writable),
             ("--straggler", n(&[("0:1", false), ("0:60000", true), ("0:60001", false), ("1:18446744073709551615", false), ("9:1", false), ("0:-5", false), (":", false)])),
             ("--fault", n(&[("0:0", false), ("0:1", false), ("5:1", false), ("0:18446744073709551615", false), ("x", false)])),
             ("--quiet", vec![]),
@@ -143,7 +145,7 @@ fn flags(command: &str) -> Vec<(&'static str, Vec<Value>)> {
             ("--rounds", n(&[("1", false), ("0", false), (HUGE, true)])),
             ("--allreduce", n(&[("ring", false), ("fast", false)])),
             ("--data", data),
-            ("--out", paths),
+            ("--out", writable),
         ],
         _ => unreachable!(),
     }

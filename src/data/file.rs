@@ -154,3 +154,79 @@ fn too_large(path: &str) -> Error {
         MAX_FILE_BYTES >> 20
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(bytes: &[u8]) -> String {
+        text_from_bytes("f.txt", bytes.to_vec())
+            .unwrap_err()
+            .to_string()
+    }
+
+    /// A UTF-8 file cut inside its last char is told apart from a file in another encoding:
+    /// iconv from Latin-1 would turn its good chars into mojibake.
+    #[test]
+    fn a_cut_utf8_file_is_not_sent_to_iconv() {
+        let mut cut = "héllo €".as_bytes().to_vec();
+        cut.pop();
+        let msg = err(&cut);
+        assert!(
+            msg.contains("cut off") && msg.contains("truncate -s -2 f.txt"),
+            "{msg}"
+        );
+        assert!(!msg.contains("LATIN1"), "{msg}");
+        let msg = err(b"caf\xe9 au lait");
+        assert!(
+            msg.contains("iconv -f LATIN1") && msg.contains("offset 3"),
+            "{msg}"
+        );
+        let msg = err("héllo \u{20ac}"
+            .as_bytes()
+            .iter()
+            .copied()
+            .chain([0xff, b'x'])
+            .collect::<Vec<_>>()
+            .as_slice());
+        assert!(
+            msg.contains("iconv -c -f UTF-8") && !msg.contains("LATIN1"),
+            "{msg}"
+        );
+        assert_eq!(text_from_bytes("f", "ok €".into()).unwrap(), "ok €");
+    }
+
+    /// Nothing that is not a regular file is read: a device is endless, and opening a FIFO
+    /// with no writer would wait for one.
+    #[test]
+    fn only_regular_files_are_read() {
+        let msg = read_text("/dev/zero").unwrap_err().to_string();
+        assert!(msg.contains("not a regular file"), "{msg}");
+        let dir = std::env::temp_dir().join(format!("nanodist-file-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if made.is_ok_and(|s| s.success()) {
+            let msg = read_text(fifo.to_str().unwrap()).unwrap_err().to_string();
+            assert!(msg.contains("not a regular file"), "{msg}");
+        }
+        let file = dir.join("a.txt");
+        std::fs::write(&file, "text").unwrap();
+        let below = format!("{}/b.txt", file.display());
+        let msg = read_text(&below).unwrap_err().to_string();
+        assert!(msg.contains("goes through a file"), "{msg}");
+        let msg = read_text(dir.to_str().unwrap()).unwrap_err().to_string();
+        assert!(msg.contains("is a directory"), "{msg}");
+        let msg = read_text("").unwrap_err().to_string();
+        assert!(msg.contains("--data is empty"), "{msg}");
+        // a sparse file: its size is refused from the metadata, nothing is read
+        let big = dir.join("big.txt");
+        std::fs::File::create(&big)
+            .unwrap()
+            .set_len(MAX_FILE_BYTES + 1)
+            .unwrap();
+        let msg = read_text(big.to_str().unwrap()).unwrap_err().to_string();
+        assert!(msg.contains("larger than the 256 MiB"), "{msg}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
