@@ -102,7 +102,7 @@ fn flags(command: &str) -> Vec<(&'static str, Vec<Value>)> {
             ("--data", data),
             ("--workers", n(&[("1", false), ("2", false), ("3", false), ("0", false), (HUGE, false)])),
             ("--steps", n(&[("1", false), ("3", false), ("0", false), (HUGE, true)])),
-            ("--batch", n(&[("2", false), ("4", false), ("0", false), (HUGE, false)])),
+            ("--batch", n(&[("2", false), ("4", false), ("6", false), ("0", false), (HUGE, false)])),
             ("--block", n(&[("4", false), ("0", false), ("65537", false), (HUGE, false), ("512", true)])),
             ("--layers", n(&[("1", false), ("2", false), ("0", false), ("4097", false), (HUGE, false)])),
             ("--heads", n(&[("1", false), ("2", false), ("3", false), ("0", false), (HUGE, false)])),
