@@ -128,7 +128,7 @@ impl Corpus {
             if len <= block {
                 return Err(Error::Data(format!(
                     "data {} has {chars} chars, so its {split} split has {len}, fewer than \
-                     the block of {block} + 1 needed for one {what} window: use a longer \
+                     --block {block} + 1 needed for one {what} window: use a longer \
                      file, or (in nanodist train) a smaller --block",
                     self.name
                 )));

@@ -255,8 +255,8 @@ pub fn run(args: &AllreduceArgs) -> Result<(), Error> {
             args.floats, args.iters
         )));
     }
+    // (--workers is capped after the memory check, whose message says more: how much)
     for (flag, value, max) in [
-        ("--workers", args.workers, MAX_WORKERS),
         ("--floats", args.floats, MAX_FLOATS),
         ("--iters", args.iters, MAX_ITERS),
     ] {
@@ -293,6 +293,12 @@ pub fn run(args: &AllreduceArgs) -> Result<(), Error> {
         sizes.sort_unstable();
     }
     check_memory(n, sizes.last().copied().unwrap_or(args.floats))?;
+    if n > MAX_WORKERS {
+        return Err(Error::Config(format!(
+            "--workers {n} is more than nanodist allreduce measures ({MAX_WORKERS}): use \
+             --workers {MAX_WORKERS} or less"
+        )));
+    }
     let roofs: Vec<f64> = sizes
         .iter()
         .map(|&f| {
