@@ -98,7 +98,10 @@ impl ModelConfig {
             }
         }
         if self.vocab_size == 0 {
-            return Err(Error::Config("the vocabulary is empty".into()));
+            return Err(Error::Config(
+                "the vocabulary is empty (a corpus with no chars): train on a non-empty text file"
+                    .into(),
+            ));
         }
         if self.n_embd % self.n_head != 0 {
             return Err(Error::Config(format!(
