@@ -1,6 +1,7 @@
 //! A property test of the whole program: whatever a person types, nanodist ends cleanly.
 //!
-//! A seeded generator writes command lines for `train`, `sample`, `allreduce` and `bench`:
+//! A seeded generator writes command lines for `train`, `sample`, `allreduce`, `bench` and
+//! `scale` (where the tree has it):
 //! valid values, zero, negative, huge and empty ones, words where numbers go, and odd paths
 //! (spaces and unicode in names, missing files, a directory, `/dev/null`, `/dev/zero`, a FIFO
 //! with no writer, a tiny file, a trained run). Each one runs the built binary in a scratch
@@ -147,6 +148,28 @@ fn flags(command: &str) -> Vec<(&'static str, Vec<Value>)> {
             ("--data", data),
             ("--out", writable),
         ],
+        // the cost model's command where the tree has it (a tree without it answers 2)
+        "scale" => vec![
+            ("--model", n(&[("tiny", false), ("gpt2", false), ("gpt3", false), ("gpt9", false)])),
+            ("--layers", n(&[("1", false), ("96", false), ("0", false), (HUGE, false)])),
+            ("--heads", n(&[("1", false), ("96", false), ("0", false), ("7", false), (HUGE, false)])),
+            ("--embd", n(&[("16", false), ("12288", false), ("0", false), (HUGE, false)])),
+            ("--block", n(&[("1", false), ("2048", false), ("0", false), (HUGE, false)])),
+            ("--vocab", n(&[("1", false), ("50257", false), ("0", false), (HUGE, false)])),
+            ("--gpu", n(&[("a100", false), ("h100", false), ("tpu", false)])),
+            ("--gpus", n(&[("1", false), ("1024", false), ("1000", false), ("0", false), (HUGE, false)])),
+            ("--gpus-per-node", n(&[("1", false), ("8", false), ("3", false), ("0", false), (HUGE, false)])),
+            ("--tp", n(&[("1", false), ("8", false), ("0", false), (HUGE, false)])),
+            ("--pp", n(&[("1", false), ("8", false), ("0", false), (HUGE, false)])),
+            ("--zero", n(&[("0", false), ("3", false), ("4", false), (HUGE, false)])),
+            ("--micro-batch", n(&[("1", false), ("0", false), (HUGE, false)])),
+            ("--batch", n(&[("1", false), ("1536", false), ("0", false), (HUGE, false)])),
+            ("--recompute", n(&[("on", false), ("off", false), ("maybe", false)])),
+            ("--tokens", n(&[("300e9", false), ("0", false), ("-1", false), ("inf", false), ("nan", false), ("1e300", false)])),
+            ("--json", vec![]),
+            ("--out", writable),
+            ("--calibrate", vec![]),
+        ],
         _ => unreachable!(),
     }
 }
@@ -162,6 +185,7 @@ fn baseline(command: &str) -> &'static [(&'static str, &'static str)] {
         ],
         "sample" => &[("--run", "@run"), ("--chars", "20")],
         "allreduce" => &[("--iters", "1"), ("--floats", "1000")],
+        "scale" => &[],
         "bench" => &[
             ("--data", "@tiny.txt"), ("--workers", "1"), ("--steps", "1"), ("--batch", "2"),
             ("--per-worker", "1"),
@@ -188,6 +212,7 @@ fn generate(g: &mut Gen) -> Case {
         "allreduce",
         "allreduce",
         "bench",
+        "scale",
     ]);
     let mut words = vec![command.to_string()];
     let mut long = false;
@@ -211,6 +236,8 @@ fn generate(g: &mut Gen) -> Case {
     if command == "allreduce" && !chosen.iter().any(|c| c.0 == "--iters") {
         long = true;
     }
+    // calibration measures this machine and trains: real work, by design
+    long |= chosen.iter().any(|c| c.0 == "--calibrate");
     if command == "train" && g.chance(0.7) {
         chosen.push(("--quiet", None));
     }
