@@ -98,7 +98,10 @@ impl ModelConfig {
             }
         }
         if self.vocab_size == 0 {
-            return Err(Error::Config("the vocabulary is empty".into()));
+            return Err(Error::Config(
+                "the vocabulary is empty (a corpus with no chars): train on a non-empty text file"
+                    .into(),
+            ));
         }
         if self.n_embd % self.n_head != 0 {
             return Err(Error::Config(format!(
@@ -304,7 +307,29 @@ impl TrainConfig {
                 return cfg(format!("{flag} must be at least 1"));
             }
         }
-        let split = p.workers * p.accum;
+        // Products of sizes are checked, so that no value can wrap (in a release build) to
+        // a zero that a later division trips over, or to a small size that looks valid.
+        let Some(split) = p.workers.checked_mul(p.accum) else {
+            return cfg(format!(
+                "--workers {} x --accum {} is too large to count: use fewer workers or \
+                 accumulation steps (their product must divide --batch)",
+                p.workers, p.accum
+            ));
+        };
+        if p.batch.checked_mul(self.model.block_size).is_none() {
+            return cfg(format!(
+                "--batch {} x --block {} chars per step is too large to count: use a \
+                 smaller --batch or --block",
+                p.batch, self.model.block_size
+            ));
+        }
+        if p.bucket_kb > MAX_BUCKET_KB {
+            return cfg(format!(
+                "--bucket-kb {} is larger than {MAX_BUCKET_KB} (4 GiB), more than any model \
+                 here holds: use 0 to send all gradients as one bucket",
+                p.bucket_kb
+            ));
+        }
         if p.batch % split != 0 {
             return cfg(format!(
                 "--batch {} does not divide among {} workers x {} accumulation steps: use a batch that is a multiple of {}",
@@ -313,6 +338,12 @@ impl TrainConfig {
         }
         if !(o.lr.is_finite() && o.lr > 0.0) {
             return cfg(format!("--lr {} must be a positive number", o.lr));
+        }
+        if let Some((w, ms)) = self.faults.straggler.filter(|s| s.1 > MAX_STRAGGLER_MS) {
+            return cfg(format!(
+                "--straggler {w}:{ms} sleeps longer than {MAX_STRAGGLER_MS} ms a step, which \
+                 would look like a hang: use at most {w}:{MAX_STRAGGLER_MS}"
+            ));
         }
         let faults = [
             ("--straggler", self.faults.straggler.map(|s| s.0)),
@@ -337,6 +368,14 @@ impl TrainConfig {
         Ok(())
     }
 }
+
+/// The longest `--straggler` sleep, in ms per step: a minute already stalls every worker
+/// for a minute a step, slow enough to watch; beyond it a run looks hung.
+pub const MAX_STRAGGLER_MS: u64 = 60_000;
+
+/// The largest `--bucket-kb`: 4 GiB of gradients, more than any model nanodist trains, and
+/// small enough that its count of floats (`KiB * 1024 / 4`) never overflows.
+pub const MAX_BUCKET_KB: usize = 4 << 20;
 
 /// Bytes a run would hold in memory, estimated before anything is allocated.
 ///
@@ -369,7 +408,7 @@ pub fn check_memory(cfg: &TrainConfig) -> Result<(), Error> {
     let gib = |b: f64| b / (1u64 << 30) as f64;
     match over_budget(need) {
         Some(avail) => Err(Error::Config(format!(
-            "this run would need about {:.1} GiB ({} per worker) but {:.1} GiB is available: use a smaller --embd, --layers, --block or --batch, or fewer --workers",
+            "this run would need about {:.1} GiB ({} per worker) but {:.1} GiB is available: use fewer --workers or a smaller --batch (in nanodist train also a smaller --embd, --layers or --block)",
             gib(need),
             human_bytes(need / cfg.parallel.workers.max(1) as f64),
             gib(avail)
@@ -499,6 +538,41 @@ mod tests {
         assert_eq!(keys.len(), 25, "{json}");
         let back: TrainConfig = serde_json::from_value(json).unwrap();
         assert_eq!(back, c);
+    }
+
+    /// Sizes whose product cannot be counted are refused in one line naming the flags,
+    /// never divided by after wrapping to 0.
+    #[test]
+    fn overflowing_products_are_refused() {
+        let mut c = TrainConfig::default();
+        c.parallel.workers = 1 << 33;
+        c.parallel.accum = 1 << 31;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("--workers") && err.contains("--accum"),
+            "{err}"
+        );
+        let mut c = TrainConfig::default();
+        c.parallel.batch = usize::MAX;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("--batch") && err.contains("--block"), "{err}");
+        let mut c = TrainConfig::default();
+        c.parallel.bucket_kb = usize::MAX;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("--bucket-kb"), "{err}");
+    }
+
+    #[test]
+    fn straggler_sleeps_are_capped() {
+        let mut c = TrainConfig::default();
+        c.faults.straggler = Some((0, MAX_STRAGGLER_MS));
+        assert!(c.validate().is_ok());
+        c.faults.straggler = Some((0, u64::MAX));
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("--straggler") && err.contains("60000"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -15,12 +15,19 @@ use crate::model::{Gpt, Workspace};
 use crate::rng::{Draw, SeedableRng, Xoshiro256StarStar};
 use crate::Error;
 
+/// The most characters one call samples: each takes a forward pass over a full window,
+/// so a million already takes the default model many minutes.
+pub const MAX_CHARS: usize = 1_000_000;
+
 /// Continues `prompt` by `chars` characters; temperature 0 picks the likeliest char.
 ///
 /// Returns the prompt and its continuation, and hands that text to `emit` as it grows: the
 /// prompt once the arguments are checked, then each character as soon as it is sampled. The
 /// command line prints them as they come, so a long sample (a few ms a character) shows its
 /// progress; `|_| {}` just waits for the result.
+///
+/// A temperature that is negative or not a number, more than [`MAX_CHARS`] chars, or a
+/// prompt with a char outside `vocab` is a one-line [`Error`] naming its flag.
 pub fn generate(
     model: &Gpt,
     vocab: &Vocab,
@@ -35,6 +42,12 @@ pub fn generate(
             "--temperature {temperature} must be a number >= 0 (1.0 samples the model as trained, 0 is greedy)"
         )));
     }
+    if chars > MAX_CHARS {
+        return Err(Error::Config(format!(
+            "--chars {chars} is more than nanodist samples at once ({MAX_CHARS}, minutes of \
+             text): use --chars {MAX_CHARS} or less"
+        )));
+    }
     let t = model.cfg.block_size;
     let v = model.cfg.vocab_size;
     let mut tokens = if prompt.is_empty() {
@@ -43,7 +56,7 @@ pub fn generate(
     } else {
         vocab
             .encode(prompt)
-            .map_err(|e| Error::Data(format!("the prompt cannot be encoded: {e}")))?
+            .map_err(|e| Error::Data(format!("--prompt cannot be encoded: {e}")))?
     };
     let mut out = if prompt.is_empty() {
         String::new()

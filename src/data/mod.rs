@@ -26,7 +26,9 @@
 //! ```
 //!
 //! [`load`] gives a [`Corpus`]: `"tales"` is the built-in generated corpus ([`tales`]), any
-//! other spec is the path of a UTF-8 text file (write `./tales` for a file named `tales`).
+//! other spec is the path of a UTF-8 text file (write `./tales` for a file named `tales`)
+//! of at most [`MAX_FILE_BYTES`]: only a regular file is read, so `/dev/zero` or a FIFO is
+//! refused at once rather than read without end.
 
 mod file;
 mod grammar;
@@ -34,6 +36,7 @@ pub mod sampler;
 pub mod tales;
 pub mod vocab;
 
+pub use file::{text_from_bytes, MAX_FILE_BYTES};
 pub use sampler::{eval_subset, fill_batch, fill_val, val_windows, window_start};
 pub use tales::Tales;
 pub use vocab::Vocab;
@@ -79,6 +82,14 @@ pub fn load(spec: &str, seed: u64) -> Result<Corpus, Error> {
     }
 }
 
+/// The corpus in the bytes of a data file: [`text_from_bytes`], then
+/// [`Corpus::from_text`]. `name` is the file's path, for messages. Any bytes give a corpus
+/// or a one-line error, never a panic (`fuzz/fuzz_targets/data.rs` checks that).
+pub fn from_bytes(name: &str, bytes: Vec<u8>) -> Result<Corpus, Error> {
+    let text = text_from_bytes(name, bytes)?;
+    Ok(Corpus::from_text(name, &text, None))
+}
+
 impl Corpus {
     /// Tokenises `text` with its own vocabulary and splits it 90/10.
     pub fn from_text(name: &str, text: &str, floor_nats: Option<f64>) -> Corpus {
@@ -98,6 +109,9 @@ impl Corpus {
 
     /// Checks that both splits hold at least one window of `block + 1` tokens
     /// (`block` inputs and the target after the last).
+    ///
+    /// The message names `--block`, the flag of `nanodist train`; other commands that
+    /// train (`bench`) use the default block, so for them the remedy is the longer file.
     pub fn check_block(&self, block: usize) -> Result<(), Error> {
         if block == 0 {
             return Err(Error::Config(
@@ -110,11 +124,12 @@ impl Corpus {
             ("90% train", self.train.len(), "training"),
             ("10% validation", self.val.len(), "validation"),
         ] {
-            if len < block + 1 {
+            // `len <= block` is `len < block + 1` without the overflow at usize::MAX
+            if len <= block {
                 return Err(Error::Data(format!(
                     "data {} has {chars} chars, so its {split} split has {len}, fewer than \
-                     --block {block} + 1 needed for one {what} window: use a longer file or \
-                     a smaller --block",
+                     --block {block} + 1 needed for one {what} window: use a longer \
+                     file, or (in nanodist train) a smaller --block",
                     self.name
                 )));
             }

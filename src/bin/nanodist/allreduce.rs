@@ -200,6 +200,39 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// The most worker threads `nanodist allreduce` starts.
+const MAX_WORKERS: usize = 1024;
+
+/// The largest buffer it times, in floats per worker (4 GiB).
+const MAX_FLOATS: usize = 1 << 30;
+
+/// The most timed iterations per measurement: the sweep times 7 or 8 sizes per algorithm,
+/// so 10,000 iterations of the 16 MB one already take minutes.
+const MAX_ITERS: usize = 10_000;
+
+/// What `nanodist allreduce --workers 1` prints: one worker has nothing to exchange, so
+/// each algorithm takes no time and has no bandwidth (`null` in JSON, never 0/0).
+fn one_worker(args: &AllreduceArgs, algos: &[Algorithm]) {
+    if args.json {
+        for algo in algos {
+            let line = serde_json::json!({
+                "algo": algo.name(), "workers": 1, "floats": args.floats,
+                "bytes": 4 * args.floats, "median_us": 0.0, "busbw_gbs": null,
+                "roof_gbs": null, "pct_of_roof": null, "iters": 0,
+                "alpha_us": null, "beta_us_per_byte": null,
+            });
+            println!("{line}");
+        }
+    } else {
+        println!(
+            "all-reduce of {} f32 across 1 worker: nothing to exchange (one worker's sum is \
+             its own buffer), so nothing is timed; use --workers 2 or more to compare the \
+             algorithms",
+            args.floats
+        );
+    }
+}
+
 /// One measured row.
 struct Row {
     algo: Algorithm,
@@ -222,6 +255,18 @@ pub fn run(args: &AllreduceArgs) -> Result<(), Error> {
             args.floats, args.iters
         )));
     }
+    // (--workers is capped after the memory check, whose message says more: how much)
+    for (flag, value, max) in [
+        ("--floats", args.floats, MAX_FLOATS),
+        ("--iters", args.iters, MAX_ITERS),
+    ] {
+        if value > max {
+            return Err(Error::Config(format!(
+                "{flag} {value} is more than nanodist allreduce measures ({max}): use {flag} \
+                 {max} or less"
+            )));
+        }
+    }
     let algos: Vec<Algorithm> = if args.algo == "all" {
         Algorithm::ALL.to_vec()
     } else {
@@ -236,12 +281,24 @@ pub fn run(args: &AllreduceArgs) -> Result<(), Error> {
         }
     };
     let (n, iters) = (args.workers, args.iters);
+    if n == 1 {
+        // One worker's sum is its own buffer: there is nothing to time, and the bus
+        // bandwidth's factor 2(N-1)/N is 0, so every bandwidth would be 0 or 0/0.
+        one_worker(args, &algos);
+        return Ok(());
+    }
     let mut sizes = SWEEP.to_vec();
     if !sizes.contains(&args.floats) {
         sizes.push(args.floats);
         sizes.sort_unstable();
     }
     check_memory(n, sizes.last().copied().unwrap_or(args.floats))?;
+    if n > MAX_WORKERS {
+        return Err(Error::Config(format!(
+            "--workers {n} is more than nanodist allreduce measures ({MAX_WORKERS}): use \
+             --workers {MAX_WORKERS} or less"
+        )));
+    }
     let roofs: Vec<f64> = sizes
         .iter()
         .map(|&f| {
@@ -316,18 +373,24 @@ pub fn run(args: &AllreduceArgs) -> Result<(), Error> {
     );
     for r in rows.iter().filter(|r| r.floats == args.floats) {
         let ab = fit(r.algo);
+        // A fit over noisy times can come out with a negative slope or intercept: that is
+        // no bandwidth or latency at all, so it shows as "-" rather than as a number.
+        let shown = |x: f64, prec: usize| match x.is_finite() && x > 0.0 {
+            true => format!("{x:.prec$}"),
+            false => "-".to_string(),
+        };
+        let pct = match r.roof_gbs > 0.0 {
+            true => format!("{:.0}%", 100.0 * busbw(r) / r.roof_gbs),
+            false => "-".to_string(),
+        };
         println!(
-            "{:<8} {:>10.1} {:>11.2} {:>7.0}% {:>10.2} {:>14.2}",
+            "{:<8} {:>10.1} {:>11.2} {:>8} {:>10} {:>14}",
             r.algo.name(),
             r.median_us,
             busbw(r),
-            if r.roof_gbs > 0.0 {
-                100.0 * busbw(r) / r.roof_gbs
-            } else {
-                f64::NAN
-            },
-            ab.alpha_us,
-            1e-3 / ab.beta_us_per_byte
+            pct,
+            shown(ab.alpha_us, 2),
+            shown(1e-3 / ab.beta_us_per_byte, 2)
         );
     }
     println!(
