@@ -157,6 +157,24 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
             "--steps, --batch, --per-worker and --rounds must be at least 1".into(),
         ));
     }
+    // Caps that keep every size below (steps + 5 warm-up, sequences per worker x workers) far
+    // from overflow, and a sweep finite: the bench times tens of steps, not millions.
+    const MAX_STEPS: usize = 100_000;
+    const MAX_SEQUENCES: usize = 1 << 20;
+    if args.steps > MAX_STEPS || args.rounds > MAX_STEPS {
+        return Err(Error::Config(format!(
+            "--steps {} and --rounds {} must be at most {MAX_STEPS} each: the bench times tens of steps",
+            args.steps, args.rounds
+        )));
+    }
+    let most_workers = args.workers.iter().copied().max().unwrap_or(1);
+    let weak_batch = args.per_worker.checked_mul(most_workers);
+    if args.batch > MAX_SEQUENCES || weak_batch.is_none_or(|b| b > MAX_SEQUENCES) {
+        return Err(Error::Config(format!(
+            "--batch {} or --per-worker {} x {most_workers} workers is over {MAX_SEQUENCES} sequences: use smaller values",
+            args.batch, args.per_worker
+        )));
+    }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut base = TrainConfig {
         data: args.data.clone(),
