@@ -30,7 +30,12 @@ fn main() {
     if std::env::var_os("OVERSUB_BUSY").is_some() {
         busy_forever();
     }
-    let env = |k: &str, d: usize| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+    let env = |k: &str, d: usize| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
     let (steps, rounds) = (env("OVERSUB_STEPS", 20), env("OVERSUB_ROUNDS", 2));
     let mut bins = vec![("new", PathBuf::from(env!("CARGO_BIN_EXE_nanodist")))];
     if let Some(before) = std::env::var_os("OVERSUB_BEFORE") {
@@ -49,7 +54,9 @@ fn main() {
                     let _ = h.kill();
                     let _ = h.wait();
                 }
-                println!("  round {round} {name:<6} {case:<6} {workers:>2} workers: {tps:>8.0} tokens/s");
+                println!(
+                    "  round {round} {name:<6} {case:<6} {workers:>2} workers: {tps:>8.0} tokens/s"
+                );
                 results[b][c].push(tps);
             }
         }

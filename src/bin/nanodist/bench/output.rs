@@ -35,7 +35,10 @@ pub fn table(points: &[Point]) -> String {
             p.mode,
             p.workers,
             if p.oversubscribed {
-                format!(" (oversubscribed: {} threads on {} cores)", p.workers, p.cores)
+                format!(
+                    " (oversubscribed: {} threads on {} cores)",
+                    p.workers, p.cores
+                )
             } else {
                 String::new()
             },
@@ -44,7 +47,11 @@ pub fn table(points: &[Point]) -> String {
             p.step_ms,
             100.0 * p.efficiency,
             if p.oversubscribed {
-                format!(" ({:.0}% of {} cores)", 100.0 * p.efficiency_of_cores(), p.cores)
+                format!(
+                    " ({:.0}% of {} cores)",
+                    100.0 * p.efficiency_of_cores(),
+                    p.cores
+                )
             } else {
                 String::new()
             },
