@@ -46,7 +46,7 @@ pub fn table(points: &[Point]) -> String {
             thousands(p.tokens_per_s),
             p.step_ms,
             100.0 * p.efficiency,
-            if p.oversubscribed {
+            if p.oversubscribed && p.efficiency.is_finite() {
                 format!(
                     " ({:.0}% of {} cores)",
                     100.0 * p.efficiency_of_cores(),
@@ -151,7 +151,8 @@ fn synchronising(strong: &Point, independent: Option<&Point>, op: Option<&Point>
         ));
     }
     out.push('\n');
-    if strong.oversubscribed {
+    // without a one-worker point there is no efficiency to state
+    if strong.oversubscribed && strong.efficiency.is_finite() {
         out.push_str(&format!(
             "  {n} workers are {n} threads taking turns on {} cores: {:.0}% of what {} cores \
              deliver ({} x one worker)\n",
