@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo bench --bench oversubscribed
-//! OVERSUB_STEPS=30 OVERSUB_ROUNDS=3 OVERSUB_BEFORE=path/to/other/nanodist cargo bench --bench oversubscribed
+//! OVERSUB_STEPS=30 OVERSUB_ROUNDS=3 OVERSUB_OTHER=path/to/other/nanodist cargo bench --bench oversubscribed
 //! ```
 //!
 //! Runs the `nanodist` binary at a batch of 24 (each of 12 workers gets 2 sequences) three
@@ -18,8 +18,8 @@
 //! ```
 //!
 //! tokens/s here is the run's tokens over the sum of its step times (`metrics.jsonl`, the
-//! first step left out), so start-up and evaluation do not count, and every slow step does. `OVERSUB_BEFORE`
-//! names a second binary measured the same way in the same rounds, for an A/B comparison.
+//! first step left out), so start-up and evaluation do not count, and every slow step does.
+//! `OVERSUB_OTHER` names a second binary measured the same way in the same rounds, for an A/B comparison.
 //! The busy processes are this benchmark re-run with `OVERSUB_BUSY=1`. It is a benchmark,
 //! not a test: it prints ratios and never fails on them.
 
@@ -38,8 +38,8 @@ fn main() {
     };
     let (steps, rounds) = (env("OVERSUB_STEPS", 20), env("OVERSUB_ROUNDS", 2));
     let mut bins = vec![("new", PathBuf::from(env!("CARGO_BIN_EXE_nanodist")))];
-    if let Some(before) = std::env::var_os("OVERSUB_BEFORE") {
-        bins.push(("before", PathBuf::from(before)));
+    if let Some(other) = std::env::var_os("OVERSUB_OTHER") {
+        bins.push(("other", PathBuf::from(other)));
     }
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
     println!("oversubscribed: {steps} steps, {rounds} rounds, {cores} cores");
