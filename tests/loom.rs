@@ -4,8 +4,9 @@
 //! RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target-loom cargo test --release --test loom
 //! ```
 //!
-//! Under `--cfg loom` the core's atomics and `yield_now` are loom's, and each `loom::model`
-//! below runs its closure under every interleaving (and every weak-memory outcome that the
+//! Under `--cfg loom` the core's atomics, mutex and condvar are loom's (and waits skip the
+//! spinning, so every wait that is not ready at once sleeps on its bell), and each
+//! `loom::model` below runs its closure under every interleaving (and every weak-memory outcome that the
 //! orderings allow), up to a preemption bound. Data is passed in `Relaxed` atomics on
 //! purpose: the only thing that can make a peer's value visible is the barrier's
 //! Release/Acquire, so a broken barrier shows up as a stale read.
@@ -94,8 +95,8 @@ fn failure_reaches_workers_waiting_on_someone_else() {
         let g = Arc::new(Group::new(3));
         g.leave(2);
         // A message from `from` that never comes: the wait can only end by failing.
-        let wait_for_message = |g: &Group, from: usize| {
-            g.wait_until(|| {
+        let wait_for_message = |g: &Group, me: usize, from: usize| {
+            g.wait_until(me, || {
                 if g.has_left(from) {
                     Err(from)
                 } else {
@@ -104,8 +105,8 @@ fn failure_reaches_workers_waiting_on_someone_else() {
             })
         };
         let g1 = g.clone();
-        let t1 = thread::spawn(move || wait_for_message(&g1, 2));
-        assert_eq!(wait_for_message(&g, 1), Err(2));
+        let t1 = thread::spawn(move || wait_for_message(&g1, 1, 2));
+        assert_eq!(wait_for_message(&g, 0, 1), Err(2));
         assert_eq!(t1.join().unwrap(), Err(2));
     });
 }
@@ -118,6 +119,41 @@ fn poison_fails_a_waiting_barrier() {
         let g1 = g.clone();
         let t = thread::spawn(move || g1.poison(1));
         assert_eq!(g.barrier(0, 1), Err(1));
+        t.join().unwrap();
+    });
+}
+
+/// A waiter that finds nothing sleeps on its bell, and one `wake` per message wakes it:
+/// no wake-up is lost in any interleaving of arming, sleeping and ringing (a lost one
+/// would leave worker 0 asleep forever, which loom reports as a deadlock). The messages
+/// are `Relaxed` stores, so only the bell's ordering can make them visible.
+#[test]
+fn a_sleeping_waiter_wakes_for_each_message() {
+    model(|| {
+        let g = Arc::new(Group::new(2));
+        let inbox = Arc::new(AtomicUsize::new(0));
+        let (g1, inbox1) = (g.clone(), inbox.clone());
+        let t = thread::spawn(move || {
+            for _ in 0..2 {
+                inbox1.fetch_add(1, Relaxed);
+                g1.wake(0);
+            }
+        });
+        assert_eq!(g.wait_until(0, || Ok(inbox.load(Relaxed) == 2)), Ok(()));
+        t.join().unwrap();
+    });
+}
+
+/// A worker asleep waiting for a message from a peer that leaves instead wakes up and
+/// fails: leaving rings every bell.
+#[test]
+fn a_sleeping_waiter_wakes_when_its_peer_leaves() {
+    model(|| {
+        let g = Arc::new(Group::new(2));
+        let g1 = g.clone();
+        let t = thread::spawn(move || g1.leave(1));
+        let wait = g.wait_until(0, || if g.has_left(1) { Err(1) } else { Ok(false) });
+        assert_eq!(wait, Err(1));
         t.join().unwrap();
     });
 }

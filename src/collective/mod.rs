@@ -35,7 +35,7 @@
 //!   ------------------------------------------------------------------------------------
 //!   transport     transport.rs   Endpoint: rank, size, send, recv, barrier, window, "I left"
 //!                 window.rs      a window onto every worker's buffer for one collective
-//!                 sync.rs        the one way to wait: spin, then yield; barrier; who left
+//!                 sync.rs        the one way to wait: spin, then sleep; barrier; who left
 //!   ------------------------------------------------------------------------------------
 //!   leaves        element.rs (Element, chunk_range)  algorithm.rs (Algorithm)  error.rs
 //! ```
@@ -106,11 +106,25 @@
 //!
 //! # How waiting works
 //!
-//! The budget is tight: the model's 3.2 MB of gradients should be summed across 2 workers in
-//! well under 100 us, and waking a sleeping thread through the OS costs 10-50 us. So workers
-//! never sleep in the OS while waiting for each other: they spin on an atomic for a while,
-//! then `yield_now` (so more workers than cores still make progress). The one waiting
-//! primitive, with its "a peer has left" check, is in [`sync`] and is model-checked with loom.
+//! A waiting worker spins on an atomic for a moment, then sleeps until a peer wakes it:
+//!
+//! ```text
+//!   waiter:   check ---spin ~50 us (2 us if the group has more workers than cores)---> sleep
+//!                ^                                                                       |
+//!                +------------------------- woken ---------------------------------------+
+//!   notifier: send a message    -> wake its receiver
+//!             last barrier arrival, leaving, failing -> wake everyone
+//! ```
+//!
+//! The spin keeps the fast path fast: on 2 cores, a peer a few microseconds behind is
+//! caught without the 10-50 us an OS wake-up costs, and the model's 3.2 MB all-reduce stays
+//! near 100 us. The sleep keeps slow paths fair: a waiter that kept spinning or yielding
+//! would keep asking for a core, so with more workers than cores, or beside other busy
+//! processes, it would take CPU from the workers that have work, and a run would slow far
+//! more than the CPU it lost. Asleep, it asks for nothing. `cargo bench --bench
+//! oversubscribed` measures both effects (the figures are in `docs/performance.md`). The
+//! one waiting primitive, with its "a peer has left" check and its proof that no wake-up is
+//! lost, is in [`sync`], and is model-checked with loom, sleeps and wake-ups included.
 //!
 //! Rust note: a [`Comm`] is `Send` but not `Clone`: the type system makes "one endpoint per
 //! worker, owned by its thread" the only way to use it, and dropping it (its endpoint's

@@ -11,6 +11,7 @@
 //!
 //!   send(to, &[T])           copy into a message, never blocks        (channels)
 //!   recv(from, |&[T]| ..)    wait for the next message from `from`    (channels + sync)
+//!                            (send wakes the receiver if it sleeps: Group::wake)
 //!   barrier()                everyone arrives before anyone leaves    (sync)
 //!   window(&mut [T])         every worker's buffer, for one collective (window.rs)
 //!   drop                     "I left": waits that need me fail, none hang
@@ -207,15 +208,22 @@ impl Endpoint {
         }
     }
 
-    /// Puts `packet` on the channel to worker `to`; a closed channel means `to` has left.
+    /// Puts `packet` on the channel to worker `to` and wakes `to` if it sleeps waiting for
+    /// it; a closed channel means `to` has left.
     fn post(&mut self, to: usize, packet: Packet) -> Result<(), CommError> {
-        self.to[to].send(packet).map_err(|_| {
-            let sync = &self.shared.sync;
-            sync.poison(to);
-            CommError::PeerGone {
-                rank: sync.poisoned().unwrap_or(to),
+        let sync = &self.shared.sync;
+        match self.to[to].send(packet) {
+            Ok(()) => {
+                sync.wake(to);
+                Ok(())
             }
-        })
+            Err(_) => {
+                sync.poison(to);
+                Err(CommError::PeerGone {
+                    rank: sync.poisoned().unwrap_or(to),
+                })
+            }
+        }
     }
 
     /// Waits for the next packet from worker `from`; fails if it left without sending one.
@@ -224,7 +232,7 @@ impl Endpoint {
         let mut got = None;
         self.shared
             .sync
-            .wait_until(|| match rx.try_recv() {
+            .wait_until(self.rank, || match rx.try_recv() {
                 Ok(p) => {
                     got = Some(p);
                     Ok(true)

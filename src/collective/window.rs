@@ -237,6 +237,6 @@ impl<T> Drop for Window<'_, T> {
         sync.arrive(self.rank, self.exit);
         // No "peer gone" exit here: every worker passed the entry barrier, so every worker
         // is inside its window and reaches this barrier (normally or by unwinding).
-        sync.wait_for(|| sync.all_arrived(self.exit));
+        sync.wait_for(self.rank, || sync.all_arrived(self.exit));
     }
 }

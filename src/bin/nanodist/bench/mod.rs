@@ -349,6 +349,7 @@ fn sweep(
                 mfu: 0.0,
                 tokens_per_s_rounds: vec![s.tokens_per_s],
                 oversubscribed: n > cores,
+                cores,
                 worker_step_ms: Vec::new(),
             });
             print_point(points.last().unwrap());

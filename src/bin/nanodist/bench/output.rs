@@ -23,25 +23,38 @@ pub(super) fn print_point(p: &Point) {
     );
 }
 
-/// The sweep as a Markdown table.
+/// The sweep as a Markdown table. An oversubscribed point says how many threads took turns
+/// on how many cores, and adds its efficiency against what those cores can deliver.
 pub fn table(points: &[Point]) -> String {
     let mut out = String::from(
         "| mode | threads | batch | tokens/s | ms/step | efficiency | compute ms | comm ms (predicted) | wait ms | MFU |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for p in points {
         out.push_str(&format!(
-            "| {} | {}{} | {} | {} | {:.1} | {:.0}% | {:.1} | {:.2} ({:.2}) | {:.2} | {:.0}% |\n",
+            "| {} | {}{} | {} | {} | {:.1} | {:.0}%{} | {:.1} | {:.2} ({:.2}) | {:.2} | {:.0}% |\n",
             p.mode,
             p.workers,
             if p.oversubscribed {
-                " (oversubscribed)"
+                format!(
+                    " (oversubscribed: {} threads on {} cores)",
+                    p.workers, p.cores
+                )
             } else {
-                ""
+                String::new()
             },
             p.batch,
             thousands(p.tokens_per_s),
             p.step_ms,
             100.0 * p.efficiency,
+            if p.oversubscribed && p.efficiency.is_finite() {
+                format!(
+                    " ({:.0}% of {} cores)",
+                    100.0 * p.efficiency_of_cores(),
+                    p.cores
+                )
+            } else {
+                String::new()
+            },
             p.compute_ms,
             p.comm_ms,
             p.predicted_comm_ms,
@@ -138,6 +151,17 @@ fn synchronising(strong: &Point, independent: Option<&Point>, op: Option<&Point>
         ));
     }
     out.push('\n');
+    // without a one-worker point there is no efficiency to state
+    if strong.oversubscribed && strong.efficiency.is_finite() {
+        out.push_str(&format!(
+            "  {n} workers are {n} threads taking turns on {} cores: {:.0}% of what {} cores \
+             deliver ({} x one worker)\n",
+            strong.cores,
+            100.0 * strong.efficiency_of_cores(),
+            strong.cores,
+            strong.cores
+        ));
+    }
     out
 }
 

@@ -38,7 +38,18 @@ pub struct Point {
     pub tokens_per_s_rounds: Vec<f64>,
     /// More threads than cores.
     pub oversubscribed: bool,
+    /// The machine's cores: an oversubscribed point's threads take turns on this many.
+    pub cores: usize,
     /// Each worker's mean step, ms, in the independent mode (empty in the others): how fast
     /// each core went on its own. A spread between them is what synchronous workers wait for.
     pub worker_step_ms: Vec<f64>,
+}
+
+impl Point {
+    /// Efficiency against what the cores can deliver: tokens/s over `min(N, cores)` times
+    /// one thread's. Past the core count more threads cannot add compute, so an oversubscribed
+    /// point's honest ideal is the cores', not N threads'.
+    pub fn efficiency_of_cores(&self) -> f64 {
+        self.efficiency * self.workers as f64 / self.workers.min(self.cores).max(1) as f64
+    }
 }

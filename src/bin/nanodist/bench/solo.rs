@@ -105,6 +105,7 @@ impl Solo<'_> {
             mfu: 0.0,
             tokens_per_s_rounds: vec![tokens_per_s],
             oversubscribed: threads > self.cores,
+            cores: self.cores,
             worker_step_ms: Vec::new(),
         }
     }
