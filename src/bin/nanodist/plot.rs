@@ -242,10 +242,12 @@ fn fmt_tick(v: f64) -> String {
     }
 }
 
-fn escape(text: &str) -> String {
+/// `text` made safe for SVG text and attribute values.
+pub(crate) fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 #[cfg(test)]

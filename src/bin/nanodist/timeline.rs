@@ -29,6 +29,8 @@ use std::fmt::Write;
 
 use nanodist::trace::{Phase, Span};
 
+use crate::plot::escape;
+
 /// How many steps the picture shows at most (after skipping the first traced step).
 pub const MAX_STEPS: usize = 4;
 
@@ -341,13 +343,6 @@ fn nice_ticks(hi: f64) -> Vec<f64> {
 fn fmt_ms(ms: f64) -> String {
     let s = format!("{ms:.3}");
     s.trim_end_matches('0').trim_end_matches('.').to_string()
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 #[cfg(test)]
