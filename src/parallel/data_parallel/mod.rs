@@ -173,6 +173,15 @@ impl Telemetry {
     }
 }
 
+/// A copy of `replica`'s state after `step` steps, for the main thread to checkpoint.
+fn snapshot(replica: &Replica, step: usize) -> TrainState {
+    TrainState {
+        params: replica.model.params.clone(),
+        adam: replica.adam.clone(),
+        step,
+    }
+}
+
 /// Runs one worker's whole training loop. `comm` is this worker's endpoint of the group;
 /// `reports` its own sender to the main thread (dropped when the worker ends, so the main
 /// thread's loop over reports ends when every worker has).
@@ -255,11 +264,7 @@ pub fn run_worker(
         }
         let due = cfg.schedule.checkpoint_every > 0 && done % cfg.schedule.checkpoint_every == 0;
         if rank == 0 && (due || done == cfg.schedule.steps) {
-            let state = obs.time(Phase::Checkpoint, done, || TrainState {
-                params: replica.model.params.clone(),
-                adam: replica.adam.clone(),
-                step: done,
-            });
+            let state = obs.time(Phase::Checkpoint, done, || snapshot(&replica, done));
             let _ = reports.send(Report::Checkpoint(state));
             saved = done;
         }
@@ -268,11 +273,7 @@ pub fn run_worker(
         // Interrupted: the state at the boundary is saved (unless it just was), and the
         // final evaluation over all windows is left to the run that finishes the job.
         if rank == 0 && saved != step {
-            let _ = reports.send(Report::Checkpoint(TrainState {
-                params: replica.model.params.clone(),
-                adam: replica.adam.clone(),
-                step,
-            }));
+            let _ = reports.send(Report::Checkpoint(snapshot(&replica, step)));
         }
         return Ok(WorkerDone {
             rank,
