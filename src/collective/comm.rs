@@ -158,6 +158,31 @@ impl Comm {
         Ok(())
     }
 
+    /// Sends a copy of `data` to worker `to` of this group: a point-to-point message, as a
+    /// pipeline stage sends its activations to the next. Never blocks; the receiver takes
+    /// it with [`Comm::recv`]. Messages from one worker to another arrive in order.
+    pub fn send<T: Element>(&mut self, to: usize, data: &[T]) -> Result<(), CommError> {
+        self.ep.send(to, data)
+    }
+
+    /// Waits for the next message from worker `from` and copies it into `buf`.
+    ///
+    /// # Panics
+    /// If the message's length is not `buf.len()` (both sides must agree on the shape).
+    pub fn recv<T: Element>(&mut self, from: usize, buf: &mut [T]) -> Result<(), CommError> {
+        let me = self.rank();
+        self.ep.recv(from, |data: &[T]| {
+            assert_eq!(
+                data.len(),
+                buf.len(),
+                "worker {from} sent worker {me} {} elements, it expected {}",
+                data.len(),
+                buf.len()
+            );
+            buf.copy_from_slice(data);
+        })
+    }
+
     /// Waits until every worker has called `barrier`.
     pub fn barrier(&mut self) -> Result<(), CommError> {
         self.ep.barrier()
