@@ -140,7 +140,7 @@ pub fn train_step(
     }
     // 3. clip + AdamW: the same gradient and the same update keep the replicas equal
     let lr = lr_at(step, cfg.schedule.steps, &cfg.optim);
-    let grad_norm = obs.time(Phase::Optimizer, step, || update(r, lr, &cfg.optim));
+    let grad_norm = exchange.update(r, lr, &cfg.optim, step, obs)?;
     if !grad_norm.is_finite() {
         let (grads, layout) = (&r.grads, &r.model.layout);
         return Err(diverged_in(grads, layout, step, r.rank, "summed gradient"));
@@ -292,6 +292,23 @@ pub trait GradientExchange {
         step: usize,
         obs: &mut O,
     ) -> Result<(), Error>;
+
+    /// Clips the summed gradient in `r.grads` and takes the optimizer step on `r`; returns
+    /// the gradient norm before clipping (not finite: nothing is updated).
+    ///
+    /// The default is replicated data parallelism's: every replica holds the whole summed
+    /// gradient and updates all of its parameters. A strategy that shards the optimizer
+    /// (ZeRO) overrides it: it updates its own slice and gathers the others'.
+    fn update<O: Observer>(
+        &mut self,
+        r: &mut Replica,
+        lr: f32,
+        optim: &OptimConfig,
+        step: usize,
+        obs: &mut O,
+    ) -> Result<f32, Error> {
+        Ok(obs.time(Phase::Optimizer, step, || update(r, lr, optim)))
+    }
 }
 
 /// One replica alone: its gradient already is the sum.
