@@ -178,7 +178,7 @@ pub fn train(
                     // already started see a peer gone at their first collective and return.
                     stop.store(true, Ordering::Relaxed);
                     failed = Some(Error::Worker(format!(
-                        "cannot start worker thread {rank} of {} ({e}): the process has reached a thread limit; use fewer --workers or raise the limit (ulimit -u)",
+                        "cannot start worker thread {rank} of {} ({e}): the system refused a new thread (a process or memory limit); use fewer --workers or raise the limit (ulimit -u, ulimit -v)",
                         cfg.parallel.workers
                     )));
                     break;

@@ -360,3 +360,27 @@ fn the_end_of_run_hint_prompts_with_the_corpus_own_text() {
         "the sample is recorded"
     );
 }
+
+/// A worker thread that cannot be started is one clean error, and the run directory is not
+/// left looking finished. The failure is real, not simulated: `RUST_MIN_STACK` (read by
+/// std for every thread it spawns) asks for 64 TiB of stack, so the kernel refuses the
+/// mapping and `std::thread::Builder::spawn` returns the OS error, as it does at a process
+/// limit (which root, who runs CI, is exempt from).
+#[test]
+fn a_worker_thread_that_cannot_start_is_one_line_and_leaves_no_finished_run() {
+    let t = TempDir::new("life-spawn");
+    let run = t.path("run");
+    let o = Command::new(BIN)
+        .args(args(run.to_str().unwrap(), &["--steps", "3"]))
+        .env("RUST_MIN_STACK", (1u64 << 46).to_string())
+        .output()
+        .unwrap();
+    assert_one_line_error(&o, &["cannot start worker thread", "--workers"]);
+    assert_eq!(o.status.code(), Some(1), "a run that fails exits 1");
+    for finished in ["summary.json", "checkpoint.safetensors"] {
+        assert!(!run.join(finished).exists(), "{finished} written");
+    }
+    // the same command with threads to spare runs
+    ok(&nanodist(&args(run.to_str().unwrap(), &["--steps", "3"])));
+    assert!(run.join("summary.json").exists());
+}
