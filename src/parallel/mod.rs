@@ -9,3 +9,4 @@ pub mod buckets;
 pub mod data_parallel;
 pub mod fixed_point;
 pub mod grid;
+pub mod tensor;
