@@ -113,3 +113,77 @@ fn gradients_equal_one_workers_for_every_split() {
         }
     }
 }
+
+mod training {
+    use nanodist::config::{ModelConfig, TrainConfig};
+    use nanodist::data::{self, Corpus};
+    use nanodist::train::{self, Outcome, RunOptions};
+
+    fn corpus() -> &'static Corpus {
+        static CORPUS: std::sync::OnceLock<Corpus> = std::sync::OnceLock::new();
+        CORPUS.get_or_init(|| data::load("tales", 7).expect("built-in corpus"))
+    }
+
+    /// A model small enough for 300 steps in about a second: 4 heads of 4 channels.
+    fn tiny(workers: usize, tp: usize, sp: bool, steps: usize) -> TrainConfig {
+        let mut cfg = TrainConfig {
+            model: ModelConfig {
+                vocab_size: corpus().vocab.len(),
+                block_size: 16,
+                n_layer: 2,
+                n_head: 4,
+                n_embd: 16,
+            },
+            seed: 3,
+            ..TrainConfig::default()
+        };
+        (cfg.parallel.workers, cfg.parallel.batch) = (workers, 4);
+        (cfg.parallel.tp, cfg.parallel.sp) = (tp, sp);
+        (cfg.schedule.steps, cfg.schedule.eval_every) = (steps, 0);
+        cfg.optim.warmup = 20;
+        cfg
+    }
+
+    fn run(cfg: &TrainConfig) -> Outcome {
+        let opts = RunOptions {
+            final_eval: true,
+            ..RunOptions::default()
+        };
+        let init = train::initial_state(cfg);
+        train::train(cfg, corpus(), init, &opts, |_| Ok(())).expect("training runs")
+    }
+
+    /// 300 steps: every step's loss within 1e-3 of one worker's, for each layout, and the
+    /// final validation loss (of the consolidated model) too. The float differences of one
+    /// step (about 1e-6, `gradients_equal_one_workers_for_every_split`) grow through the
+    /// updates; this bounds what they grow to.
+    #[test]
+    fn a_300_step_loss_curve_matches_one_worker() {
+        let steps = 300;
+        let one = run(&tiny(1, 1, false, steps));
+        for (workers, tp, sp) in [(2, 2, false), (2, 2, true), (4, 4, true), (4, 2, false)] {
+            let many = run(&tiny(workers, tp, sp, steps));
+            let what = format!(
+                "--workers {workers} --tp {tp}{}",
+                if sp { " --sp" } else { "" }
+            );
+            let worst = (one.rows.iter().zip(&many.rows))
+                .map(|(a, b)| (a.loss - b.loss).abs())
+                .fold(0.0f64, f64::max);
+            println!(
+                "{what}: largest loss difference over {steps} steps {worst:.2e}; \
+                 final loss {:.4} vs {:.4}; val {:.4} vs {:.4}",
+                many.rows.last().unwrap().loss,
+                one.rows.last().unwrap().loss,
+                many.summary.val_loss,
+                one.summary.val_loss
+            );
+            assert_eq!(many.rows.len(), steps, "{what}");
+            assert!(worst <= 1e-3, "{what}: a step's loss differs by {worst:e}");
+            let dv = (many.summary.val_loss - one.summary.val_loss).abs();
+            assert!(dv <= 1e-3, "{what}: validation loss differs by {dv:e}");
+            // the consolidated model has the single model's layout
+            assert_eq!(many.model.params.len(), one.model.params.len(), "{what}");
+        }
+    }
+}

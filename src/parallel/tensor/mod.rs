@@ -42,3 +42,78 @@ mod shard;
 pub use model::TensorParallel;
 pub use ops::{f_backward, f_forward, g_backward, g_forward, Ops};
 pub use shard::{consolidate, local_layout, runs, shard, Run};
+
+use crate::collective::{Comm, CommError};
+use crate::config::TrainConfig;
+use crate::model::Gpt;
+use crate::optim::AdamW;
+
+use super::grid::{Grid, Layout};
+
+/// A worker's place in a tensor-parallel run: what [`join`] gives back.
+#[derive(Debug)]
+pub struct Member {
+    /// This worker's share of the model (its collectives over the tensor group inside).
+    pub model: TensorParallel,
+    /// The data-parallel group: the workers holding the same shard in the other replicas.
+    pub dp: Comm,
+    /// Which replica this worker belongs to, `0..DP`: its share of each batch.
+    pub replica: usize,
+    /// Every worker of the run (evaluations split their windows over it).
+    pub world: Comm,
+}
+
+/// Splits the run's `world` into the grid of `cfg` (`--workers`, `--tp`) and builds this
+/// worker's tensor-parallel model for batches of `cfg`'s micro-batch. A collective: every
+/// worker of `world` calls it.
+pub fn join(world: Comm, cfg: &TrainConfig) -> Result<Member, CommError> {
+    let p = &cfg.parallel;
+    let layout = Layout::new(p.workers, p.tp, 1).expect("TrainConfig::validate checks the grid");
+    let grid = Grid::new(world, layout)?;
+    let rows = if p.deterministic {
+        1
+    } else {
+        cfg.micro_batch()
+    };
+    let ops = Ops::new(grid.tp, p.sp, p.allreduce);
+    Ok(Member {
+        model: TensorParallel::new(&cfg.model, rows, cfg.model.block_size, ops),
+        dp: grid.dp,
+        replica: grid.coords.dp,
+        world: grid.world,
+    })
+}
+
+/// Worker `rank`'s shard (of a `tp`-way group) of a full model and its optimizer state.
+pub fn shard_state(full: &Gpt, adam: &AdamW, tp: usize, rank: usize) -> (Gpt, AdamW) {
+    let cfg = &full.cfg;
+    let model = Gpt {
+        cfg: cfg.clone(),
+        layout: local_layout(cfg, tp),
+        params: shard(&full.params, cfg, tp, rank),
+    };
+    let adam = AdamW {
+        m: shard(&adam.m, cfg, tp, rank),
+        v: shard(&adam.v, cfg, tp, rank),
+        t: adam.t,
+    };
+    (model, adam)
+}
+
+/// The full parameters and optimizer state from every worker's shard: the consolidated
+/// checkpoint, with the single model's layout and tensor names, so that it resumes at any
+/// layout and loads in PyTorch. A collective of the tensor group `comm`.
+pub fn consolidate_state(
+    shard: &Gpt,
+    adam: &AdamW,
+    comm: &mut Comm,
+) -> Result<(Vec<f32>, AdamW), CommError> {
+    let cfg = &shard.cfg;
+    let params = consolidate(&shard.params, cfg, comm)?;
+    let adam = AdamW {
+        m: consolidate(&adam.m, cfg, comm)?,
+        v: consolidate(&adam.v, cfg, comm)?,
+        t: adam.t,
+    };
+    Ok((params, adam))
+}
