@@ -11,8 +11,11 @@
 
 use nanodist::collective::{group, Algorithm};
 use nanodist::config::ModelConfig;
+use nanodist::config::TrainConfig;
 use nanodist::model::{Gpt, ParamLayout, Workspace};
-use nanodist::parallel::tensor::{consolidate, shard, Ops, TensorParallel};
+use nanodist::parallel::tensor::{
+    activation_bytes, comm_per_step, consolidate, shard, Ops, TensorParallel,
+};
 
 /// 4 heads of 4 channels, so that 1, 2 and 4 workers each hold whole heads.
 fn tiny() -> ModelConfig {
@@ -46,8 +49,18 @@ fn single(cfg: &ModelConfig, params: &[f32]) -> (f32, Vec<f32>) {
     (loss, grads)
 }
 
-/// The tensor-parallel model's loss (per worker) and consolidated gradient (per worker).
-fn parallel(cfg: &ModelConfig, params: &[f32], tp: usize, sp: bool) -> Vec<(f32, Vec<f32>)> {
+/// What each worker of a tensor group reports after one forward and backward.
+struct Worker {
+    loss: f32,
+    /// The consolidated gradient.
+    grads: Vec<f32>,
+    /// Floats its collectives sent, as `Ops` counts them.
+    sent: u64,
+    activation_bytes: usize,
+}
+
+/// The tensor-parallel model's loss and consolidated gradient, per worker.
+fn parallel(cfg: &ModelConfig, params: &[f32], tp: usize, sp: bool) -> Vec<Worker> {
     std::thread::scope(|s| {
         let handles: Vec<_> = (group(tp).into_iter())
             .map(|comm| {
@@ -61,8 +74,14 @@ fn parallel(cfg: &ModelConfig, params: &[f32], tp: usize, sp: bool) -> Vec<(f32,
                     let mut grads = vec![0.0; local.len()];
                     let scale = 1.0 / (B * cfg.block_size) as f32;
                     m.backward(&local, scale, &mut grads).unwrap();
+                    let sent = m.ops.floats_sent;
                     let full = consolidate(&grads, cfg, &mut m.ops.comm).unwrap();
-                    (loss, full)
+                    Worker {
+                        loss,
+                        grads: full,
+                        sent,
+                        activation_bytes: m.activation_bytes(),
+                    }
                 })
             })
             .collect();
@@ -94,7 +113,8 @@ fn gradients_equal_one_workers_for_every_split() {
     let (loss, want) = single(&cfg, &params);
     for tp in [1, 2, 4] {
         for sp in [false, true] {
-            for (rank, (l, got)) in parallel(&cfg, &params, tp, sp).into_iter().enumerate() {
+            for (rank, w) in parallel(&cfg, &params, tp, sp).into_iter().enumerate() {
+                let (l, got) = (w.loss, w.grads);
                 let what = format!("--tp {tp}{} worker {rank}", if sp { " --sp" } else { "" });
                 assert!(
                     (l - loss).abs() <= 1e-6 * loss,
@@ -185,5 +205,44 @@ mod training {
             // the consolidated model has the single model's layout
             assert_eq!(many.model.params.len(), one.model.params.len(), "{what}");
         }
+    }
+}
+
+/// The bytes summary.json reports for the tensor group are what the collectives count, and
+/// the activation bytes what the model allocates; `--sp` holds fewer.
+#[test]
+fn reported_bytes_are_what_the_workers_send_and_hold() {
+    let cfg = tiny();
+    let params = Gpt::new(cfg.clone(), 7).params;
+    for tp in [1, 2, 4] {
+        let mut held = Vec::new();
+        for sp in [false, true] {
+            let mut run = TrainConfig {
+                model: cfg.clone(),
+                ..TrainConfig::default()
+            };
+            (run.parallel.workers, run.parallel.batch) = (tp, B);
+            (run.parallel.tp, run.parallel.sp) = (tp, sp);
+            let want = comm_per_step(&run);
+            let bytes = activation_bytes(&cfg, B, cfg.block_size, tp, sp);
+            for w in parallel(&cfg, &params, tp, sp) {
+                assert_eq!(
+                    4 * w.sent,
+                    want.tp_bytes,
+                    "--tp {tp} --sp {sp}: {}",
+                    want.tp_formula
+                );
+                assert_eq!(w.activation_bytes, bytes, "--tp {tp} --sp {sp}");
+            }
+            held.push(bytes);
+        }
+        println!(
+            "--tp {tp}: activation bytes per worker {} (--sp: {})",
+            held[0], held[1]
+        );
+        assert!(
+            tp == 1 || held[1] < held[0],
+            "--tp {tp}: --sp holds {held:?}"
+        );
     }
 }

@@ -43,6 +43,21 @@ pub(super) struct Dims {
 }
 
 impl Dims {
+    /// The sizes on worker `rank` of a `tp`-way group, for `b` sequences of `t` tokens.
+    pub fn new(cfg: &crate::config::ModelConfig, b: usize, t: usize, tp: usize, sp: bool) -> Dims {
+        let (n, c) = (b * t, cfg.n_embd);
+        Dims {
+            b,
+            t,
+            m: if sp { n / tp } else { n },
+            c,
+            cl: c / tp,
+            fl: 4 * c / tp,
+            hl: cfg.n_head / tp,
+            gathers: sp && tp > 1,
+        }
+    }
+
     pub fn n(&self) -> usize {
         self.b * self.t
     }

@@ -39,7 +39,7 @@ mod model;
 mod ops;
 mod shard;
 
-pub use model::TensorParallel;
+pub use model::{activation_bytes, TensorParallel};
 pub use ops::{f_backward, f_forward, g_backward, g_forward, Ops};
 pub use shard::{consolidate, local_layout, runs, shard, Run};
 
@@ -116,4 +116,57 @@ pub fn consolidate_state(
         t: adam.t,
     };
     Ok((params, adam))
+}
+
+/// What one worker sends in each of its groups per optimizer step, counted as a ring sends
+/// (each all-reduce 2 (P-1)/P of its buffer, each all-gather and reduce-scatter (P-1)/P).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommPerStep {
+    /// Bytes in the tensor group: the per-layer collectives (and with `--sp` the sum of
+    /// the whole copies' gradients).
+    pub tp_bytes: u64,
+    /// The formula `tp_bytes` comes from, in the notation of the docs.
+    pub tp_formula: String,
+    /// Bytes in the data-parallel group: the gradient all-reduce of this worker's shard.
+    pub dp_bytes: u64,
+    /// Its formula.
+    pub dp_formula: String,
+}
+
+/// [`CommPerStep`] of a run of `cfg`. The tensor group's figure is what [`Ops`] counts
+/// (`Ops::floats_sent`), which `tests/tensor.rs` holds it to.
+pub fn comm_per_step(cfg: &TrainConfig) -> CommPerStep {
+    let (p, m) = (&cfg.parallel, &cfg.model);
+    let (tp, dp) = (p.tp as u64, cfg.data_parallel() as u64);
+    let (l, c, t) = (m.n_layer as u64, m.n_embd as u64, m.block_size as u64);
+    // micro-batches per step and the rows of each (deterministic: one sequence at a time)
+    let (passes, rows) = if p.deterministic {
+        ((p.batch as u64) / dp, t)
+    } else {
+        (p.accum as u64, cfg.micro_batch() as u64 * t)
+    };
+    let nc = rows * c;
+    let per_layer = 8 * (nc / tp) * (tp - 1); // 4 all-reduces (SP: 4 gathers + 4 scatters)
+    let whole = (m.vocab_size as u64 + t + 2 * l + 1) * c;
+    let sp_sum = if p.sp { 2 * (whole / tp) * (tp - 1) } else { 0 };
+    let tp_floats = passes * (l * per_layer + sp_sum);
+    let shard = local_layout(m, p.tp).len as u64;
+    let elem = if p.deterministic { 8 } else { 4 };
+    CommPerStep {
+        tp_bytes: 4 * tp_floats,
+        tp_formula: format!(
+            "4 bytes x micro-batches ({passes}) x [L ({l}) x 8 (TP-1)/TP x N ({rows}) x C ({c})\
+             {}], TP = {tp}",
+            if p.sp {
+                " + 2 (TP-1)/TP x (V+T+2L+1) C (the whole copies' gradients)"
+            } else {
+                ""
+            }
+        ),
+        dp_bytes: elem * 2 * (shard / dp) * (dp - 1),
+        dp_formula: format!(
+            "{elem} bytes x 2 (DP-1)/DP x P/TP ({shard} parameters of this worker's shard), \
+             DP = {dp}"
+        ),
+    }
 }

@@ -78,16 +78,8 @@ impl TensorParallel {
         assert!(!ops.sp || n % tp == 0, "--sp: {tp} must divide {n} rows");
         let rows = ops.my_rows(n);
         let c = cfg.n_embd;
-        let d = Dims {
-            b: batch,
-            t: seq_len,
-            m: rows.len(),
-            c,
-            cl: c / tp,
-            fl: 4 * c / tp,
-            hl: cfg.n_head / tp,
-            gathers: ops.sp && tp > 1,
-        };
+        let d = Dims::new(cfg, batch, seq_len, tp, ops.sp);
+        assert_eq!(d.m, rows.len());
         let replicated = (runs(cfg, tp, rank).into_iter())
             .filter(|r| r.replicated)
             .map(|r| r.local..r.local + r.len)
@@ -121,6 +113,7 @@ impl TensorParallel {
     }
 
     /// Bytes of activations (and their gradients) this worker holds: what `--sp` shrinks.
+    /// (The same as [`activation_bytes`] computes from the shapes alone.)
     pub fn activation_bytes(&self) -> usize {
         let s = &self.scratch;
         let blocks: usize = self.blocks.iter().map(Acts::len).sum();
@@ -131,11 +124,18 @@ impl TensorParallel {
             + s.dqkv.len()
             + s.datt.len()
             + s.dfc.len();
-        let ends = self.encoded.len()
-            + 3 * self.lnf.len()
-            + 2 * self.logits.len()
-            + self.lse.len()
-            + self.losses.len();
+        let ends = [
+            &self.encoded,
+            &self.lnf,
+            &self.dln,
+            &self.lnf_mean,
+            &self.lnf_rstd,
+            &self.logits,
+            &self.dlogits,
+            &self.lse,
+            &self.losses,
+        ];
+        let ends: usize = ends.iter().map(|v| v.len()).sum();
         4 * (blocks + scratch + ends)
     }
 
@@ -380,4 +380,21 @@ fn embed_backward(
             *g += x;
         }
     }
+}
+
+/// Bytes of activations (and their gradients) a worker of a `tp`-way group holds for `b`
+/// sequences of `t` tokens: what [`TensorParallel::activation_bytes`] allocates.
+pub fn activation_bytes(cfg: &ModelConfig, b: usize, t: usize, tp: usize, sp: bool) -> usize {
+    let d = Dims::new(cfg, b, t, tp, sp);
+    let (n, m, c, v) = (d.n(), d.m, d.c, cfg.vocab_size);
+    let all = if d.gathers { n * c } else { 0 };
+    let att = d.b * d.hl * d.t * d.t;
+    // per block: ln1, ln2, x_mid, x_out (m,C); their means and 1/stds; the gathered
+    // ln1, ln2; qkv, att, atty; fch, fcg
+    let block = 4 * m * c + 4 * m + 2 * all + 4 * n * d.cl + att + 2 * n * d.fl;
+    // dres, dres_all, part, datty, dqkv, datt, dfc
+    let scratch = m * c + all + n * c + 4 * n * d.cl + att + n * d.fl;
+    // encoded, lnf, dln, the two means, logits, dlogits, lse, losses
+    let ends = 3 * m * c + 2 * m + 2 * m * v + 2 * m;
+    4 * (cfg.n_layer * block + scratch + ends)
 }
