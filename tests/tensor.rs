@@ -9,6 +9,8 @@
 //! parts moves the last few bits); 1e-4 leaves two orders of margin and still catches any
 //! wrong index, which moves a gradient by its own size.
 
+mod common;
+
 use nanodist::collective::{group, Algorithm};
 use nanodist::config::ModelConfig;
 use nanodist::config::TrainConfig;
@@ -244,5 +246,105 @@ fn reported_bytes_are_what_the_workers_send_and_hold() {
             tp == 1 || held[1] < held[0],
             "--tp {tp}: --sp holds {held:?}"
         );
+    }
+}
+
+/// The command line: bad layouts are one-line errors; a tensor-parallel run writes the
+/// consolidated checkpoint (the single model's tensors), which resumes at other layouts.
+mod cli {
+    use super::common::{assert_one_line_error, nanodist, TempDir};
+
+    const SMALL: [&str; 12] = [
+        "--layers",
+        "1",
+        "--embd",
+        "16",
+        "--heads",
+        "4",
+        "--block",
+        "16",
+        "--batch",
+        "4",
+        "--eval-every",
+        "0",
+    ];
+
+    fn train(extra: &[&str]) -> std::process::Output {
+        let mut args = vec!["train", "--quiet"];
+        args.extend(SMALL);
+        args.extend(extra);
+        nanodist(&args)
+    }
+
+    #[test]
+    fn bad_layouts_are_one_line_errors() {
+        let cases: [(&[&str], &[&str]); 5] = [
+            (&["--workers", "3", "--tp", "2"], &["--tp", "--workers 3"]),
+            (&["--workers", "2", "--tp", "0"], &["--tp 0"]),
+            (&["--workers", "3", "--tp", "3"], &["--tp 3", "heads"]),
+            (&["--workers", "2", "--sp"], &["--sp", "--tp"]),
+            (
+                &["--workers", "2", "--tp", "2", "--overlap"],
+                &["--overlap"],
+            ),
+        ];
+        for (args, needles) in cases {
+            let mut all = vec!["--steps", "2"];
+            all.extend(args);
+            assert_one_line_error(&train(&all), needles);
+        }
+    }
+
+    #[test]
+    fn a_tensor_parallel_checkpoint_resumes_at_other_layouts() {
+        let tmp = TempDir::new("tensor-resume");
+        let dir = tmp.path("run");
+        let dir = dir.to_str().unwrap();
+        let out = train(&[
+            "--workers",
+            "2",
+            "--tp",
+            "2",
+            "--sp",
+            "--steps",
+            "10",
+            "--out",
+            dir,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ck = nanodist::checkpoint::load(std::path::Path::new(dir)).unwrap();
+        let full = nanodist::model::ParamLayout::new(&ck.config.model);
+        assert_eq!(
+            ck.params.len(),
+            full.len,
+            "the checkpoint holds the whole model"
+        );
+        let summary: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(tmp.path("run/summary.json")).unwrap())
+                .unwrap();
+        assert_eq!(summary["layout"]["tp"], 2);
+        assert!(summary["comm_per_step"]["tp"]["bytes"].as_u64().unwrap() > 0);
+        for (workers, tp, steps) in [("1", "1", "15"), ("4", "2", "20"), ("4", "4", "25")] {
+            let out = nanodist(&[
+                "train",
+                "--quiet",
+                "--resume",
+                dir,
+                "--workers",
+                workers,
+                "--tp",
+                tp,
+                "--steps",
+                steps,
+            ]);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "--workers {workers} --tp {tp}: {err}");
+            let ck = nanodist::checkpoint::load(std::path::Path::new(dir)).unwrap();
+            assert_eq!(ck.step.to_string(), steps);
+        }
     }
 }
