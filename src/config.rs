@@ -355,8 +355,14 @@ impl TrainConfig {
         let split = split / p.tp; // the replicas share the batch, not the workers of a group
         if p.batch % split != 0 {
             return cfg(format!(
-                "--batch {} does not divide among {} data-parallel replicas x {} accumulation steps: use a batch that is a multiple of {}",
-                p.batch, self.data_parallel(), p.accum, split
+                "--batch {} does not divide among {} x {} accumulation steps: use a batch that is a multiple of {}",
+                p.batch,
+                match p.tp {
+                    1 => format!("{} workers", p.workers),
+                    tp => format!("{} replicas of --tp {tp}", self.data_parallel()),
+                },
+                p.accum,
+                split
             ));
         }
         if !(o.lr.is_finite() && o.lr > 0.0) {
@@ -595,6 +601,8 @@ mod tests {
             "bucket_kb",
             "overlap",
             "deterministic",
+            "tp",
+            "sp",
             "steps",
             "eval_every",
             "eval_windows",
@@ -605,7 +613,7 @@ mod tests {
         ] {
             assert!(keys.contains(&key), "{key} missing from {json}");
         }
-        assert_eq!(keys.len(), 25, "{json}");
+        assert_eq!(keys.len(), 27, "{json}");
         let back: TrainConfig = serde_json::from_value(json).unwrap();
         assert_eq!(back, c);
     }
