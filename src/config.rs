@@ -211,6 +211,19 @@ pub struct ParallelConfig {
     pub overlap: bool,
     /// Bit-identical final parameters for any worker count, algorithm and bucket size.
     pub deterministic: bool,
+    /// TP: workers per tensor group, each holding 1/TP of every block's matrices (H/TP
+    /// heads, 4C/TP hidden units); data parallelism runs over the N/TP groups. 1: no split.
+    #[serde(default = "one")]
+    pub tp: usize,
+    /// Sequence parallelism: outside the split matrices (layer norms, residuals, the loss)
+    /// each worker of a tensor group keeps only its 1/TP of the token rows.
+    #[serde(default)]
+    pub sp: bool,
+}
+
+/// The default of a size that old configuration files do not name.
+fn one() -> usize {
+    1
 }
 
 impl Default for ParallelConfig {
@@ -223,6 +236,8 @@ impl Default for ParallelConfig {
             bucket_kb: 0,
             overlap: false,
             deterministic: false,
+            tp: 1,
+            sp: false,
         }
     }
 }
@@ -280,10 +295,16 @@ pub struct FaultConfig {
 }
 
 impl TrainConfig {
-    /// Sequences each worker processes per micro-batch: B / (N * K).
+    /// Sequences each replica processes per micro-batch: B / (DP * K).
     pub fn micro_batch(&self) -> usize {
         let p = &self.parallel;
-        p.batch / (p.workers * p.accum)
+        p.batch / (self.data_parallel() * p.accum)
+    }
+
+    /// DP: the data-parallel replicas, N / TP (each replica a tensor group of TP workers).
+    pub fn data_parallel(&self) -> usize {
+        let p = &self.parallel;
+        (p.workers / p.tp.max(1)).max(1)
     }
 
     /// Tokens (predicted characters) per optimizer step: B * T.
@@ -330,10 +351,18 @@ impl TrainConfig {
                 p.bucket_kb
             ));
         }
+        self.validate_tensor()?;
+        let split = split / p.tp; // the replicas share the batch, not the workers of a group
         if p.batch % split != 0 {
             return cfg(format!(
-                "--batch {} does not divide among {} workers x {} accumulation steps: use a batch that is a multiple of {}",
-                p.batch, p.workers, p.accum, split
+                "--batch {} does not divide among {} x {} accumulation steps: use a batch that is a multiple of {}",
+                p.batch,
+                match p.tp {
+                    1 => format!("{} workers", p.workers),
+                    tp => format!("{} replicas of --tp {tp}", self.data_parallel()),
+                },
+                p.accum,
+                split
             ));
         }
         if !(o.lr.is_finite() && o.lr > 0.0) {
@@ -363,6 +392,53 @@ impl TrainConfig {
                 s.steps,
                 s.steps - 1,
                 s.steps
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl TrainConfig {
+    /// The layout of `--tp` and `--sp` (see `parallel::tensor`): the grid, whole heads per
+    /// worker, whole token rows with `--sp`.
+    fn validate_tensor(&self) -> Result<(), Error> {
+        let (p, m) = (&self.parallel, &self.model);
+        crate::parallel::grid::Layout::new(p.workers, p.tp, 1)?;
+        let cfg = |msg: String| Err(Error::Config(msg));
+        if p.tp == 1 {
+            if p.sp {
+                return cfg(
+                    "--sp splits activations over a tensor group: use it with --tp 2 \
+                            or more"
+                        .into(),
+                );
+            }
+            return Ok(());
+        }
+        if m.n_head % p.tp != 0 {
+            return cfg(format!(
+                "--tp {} does not divide the {} attention heads (--heads): use a --tp that \
+                 divides {}",
+                p.tp, m.n_head, m.n_head
+            ));
+        }
+        if p.overlap {
+            return cfg(format!(
+                "--overlap hides data parallelism's all-reduce behind the whole model's \
+                 backward, which --tp {} splits: drop --overlap",
+                p.tp
+            ));
+        }
+        let rows = if p.deterministic {
+            1
+        } else {
+            self.micro_batch()
+        } * m.block_size;
+        if p.sp && rows % p.tp != 0 {
+            return cfg(format!(
+                "--sp splits a micro-batch's {rows} token rows over --tp {}: use a --block \
+                 (or --batch) that makes them a multiple of {}",
+                p.tp, p.tp
             ));
         }
         Ok(())
@@ -525,6 +601,8 @@ mod tests {
             "bucket_kb",
             "overlap",
             "deterministic",
+            "tp",
+            "sp",
             "steps",
             "eval_every",
             "eval_windows",
@@ -535,7 +613,7 @@ mod tests {
         ] {
             assert!(keys.contains(&key), "{key} missing from {json}");
         }
-        assert_eq!(keys.len(), 25, "{json}");
+        assert_eq!(keys.len(), 27, "{json}");
         let back: TrainConfig = serde_json::from_value(json).unwrap();
         assert_eq!(back, c);
     }

@@ -35,6 +35,7 @@ use crate::error::Error;
 use crate::model::{Gpt, ParamLayout, Workspace};
 use crate::optim::{clip_scale, lr_at, AdamW};
 use crate::parallel::fixed_point;
+use crate::parallel::tensor::TensorParallel;
 use crate::trace::{Clock, Phase, Span};
 
 /// One replica's training state: the model, its optimizer, and the buffers a step reuses.
@@ -56,6 +57,10 @@ pub struct Replica {
     /// One micro-batch's input and target tokens, `(rows, T)`.
     inputs: Vec<u32>,
     targets: Vec<u32>,
+    /// Tensor parallelism (`--tp`): this worker's share of every block, which runs forward
+    /// and backward in `ws`'s place; `model` then holds this worker's shard. `None`: the
+    /// whole model.
+    pub tensor: Option<TensorParallel>,
 }
 
 impl Replica {
@@ -67,10 +72,46 @@ impl Replica {
         } else {
             cfg.micro_batch()
         };
+        let ws = Workspace::new(&cfg.model, rows, t);
+        Replica::with(rank, model, adam, cfg, ws, None)
+    }
+
+    /// The replica of worker `rank` of a tensor group: `model` holds its shard (laid out by
+    /// `tensor.layout`), `adam` the shard's moments, and `tensor` runs its forward and
+    /// backward. (The whole model's workspace goes unused: one of a single token stands in.)
+    pub fn tensor_parallel(
+        rank: usize,
+        model: Gpt,
+        adam: AdamW,
+        cfg: &TrainConfig,
+        tensor: TensorParallel,
+    ) -> Self {
+        assert_eq!(
+            model.layout, tensor.layout,
+            "the model must be this worker's shard"
+        );
+        let ws = Workspace::new(&cfg.model, 1, 1);
+        Replica::with(rank, model, adam, cfg, ws, Some(tensor))
+    }
+
+    fn with(
+        rank: usize,
+        model: Gpt,
+        adam: AdamW,
+        cfg: &TrainConfig,
+        ws: Workspace,
+        tensor: Option<TensorParallel>,
+    ) -> Self {
+        let t = cfg.model.block_size;
+        let rows = if cfg.parallel.deterministic {
+            1
+        } else {
+            cfg.micro_batch()
+        };
         let n = model.layout.len;
         Replica {
             rank,
-            ws: Workspace::new(&cfg.model, rows, t),
+            ws,
             grads: vec![0.0; n],
             acc: if cfg.parallel.deterministic {
                 vec![0; n]
@@ -81,6 +122,7 @@ impl Replica {
             targets: vec![0; rows * t],
             model,
             adam,
+            tensor,
         }
     }
 }
@@ -169,11 +211,11 @@ fn gradients(
     let mut loss = 0.0;
     for k in 0..k_total {
         loss += forward(r, cfg, batch, start + k * m..start + (k + 1) * m, obs)?;
-        let (model, ws, grads) = (&r.model, &mut r.ws, &mut r.grads[..]);
         if k + 1 == k_total && exchange.overlaps_backward() {
+            let (model, ws, grads) = (&r.model, &mut r.ws, &mut r.grads[..]);
             exchange.backward_and_sum(model, ws, scale, grads, step, obs)?;
         } else {
-            obs.time(Phase::Backward, step, || model.backward(ws, scale, grads));
+            backward(r, scale, step, obs)?;
         }
     }
     // (overlapped, the sum is already under way: the summed gradient's norm is checked)
@@ -192,7 +234,12 @@ fn gradients(
 /// Clips the summed gradient and takes the AdamW step; returns the norm before clipping
 /// (not finite: nothing is updated, and the step reports the divergence).
 fn update(r: &mut Replica, lr: f32, optim: &OptimConfig) -> f32 {
-    let (norm, clip) = clip_scale(&r.grads, optim.grad_clip);
+    let (norm, clip) = match &mut r.tensor {
+        None => clip_scale(&r.grads, optim.grad_clip),
+        // the norm of the whole model, summed over the group; a peer that left makes it NaN,
+        // and the worker loop names the peer as the cause
+        Some(tp) => (tp.clip_scale(&r.grads, optim.grad_clip)).unwrap_or((f32::NAN, 1.0)),
+    };
     if norm.is_finite() {
         let model = &mut r.model;
         (r.adam).step_scaled(&mut model.params, &r.grads, &model.layout, lr, optim, clip);
@@ -213,12 +260,44 @@ fn forward(
     let (t, step) = (cfg.model.block_size, batch.step);
     sampler::fill_batch(batch.tokens, batch.seed, step as u64, seqs, t, x, y);
     let (model, ws) = (&r.model, &mut r.ws);
-    let loss = obs.time(Phase::Forward, step, || model.forward(ws, x, Some(y)));
+    let loss = match &mut r.tensor {
+        None => obs.time(Phase::Forward, step, || model.forward(ws, x, Some(y))),
+        Some(tp) => {
+            (tp.ops.clock, tp.ops.step) = (obs.clock(), step);
+            let loss = obs.time(Phase::Forward, step, || {
+                tp.forward(&model.params, x, Some(y))
+            });
+            tp.ops.spans.drain(..).for_each(|s| obs.record(s));
+            loss.map_err(TensorParallel::error(step))?
+        }
+    };
     let loss = loss.expect("forward with targets returns a loss");
     if !loss.is_finite() {
         return Err(diverged(step, r.rank, "the loss".into(), loss));
     }
     Ok(loss)
+}
+
+/// Backward of the last forward, accumulated into `r.grads`: the whole model's, or this
+/// worker's share of its tensor group's (a collective of the group).
+fn backward(
+    r: &mut Replica,
+    scale: f32,
+    step: usize,
+    obs: &mut impl Observer,
+) -> Result<(), Error> {
+    let (model, ws, grads) = (&r.model, &mut r.ws, &mut r.grads[..]);
+    match &mut r.tensor {
+        None => obs.time(Phase::Backward, step, || model.backward(ws, scale, grads)),
+        Some(tp) => {
+            let done = obs.time(Phase::Backward, step, || {
+                tp.backward(&model.params, scale, grads)
+            });
+            tp.ops.spans.drain(..).for_each(|s| obs.record(s));
+            done.map_err(TensorParallel::error(step))?
+        }
+    }
+    Ok(())
 }
 
 /// Deterministic mode: each sequence's gradient alone, summed exactly in fixed point into
@@ -236,8 +315,7 @@ fn exact_gradients(
     let mut loss = 0.0;
     for seq in batch.sequences.clone() {
         loss += forward(r, cfg, batch, seq..seq + 1, obs)?;
-        let (model, ws, grads) = (&r.model, &mut r.ws, &mut r.grads[..]);
-        obs.time(Phase::Backward, step, || model.backward(ws, scale, grads));
+        backward(r, scale, step, obs)?;
         let (acc, grads) = (&mut r.acc, &mut r.grads);
         let ok = obs.time(Phase::FixedPoint, step, || {
             fixed_point::accumulate_and_zero(acc, grads)

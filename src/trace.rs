@@ -38,6 +38,14 @@ pub enum Phase {
     Straggle,
     /// Converting per-sequence gradients to fixed point (deterministic mode).
     FixedPoint,
+    /// A collective of tensor parallelism inside block `layer` (`op`: "all-reduce",
+    /// "all-gather", "reduce-scatter"; layer = the model's layer count: the embeddings').
+    Tensor {
+        /// The block.
+        layer: usize,
+        /// The collective.
+        op: &'static str,
+    },
 }
 
 impl Phase {
@@ -54,13 +62,14 @@ impl Phase {
             Phase::Checkpoint => "checkpoint".into(),
             Phase::Straggle => "straggler sleep".into(),
             Phase::FixedPoint => "fixed-point sum".into(),
+            Phase::Tensor { layer, op } => format!("tp {op} layer {layer}"),
         }
     }
 
     /// Its kind: `"compute"`, `"comm"` or `"wait"`.
     pub fn category(self) -> &'static str {
         match self {
-            Phase::AllReduce(_) | Phase::CommWait => "comm",
+            Phase::AllReduce(_) | Phase::CommWait | Phase::Tensor { .. } => "comm",
             Phase::Wait => "wait",
             _ => "compute",
         }

@@ -2,10 +2,13 @@
 //!
 //! Today: synchronous data parallelism ([`data_parallel`]), with gradient buckets
 //! that can overlap backward ([`buckets`]) and an exact, order-free gradient sum for
-//! bit-identical runs ([`fixed_point`]), on the worker grid of [`grid`] (DP x PP x TP).
-//! Later: ZeRO, tensor and pipeline parallelism, local SGD, parameter servers.
+//! bit-identical runs ([`fixed_point`]), on the worker grid of [`grid`] (DP x PP x TP);
+//! tensor and sequence parallelism ([`tensor`], `--tp`, `--sp`), which split every block's
+//! matrices over a group of workers.
+//! Later: ZeRO, pipeline parallelism, local SGD, parameter servers.
 
 pub mod buckets;
 pub mod data_parallel;
 pub mod fixed_point;
 pub mod grid;
+pub mod tensor;

@@ -62,6 +62,14 @@ pub struct TrainArgs {
     /// Bit-identical results for any worker count, algorithm and bucket size.
     #[arg(long)]
     pub deterministic: bool,
+    /// Tensor parallelism: split every block's matrices over groups of T workers (T must
+    /// divide --workers and the heads) [default: 1, no split].
+    #[arg(long, value_name = "T")]
+    pub tp: Option<usize>,
+    /// Sequence parallelism: with --tp, split the layer norms' and residuals' token rows
+    /// over the tensor group too.
+    #[arg(long)]
+    pub sp: bool,
     /// Validation loss every N steps (0: only at the end) [default: 250].
     #[arg(long, value_name = "N")]
     pub eval_every: Option<usize>,
@@ -161,6 +169,7 @@ impl TrainArgs {
         set(&mut cfg.model.n_embd, self.embd);
         set(&mut cfg.parallel.accum, self.accum);
         set(&mut cfg.parallel.bucket_kb, self.bucket_kb);
+        set(&mut cfg.parallel.tp, self.tp);
         set(&mut cfg.schedule.eval_every, self.eval_every);
         set(&mut cfg.schedule.checkpoint_every, self.checkpoint_every);
         set(&mut cfg.schedule.check_replicas, self.check_replicas);
@@ -176,6 +185,7 @@ impl TrainArgs {
         }
         cfg.parallel.overlap |= self.overlap;
         cfg.parallel.deterministic |= self.deterministic;
+        cfg.parallel.sp |= self.sp;
         cfg.faults.straggler = self.straggler.or(cfg.faults.straggler);
         cfg.faults.fault = self
             .fault

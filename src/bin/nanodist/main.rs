@@ -184,6 +184,10 @@ fn run_train(args: TrainArgs) -> Result<ExitCode, Error> {
         None => {
             let mut cfg = TrainConfig::default();
             cfg.parallel.workers = default_workers(args.batch.unwrap_or(12));
+            if let Some(tp) = args.tp.filter(|_| args.workers.is_none()) {
+                // one tensor group per replica the cores allow: at least one group
+                cfg.parallel.workers = (cfg.parallel.workers / tp.max(1)).max(1) * tp;
+            }
             args.apply(&mut cfg);
             if args.checkpoint_every.is_none() {
                 // nanoGPT's habit: a checkpoint at every evaluation, so little is lost to a kill

@@ -103,6 +103,7 @@ pub fn train_and_record(
     if let Some(k) = outcome.interrupted_at {
         json["interrupted_at_step"] = k.into();
     }
+    grid_figures(&mut json, cfg);
     let json = serde_json::to_string_pretty(&json).expect("summary serialises");
     let write = |name: &str, bytes: &[u8]| checkpoint::write_atomic(&dir.join(name), bytes);
     write("summary.json", json.as_bytes()).map_err(&disk)?;
@@ -225,4 +226,27 @@ fn one_worker_tokens_per_s(cfg: &TrainConfig, corpus: &data::Corpus) -> Result<f
     };
     let run = train::train(&one, corpus, train::initial_state(&one), &opts, |_| Ok(()))?;
     Ok(run.summary.tokens_per_s)
+}
+
+/// summary.json's `layout` (the grid) and `comm_per_step` (bytes each worker sends in each
+/// group per step, beside their formulas), and the activation bytes per worker under `--tp`.
+fn grid_figures(json: &mut serde_json::Value, cfg: &TrainConfig) {
+    use nanodist::parallel::tensor::{activation_bytes, comm_per_step};
+    let p = &cfg.parallel;
+    json["layout"] = serde_json::json!({ "dp": cfg.data_parallel(), "tp": p.tp, "sp": p.sp });
+    let c = comm_per_step(cfg);
+    json["comm_per_step"] = serde_json::json!({
+        "tp": { "bytes": c.tp_bytes, "formula": c.tp_formula },
+        "dp": { "bytes": c.dp_bytes, "formula": c.dp_formula },
+    });
+    if p.tp > 1 {
+        let rows = if p.deterministic {
+            1
+        } else {
+            cfg.micro_batch()
+        };
+        let t = cfg.model.block_size;
+        json["activation_bytes_per_worker"] =
+            activation_bytes(&cfg.model, rows, t, p.tp, p.sp).into();
+    }
 }

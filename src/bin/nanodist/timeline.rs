@@ -66,6 +66,7 @@ fn look(phase: Phase) -> Look {
         Phase::Optimizer => ("adamw", "#b07aa1", "white", 7),
         Phase::Eval => ("eval", "#edc948", "#222222", 8),
         Phase::Checkpoint => ("checkpoint", "#9c755f", "white", 9),
+        Phase::Tensor { .. } => ("tensor-parallel collective", "#17becf", "#0b2e33", 10),
     };
     Look {
         name,
@@ -84,6 +85,7 @@ fn short_label(phase: Phase) -> String {
         Phase::Straggle => "sleep".into(),
         Phase::FixedPoint => "fixed".into(),
         Phase::Checkpoint => "ckpt".into(),
+        Phase::Tensor { layer, .. } => format!("L{layer}"),
         other => look(other).name.into(),
     }
 }
@@ -304,6 +306,7 @@ fn dur(s: &Span) -> f64 {
 fn long_name(phase: Phase) -> String {
     match phase {
         Phase::AllReduce(b) => format!("all-reduce of bucket {b}"),
+        Phase::Tensor { layer, op } => format!("tensor-parallel {op} of layer {layer}"),
         other => look(other).name.into(),
     }
 }

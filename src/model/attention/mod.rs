@@ -99,34 +99,42 @@ impl AttnShape {
     }
 }
 
-/// `qkv (3,H,N,hs)` = `inp (N,C) @ w (3C,C)^T`, head-major (see the module docs): the
+/// `qkv (3,H,N,hs)` = `inp (N,D) @ w (3C,D)^T`, head-major (see the module docs): the
 /// `c_attn` projection as 3H products, one per block of hs output features.
+///
+/// The input width D is the model's C; under tensor parallelism a worker's `s` holds only
+/// its H/TP heads (C/TP channels) while its input is still the whole (N,C) stream.
 pub fn qkv_forward(qkv: &mut [f32], inp: &[f32], w: &[f32], s: AttnShape, threads: usize) {
     let (n, c, hs) = (s.b * s.t, s.c, s.head_size());
-    assert_eq!(inp.len(), n * c);
-    assert_eq!(w.len(), 3 * c * c);
+    let d = inp.len() / n;
+    assert_eq!(inp.len(), n * d);
+    assert_eq!(w.len(), 3 * c * d);
     assert_eq!(qkv.len(), n * 3 * c);
     // block j holds output features j*hs .. (j+1)*hs: the rows of w with those indices
     let product = |(j, block): (usize, &mut [f32])| {
-        linear_forward(block, inp, &w[j * hs * c..][..hs * c], n, Out::Set, 1);
+        linear_forward(block, inp, &w[j * hs * d..][..hs * d], n, Out::Set, 1);
     };
     for_each_block(qkv, n * hs, threads, product);
 }
 
-/// `dy (H,N,hs)` = `dx (N,C) @ w (C,C)`, head-major: the input gradient of `attn.c_proj`
+/// `dy (H,N,hs)` = `dx (N,D) @ w (D,C)`, head-major: the input gradient of `attn.c_proj`
 /// (whose forward is `x += y @ w^T`), as H products of hs features, one per head, in the
 /// layout [`attention_backward`] reads.
+///
+/// D is the model's C; under tensor parallelism `s` holds a worker's H/TP heads, and `w`
+/// its C/TP columns of `attn.c_proj`.
 pub fn proj_backward_heads(dy: &mut [f32], dx: &[f32], w: &[f32], s: AttnShape, threads: usize) {
     let (n, c, hs) = (s.b * s.t, s.c, s.head_size());
+    let d = dx.len() / n;
     assert_eq!(dy.len(), n * c);
-    assert_eq!(dx.len(), n * c);
-    assert_eq!(w.len(), c * c);
+    assert_eq!(dx.len(), n * d);
+    assert_eq!(w.len(), d * c);
     // block h: columns h*hs .. (h+1)*hs of w, rows c apart
     let product = |(h, block): (usize, &mut [f32])| {
-        let w_h = Mat::new(&w[h * hs..], c, hs, c);
+        let w_h = Mat::new(&w[h * hs..], d, hs, c);
         matmul(
             MatMut::dense(block, n, hs),
-            Mat::dense(dx, n, c),
+            Mat::dense(dx, n, d),
             w_h,
             Out::Set,
             1.0,

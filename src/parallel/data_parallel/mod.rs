@@ -41,12 +41,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crossbeam::channel::Sender;
 
-use crate::collective::Comm;
+use crate::collective::{Comm, CommError};
 use crate::config::TrainConfig;
 use crate::data::{sampler, Corpus};
 use crate::error::Error;
 use crate::error::InjectedFault;
 use crate::model::Gpt;
+use crate::parallel::tensor;
 use crate::step::{train_step, Batch, Observer, Replica, StepStats};
 use crate::trace::{Clock, Phase, Span};
 
@@ -151,7 +152,12 @@ impl Telemetry {
                 .sum::<f64>()
                 / 1e3
         };
-        let comm_ms = sum(|p| matches!(p, Phase::AllReduce(_) | Phase::CommWait));
+        let comm_ms = sum(|p| {
+            matches!(
+                p,
+                Phase::AllReduce(_) | Phase::CommWait | Phase::Tensor { .. }
+            )
+        });
         let wait_ms = sum(|p| matches!(p, Phase::Wait));
         StepReport {
             rank: self.rank,
@@ -173,12 +179,59 @@ impl Telemetry {
     }
 }
 
-/// A copy of `replica`'s state after `step` steps, for the main thread to checkpoint.
-fn snapshot(replica: &Replica, step: usize) -> TrainState {
-    TrainState {
-        params: replica.model.params.clone(),
-        adam: replica.adam.clone(),
-        step,
+/// A copy of `replica`'s state after `step` steps, for the main thread to checkpoint; with
+/// `--tp` the tensor group's shards consolidated (a collective of the group).
+fn snapshot(replica: &mut Replica, step: usize) -> Result<TrainState, CommError> {
+    let (params, adam) = match &mut replica.tensor {
+        None => (replica.model.params.clone(), replica.adam.clone()),
+        Some(tp) => tensor::consolidate_state(&replica.model, &replica.adam, &mut tp.ops.comm)?,
+    };
+    Ok(TrainState { params, adam, step })
+}
+
+/// The end of a worker: its replica's parameters and moments (with `--tp`, consolidated).
+fn finish(
+    mut replica: Replica,
+    step: usize,
+    val_loss: f64,
+    stopped_at: Option<usize>,
+) -> Result<WorkerDone, Error> {
+    let rank = replica.rank;
+    let (params, adam) = if replica.tensor.is_some() {
+        let state = snapshot(&mut replica, step).map_err(gone(step))?;
+        (state.params, state.adam)
+    } else {
+        (replica.model.params, replica.adam)
+    };
+    Ok(WorkerDone {
+        rank,
+        val_loss,
+        params,
+        adam,
+        stopped_at,
+    })
+}
+
+/// The validation loss of `replica` over `windows`, split over `comm`'s workers; with
+/// `--tp`, of the tensor group's consolidated model, the windows split over every worker
+/// of the run (`world`).
+fn evaluate(
+    ev: &mut Evaluator,
+    replica: &mut Replica,
+    comm: &mut Comm,
+    world: Option<&mut Comm>,
+    cfg: &TrainConfig,
+    val: &[u32],
+    windows: &[usize],
+) -> Result<f64, CommError> {
+    let algorithm = cfg.parallel.allreduce;
+    match (&mut replica.tensor, world) {
+        (Some(tp), Some(world)) => {
+            let full = tensor::consolidate(&replica.model.params, &cfg.model, &mut tp.ops.comm)?;
+            let model = Gpt::from_params(cfg.model.clone(), full);
+            ev.evaluate(&model, world, algorithm, val, windows)
+        }
+        _ => ev.evaluate(&replica.model, comm, algorithm, val, windows),
     }
 }
 
@@ -193,16 +246,27 @@ pub fn run_worker(
     let cfg = ctx.cfg;
     let (rank, t) = (comm.rank(), cfg.model.block_size);
     let model = Gpt::from_params(cfg.model.clone(), ctx.init.params.clone());
+    // --tp: this worker holds a shard in a tensor group; the gradient exchange and the
+    // shares of the batch run over the data-parallel replicas (see `parallel::tensor`)
+    let (comm, mut world, replica_index, mut replica) = if cfg.parallel.tp > 1 {
+        let member = tensor::join(comm, cfg).map_err(gone(ctx.init.step))?;
+        let tp = member.model.ops.comm.rank();
+        let (shard, adam) = tensor::shard_state(&model, &ctx.init.adam, cfg.parallel.tp, tp);
+        let replica = Replica::tensor_parallel(rank, shard, adam, cfg, member.model);
+        (member.dp, Some(member.world), member.replica, replica)
+    } else {
+        let replica = Replica::new(rank, model, ctx.init.adam.clone(), cfg);
+        (comm, None, rank, replica)
+    };
     // deterministic mode's sum is complete only after the last sequence: it never overlaps
     let overlap = cfg.parallel.overlap && !cfg.parallel.deterministic;
     let mut exchange = AllReduce::new(
         comm,
         cfg.parallel.allreduce,
-        model.layout.len,
+        replica.model.layout.len,
         cfg.parallel.bucket_kb,
         overlap,
     );
-    let mut replica = Replica::new(rank, model, ctx.init.adam.clone(), cfg);
     let mut evaluator = Evaluator::new(cfg);
     let mut obs = Telemetry {
         clock: ctx.clock,
@@ -211,8 +275,8 @@ pub fn run_worker(
         straggle_ms: cfg.faults.straggler.filter(|s| s.0 == rank).map(|s| s.1),
         fault_at: cfg.faults.fault.filter(|f| f.0 == rank).map(|f| f.1),
     };
-    let per_worker = cfg.parallel.batch / cfg.parallel.workers;
-    let (val, algorithm) = (&ctx.corpus.val[..], cfg.parallel.allreduce);
+    let per_replica = cfg.parallel.batch / cfg.data_parallel();
+    let val = &ctx.corpus.val[..];
     let subset = sampler::eval_subset(val.len(), t, cfg.schedule.eval_windows);
     let mut saved = ctx.init.step; // the step of the last state sent for a checkpoint
     let mut stopped_at = None;
@@ -230,7 +294,7 @@ pub fn run_worker(
             tokens: &ctx.corpus.train,
             seed: cfg.seed,
             step,
-            sequences: rank * per_worker..(rank + 1) * per_worker,
+            sequences: replica_index * per_replica..(replica_index + 1) * per_replica,
         };
         let start_us = obs.clock.now_us();
         let stats = train_step(&mut replica, cfg, &batch, &mut exchange, &mut obs)?;
@@ -242,9 +306,10 @@ pub fn run_worker(
             && done % cfg.schedule.eval_every == 0
             && done < cfg.schedule.steps
         {
-            let (model, comm) = (&replica.model, &mut exchange.comm);
+            let (comm, world) = (&mut exchange.comm, world.as_mut());
+            let (ev, r) = (&mut evaluator, &mut replica);
             let val_loss = obs.time(Phase::Eval, done, || {
-                evaluator.evaluate(model, comm, algorithm, val, &subset)
+                evaluate(ev, r, comm, world, cfg, val, &subset)
             });
             let val_loss = val_loss.map_err(gone(done))?;
             if rank == 0 {
@@ -263,38 +328,35 @@ pub fn run_worker(
             }
         }
         let due = cfg.schedule.checkpoint_every > 0 && done % cfg.schedule.checkpoint_every == 0;
-        if rank == 0 && (due || done == cfg.schedule.steps) {
-            let state = obs.time(Phase::Checkpoint, done, || snapshot(&replica, done));
-            let _ = reports.send(Report::Checkpoint(state));
+        // (with --tp every worker of the group takes part in consolidating the shards)
+        let takes_part = rank == 0 || replica.tensor.is_some();
+        if takes_part && (due || done == cfg.schedule.steps) {
+            let state = obs.time(Phase::Checkpoint, done, || snapshot(&mut replica, done));
+            let state = state.map_err(gone(done))?;
+            if rank == 0 {
+                let _ = reports.send(Report::Checkpoint(state));
+            }
             saved = done;
         }
     }
     if let Some(step) = stopped_at {
         // Interrupted: the state at the boundary is saved (unless it just was), and the
         // final evaluation over all windows is left to the run that finishes the job.
-        if rank == 0 && saved != step {
-            let _ = reports.send(Report::Checkpoint(snapshot(&replica, step)));
+        if (rank == 0 || replica.tensor.is_some()) && saved != step {
+            let state = snapshot(&mut replica, step).map_err(gone(step))?;
+            if rank == 0 {
+                let _ = reports.send(Report::Checkpoint(state));
+            }
         }
-        return Ok(WorkerDone {
-            rank,
-            val_loss: f64::NAN,
-            params: replica.model.params,
-            adam: replica.adam,
-            stopped_at,
-        });
+        return finish(replica, step, f64::NAN, stopped_at);
     }
     let val_loss = if ctx.final_eval {
         let all: Vec<usize> = (0..sampler::val_windows(val.len(), t)).collect();
-        let (model, comm) = (&replica.model, &mut exchange.comm);
-        (evaluator.evaluate(model, comm, algorithm, val, &all)).map_err(gone(cfg.schedule.steps))?
+        let (comm, world) = (&mut exchange.comm, world.as_mut());
+        evaluate(&mut evaluator, &mut replica, comm, world, cfg, val, &all)
+            .map_err(gone(cfg.schedule.steps))?
     } else {
         f64::NAN
     };
-    Ok(WorkerDone {
-        rank,
-        val_loss,
-        params: replica.model.params,
-        adam: replica.adam,
-        stopped_at: None,
-    })
+    finish(replica, cfg.schedule.steps, val_loss, None)
 }

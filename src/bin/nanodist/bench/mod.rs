@@ -14,6 +14,9 @@
 //!                  only while all N run); ms/step is the step that would give that sum.
 //!  op parallel     ONE replica, N threads inside each matrix product and kernel,
 //!                  global batch fixed: the alternative to data parallelism.
+//!  tensor-parallel (with --tp T) strong scaling's N workers as N/T replicas of a T-way
+//!                  tensor-parallel model: each block's matrices split over T workers,
+//!                  collectives in every layer. efficiency against strong's 1 worker.
 //! ```
 //!
 //! The lessons of the comparison:
@@ -88,6 +91,10 @@ pub struct BenchArgs {
     /// Corpus: `tales` or a text file.
     #[arg(long, default_value = "tales")]
     pub data: String,
+    /// Also measure tensor parallelism: at each worker count that T divides, the strong
+    /// batch on N/T replicas of a T-way tensor-parallel model (`train --tp T`).
+    #[arg(long, value_name = "T")]
+    pub tp: Option<usize>,
     /// Where bench.json and scaling.svg go [default: a new runs/bench-YYYYmmdd-HHMMSS]; a
     /// directory that already holds a sweep is never overwritten.
     #[arg(long)]
@@ -264,10 +271,22 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
         p.peak_gflops = peaks[p.workers.min(cores)];
         p.mfu = p.gflop_per_step / (p.step_ms / 1e3) / p.peak_gflops;
     }
-    for mode in ["strong", "weak", "independent", "op-parallel"] {
+    for mode in [
+        "strong",
+        "weak",
+        "independent",
+        "op-parallel",
+        "tensor-parallel",
+    ] {
+        // tensor parallelism has no 1-worker point of its own: its 1 worker is strong's
+        let base = if mode == "tensor-parallel" {
+            "strong"
+        } else {
+            mode
+        };
         let one = points
             .iter()
-            .find(|p| p.mode == mode && p.workers == 1)
+            .find(|p| p.mode == base && p.workers == 1)
             .map(|p| p.tokens_per_s);
         for p in points.iter_mut().filter(|p| p.mode == mode) {
             p.efficiency = one.map_or(f64::NAN, |t1| p.tokens_per_s / (p.workers as f64 * t1));
@@ -304,6 +323,13 @@ fn point_configs(
         cfgs.push(("strong", run(args.batch)));
     }
     cfgs.push(("weak", run(args.per_worker * n)));
+    if let Some(tp) = args.tp.filter(|&tp| tp > 1 && n % tp == 0) {
+        if args.batch % (n / tp) == 0 {
+            let mut cfg = run(args.batch);
+            cfg.parallel.tp = tp;
+            cfgs.push(("tensor-parallel", cfg));
+        }
+    }
     cfgs
 }
 
@@ -378,6 +404,9 @@ fn sweep(
 fn predict_comm_ms(cfg: &TrainConfig) -> f64 {
     if cfg.parallel.workers == 1 {
         return 0.0;
+    }
+    if cfg.parallel.tp > 1 {
+        return f64::NAN; // the alpha-beta fit is of the data-parallel all-reduce alone
     }
     let params = cfg.model.num_params();
     let fit = crate::allreduce::fit_alpha_beta(cfg.parallel.workers, cfg.parallel.allreduce, 20);

@@ -217,6 +217,7 @@ pub(super) fn scaling_svg(points: &[Point], cores: usize) -> String {
         ("weak", "weak (data parallel)", "#2ca02c"),
         ("independent", "independent (no all-reduce)", "#9467bd"),
         ("op-parallel", "op parallel", "#d62728"),
+        ("tensor-parallel", "tensor parallel", "#ff7f0e"),
     ];
     let series_of = |value: fn(&Point) -> f64| -> Vec<Series> {
         colors
