@@ -211,6 +211,59 @@ pub struct ParallelConfig {
     pub overlap: bool,
     /// Bit-identical final parameters for any worker count, algorithm and bucket size.
     pub deterministic: bool,
+    /// P: pipeline stages, each a contiguous range of blocks (1: no pipeline). The workers
+    /// form DP = N / P replicas of a P-stage pipeline (`parallel::pipeline`).
+    #[serde(default = "one")]
+    pub pp: usize,
+    /// M: micro-batches each pipeline replica streams through its stages per step. A
+    /// pipeline's micro-batches are its gradient accumulation: `--pp P --micro M` computes
+    /// the gradient one worker computes with `--accum M` (so `--accum` stays 1 with `--pp`).
+    #[serde(default = "one")]
+    pub micro: usize,
+    /// The order in which each stage runs its micro-batches' forwards and backwards.
+    #[serde(default)]
+    pub schedule: PipeSchedule,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// A pipeline schedule: the order of each stage's forwards and backwards (see
+/// `parallel::pipeline::schedule`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PipeSchedule {
+    /// All forwards, then all backwards: M micro-batches' activations alive per stage.
+    #[default]
+    GPipe,
+    /// One forward, one backward (PipeDream-flush): at most P activations alive per stage.
+    #[serde(rename = "1f1b")]
+    OneFOneB,
+}
+
+impl PipeSchedule {
+    /// Its name on the command line: `gpipe` or `1f1b`.
+    pub fn name(self) -> &'static str {
+        match self {
+            PipeSchedule::GPipe => "gpipe",
+            PipeSchedule::OneFOneB => "1f1b",
+        }
+    }
+}
+
+impl std::str::FromStr for PipeSchedule {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "gpipe" => Ok(PipeSchedule::GPipe),
+            "1f1b" => Ok(PipeSchedule::OneFOneB),
+            _ => Err(Error::Config(format!(
+                "--schedule {s} is not a pipeline schedule: use gpipe or 1f1b"
+            ))),
+        }
+    }
 }
 
 impl Default for ParallelConfig {
@@ -223,6 +276,9 @@ impl Default for ParallelConfig {
             bucket_kb: 0,
             overlap: false,
             deterministic: false,
+            pp: 1,
+            micro: 1,
+            schedule: PipeSchedule::GPipe,
         }
     }
 }
@@ -336,6 +392,7 @@ impl TrainConfig {
                 p.batch, p.workers, p.accum, split
             ));
         }
+        self.validate_pipeline()?;
         if !(o.lr.is_finite() && o.lr > 0.0) {
             return cfg(format!("--lr {} must be a positive number", o.lr));
         }
@@ -363,6 +420,56 @@ impl TrainConfig {
                 s.steps,
                 s.steps - 1,
                 s.steps
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl TrainConfig {
+    /// The pipeline's flags: `--pp`, `--micro` and how they meet the others.
+    fn validate_pipeline(&self) -> Result<(), Error> {
+        let (p, l) = (&self.parallel, self.model.n_layer);
+        let cfg = |msg: String| Err(Error::Config(msg));
+        if p.pp == 0 || p.micro == 0 {
+            return cfg(format!(
+                "--pp {} --micro {}: both must be at least 1 (1 means no pipeline)",
+                p.pp, p.micro
+            ));
+        }
+        if p.pp == 1 {
+            if p.micro > 1 {
+                return cfg(format!(
+                    "--micro {} streams micro-batches through pipeline stages, but there is one \
+                     stage: add --pp 2 or more, or split the batch with --accum {}",
+                    p.micro, p.micro
+                ));
+            }
+            return Ok(());
+        }
+        if p.pp > l {
+            return cfg(format!(
+                "--pp {} asks for more stages than the model has blocks (--layers {l}): every \
+                 stage needs at least one block: use --pp {l} or fewer",
+                p.pp
+            ));
+        }
+        let layout = crate::parallel::grid::Layout::new(p.workers, 1, p.pp)?;
+        if p.accum > 1 {
+            return cfg(format!(
+                "--accum {} with --pp {}: a pipeline accumulates over its micro-batches \
+                 already: use --micro {} instead",
+                p.accum,
+                p.pp,
+                p.accum * p.micro
+            ));
+        }
+        let split = layout.dp.saturating_mul(p.micro);
+        if p.batch % split != 0 {
+            return cfg(format!(
+                "--batch {} does not divide among {} pipeline replicas x --micro {}: use a \
+                 batch that is a multiple of {split}",
+                p.batch, layout.dp, p.micro
             ));
         }
         Ok(())
@@ -525,6 +632,9 @@ mod tests {
             "bucket_kb",
             "overlap",
             "deterministic",
+            "pp",
+            "micro",
+            "schedule",
             "steps",
             "eval_every",
             "eval_windows",
@@ -535,7 +645,7 @@ mod tests {
         ] {
             assert!(keys.contains(&key), "{key} missing from {json}");
         }
-        assert_eq!(keys.len(), 25, "{json}");
+        assert_eq!(keys.len(), 28, "{json}");
         let back: TrainConfig = serde_json::from_value(json).unwrap();
         assert_eq!(back, c);
     }

@@ -38,6 +38,14 @@ pub enum Phase {
     Straggle,
     /// Converting per-sequence gradients to fixed point (deterministic mode).
     FixedPoint,
+    /// A pipeline stage's forward of micro-batch `m` through its blocks.
+    StageForward(usize),
+    /// A pipeline stage's backward of micro-batch `m` through its blocks.
+    StageBackward(usize),
+    /// A pipeline stage's whole schedule of one step, from the stages' common start to
+    /// their common end: the window its bubble is measured in (it encloses the stage's
+    /// forwards, backwards and waits, and is not itself a box on the timeline).
+    Pipeline,
 }
 
 impl Phase {
@@ -54,6 +62,9 @@ impl Phase {
             Phase::Checkpoint => "checkpoint".into(),
             Phase::Straggle => "straggler sleep".into(),
             Phase::FixedPoint => "fixed-point sum".into(),
+            Phase::StageForward(m) => format!("forward m{m}"),
+            Phase::StageBackward(m) => format!("backward m{m}"),
+            Phase::Pipeline => "pipeline schedule".into(),
         }
     }
 
@@ -62,6 +73,7 @@ impl Phase {
         match self {
             Phase::AllReduce(_) | Phase::CommWait => "comm",
             Phase::Wait => "wait",
+            Phase::Pipeline => "pipeline",
             _ => "compute",
         }
     }

@@ -3,9 +3,11 @@
 //! Today: synchronous data parallelism ([`data_parallel`]), with gradient buckets
 //! that can overlap backward ([`buckets`]) and an exact, order-free gradient sum for
 //! bit-identical runs ([`fixed_point`]), on the worker grid of [`grid`] (DP x PP x TP).
-//! Later: ZeRO, tensor and pipeline parallelism, local SGD, parameter servers.
+//! Pipeline parallelism ([`pipeline`]) splits the model's blocks into stages.
+//! Later: ZeRO, tensor parallelism, local SGD, parameter servers.
 
 pub mod buckets;
 pub mod data_parallel;
 pub mod fixed_point;
 pub mod grid;
+pub mod pipeline;
