@@ -363,6 +363,7 @@ impl TrainConfig {
                 return cfg(format!("{flag} must be at least 1"));
             }
         }
+        self.validate_pipeline()?;
         // Products of sizes are checked, so that no value can wrap (in a release build) to
         // a zero that a later division trips over, or to a small size that looks valid.
         let Some(split) = p.workers.checked_mul(p.accum) else {
@@ -386,13 +387,13 @@ impl TrainConfig {
                 p.bucket_kb
             ));
         }
-        if p.batch % split != 0 {
+        // (a pipeline's batch divides among its replicas and micro-batches: see above)
+        if p.pp <= 1 && p.batch % split != 0 {
             return cfg(format!(
                 "--batch {} does not divide among {} workers x {} accumulation steps: use a batch that is a multiple of {}",
                 p.batch, p.workers, p.accum, split
             ));
         }
-        self.validate_pipeline()?;
         if !(o.lr.is_finite() && o.lr > 0.0) {
             return cfg(format!("--lr {} must be a positive number", o.lr));
         }

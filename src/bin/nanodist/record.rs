@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use nanodist::checkpoint::DataFingerprint;
 use nanodist::config::{FaultConfig, TrainConfig};
+use nanodist::parallel::pipeline;
 use nanodist::train::{self, Event};
 use nanodist::{checkpoint, data, Error};
 
@@ -102,6 +103,10 @@ pub fn train_and_record(
     let mut json = serde_json::to_value(&outcome.summary).expect("summary serialises");
     if let Some(k) = outcome.interrupted_at {
         json["interrupted_at_step"] = k.into();
+    }
+    if cfg.parallel.pp > 1 {
+        let figures = pipeline::figures(cfg, &outcome.tracks);
+        json["pipeline"] = serde_json::to_value(figures).expect("figures serialise");
     }
     let json = serde_json::to_string_pretty(&json).expect("summary serialises");
     let write = |name: &str, bytes: &[u8]| checkpoint::write_atomic(&dir.join(name), bytes);
@@ -217,6 +222,9 @@ fn one_worker_tokens_per_s(cfg: &TrainConfig, corpus: &data::Corpus) -> Result<f
         ..cfg.clone()
     };
     one.parallel.workers = 1;
+    // one worker holds the whole model: a pipeline's micro-batches become its accumulation
+    (one.parallel.pp, one.parallel.accum) = (1, one.parallel.accum * one.parallel.micro);
+    one.parallel.micro = 1;
     (one.schedule.steps, one.schedule.eval_every) = (25, 0);
     let opts = train::RunOptions {
         final_eval: false,

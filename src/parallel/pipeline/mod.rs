@@ -43,8 +43,10 @@
 
 use std::ops::Range;
 
+use serde::Serialize;
+
 use crate::collective::{Comm, CommError};
-use crate::config::{PipeSchedule, TrainConfig};
+use crate::config::TrainConfig;
 use crate::data::sampler;
 use crate::error::Error;
 use crate::model::{Gpt, ParamLayout, StagePart, Workspace};
@@ -301,7 +303,7 @@ impl Pipe {
         let start_us = obs.clock().map(|c| c.now_us());
         for a in 0..self.actions.len() {
             match self.actions[a] {
-                Action::Forward(m) => loss += self.forward(m, cfg, batch, comms, obs)?,
+                Action::Forward(m) => self.forward(m, cfg, batch, comms, obs, &mut loss)?,
                 Action::Backward(m) => self.backward(m, scale, batch, comms, obs)?,
             }
         }
@@ -316,6 +318,13 @@ impl Pipe {
                 comm_thread: false,
             });
         }
+        // as one worker forms it: deterministic mode sums the per-sequence losses, the
+        // default mode the micro-batches' means (of --accum's micro-batches there)
+        loss /= if exact {
+            batch.sequences.len()
+        } else {
+            cfg.parallel.micro
+        } as f32;
         obs.gradients_done(step);
         let layout = &self.model.layout;
         let mine = owned(layout, self.part());
@@ -382,8 +391,8 @@ impl Pipe {
         })
     }
 
-    /// Micro-batch `m`'s forward on this stage; the last stage returns its loss (summed
-    /// over its pieces in deterministic mode, as one worker sums per-sequence losses).
+    /// Micro-batch `m`'s forward on this stage; the last stage adds its pieces' losses to
+    /// `loss` (per sequence in deterministic mode, else the micro-batch's mean).
     fn forward(
         &mut self,
         m: usize,
@@ -391,7 +400,8 @@ impl Pipe {
         batch: &Batch<'_>,
         comms: &mut PipeComms,
         obs: &mut impl Observer,
-    ) -> Result<f32, Error> {
+        loss: &mut f32,
+    ) -> Result<(), Error> {
         let (step, t) = (batch.step, cfg.model.block_size);
         let slot = self
             .free
@@ -412,7 +422,6 @@ impl Pipe {
         let first_seq = batch.sequences.start + m * self.per_micro;
         let (model, rows) = (&self.model, self.rows);
         let (x, y) = (&mut self.inputs, &mut self.targets);
-        let mut loss = 0.0f32;
         let losses = obs.time(Phase::StageForward(m), step, || {
             let mut losses = Vec::new();
             for (j, ws) in pieces.iter_mut().enumerate() {
@@ -435,7 +444,7 @@ impl Pipe {
                     value: l,
                 });
             }
-            loss += l;
+            *loss += l; // in sequence order, as one worker adds them
         }
         if !part.last {
             for ws in pieces.iter() {
@@ -445,12 +454,7 @@ impl Pipe {
                     .map_err(gone(step))?;
             }
         }
-        if part.last && !cfg.parallel.deterministic {
-            loss /= cfg.parallel.micro as f32; // a mean of micro-batch means, as with --accum
-        } else if part.last {
-            loss /= batch.sequences.len() as f32;
-        }
-        Ok(loss)
+        Ok(())
     }
 
     /// Micro-batch `m`'s backward on this stage, its gradients added to `grads` (or, in
@@ -581,7 +585,76 @@ pub fn draw(cfg: &TrainConfig) -> String {
     schedule::draw(p.schedule, p.pp, p.micro)
 }
 
-/// The name of a schedule, for reports.
-pub fn schedule_name(s: PipeSchedule) -> &'static str {
-    s.name()
+/// What a pipeline run reports beside the usual figures (`summary.json`'s `pipeline`).
+#[derive(Clone, Debug, Serialize)]
+pub struct Figures {
+    /// P.
+    pub stages: usize,
+    /// M.
+    pub micro: usize,
+    /// `gpipe` or `1f1b`.
+    pub schedule: &'static str,
+    /// Blocks per stage, stage 0 first.
+    pub blocks_per_stage: Vec<usize>,
+    /// The idle fraction of each stage's schedule window, mean over stages and traced
+    /// steps (the first step, a warm-up, left out); `None` without spans.
+    pub bubble_measured: Option<f64>,
+    /// (P-1)/(M+P-1).
+    pub bubble_theory: f64,
+    /// Each stage's peak bytes of activations held for backward ([`peak_activation_bytes`]).
+    pub peak_activation_bytes: Vec<usize>,
+}
+
+/// The [`Figures`] of a run of `cfg` whose workers recorded `tracks`.
+pub fn figures(cfg: &TrainConfig, tracks: &[Vec<Span>]) -> Figures {
+    let p = &cfg.parallel;
+    Figures {
+        stages: p.pp,
+        micro: p.micro,
+        schedule: p.schedule.name(),
+        blocks_per_stage: (split(cfg.model.n_layer, p.pp).iter())
+            .map(|s| s.layers.len())
+            .collect(),
+        bubble_measured: measured_bubble(tracks),
+        bubble_theory: schedule::theoretical_bubble(p.pp, p.micro),
+        peak_activation_bytes: peak_activation_bytes(cfg),
+    }
+}
+
+/// The measured bubble: on each track, for each step but the first traced one, 1 - (time
+/// in the stage's forwards and backwards) / (its [`Phase::Pipeline`] window, which runs
+/// from the stages' common start to their common end); the mean of them all. `None` when
+/// no track holds a window.
+///
+/// ```text
+///   window   |<------------------------------------------------>|
+///   stage 1  |  wait  |F0|F1|F2|F3|B0 |B1 |B2 |B3 |    wait     |
+///   bubble = 1 - (F0+..+B3) / window
+/// ```
+pub fn measured_bubble(tracks: &[Vec<Span>]) -> Option<f64> {
+    let first = (tracks.iter().flatten())
+        .filter(|s| s.phase == Phase::Pipeline)
+        .map(|s| s.step)
+        .min()?;
+    let mut fractions = Vec::new();
+    for spans in tracks {
+        for w in spans.iter().filter(|s| s.phase == Phase::Pipeline) {
+            if w.step == first
+                && spans
+                    .iter()
+                    .any(|s| s.phase == Phase::Pipeline && s.step > first)
+            {
+                continue;
+            }
+            let busy: f64 = (spans.iter())
+                .filter(|s| s.step == w.step)
+                .filter(|s| matches!(s.phase, Phase::StageForward(_) | Phase::StageBackward(_)))
+                .map(|s| s.dur_us)
+                .sum();
+            if w.dur_us > 0.0 {
+                fractions.push(1.0 - busy / w.dur_us);
+            }
+        }
+    }
+    (!fractions.is_empty()).then(|| fractions.iter().sum::<f64>() / fractions.len() as f64)
 }
