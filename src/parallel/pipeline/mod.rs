@@ -596,8 +596,8 @@ pub struct Figures {
     pub schedule: &'static str,
     /// Blocks per stage, stage 0 first.
     pub blocks_per_stage: Vec<usize>,
-    /// The idle fraction of each stage's schedule window, mean over stages and traced
-    /// steps (the first step, a warm-up, left out); `None` without spans.
+    /// The idle fraction of each stage's schedule window, the median over stages and
+    /// traced steps (the first step, a warm-up, left out); `None` without spans.
     pub bubble_measured: Option<f64>,
     /// (P-1)/(M+P-1).
     pub bubble_theory: f64,
@@ -623,7 +623,7 @@ pub fn figures(cfg: &TrainConfig, tracks: &[Vec<Span>]) -> Figures {
 
 /// The measured bubble: on each track, for each step but the first traced one, 1 - (time
 /// in the stage's forwards and backwards) / (its [`Phase::Pipeline`] window, which runs
-/// from the stages' common start to their common end); the mean of them all. `None` when
+/// from the stages' common start to their common end); the median of them all. `None` when
 /// no track holds a window.
 ///
 /// ```text
@@ -656,5 +656,8 @@ pub fn measured_bubble(tracks: &[Vec<Span>]) -> Option<f64> {
             }
         }
     }
-    (!fractions.is_empty()).then(|| fractions.iter().sum::<f64>() / fractions.len() as f64)
+    // the median: a step in which the host took a core away from a stage is an outlier
+    fractions.sort_by(f64::total_cmp);
+    let n = fractions.len();
+    (n > 0).then(|| (fractions[(n - 1) / 2] + fractions[n / 2]) / 2.0)
 }
