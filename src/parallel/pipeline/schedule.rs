@@ -3,15 +3,17 @@
 //! printed, tested and replayed without running a model.
 //!
 //! ```text
-//!  GPipe, P = 4, M = 4 (time runs right; '.' is the bubble)
-//!  stage 0  F0 F1 F2 F3 .  .  .  .  .  .  B0 B1 B2 B3
-//!  stage 1  .  F0 F1 F2 F3 .  .  .  .  B0 B1 B2 B3 .
-//!  stage 2  .  .  F0 F1 F2 F3 .  .  B0 B1 B2 B3 .  .
-//!  stage 3  .  .  .  F0 F1 F2 F3 B0 B1 B2 B3 .  .  .
+//!  GPipe, P = 4, M = 6 (unit time: F and B one slot each; '.' is the bubble)
+//!  stage 0 F0 F1 F2 F3 F4 F5  .  .  .  .  .  . B0 B1 B2 B3 B4 B5
+//!  stage 1  . F0 F1 F2 F3 F4 F5  .  .  .  . B0 B1 B2 B3 B4 B5
+//!  stage 2  .  . F0 F1 F2 F3 F4 F5  .  . B0 B1 B2 B3 B4 B5
+//!  stage 3  .  .  . F0 F1 F2 F3 F4 F5 B0 B1 B2 B3 B4 B5
 //!
-//!  1F1B (PipeDream-flush), P = 4, M = 6: P-1-s warm-up forwards, then one F one B
-//!  stage 0  F0 F1 F2 .  F3 .  B0 F4 B1 F5 B2 .  B3 .  B4 .  B5
-//!  stage 3  .  .  .  F0 B0 F1 B1 F2 B2 F3 B3 F4 B4 F5 B5
+//!  1F1B (PipeDream-flush), P = 4, M = 6: P-1-s warm-up forwards, then one F, one B
+//!  stage 0 F0 F1 F2 F3  .  .  . B0 F4 B1 F5 B2  . B3  . B4  . B5
+//!  stage 1  . F0 F1 F2  .  . B0 F3 B1 F4 B2 F5 B3  . B4  . B5
+//!  stage 2  .  . F0 F1  . B0 F2 B1 F3 B2 F4 B3 F5 B4  . B5
+//!  stage 3  .  .  . F0 B0 F1 B1 F2 B2 F3 B3 F4 B4 F5 B5
 //! ```
 //!
 //! Both run every micro-batch's forward and backward once per stage, and both have the same
