@@ -43,6 +43,10 @@ pub fn train_and_record(
     interrupt: Arc<AtomicBool>,
 ) -> Result<train::Outcome, Error> {
     let disk = rundir::in_run_dir(dir);
+    let (layers, pp) = (cfg.model.n_layer, cfg.parallel.pp);
+    if let (Some(note), false) = (pipeline::uneven(layers, pp).filter(|_| pp > 1), quiet) {
+        eprintln!("pipeline: {note}");
+    }
     let mut metrics = open_metrics(dir, init.step > 0).map_err(&disk)?;
     let mut progress = Progress::new(cfg, init.step, quiet);
     let mut last_checkpoint = None;

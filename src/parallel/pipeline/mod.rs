@@ -39,7 +39,7 @@
 //! before rounding, so the last stage hands each sequence's head part to stage 0, which
 //! starts that sequence's embedding backward from it. The gradient norm is the one worker's
 //! sum taken in the same order: 8 running sums over the flat buffer, which stage 0 begins
-//! and each stage continues over its range ([`Pipe::norm_and_loss`]).
+//! and each stage continues over its range (`Pipe::norm_and_loss`).
 
 use std::ops::Range;
 
