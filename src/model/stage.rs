@@ -16,6 +16,11 @@
 //! puts it), so the block loops are unchanged.
 //!
 //! A stage's [`Workspace`] holds only its own blocks ([`Workspace::for_stage`]).
+//!
+//! Rust note: these are `impl Gpt` and `impl Workspace` blocks in a file of their own. An
+//! inherent `impl` may sit in any module of the crate that defines the type, so the stage
+//! cut lives beside `gpt.rs`, with the same private access (`pub(crate)` fields), and the
+//! whole-model path stays as it is.
 
 use std::ops::Range;
 

@@ -148,7 +148,16 @@ pub fn sgemm_peak_gflops(threads: usize) -> f64 {
 /// Runs the sweep, prints the table, writes bench.json and scaling.svg.
 pub fn run(args: &BenchArgs) -> Result<(), Error> {
     if let Some(pp) = args.pp {
-        return pipeline::run(args, pp);
+        return pipeline::run(&pipeline::Options {
+            pp,
+            micro: &args.micro,
+            steps: args.steps,
+            rounds: args.rounds,
+            batch: args.batch,
+            data: &args.data,
+            allreduce: args.allreduce,
+            out: args.out.as_deref(),
+        });
     }
     if args.workers.is_empty() || args.workers.contains(&0) {
         return Err(Error::Config(

@@ -22,7 +22,9 @@ use nanodist::parallel::pipeline;
 use nanodist::train::{self, RunOptions};
 use nanodist::Error;
 
-use super::BenchArgs;
+use std::path::Path;
+
+use nanodist::collective::Algorithm;
 
 /// Warm-up steps before the timed ones.
 const WARM: usize = 3;
@@ -38,8 +40,29 @@ struct Row {
     tokens_per_s: f64,
 }
 
-/// Runs the pipeline benchmark for `pp` stages.
-pub fn run(args: &BenchArgs, pp: usize) -> Result<(), Error> {
+/// What `nanodist bench --pp` measures (from its flags).
+pub struct Options<'a> {
+    /// P.
+    pub pp: usize,
+    /// The micro-batch counts M.
+    pub micro: &'a [usize],
+    /// Timed steps per configuration.
+    pub steps: usize,
+    /// Interleaved rounds of the speed comparison.
+    pub rounds: usize,
+    /// The global batch.
+    pub batch: usize,
+    /// The corpus.
+    pub data: &'a str,
+    /// The all-reduce algorithm of the runs.
+    pub allreduce: Algorithm,
+    /// Where pipeline.json goes, if anywhere.
+    pub out: Option<&'a Path>,
+}
+
+/// Runs the pipeline benchmark.
+pub fn run(args: &Options<'_>) -> Result<(), Error> {
+    let pp = args.pp;
     if args.micro.is_empty() || args.micro.contains(&0) || args.steps == 0 || args.rounds == 0 {
         return Err(Error::Config(
             "--micro needs positive counts (e.g. --micro 2,4,6), and --steps and --rounds at least 1"
@@ -47,7 +70,7 @@ pub fn run(args: &BenchArgs, pp: usize) -> Result<(), Error> {
         ));
     }
     let mut base = TrainConfig {
-        data: args.data.clone(),
+        data: args.data.to_string(),
         ..TrainConfig::default()
     };
     base.schedule.eval_every = 0;
@@ -63,7 +86,7 @@ pub fn run(args: &BenchArgs, pp: usize) -> Result<(), Error> {
         c
     };
     let most = args.micro.iter().copied().max().unwrap_or(1);
-    for &m in &args.micro {
+    for &m in args.micro {
         pipe(pp, m, PipeSchedule::GPipe).validate()?;
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -89,7 +112,7 @@ pub fn run(args: &BenchArgs, pp: usize) -> Result<(), Error> {
         "{:>5} {:>8} {:>16} {:>8} {:>28} {:>10}",
         "M", "schedule", "bubble measured", "theory", "peak activations/stage (MiB)", "tokens/s"
     );
-    for &m in &args.micro {
+    for &m in args.micro {
         for s in [PipeSchedule::GPipe, PipeSchedule::OneFOneB] {
             let cfg = pipe(pp, m, s);
             let out = train::train(&cfg, &corpus, train::initial_state(&cfg), &opts, |_| Ok(()))?;
@@ -143,7 +166,7 @@ pub fn run(args: &BenchArgs, pp: usize) -> Result<(), Error> {
         best_pipe / best_one
     );
     println!("{line}");
-    if let Some(dir) = &args.out {
+    if let Some(dir) = args.out {
         let json = serde_json::json!({
             "stages": pp,
             "batch": args.batch,
