@@ -219,11 +219,60 @@ pub struct ParallelConfig {
     /// each worker of a tensor group keeps only its 1/TP of the token rows.
     #[serde(default)]
     pub sp: bool,
+    /// P: pipeline stages, each a contiguous range of blocks (1: no pipeline). The workers
+    /// form DP = N / P replicas of a P-stage pipeline (`parallel::pipeline`).
+    #[serde(default = "one")]
+    pub pp: usize,
+    /// M: micro-batches each pipeline replica streams through its stages per step. A
+    /// pipeline's micro-batches are its gradient accumulation: `--pp P --micro M` computes
+    /// the gradient one worker computes with `--accum M` (so `--accum` stays 1 with `--pp`).
+    #[serde(default = "one")]
+    pub micro: usize,
+    /// The order in which each stage runs its micro-batches' forwards and backwards.
+    #[serde(default)]
+    pub schedule: PipeSchedule,
 }
 
 /// The default of a size that old configuration files do not name.
 fn one() -> usize {
     1
+}
+
+/// A pipeline schedule: the order of each stage's forwards and backwards (see
+/// `parallel::pipeline::schedule`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PipeSchedule {
+    /// All forwards, then all backwards: M micro-batches' activations alive per stage.
+    #[default]
+    GPipe,
+    /// One forward, one backward (PipeDream-flush): at most P activations alive per stage.
+    #[serde(rename = "1f1b")]
+    OneFOneB,
+}
+
+impl PipeSchedule {
+    /// Its name on the command line: `gpipe` or `1f1b`.
+    pub fn name(self) -> &'static str {
+        match self {
+            PipeSchedule::GPipe => "gpipe",
+            PipeSchedule::OneFOneB => "1f1b",
+        }
+    }
+}
+
+impl std::str::FromStr for PipeSchedule {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "gpipe" => Ok(PipeSchedule::GPipe),
+            "1f1b" => Ok(PipeSchedule::OneFOneB),
+            _ => Err(Error::Config(format!(
+                "--schedule {s} is not a pipeline schedule: use gpipe or 1f1b"
+            ))),
+        }
+    }
 }
 
 impl Default for ParallelConfig {
@@ -238,6 +287,9 @@ impl Default for ParallelConfig {
             deterministic: false,
             tp: 1,
             sp: false,
+            pp: 1,
+            micro: 1,
+            schedule: PipeSchedule::GPipe,
         }
     }
 }
@@ -298,13 +350,14 @@ impl TrainConfig {
     /// Sequences each replica processes per micro-batch: B / (DP * K).
     pub fn micro_batch(&self) -> usize {
         let p = &self.parallel;
-        p.batch / (self.data_parallel() * p.accum)
+        p.batch / (self.data_parallel() * p.accum * p.micro.max(1))
     }
 
-    /// DP: the data-parallel replicas, N / TP (each replica a tensor group of TP workers).
+    /// DP: the data-parallel replicas, N / (TP x PP) (each replica a grid of TP x PP
+    /// workers: a tensor group per pipeline stage).
     pub fn data_parallel(&self) -> usize {
         let p = &self.parallel;
-        (p.workers / p.tp.max(1)).max(1)
+        (p.workers / (p.tp.max(1) * p.pp.max(1))).max(1)
     }
 
     /// Tokens (predicted characters) per optimizer step: B * T.
@@ -327,6 +380,14 @@ impl TrainConfig {
             if value == 0 {
                 return cfg(format!("{flag} must be at least 1"));
             }
+        }
+        self.validate_pipeline()?;
+        if p.tp > 1 && p.pp > 1 {
+            return cfg(format!(
+                "--tp {} with --pp {}: a pipeline stage of tensor-parallel blocks is not built \
+                 yet: use one of the two (with data parallelism over the remaining workers)",
+                p.tp, p.pp
+            ));
         }
         // Products of sizes are checked, so that no value can wrap (in a release build) to
         // a zero that a later division trips over, or to a small size that looks valid.
@@ -353,7 +414,8 @@ impl TrainConfig {
         }
         self.validate_tensor()?;
         let split = split / p.tp; // the replicas share the batch, not the workers of a group
-        if p.batch % split != 0 {
+                                  // (a pipeline's batch divides among its replicas and micro-batches: see above)
+        if p.pp <= 1 && p.batch % split != 0 {
             return cfg(format!(
                 "--batch {} does not divide among {} x {} accumulation steps: use a batch that is a multiple of {}",
                 p.batch,
@@ -439,6 +501,54 @@ impl TrainConfig {
                 "--sp splits a micro-batch's {rows} token rows over --tp {}: use a --block \
                  (or --batch) that makes them a multiple of {}",
                 p.tp, p.tp
+            ));
+        }
+        Ok(())
+    }
+
+    /// The pipeline's flags: `--pp`, `--micro` and how they meet the others.
+    fn validate_pipeline(&self) -> Result<(), Error> {
+        let (p, l) = (&self.parallel, self.model.n_layer);
+        let cfg = |msg: String| Err(Error::Config(msg));
+        if p.pp == 0 || p.micro == 0 {
+            return cfg(format!(
+                "--pp {} --micro {}: both must be at least 1 (1 means no pipeline)",
+                p.pp, p.micro
+            ));
+        }
+        if p.pp == 1 {
+            if p.micro > 1 {
+                return cfg(format!(
+                    "--micro {} streams micro-batches through pipeline stages, but there is one \
+                     stage: add --pp 2 or more, or split the batch with --accum {}",
+                    p.micro, p.micro
+                ));
+            }
+            return Ok(());
+        }
+        if p.pp > l {
+            return cfg(format!(
+                "--pp {} asks for more stages than the model has blocks (--layers {l}): every \
+                 stage needs at least one block: use --pp {l} or fewer",
+                p.pp
+            ));
+        }
+        let layout = crate::parallel::grid::Layout::new(p.workers, 1, p.pp)?;
+        if p.accum > 1 {
+            return cfg(format!(
+                "--accum {} with --pp {}: a pipeline accumulates over its micro-batches \
+                 already: use --micro {} instead",
+                p.accum,
+                p.pp,
+                p.accum * p.micro
+            ));
+        }
+        let split = layout.dp.saturating_mul(p.micro);
+        if p.batch % split != 0 {
+            return cfg(format!(
+                "--batch {} does not divide among {} pipeline replicas x --micro {}: use a \
+                 batch that is a multiple of {split}",
+                p.batch, layout.dp, p.micro
             ));
         }
         Ok(())
@@ -603,6 +713,9 @@ mod tests {
             "deterministic",
             "tp",
             "sp",
+            "pp",
+            "micro",
+            "schedule",
             "steps",
             "eval_every",
             "eval_windows",
@@ -613,7 +726,7 @@ mod tests {
         ] {
             assert!(keys.contains(&key), "{key} missing from {json}");
         }
-        assert_eq!(keys.len(), 27, "{json}");
+        assert_eq!(keys.len(), 30, "{json}");
         let back: TrainConfig = serde_json::from_value(json).unwrap();
         assert_eq!(back, c);
     }

@@ -73,13 +73,19 @@ pub fn clip_scale(grads: &[f32], max_norm: f32) -> (f32, f32) {
         }
     }
     let norm = (acc.iter().sum::<f64>() + tail).sqrt();
+    (norm as f32, clip_factor(norm, max_norm))
+}
+
+/// The factor clipping multiplies gradients of global L2 norm `norm` by: `max_norm / norm`
+/// when that is below 1 (and `max_norm > 0`), else 1. [`clip_scale`] uses it, and so does a
+/// pipeline, whose stages compute the norm together.
+pub fn clip_factor(norm: f64, max_norm: f32) -> f32 {
     let coef = max_norm as f64 / (norm + 1e-6);
-    let scale = if max_norm > 0.0 && coef < 1.0 {
+    if max_norm > 0.0 && coef < 1.0 {
         coef as f32
     } else {
         1.0
-    };
-    (norm as f32, scale)
+    }
 }
 
 /// AdamW (Loshchilov & Hutter) with PyTorch's semantics: bias-corrected moments and

@@ -46,6 +46,14 @@ pub enum Phase {
         /// The collective.
         op: &'static str,
     },
+    /// A pipeline stage's forward of micro-batch `m` through its blocks.
+    StageForward(usize),
+    /// A pipeline stage's backward of micro-batch `m` through its blocks.
+    StageBackward(usize),
+    /// A pipeline stage's whole schedule of one step, from the stages' common start to
+    /// their common end: the window its bubble is measured in (it encloses the stage's
+    /// forwards, backwards and waits, and is not itself a box on the timeline).
+    Pipeline,
 }
 
 impl Phase {
@@ -63,6 +71,9 @@ impl Phase {
             Phase::Straggle => "straggler sleep".into(),
             Phase::FixedPoint => "fixed-point sum".into(),
             Phase::Tensor { layer, op } => format!("tp {op} layer {layer}"),
+            Phase::StageForward(m) => format!("forward m{m}"),
+            Phase::StageBackward(m) => format!("backward m{m}"),
+            Phase::Pipeline => "pipeline schedule".into(),
         }
     }
 
@@ -71,6 +82,7 @@ impl Phase {
         match self {
             Phase::AllReduce(_) | Phase::CommWait | Phase::Tensor { .. } => "comm",
             Phase::Wait => "wait",
+            Phase::Pipeline => "pipeline",
             _ => "compute",
         }
     }

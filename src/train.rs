@@ -35,6 +35,7 @@ use crate::model::Gpt;
 use crate::optim::AdamW;
 pub use crate::parallel::data_parallel::TrainState;
 use crate::parallel::data_parallel::{run_worker, Context, Report, StepReport, WorkerDone};
+use crate::parallel::pipeline;
 use crate::trace::{Clock, Span};
 
 /// Steps whose spans are kept for the timeline (from the first step of the run).
@@ -170,7 +171,13 @@ pub fn train(
             let (ctx, tx) = (&ctx, tx.clone());
             let spawned = std::thread::Builder::new()
                 .name(format!("worker-{rank}"))
-                .spawn_scoped(s, move || run_worker(ctx, comm, tx));
+                .spawn_scoped(s, move || {
+                    if ctx.cfg.parallel.pp > 1 {
+                        pipeline::run_worker(ctx, comm, tx)
+                    } else {
+                        run_worker(ctx, comm, tx)
+                    }
+                });
             match spawned {
                 Ok(h) => handles.push(h),
                 Err(e) => {

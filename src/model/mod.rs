@@ -24,10 +24,12 @@ pub mod linear;
 pub mod loss;
 pub mod math;
 pub mod matmul;
+mod stage;
 mod workspace;
 
 pub use gpt::{Gpt, GradSink};
 pub use layout::{ParamLayout, TensorInfo};
+pub use stage::StagePart;
 pub use workspace::Workspace;
 
 /// Rows per parallel task, so that `threads` tasks cover `rows` rows.

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 
 use nanodist::collective::Algorithm;
-use nanodist::config::TrainConfig;
+use nanodist::config::{PipeSchedule, TrainConfig};
 
 /// Training flags. Unset flags take the defaults of `TrainConfig` (or, with
 /// `--resume`, the values of the run being resumed).
@@ -47,6 +47,18 @@ pub struct TrainArgs {
     /// Micro-batches per worker per step (gradient accumulation) [default: 1].
     #[arg(long, value_name = "K")]
     pub accum: Option<usize>,
+    /// Pipeline stages P: each worker runs L/P of the blocks; --workers N makes N/P
+    /// pipeline replicas [default: 1; with --pp and no --workers, N = P].
+    #[arg(long, value_name = "P")]
+    pub pp: Option<usize>,
+    /// Micro-batches M each pipeline streams through its stages per step (a pipeline's
+    /// gradient accumulation; use it instead of --accum with --pp) [default: 1].
+    #[arg(long, value_name = "M")]
+    pub micro: Option<usize>,
+    /// Pipeline schedule: all forwards then all backwards, or one forward one backward
+    /// [default: gpipe].
+    #[arg(long, value_parser = schedule_parser())]
+    pub schedule: Option<PipeSchedule>,
     /// Seed for weights, batches and the built-in corpus [default: 1337].
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
@@ -124,6 +136,15 @@ pub fn algorithm_parser() -> impl TypedValueParser<Value = Algorithm> {
     PossibleValuesParser::new(names).try_map(|name| name.parse::<Algorithm>())
 }
 
+/// Parses a pipeline schedule's name (`gpipe`, `1f1b`), listing both in `--help`.
+pub fn schedule_parser() -> impl TypedValueParser<Value = PipeSchedule> {
+    let names = [
+        PossibleValue::new("gpipe").help("all forwards, then all backwards"),
+        PossibleValue::new("1f1b").help("one forward, one backward: at most P micro-batches alive"),
+    ];
+    PossibleValuesParser::new(names).try_map(|name| name.parse::<PipeSchedule>())
+}
+
 /// `W:N`, as `--straggler` and `--fault` take it.
 fn parse_pair(s: &str) -> Result<(usize, u64), String> {
     let (a, b) = s
@@ -168,6 +189,14 @@ impl TrainArgs {
         set(&mut cfg.model.n_head, self.heads);
         set(&mut cfg.model.n_embd, self.embd);
         set(&mut cfg.parallel.accum, self.accum);
+        if let (Some(pp), None) = (self.pp, self.workers) {
+            cfg.parallel.workers = pp; // one pipeline, unless --workers asks for replicas
+        }
+        set(&mut cfg.parallel.pp, self.pp);
+        set(&mut cfg.parallel.micro, self.micro);
+        if let Some(s) = self.schedule {
+            cfg.parallel.schedule = s;
+        }
         set(&mut cfg.parallel.bucket_kb, self.bucket_kb);
         set(&mut cfg.parallel.tp, self.tp);
         set(&mut cfg.schedule.eval_every, self.eval_every);

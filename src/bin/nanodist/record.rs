@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use nanodist::checkpoint::DataFingerprint;
 use nanodist::config::{FaultConfig, TrainConfig};
+use nanodist::parallel::pipeline;
 use nanodist::train::{self, Event};
 use nanodist::{checkpoint, data, Error};
 
@@ -42,6 +43,10 @@ pub fn train_and_record(
     interrupt: Arc<AtomicBool>,
 ) -> Result<train::Outcome, Error> {
     let disk = rundir::in_run_dir(dir);
+    let (layers, pp) = (cfg.model.n_layer, cfg.parallel.pp);
+    if let (Some(note), false) = (pipeline::uneven(layers, pp).filter(|_| pp > 1), quiet) {
+        eprintln!("pipeline: {note}");
+    }
     let mut metrics = open_metrics(dir, init.step > 0).map_err(&disk)?;
     let mut progress = Progress::new(cfg, init.step, quiet);
     let mut last_checkpoint = None;
@@ -104,6 +109,10 @@ pub fn train_and_record(
         json["interrupted_at_step"] = k.into();
     }
     grid_figures(&mut json, cfg);
+    if cfg.parallel.pp > 1 {
+        let figures = pipeline::figures(cfg, &outcome.tracks);
+        json["pipeline"] = serde_json::to_value(figures).expect("figures serialise");
+    }
     let json = serde_json::to_string_pretty(&json).expect("summary serialises");
     let write = |name: &str, bytes: &[u8]| checkpoint::write_atomic(&dir.join(name), bytes);
     write("summary.json", json.as_bytes()).map_err(&disk)?;
@@ -218,6 +227,9 @@ fn one_worker_tokens_per_s(cfg: &TrainConfig, corpus: &data::Corpus) -> Result<f
         ..cfg.clone()
     };
     one.parallel.workers = 1;
+    // one worker holds the whole model: a pipeline's micro-batches become its accumulation
+    (one.parallel.pp, one.parallel.accum) = (1, one.parallel.accum * one.parallel.micro);
+    one.parallel.micro = 1;
     (one.schedule.steps, one.schedule.eval_every) = (25, 0);
     let opts = train::RunOptions {
         final_eval: false,

@@ -85,17 +85,22 @@ pub fn resume(dir: &Path, overrides: impl FnOnce(&mut TrainConfig)) -> Result<Re
     // (--sp has no meaning without a tensor group: a run resumed at --tp 1 drops it)
     asked.parallel.sp &= asked.parallel.tp > 1;
     cfg.parallel.sp = asked.parallel.sp;
+    // the pipeline layout is a layout like --workers: the checkpoint is the whole model
+    cfg.parallel.pp = asked.parallel.pp;
+    cfg.parallel.micro = asked.parallel.micro;
+    cfg.parallel.schedule = asked.parallel.schedule;
     cfg.faults = asked.faults.clone();
     cfg.schedule.check_replicas = asked.schedule.check_replicas;
     if asked != cfg {
         return Err(Error::Config(format!(
-            "--resume {} continues that run with its own configuration: pass only --steps, --workers, --tp, --sp, --data (the same file, moved), --quiet, --fault, --straggler or --check-replicas, or start a new run with --out",
+            "--resume {} continues that run with its own configuration: pass only --steps, --workers, --tp, --sp, --pp, --micro, --schedule, --data (the same file, moved), --quiet, --fault, --straggler or --check-replicas, or start a new run with --out",
             dir.display()
         )));
     }
     cfg.data = recorded_data; // find_data checks a new path before it replaces this one
     let (p, workers) = (&cfg.parallel, cfg.parallel.workers);
-    if workers > 0 && p.batch % (cfg.data_parallel() * p.accum) != 0 {
+    // (a pipeline's share of the batch is checked by validate below)
+    if workers > 0 && p.pp <= 1 && p.batch % (cfg.data_parallel() * p.accum) != 0 {
         return Err(Error::Config(format!(
             "--workers {workers} cannot share the run's batch of {} sequences ({} accumulation steps each): choose a number of workers that divides {}",
             p.batch,

@@ -67,6 +67,10 @@ fn look(phase: Phase) -> Look {
         Phase::Eval => ("eval", "#edc948", "#222222", 8),
         Phase::Checkpoint => ("checkpoint", "#9c755f", "white", 9),
         Phase::Tensor { .. } => ("tensor-parallel collective", "#17becf", "#0b2e33", 10),
+        // a pipeline stage's micro-batches: the classic diagram's F m / B m boxes
+        Phase::StageForward(_) => ("forward of micro-batch m", "#4e79a7", "white", 11),
+        Phase::StageBackward(_) => ("backward of micro-batch m", "#f28e2b", "white", 12),
+        Phase::Pipeline => ("pipeline schedule", "#ffffff", "#222222", 13),
     };
     Look {
         name,
@@ -86,6 +90,8 @@ fn short_label(phase: Phase) -> String {
         Phase::FixedPoint => "fixed".into(),
         Phase::Checkpoint => "ckpt".into(),
         Phase::Tensor { layer, .. } => format!("L{layer}"),
+        Phase::StageForward(m) => format!("F{m}"),
+        Phase::StageBackward(m) => format!("B{m}"),
         other => look(other).name.into(),
     }
 }
@@ -99,7 +105,9 @@ pub fn timeline_svg(tracks: &[Vec<Span>]) -> String {
     let all_steps: BTreeSet<usize> = tracks.iter().flatten().map(|s| s.step).collect();
     let skip = usize::from(all_steps.len() > 1);
     let steps: Vec<usize> = all_steps.into_iter().skip(skip).take(MAX_STEPS).collect();
-    let chosen = |s: &&Span| steps.contains(&s.step) && s.start_us.is_finite();
+    // (a pipeline's schedule window encloses its boxes: the gaps inside it are the bubble)
+    let chosen =
+        |s: &&Span| steps.contains(&s.step) && s.start_us.is_finite() && s.phase != Phase::Pipeline;
     let (t0, t1) = tracks
         .iter()
         .flatten()

@@ -55,7 +55,7 @@ mod between_steps;
 mod communicate;
 mod messages;
 
-use between_steps::{replicas_differ, Evaluator};
+pub(crate) use between_steps::{replicas_differ, Evaluator};
 pub use communicate::{gone, AllReduce};
 pub use messages::{Report, StepReport, TrainState, WorkerDone};
 
@@ -83,7 +83,7 @@ pub struct Context<'a> {
 
 impl Context<'_> {
     /// Whether this worker stops before `step`: see the module docs for why all agree.
-    fn stops_before(&self, step: usize) -> bool {
+    pub(crate) fn stops_before(&self, step: usize) -> bool {
         if self.interrupt.is_some_and(|f| f.load(Ordering::SeqCst)) {
             // Only the first proposal counts; a later one (same step or the next) is dropped.
             let _ = (self.stop_at).compare_exchange(
@@ -99,14 +99,14 @@ impl Context<'_> {
 
 /// A worker's observer of its steps: times every phase on the run's clock, and injects the
 /// configured straggler sleep and fault.
-struct Telemetry {
-    clock: Clock,
-    spans: Vec<Span>,
-    rank: usize,
+pub(crate) struct Telemetry {
+    pub(crate) clock: Clock,
+    pub(crate) spans: Vec<Span>,
+    pub(crate) rank: usize,
     /// `--straggler`: this worker sleeps this many ms every step.
-    straggle_ms: Option<u64>,
+    pub(crate) straggle_ms: Option<u64>,
     /// `--fault`: this worker panics at this step.
-    fault_at: Option<usize>,
+    pub(crate) fault_at: Option<usize>,
 }
 
 impl Observer for Telemetry {
@@ -143,7 +143,13 @@ impl Observer for Telemetry {
 
 impl Telemetry {
     /// The report of `step`, begun at `start_us`: its time split, summed from its spans.
-    fn report(&mut self, step: usize, start_us: f64, stats: StepStats, traced: bool) -> StepReport {
+    pub(crate) fn report(
+        &mut self,
+        step: usize,
+        start_us: f64,
+        stats: StepStats,
+        traced: bool,
+    ) -> StepReport {
         let step_ms = (self.clock.now_us() - start_us) / 1e3;
         let sum = |cat: fn(&Phase) -> bool| {
             (self.spans.iter())

@@ -56,6 +56,7 @@ use nanodist::train::{self, RunOptions};
 use nanodist::Error;
 
 mod output;
+mod pipeline;
 mod point;
 mod solo;
 
@@ -95,6 +96,13 @@ pub struct BenchArgs {
     /// batch on N/T replicas of a T-way tensor-parallel model (`train --tp T`).
     #[arg(long, value_name = "T")]
     pub tp: Option<usize>,
+    /// Pipeline stages: measure the pipeline instead (bubble against (P-1)/(M+P-1) for
+    /// each --micro M, activation memory of GPipe and 1F1B, speed against one worker).
+    #[arg(long, value_name = "P")]
+    pub pp: Option<usize>,
+    /// With --pp: the micro-batch counts to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "2,4,6")]
+    pub micro: Vec<usize>,
     /// Where bench.json and scaling.svg go [default: a new runs/bench-YYYYmmdd-HHMMSS]; a
     /// directory that already holds a sweep is never overwritten.
     #[arg(long)]
@@ -146,6 +154,18 @@ pub fn sgemm_peak_gflops(threads: usize) -> f64 {
 
 /// Runs the sweep, prints the table, writes bench.json and scaling.svg.
 pub fn run(args: &BenchArgs) -> Result<(), Error> {
+    if let Some(pp) = args.pp {
+        return pipeline::run(&pipeline::Options {
+            pp,
+            micro: &args.micro,
+            steps: args.steps,
+            rounds: args.rounds,
+            batch: args.batch,
+            data: &args.data,
+            allreduce: args.allreduce,
+            out: args.out.as_deref(),
+        });
+    }
     if args.workers.is_empty() || args.workers.contains(&0) {
         return Err(Error::Config(
             "--workers needs positive counts, e.g. --workers 1,2,4".into(),

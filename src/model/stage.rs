@@ -1,0 +1,274 @@
+//! One pipeline stage's share of the model: a contiguous range of blocks, with the
+//! embeddings on the first stage and the final layer norm, head and loss on the last.
+//!
+//! ```text
+//!   stage 0 (first)                    stage s                 stage P-1 (last)
+//!   inputs ─> embedding ─> blocks ─x─> blocks ─x─> ... ─x─> blocks ─> ln_f ─> @ wte^T ─> loss
+//!                                 ^ x: the residual stream (B,T,C), sent to the next stage
+//!   backward, right to left:   <─dx─              <─dx─    (d loss / d x, sent back)
+//! ```
+//!
+//! The forward and backward here are [`Gpt::forward`] and [`Gpt::backward`] cut at block
+//! boundaries: the same kernels, called in the same order with the same arguments, so each
+//! stage computes bit for bit what one worker computes for its blocks. A later stage takes
+//! its input in `ws.encoded` (where stage 0 puts the embedding's output), and every stage but
+//! the last takes d loss / d (its output) in `ws.scratch.dres` (where the head's backward
+//! puts it), so the block loops are unchanged.
+//!
+//! A stage's [`Workspace`] holds only its own blocks ([`Workspace::for_stage`]).
+//!
+//! Rust note: these are `impl Gpt` and `impl Workspace` blocks in a file of their own. An
+//! inherent `impl` may sit in any module of the crate that defines the type, so the stage
+//! cut lives beside `gpt.rs`, with the same private access (`pub(crate)` fields), and the
+//! whole-model path stays as it is.
+
+use std::ops::Range;
+
+use super::block::{block_backward, block_forward, block_grads, block_weights};
+use super::embedding::{encoder_backward, encoder_forward};
+use super::layernorm::{layernorm_backward, layernorm_forward};
+use super::linear::{linear_backward, linear_forward};
+use super::loss::{crossentropy_backward, crossentropy_forward};
+use super::matmul::Out;
+use super::{Gpt, Workspace};
+use crate::config::ModelConfig;
+
+/// What one pipeline stage runs: blocks `layers`, the embeddings when `first`, and the
+/// final layer norm, the head and the loss when `last` (one stage alone is both).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StagePart {
+    /// The blocks, `a..b` of the model's `0..L`.
+    pub layers: Range<usize>,
+    /// Holds `wte`/`wpe` and embeds the tokens.
+    pub first: bool,
+    /// Holds `ln_f`, applies the tied head and computes the loss.
+    pub last: bool,
+}
+
+impl Workspace {
+    /// Buffers for a stage running `part` on batches of `batch` sequences of `seq_len`.
+    pub fn for_stage(cfg: &ModelConfig, part: &StagePart, batch: usize, seq_len: usize) -> Self {
+        let mine = ModelConfig {
+            n_layer: part.layers.len(),
+            ..cfg.clone()
+        };
+        Workspace::new(&mine, batch, seq_len)
+    }
+
+    /// The stage's input activations (B,T,C), written by the caller before
+    /// [`Gpt::stage_forward`] on every stage but the first.
+    pub fn stage_input_mut(&mut self) -> &mut [f32] {
+        &mut self.encoded
+    }
+
+    /// The stage's output activations (B,T,C) after [`Gpt::stage_forward`]: what the next
+    /// stage takes as its input.
+    pub fn stage_output(&self) -> &[f32] {
+        self.blocks.last().map_or(&self.encoded, |b| &b.x_out)
+    }
+
+    /// d loss / d (the stage's output), written by the caller before [`Gpt::stage_backward`]
+    /// on every stage but the last; after it, d loss / d (the stage's input).
+    pub fn stage_grad_mut(&mut self) -> &mut [f32] {
+        &mut self.scratch.dres
+    }
+
+    /// d loss / d (the stage's input) after [`Gpt::stage_backward`]: what the previous stage
+    /// takes.
+    pub fn stage_grad(&self) -> &[f32] {
+        &self.scratch.dres
+    }
+
+    /// Bytes of what forward keeps for backward on a stage running `part`: its input, every
+    /// block's activations, and on the last stage the head's (logits, layer norm, losses).
+    /// The gradient scratch, reused by every backward, is not counted.
+    pub fn activation_bytes(&self, part: &StagePart) -> usize {
+        let f = std::mem::size_of::<f32>();
+        let b = &self.blocks;
+        let block: usize = b
+            .iter()
+            .map(|a| {
+                a.ln1.len()
+                    + a.ln1_mean.len()
+                    + a.ln1_rstd.len()
+                    + a.qkv.len()
+                    + a.att.len()
+                    + a.atty.len()
+                    + a.x_mid.len()
+                    + a.ln2.len()
+                    + a.ln2_mean.len()
+                    + a.ln2_rstd.len()
+                    + a.fch.len()
+                    + a.fcg.len()
+                    + a.x_out.len()
+            })
+            .sum();
+        let tokens = if part.first { self.inputs.len() } else { 0 }
+            + if part.last { self.targets.len() } else { 0 };
+        let head = if part.last {
+            self.lnf.len()
+                + self.lnf_mean.len()
+                + self.lnf_rstd.len()
+                + self.logits.len()
+                + self.lse.len()
+                + self.losses.len()
+        } else {
+            0
+        };
+        (self.encoded.len() + block + head) * f + tokens * std::mem::size_of::<u32>()
+    }
+}
+
+impl Gpt {
+    /// Runs `part` of the model. The first stage embeds `inputs (B,T)`; a later one reads
+    /// its input from [`Workspace::stage_input_mut`]. The last stage, given `targets`,
+    /// returns the mean cross-entropy; the others leave their output in
+    /// [`Workspace::stage_output`] and return `None`.
+    ///
+    /// # Panics
+    /// If `ws` was not made for `part`, or the first stage gets no inputs.
+    pub fn stage_forward(
+        &self,
+        ws: &mut Workspace,
+        part: &StagePart,
+        inputs: Option<&[u32]>,
+        targets: Option<&[u32]>,
+    ) -> Option<f32> {
+        let (c, n, threads) = (self.cfg.n_embd, ws.b * ws.t, ws.threads);
+        assert_eq!(
+            ws.blocks.len(),
+            part.layers.len(),
+            "a workspace of this stage"
+        );
+        let s = self.attn_shape(ws);
+        let (wpe_at, blocks_at, lnf_at) = self.ends();
+        let p = &self.params;
+        let (wte, wpe) = (&p[..wpe_at], &p[wpe_at..blocks_at]);
+        if part.first {
+            let inputs = inputs.expect("the first stage embeds its inputs");
+            assert_eq!(inputs.len(), n, "inputs must be B*T = {n} tokens");
+            ws.inputs.copy_from_slice(inputs);
+            encoder_forward(&mut ws.encoded, inputs, wte, wpe, ws.t, c);
+        }
+        for (i, l) in part.layers.clone().enumerate() {
+            let (done, rest) = ws.blocks.split_at_mut(i);
+            let x_in = if i == 0 {
+                &ws.encoded
+            } else {
+                &done[i - 1].x_out
+            };
+            let w = block_weights(&p[self.layout.block_range(l)], c);
+            block_forward(&mut rest[0], x_in, &w, s, threads);
+        }
+        if !part.last {
+            return None;
+        }
+        let x_last = ws.blocks.last().map_or(&ws.encoded, |b| &b.x_out);
+        layernorm_forward(
+            &mut ws.lnf,
+            &mut ws.lnf_mean,
+            &mut ws.lnf_rstd,
+            x_last,
+            &p[lnf_at..],
+            threads,
+        );
+        linear_forward(&mut ws.logits, &ws.lnf, wte, n, Out::Set, threads);
+        ws.has_targets = targets.is_some();
+        let targets = targets?;
+        assert_eq!(targets.len(), n, "targets must be B*T = {n} tokens");
+        ws.targets.copy_from_slice(targets);
+        crossentropy_forward(&mut ws.losses, &mut ws.lse, &ws.logits, targets);
+        let total: f64 = ws.losses.iter().map(|&x| x as f64).sum();
+        Some((total / n as f64) as f32)
+    }
+
+    /// ACCUMULATES `part`'s share of d(grad_scale * summed loss)/d(params) into `grads` (the
+    /// full layout's length; only `part`'s tensors are written). The last stage starts from
+    /// the loss; the others from [`Workspace::stage_grad_mut`]. Every stage but the first
+    /// leaves d loss / d (its input) in [`Workspace::stage_grad`].
+    ///
+    /// On the last stage the head's share of the tied `wte` gradient goes to `grads[wte]`,
+    /// on the first the embedding's: the two halves of one gradient, which the pipeline adds.
+    ///
+    /// # Panics
+    /// If the last stage's forward had no targets, or `grads` does not match the layout.
+    pub fn stage_backward(
+        &self,
+        ws: &mut Workspace,
+        part: &StagePart,
+        grad_scale: f32,
+        grads: &mut [f32],
+    ) {
+        let (c, n, threads) = (self.cfg.n_embd, ws.b * ws.t, ws.threads);
+        assert_eq!(
+            grads.len(),
+            self.layout.len,
+            "the gradient buffer must match"
+        );
+        let s = self.attn_shape(ws);
+        let (wpe_at, blocks_at, lnf_at) = self.ends();
+        let p = &self.params;
+        let wte = &p[..wpe_at];
+        let d = &mut ws.scratch;
+        if part.last {
+            assert!(
+                ws.has_targets,
+                "backward needs a forward with targets first"
+            );
+            crossentropy_backward(
+                &mut d.dlogits,
+                &ws.logits,
+                &ws.targets,
+                &ws.lse,
+                grad_scale,
+                threads,
+            );
+            let (g_front, g_lnf) = grads.split_at_mut(lnf_at);
+            linear_backward(
+                &mut d.dln,
+                &mut g_front[..wpe_at],
+                &d.dlogits,
+                &ws.lnf,
+                wte,
+                n,
+                Out::Set,
+                threads,
+            );
+            d.dres.fill(0.0);
+            let x_last = ws.blocks.last().map_or(&ws.encoded, |b| &b.x_out);
+            let (mean, rstd) = (&ws.lnf_mean, &ws.lnf_rstd);
+            layernorm_backward(
+                &mut d.dres,
+                g_lnf,
+                &d.dln,
+                x_last,
+                &p[lnf_at..],
+                mean,
+                rstd,
+                threads,
+            );
+        }
+        for (i, l) in part.layers.clone().enumerate().rev() {
+            let range = self.layout.block_range(l);
+            let x_in = if i == 0 {
+                &ws.encoded
+            } else {
+                &ws.blocks[i - 1].x_out
+            };
+            let w = block_weights(&p[range.clone()], c);
+            block_backward(
+                block_grads(&mut grads[range], c),
+                d,
+                &ws.blocks[i],
+                x_in,
+                &w,
+                s,
+                threads,
+            );
+        }
+        if part.first {
+            let (dwte, dwpe) = grads[..blocks_at].split_at_mut(wpe_at);
+            encoder_backward(dwte, dwpe, &d.dres, &ws.inputs, ws.t, c);
+        }
+    }
+}

@@ -1,0 +1,663 @@
+//! Pipeline parallelism: each of P workers runs a contiguous range of blocks (a stage), and
+//! M micro-batches stream through the stages, activations forward, their gradients back.
+//!
+//! ```text
+//!   --workers 4 --pp 2 --micro 4  (DP = 2 replicas of a 2-stage pipeline; L = 4 blocks)
+//!
+//!   replica 0:  rank 0 = stage 0 [wte wpe | block 0 1] --x--> rank 1 = stage 1 [block 2 3 | ln_f head loss]
+//!                                                      <-dx--
+//!   replica 1:  rank 2 = stage 0 ...                          rank 3 = stage 1 ...
+//!               (each replica trains on its half of the batch: B/2 sequences in 4 micro-batches)
+//!
+//!   one step on a stage:
+//!     for action in schedule::actions(gpipe | 1f1b, P, s, M):     (see `schedule`)
+//!       Forward(m):  recv x from s-1 (stage 0: embed tokens) -> blocks -> send x to s+1
+//!                    (last stage: ln_f, head, loss)
+//!       Backward(m): recv dx from s+1 (last: from the loss) -> blocks backward -> send dx to s-1
+//!                    my parameters' gradients += ...
+//!     all-reduce my gradients over `dp` (the same stage in the other replicas)
+//!     tied wte: stage 0 and stage P-1 add their two parts (the embedding group)
+//!     global gradient norm: a chain of partial sums of squares, stage 0 -> P-1
+//!     clip + AdamW on my parameters only
+//! ```
+//!
+//! The tied embedding: `wte` is both the token embedding (stage 0) and the output head (the
+//! last stage). Its gradient has two parts, one from each use; the true gradient is their
+//! sum, and both stages must apply the SAME update to their copies or the two uses drift
+//! apart. So the two stages exchange their parts and each adds the other's, as Megatron-LM
+//! does in its embedding group: `a + b` and `b + a` are the same float, so the copies stay
+//! bit-identical.
+//!
+//! Every stage keeps a parameter buffer of the full layout, so that offsets are those of
+//! the whole model and a checkpoint is one copy away, but computes and updates only its own
+//! tensors ([`owned`]). Evaluation, checkpoints and the end of the run first gather every
+//! stage's tensors ([`Pipe::consolidate`]): the stages broadcast their ranges to each other.
+//!
+//! Deterministic mode: each stage forms the exact fixed-point sum of per-sequence gradients
+//! of its tensors, as one worker does of all of them. One detail makes it bit-identical: one
+//! worker adds the head's and the embedding's part of a sequence's `wte` gradient in float
+//! before rounding, so the last stage hands each sequence's head part to stage 0, which
+//! starts that sequence's embedding backward from it. The gradient norm is the one worker's
+//! sum taken in the same order: 8 running sums over the flat buffer, which stage 0 begins
+//! and each stage continues over its range (`Pipe::norm_and_loss`).
+
+use std::ops::Range;
+
+use serde::Serialize;
+
+use crate::collective::{Comm, CommError};
+use crate::config::TrainConfig;
+use crate::data::sampler;
+use crate::error::Error;
+use crate::model::{Gpt, ParamLayout, StagePart, Workspace};
+use crate::optim::{clip_factor, lr_at, AdamW};
+use crate::parallel::data_parallel::{gone, AllReduce};
+use crate::parallel::fixed_point;
+use crate::step::{first_non_finite, Batch, GradientExchange, Observer, StepStats};
+use crate::trace::{Phase, Span};
+
+pub mod schedule;
+mod worker;
+
+pub use worker::run_worker;
+
+use schedule::Action;
+
+/// The blocks of each of `stages` stages: `n_layer` blocks as evenly as possible, the
+/// first `n_layer % stages` stages taking one more.
+///
+/// ```
+/// use nanodist::parallel::pipeline::split;
+/// let parts = split(6, 4);
+/// let layers: Vec<_> = parts.iter().map(|p| p.layers.clone()).collect();
+/// assert_eq!(layers, [0..2, 2..4, 4..5, 5..6]);
+/// assert!(parts[0].first && parts[3].last && !parts[1].first && !parts[1].last);
+/// ```
+pub fn split(n_layer: usize, stages: usize) -> Vec<StagePart> {
+    assert!(
+        stages >= 1 && stages <= n_layer.max(1),
+        "{stages} stages of {n_layer} blocks"
+    );
+    let (base, extra) = (n_layer / stages, n_layer % stages);
+    let mut start = 0;
+    (0..stages)
+        .map(|s| {
+            let len = base + usize::from(s < extra);
+            let part = StagePart {
+                layers: start..start + len,
+                first: s == 0,
+                last: s + 1 == stages,
+            };
+            start += len;
+            part
+        })
+        .collect()
+}
+
+/// The one-line description of an uneven split, e.g. `"5 blocks over 2 stages: 3, 2"`, or
+/// `None` when every stage has the same number of blocks.
+pub fn uneven(n_layer: usize, stages: usize) -> Option<String> {
+    if n_layer % stages == 0 {
+        return None;
+    }
+    let sizes: Vec<String> = (split(n_layer, stages).iter())
+        .map(|p| p.layers.len().to_string())
+        .collect();
+    Some(format!(
+        "{n_layer} blocks over {stages} stages: {} (as even as it goes)",
+        sizes.join(", ")
+    ))
+}
+
+/// The contiguous range of the flat layout that a stage owns: stage 0 the embeddings and
+/// its blocks, the last stage its blocks and `ln_f`, a middle stage its blocks. The ranges
+/// of all stages tile the layout. (The last stage also keeps a copy of the tied `wte`,
+/// which stage 0 owns.)
+pub fn owned(layout: &ParamLayout, part: &StagePart) -> Range<usize> {
+    let start = if part.first {
+        0
+    } else {
+        layout.block_range(part.layers.start).start
+    };
+    let end = if part.last {
+        layout.len
+    } else {
+        layout.block_range(part.layers.end - 1).end
+    };
+    start..end
+}
+
+/// The range of the tied `wte` (V,C) in the flat layout.
+fn wte_range(layout: &ParamLayout) -> Range<usize> {
+    let wte = &layout.tensors[0];
+    debug_assert_eq!(wte.name, "transformer.wte.weight");
+    wte.offset..wte.offset + wte.len
+}
+
+/// Peak bytes of activations each stage holds at once under `cfg`'s schedule: the
+/// activations of one micro-batch on that stage (its input, its blocks', and on the last
+/// stage the head's), times the most micro-batches it holds between their forward and
+/// backward ([`schedule::max_in_flight`]).
+pub fn peak_activation_bytes(cfg: &TrainConfig) -> Vec<usize> {
+    let p = &cfg.parallel;
+    let parts = split(cfg.model.n_layer, p.pp);
+    let rows = cfg.parallel.batch / (p.workers / p.pp) / p.micro;
+    (parts.iter().enumerate())
+        .map(|(s, part)| {
+            let ws = Workspace::for_stage(&cfg.model, part, rows, cfg.model.block_size);
+            let acts = schedule::actions(p.schedule, p.pp, s, p.micro);
+            ws.activation_bytes(part) * schedule::max_in_flight(&acts)
+        })
+        .collect()
+}
+
+/// One micro-batch's activations on a stage: one workspace of all its rows, or, in
+/// deterministic mode, one per sequence (each sequence's gradient is formed alone).
+struct Slot {
+    pieces: Vec<Workspace>,
+}
+
+/// A pipeline stage's training state and buffers, allocated once.
+pub struct Pipe {
+    /// Which stage, `0..stages`.
+    pub stage: usize,
+    /// P.
+    pub stages: usize,
+    /// Every stage's blocks.
+    pub parts: Vec<StagePart>,
+    /// The model; only this stage's tensors are current between consolidations.
+    pub model: Gpt,
+    /// AdamW's moments (this stage's tensors are current).
+    pub adam: AdamW,
+    /// Gradients, full layout (this stage's tensors are written).
+    pub grads: Vec<f32>,
+    /// Deterministic mode's exact sums (else empty).
+    pub acc: Vec<i64>,
+    /// The tensors this stage updates: its own, and on the last stage the tied `wte`.
+    update_layout: ParamLayout,
+    /// The micro-batches' activation slots ([`schedule::max_in_flight`] of them).
+    slots: Vec<Slot>,
+    /// Free slots; `slot_of[m]` is micro-batch m's while it is in flight.
+    free: Vec<usize>,
+    slot_of: Vec<Option<usize>>,
+    /// This stage's actions of every step.
+    actions: Vec<Action>,
+    /// Sequences per micro-batch, and rows per piece (1 in deterministic mode).
+    per_micro: usize,
+    rows: usize,
+    /// One piece's tokens.
+    inputs: Vec<u32>,
+    targets: Vec<u32>,
+    /// Deterministic mode: one micro-batch's per-sequence head parts of the `wte` gradient
+    /// (sent by the last stage, received by stage 0).
+    wte_parts: Vec<Vec<f32>>,
+}
+
+/// The communicators a stage talks in.
+pub struct PipeComms {
+    /// The other stages of my replica, ranked by stage.
+    pub pp: Comm,
+    /// The same stage in the other replicas: the gradient all-reduce.
+    pub dp: AllReduce,
+}
+
+impl Pipe {
+    /// Stage `stage` of `cfg`'s pipeline, from the full `model` and `adam`.
+    pub fn new(stage: usize, model: Gpt, adam: AdamW, cfg: &TrainConfig) -> Pipe {
+        let p = &cfg.parallel;
+        let (stages, exact) = (p.pp, p.deterministic);
+        let parts = split(cfg.model.n_layer, stages);
+        let part = parts[stage].clone();
+        let layout = &model.layout;
+        let mine = owned(layout, &part);
+        let wte = wte_range(layout);
+        let tensors = (layout.tensors.iter())
+            .filter(|t| mine.contains(&t.offset) || (part.last && wte.contains(&t.offset)))
+            .cloned()
+            .collect();
+        let update_layout = ParamLayout {
+            tensors,
+            len: layout.len,
+        };
+        let per_micro = p.batch / (p.workers / stages) / p.micro;
+        let rows = if exact { 1 } else { per_micro };
+        let actions = schedule::actions(p.schedule, stages, stage, p.micro);
+        let t = cfg.model.block_size;
+        let slots = (0..schedule::max_in_flight(&actions))
+            .map(|_| Slot {
+                pieces: (0..per_micro / rows)
+                    .map(|_| Workspace::for_stage(&cfg.model, &part, rows, t))
+                    .collect(),
+            })
+            .collect::<Vec<_>>();
+        let n = layout.len;
+        let wte_parts = if exact && (part.first || part.last) && stages > 1 {
+            vec![vec![0.0; wte.len()]; per_micro]
+        } else {
+            Vec::new()
+        };
+        Pipe {
+            stage,
+            stages,
+            free: (0..slots.len()).rev().collect(),
+            slots,
+            slot_of: vec![None; p.micro],
+            parts,
+            grads: vec![0.0; n],
+            acc: if exact { vec![0; n] } else { Vec::new() },
+            update_layout,
+            actions,
+            per_micro,
+            rows,
+            inputs: vec![0; rows * t],
+            targets: vec![0; rows * t],
+            wte_parts,
+            model,
+            adam,
+        }
+    }
+
+    fn part(&self) -> &StagePart {
+        &self.parts[self.stage]
+    }
+
+    /// Every stage's owned range, by stage.
+    fn ranges(&self) -> Vec<Range<usize>> {
+        let layout = &self.model.layout;
+        self.parts.iter().map(|p| owned(layout, p)).collect()
+    }
+
+    /// Gathers every stage's tensors (parameters and AdamW moments) into every stage's
+    /// buffers, so that each holds the whole model: each stage broadcasts its range in turn.
+    /// A collective call of the stages of one replica.
+    pub fn consolidate(&mut self, pp: &mut Comm, with_adam: bool) -> Result<(), CommError> {
+        for (s, r) in self.ranges().into_iter().enumerate() {
+            pp.broadcast(&mut self.model.params[r.clone()], s)?;
+            if with_adam {
+                pp.broadcast(&mut self.adam.m[r.clone()], s)?;
+                pp.broadcast(&mut self.adam.v[r], s)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One training step of this stage: the schedule's forwards and backwards, the
+    /// gradient sums (replicas, tied embedding), the global norm, clip + AdamW.
+    pub fn step(
+        &mut self,
+        cfg: &TrainConfig,
+        batch: &Batch<'_>,
+        comms: &mut PipeComms,
+        obs: &mut impl Observer,
+    ) -> Result<StepStats, Error> {
+        let (step, exact) = (batch.step, cfg.parallel.deterministic);
+        let rank = comms.pp.rank();
+        obs.step_starts(step);
+        let scale = 1.0 / cfg.tokens_per_step() as f32;
+        self.grads.fill(0.0);
+        self.acc.fill(0);
+        // the stages start together, so each one's window below is the same interval
+        obs.time(Phase::Wait, step, || comms.pp.barrier())
+            .map_err(gone(step))?;
+        let mut loss = 0.0f32;
+        let start_us = obs.clock().map(|c| c.now_us());
+        for a in 0..self.actions.len() {
+            match self.actions[a] {
+                Action::Forward(m) => self.forward(m, cfg, batch, comms, obs, &mut loss)?,
+                Action::Backward(m) => self.backward(m, scale, batch, comms, obs)?,
+            }
+        }
+        obs.time(Phase::Wait, step, || comms.pp.barrier())
+            .map_err(gone(step))?;
+        if let (Some(clock), Some(start_us)) = (obs.clock(), start_us) {
+            obs.record(Span {
+                phase: Phase::Pipeline,
+                step,
+                start_us,
+                dur_us: clock.now_us() - start_us,
+                comm_thread: false,
+            });
+        }
+        // as one worker forms it: deterministic mode sums the per-sequence losses, the
+        // default mode the micro-batches' means (of --accum's micro-batches there)
+        loss /= if exact {
+            batch.sequences.len()
+        } else {
+            cfg.parallel.micro
+        } as f32;
+        obs.gradients_done(step);
+        let layout = &self.model.layout;
+        let mine = owned(layout, self.part());
+        let wte = wte_range(layout);
+        let (first, last) = (self.part().first, self.part().last);
+        let tied = self.stages > 1 && (first || last);
+        let other = if first { self.stages - 1 } else { 0 };
+        let replicas = comms.dp.comm.size() > 1;
+        if exact {
+            if replicas {
+                comms.dp.sum_exact(&mut self.acc, step, obs)?;
+            }
+            if tied {
+                let acc = &mut self.acc[wte.clone()];
+                let mut theirs = vec![0i64; acc.len()];
+                let pp = &mut comms.pp;
+                (pp.send(other, acc)
+                    .and_then(|_| pp.recv(other, &mut theirs)))
+                .map_err(gone(step))?;
+                acc.iter_mut().zip(&theirs).for_each(|(a, b)| *a += b);
+            }
+            fixed_point::to_f32(&mut self.grads[mine.clone()], &self.acc[mine.clone()]);
+            if last && tied {
+                fixed_point::to_f32(&mut self.grads[wte.clone()], &self.acc[wte.clone()]);
+            }
+        } else {
+            if replicas {
+                comms.dp.sum(&mut self.grads, step, obs)?;
+            }
+            if tied {
+                let g = &mut self.grads[wte.clone()];
+                let mut theirs = vec![0f32; g.len()];
+                let pp = &mut comms.pp;
+                (pp.send(other, g).and_then(|_| pp.recv(other, &mut theirs)))
+                    .map_err(gone(step))?;
+                // a + b == b + a in floats: both copies of wte get the same gradient
+                g.iter_mut().zip(&theirs).for_each(|(a, b)| *a += b);
+            }
+        }
+        let (norm, loss) = self.norm_and_loss(&mut comms.pp, loss, step)?;
+        let lr = lr_at(step, cfg.schedule.steps, &cfg.optim);
+        if !norm.is_finite() {
+            let (name, value) = first_non_finite(&self.grads, &self.model.layout).map_or(
+                ("a tensor of another stage".to_string(), norm as f32),
+                |(n, v)| (n.to_string(), v),
+            );
+            return Err(Error::Diverged {
+                step,
+                worker: rank,
+                tensor: format!("the summed gradient of {name}"),
+                value,
+            });
+        }
+        let clip = clip_factor(norm, cfg.optim.grad_clip);
+        let (model, adam, grads) = (&mut self.model, &mut self.adam, &self.grads);
+        let layout = &self.update_layout;
+        obs.time(Phase::Optimizer, step, || {
+            adam.step_scaled(&mut model.params, grads, layout, lr, &cfg.optim, clip)
+        });
+        Ok(StepStats {
+            loss,
+            lr,
+            grad_norm: norm as f32,
+        })
+    }
+
+    /// Micro-batch `m`'s forward on this stage; the last stage adds its pieces' losses to
+    /// `loss` (per sequence in deterministic mode, else the micro-batch's mean).
+    fn forward(
+        &mut self,
+        m: usize,
+        cfg: &TrainConfig,
+        batch: &Batch<'_>,
+        comms: &mut PipeComms,
+        obs: &mut impl Observer,
+        loss: &mut f32,
+    ) -> Result<(), Error> {
+        let (step, t) = (batch.step, cfg.model.block_size);
+        let slot = self
+            .free
+            .pop()
+            .expect("the schedule keeps at most max_in_flight alive");
+        self.slot_of[m] = Some(slot);
+        let (s, part) = (self.stage, &self.parts[self.stage]);
+        let pieces = &mut self.slots[slot].pieces;
+        if !part.first {
+            let pp = &mut comms.pp;
+            obs.time(Phase::Wait, step, || {
+                pieces
+                    .iter_mut()
+                    .try_for_each(|ws| pp.recv(s - 1, ws.stage_input_mut()))
+            })
+            .map_err(gone(step))?;
+        }
+        let first_seq = batch.sequences.start + m * self.per_micro;
+        let (model, rows) = (&self.model, self.rows);
+        let (x, y) = (&mut self.inputs, &mut self.targets);
+        let losses = obs.time(Phase::StageForward(m), step, || {
+            let mut losses = Vec::new();
+            for (j, ws) in pieces.iter_mut().enumerate() {
+                let seqs = first_seq + j * rows..first_seq + (j + 1) * rows;
+                if part.first || part.last {
+                    sampler::fill_batch(batch.tokens, batch.seed, step as u64, seqs, t, x, y);
+                }
+                let inputs = part.first.then_some(&x[..]);
+                let targets = part.last.then_some(&y[..]);
+                losses.extend(model.stage_forward(ws, part, inputs, targets));
+            }
+            losses
+        });
+        for l in losses {
+            if !l.is_finite() {
+                return Err(Error::Diverged {
+                    step,
+                    worker: comms.pp.rank(),
+                    tensor: "the loss".into(),
+                    value: l,
+                });
+            }
+            *loss += l; // in sequence order, as one worker adds them
+        }
+        if !part.last {
+            for ws in pieces.iter() {
+                comms
+                    .pp
+                    .send(s + 1, ws.stage_output())
+                    .map_err(gone(step))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Micro-batch `m`'s backward on this stage, its gradients added to `grads` (or, in
+    /// deterministic mode, each piece's into the exact sum `acc`).
+    fn backward(
+        &mut self,
+        m: usize,
+        scale: f32,
+        batch: &Batch<'_>,
+        comms: &mut PipeComms,
+        obs: &mut impl Observer,
+    ) -> Result<(), Error> {
+        let step = batch.step;
+        let slot = self.slot_of[m]
+            .take()
+            .expect("a backward after its forward");
+        let (s, part) = (self.stage, &self.parts[self.stage]);
+        let last_stage = self.stages - 1;
+        let pieces = &mut self.slots[slot].pieces;
+        let exact = !self.acc.is_empty();
+        let handoff = exact && self.stages > 1;
+        let wte = wte_range(&self.model.layout);
+        let wte_parts = &mut self.wte_parts;
+        let pp = &mut comms.pp;
+        obs.time(Phase::Wait, step, || -> Result<(), CommError> {
+            if !part.last {
+                for ws in pieces.iter_mut() {
+                    pp.recv(s + 1, ws.stage_grad_mut())?;
+                }
+            }
+            if handoff && part.first {
+                for w in wte_parts.iter_mut() {
+                    pp.recv(last_stage, w)?;
+                }
+            }
+            Ok(())
+        })
+        .map_err(gone(step))?;
+        let (model, grads, acc) = (&self.model, &mut self.grads, &mut self.acc);
+        let mine = owned(&model.layout, part);
+        let ok = obs.time(Phase::StageBackward(m), step, || {
+            for (j, ws) in pieces.iter_mut().enumerate() {
+                if handoff && part.first {
+                    // one worker's wte gradient of this sequence starts as the head's part
+                    grads[wte.clone()].copy_from_slice(&wte_parts[j]);
+                }
+                model.stage_backward(ws, part, scale, grads);
+                if handoff && part.last {
+                    wte_parts[j].copy_from_slice(&grads[wte.clone()]);
+                    grads[wte.clone()].fill(0.0);
+                }
+                if exact
+                    && !fixed_point::accumulate_and_zero(
+                        &mut acc[mine.clone()],
+                        &mut grads[mine.clone()],
+                    )
+                {
+                    return false;
+                }
+            }
+            true
+        });
+        if !ok {
+            return Err(Error::Diverged {
+                step,
+                worker: comms.pp.rank(),
+                tensor: format!("gradient of stage {s} (micro-batch {m})"),
+                value: f32::NAN,
+            });
+        }
+        if !part.first {
+            for ws in pieces.iter() {
+                comms.pp.send(s - 1, ws.stage_grad()).map_err(gone(step))?;
+            }
+        }
+        if handoff && part.last {
+            for w in self.wte_parts.iter() {
+                comms.pp.send(0, w).map_err(gone(step))?;
+            }
+        }
+        self.free.push(slot);
+        Ok(())
+    }
+
+    /// The global gradient norm, formed exactly as [`crate::optim::clip_scale`] forms it on
+    /// one worker (8 running f64 sums of squares, lane `i % 8` for element `i`, then the
+    /// tail), with each stage continuing the sums over its range in layout order; and the
+    /// step's loss, which only the last stage knows. Both go to every stage.
+    fn norm_and_loss(&self, pp: &mut Comm, loss: f32, step: usize) -> Result<(f64, f32), Error> {
+        let (s, last) = (self.stage, self.stages - 1);
+        let g = &self.grads;
+        let body = g.len() - g.len() % 8; // clip_scale's chunks; the rest is its tail
+        let mut lanes = [0f64; 8];
+        if s > 0 {
+            pp.recv(s - 1, &mut lanes).map_err(gone(step))?;
+        }
+        let r = owned(&self.model.layout, self.part());
+        let (mut i, end) = (r.start, r.end.min(body));
+        while i < end && i % 8 != 0 {
+            lanes[i % 8] += g[i] as f64 * g[i] as f64;
+            i += 1;
+        }
+        // from a multiple of 8 on, element i + l is in lane l: whole chunks, vectorised
+        let whole = (end.saturating_sub(i)) / 8 * 8;
+        for c in g[i..i + whole].chunks_exact(8) {
+            for l in 0..8 {
+                lanes[l] += c[l] as f64 * c[l] as f64;
+            }
+        }
+        for j in i + whole..end {
+            lanes[j % 8] += g[j] as f64 * g[j] as f64;
+        }
+        let mut out = [0f64; 2];
+        if s < last {
+            pp.send(s + 1, &lanes).map_err(gone(step))?;
+        } else {
+            let tail: f64 = g[body..].iter().map(|&x| x as f64 * x as f64).sum();
+            out = [(lanes.iter().sum::<f64>() + tail).sqrt(), loss as f64];
+        }
+        pp.broadcast(&mut out, last).map_err(gone(step))?;
+        Ok((out[0], out[1] as f32))
+    }
+}
+
+/// `cfg`'s schedule drawn in unit time (see [`schedule::draw`]).
+pub fn draw(cfg: &TrainConfig) -> String {
+    let p = &cfg.parallel;
+    schedule::draw(p.schedule, p.pp, p.micro)
+}
+
+/// What a pipeline run reports beside the usual figures (`summary.json`'s `pipeline`).
+#[derive(Clone, Debug, Serialize)]
+pub struct Figures {
+    /// P.
+    pub stages: usize,
+    /// M.
+    pub micro: usize,
+    /// `gpipe` or `1f1b`.
+    pub schedule: &'static str,
+    /// Blocks per stage, stage 0 first.
+    pub blocks_per_stage: Vec<usize>,
+    /// The idle fraction of each stage's schedule window, the median over stages and
+    /// traced steps (the first step, a warm-up, left out); `None` without spans.
+    pub bubble_measured: Option<f64>,
+    /// (P-1)/(M+P-1).
+    pub bubble_theory: f64,
+    /// Each stage's peak bytes of activations held for backward ([`peak_activation_bytes`]).
+    pub peak_activation_bytes: Vec<usize>,
+}
+
+/// The [`Figures`] of a run of `cfg` whose workers recorded `tracks`.
+pub fn figures(cfg: &TrainConfig, tracks: &[Vec<Span>]) -> Figures {
+    let p = &cfg.parallel;
+    Figures {
+        stages: p.pp,
+        micro: p.micro,
+        schedule: p.schedule.name(),
+        blocks_per_stage: (split(cfg.model.n_layer, p.pp).iter())
+            .map(|s| s.layers.len())
+            .collect(),
+        bubble_measured: measured_bubble(tracks),
+        bubble_theory: schedule::theoretical_bubble(p.pp, p.micro),
+        peak_activation_bytes: peak_activation_bytes(cfg),
+    }
+}
+
+/// The measured bubble: on each track, for each step but the first traced one, 1 - (time
+/// in the stage's forwards and backwards) / (its [`Phase::Pipeline`] window, which runs
+/// from the stages' common start to their common end); the median of them all. `None` when
+/// no track holds a window.
+///
+/// ```text
+///   window   |<------------------------------------------------>|
+///   stage 1  |  wait  |F0|F1|F2|F3|B0 |B1 |B2 |B3 |    wait     |
+///   bubble = 1 - (F0+..+B3) / window
+/// ```
+pub fn measured_bubble(tracks: &[Vec<Span>]) -> Option<f64> {
+    let first = (tracks.iter().flatten())
+        .filter(|s| s.phase == Phase::Pipeline)
+        .map(|s| s.step)
+        .min()?;
+    let mut fractions = Vec::new();
+    for spans in tracks {
+        for w in spans.iter().filter(|s| s.phase == Phase::Pipeline) {
+            if w.step == first
+                && spans
+                    .iter()
+                    .any(|s| s.phase == Phase::Pipeline && s.step > first)
+            {
+                continue;
+            }
+            let busy: f64 = (spans.iter())
+                .filter(|s| s.step == w.step)
+                .filter(|s| matches!(s.phase, Phase::StageForward(_) | Phase::StageBackward(_)))
+                .map(|s| s.dur_us)
+                .sum();
+            if w.dur_us > 0.0 {
+                fractions.push(1.0 - busy / w.dur_us);
+            }
+        }
+    }
+    // the median: a step in which the host took a core away from a stage is an outlier
+    fractions.sort_by(f64::total_cmp);
+    let n = fractions.len();
+    (n > 0).then(|| (fractions[(n - 1) / 2] + fractions[n / 2]) / 2.0)
+}
