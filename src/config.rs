@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::collective::Algorithm;
+use crate::collective::{Algorithm, CrossAlgorithm};
 use crate::error::Error;
 
 /// The shape of the GPT: everything needed to lay out its parameters.
@@ -211,6 +211,19 @@ pub struct ParallelConfig {
     pub overlap: bool,
     /// Bit-identical final parameters for any worker count, algorithm and bucket size.
     pub deterministic: bool,
+    /// R: processes (MPI ranks) the workers are spread over, `workers / processes` threads
+    /// each; 1 without `mpirun` (docs/beyond-one-machine.md).
+    #[serde(default = "one")]
+    pub processes: usize,
+    /// How the processes sum across each other (`--mpi-allreduce`): MPI's own
+    /// `MPI_Allreduce`, or nanodist's ring over MPI messages.
+    #[serde(default)]
+    pub mpi_allreduce: CrossAlgorithm,
+}
+
+/// The default of a count that older `config.json` files do not have.
+fn one() -> usize {
+    1
 }
 
 impl Default for ParallelConfig {
@@ -223,6 +236,8 @@ impl Default for ParallelConfig {
             bucket_kb: 0,
             overlap: false,
             deterministic: false,
+            processes: 1,
+            mpi_allreduce: CrossAlgorithm::Mpi,
         }
     }
 }
@@ -328,6 +343,13 @@ impl TrainConfig {
                 "--bucket-kb {} is larger than {MAX_BUCKET_KB} (4 GiB), more than any model \
                  here holds: use 0 to send all gradients as one bucket",
                 p.bucket_kb
+            ));
+        }
+        if p.processes == 0 || p.workers % p.processes != 0 {
+            return cfg(format!(
+                "{} workers do not spread evenly over {} processes: under mpirun, --workers is \
+                 the threads of each process",
+                p.workers, p.processes
             ));
         }
         if p.batch % split != 0 {

@@ -80,6 +80,8 @@ pub fn resume(dir: &Path, overrides: impl FnOnce(&mut TrainConfig)) -> Result<Re
     let recorded_data = std::mem::replace(&mut cfg.data, asked.data.clone());
     cfg.schedule.steps = asked.schedule.steps;
     cfg.parallel.workers = asked.parallel.workers;
+    cfg.parallel.processes = asked.parallel.processes; // another process count (mpirun)
+    cfg.parallel.mpi_allreduce = asked.parallel.mpi_allreduce;
     cfg.faults = asked.faults.clone();
     cfg.schedule.check_replicas = asked.schedule.check_replicas;
     if asked != cfg {
