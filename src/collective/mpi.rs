@@ -27,14 +27,14 @@
 //!
 //! Rust note: messages travel as bytes (`MPI_BYTE`), so one endpoint carries every
 //! [`Element`] type, as the threads' channels do. Reading a `&[f32]` as bytes and bytes
-//! back as `&[f32]` is `unsafe`; [`plain`] restricts it to the four built-in number types,
+//! back as `&[f32]` is `unsafe`; `plain` restricts it to the four built-in number types,
 //! whose every byte is data (no padding, no pointers), where it is sound.
 
 use std::any::TypeId;
 use std::ffi::{c_int, c_void};
 use std::mem::{size_of, MaybeUninit};
+use std::time::{Duration, Instant};
 
-use ::mpi::collective::SystemOperation;
 use ::mpi::datatype::Equivalence;
 use ::mpi::environment::Universe;
 use ::mpi::ffi;
@@ -51,6 +51,41 @@ use super::{ring, wire::Wire};
 /// The MPI tag of nanodist's point-to-point messages (MPI's collectives use their own
 /// channels, so the tag only has to be the same on both sides).
 const TAG: c_int = 27;
+
+/// How long a waiting rank spins on `MPI_Test` before it starts to nap between tests.
+const SPIN: Duration = Duration::from_micros(50);
+/// The nap between tests after that.
+const NAP: Duration = Duration::from_micros(20);
+
+/// Waits until `done()`, testing it in a spin for [`SPIN`], then with naps of [`NAP`].
+///
+/// MPI's own blocking calls (`MPI_Wait`, `MPI_Allreduce`) spin until they finish: on a
+/// machine with more busy processes than cores, a spinning rank holds a core that the rank
+/// it waits for needs, and both slow down. nanodist's threads wait by spinning briefly and
+/// then sleeping (`sync.rs`); its MPI ranks do the same by starting each operation
+/// non-blocking (`MPI_Isend`, `MPI_Iallreduce`, `MPI_Improbe`) and testing it here. Each
+/// test also moves MPI's transfers along (Open MPI progresses inside its calls).
+fn wait_until(mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        if start.elapsed() < SPIN {
+            std::hint::spin_loop();
+        } else {
+            std::thread::sleep(NAP);
+        }
+    }
+}
+
+/// Waits for one MPI request (see [`wait_until`]).
+fn wait_for(mut request: ffi::MPI_Request) {
+    wait_until(|| {
+        let mut flag: c_int = 0;
+        // SAFETY: `request` came from an MPI_I* call and is tested until it completes
+        // (MPI_Test then frees it and sets it to MPI_REQUEST_NULL).
+        unsafe { ffi::MPI_Test(&mut request, &mut flag, ffi::RSMPI_STATUS_IGNORE) };
+        flag != 0
+    });
+}
 
 /// Whether `T` is one of the built-in number types that may be read as bytes.
 fn plain<T: 'static>() -> bool {
@@ -148,7 +183,7 @@ impl Mpi {
 
     /// Waits until every rank has called `barrier`.
     pub fn barrier(&self) {
-        SimpleCommunicator::world().barrier();
+        barrier();
     }
 
     /// Ends the whole job at once with `code` (`MPI_Abort`), from any rank.
@@ -199,15 +234,20 @@ impl MpiEndpoint {
             return;
         }
         let mut requests: Vec<ffi::MPI_Request> = self.in_flight.iter().map(|r| r.0).collect();
-        // SAFETY: each request came from MPI_Isend and has not been completed; their
-        // buffers live in `in_flight` until after this call returns.
-        unsafe {
-            ffi::MPI_Waitall(
-                requests.len() as c_int,
-                requests.as_mut_ptr(),
-                ffi::RSMPI_STATUSES_IGNORE,
-            );
-        }
+        wait_until(|| {
+            let mut flag: c_int = 0;
+            // SAFETY: each request came from MPI_Isend and is tested until all complete;
+            // their buffers live in `in_flight` until after that.
+            unsafe {
+                ffi::MPI_Testall(
+                    requests.len() as c_int,
+                    requests.as_mut_ptr(),
+                    &mut flag,
+                    ffi::RSMPI_STATUSES_IGNORE,
+                )
+            };
+            flag != 0
+        });
         self.spare.extend(self.in_flight.drain(..).map(|r| r.1));
     }
 }
@@ -262,9 +302,13 @@ impl Wire for MpiEndpoint {
     ) -> Result<(), CommError> {
         assert!(plain::<T>(), "MPI carries f32, f64, i64 and usize only");
         let world = SimpleCommunicator::world();
-        let (message, status) = world
-            .process_at_rank(from as c_int)
-            .matched_probe_with_tag(TAG);
+        let peer = world.process_at_rank(from as c_int);
+        let mut arrived = None;
+        wait_until(|| {
+            arrived = peer.immediate_matched_probe_with_tag(TAG);
+            arrived.is_some()
+        });
+        let (message, status) = arrived.expect("the wait ends when a message has arrived");
         let bytes = status.count(u8::equivalent_datatype()) as usize;
         assert_eq!(
             bytes % size_of::<T>(),
@@ -317,10 +361,28 @@ impl MpiLink {
         }
     }
 
-    /// `MPI_Allreduce` with `MPI_SUM` (integers wrap, as [`Element::add`] does).
-    fn native<T: Element + Equivalence>(buf: &mut [T]) {
+    /// `MPI_Allreduce` with `MPI_SUM` (integers wrap, as [`Element::add`] does), started
+    /// as `MPI_Iallreduce` and waited for as nanodist waits ([`wait_until`]).
+    /// `datatype` is `T`'s MPI type.
+    fn native<T: Element>(buf: &mut [T], datatype: ffi::MPI_Datatype) {
+        assert!(plain::<T>(), "MPI carries f32, f64, i64 and usize only");
         let send = buf.to_vec();
-        SimpleCommunicator::world().all_reduce_into(&send[..], buf, SystemOperation::sum());
+        let mut request = MaybeUninit::<ffi::MPI_Request>::uninit();
+        // SAFETY: `send` and `buf` hold `buf.len()` elements of `datatype` each and stay
+        // alive and untouched until the request completes (wait_for, below).
+        let request = unsafe {
+            ffi::MPI_Iallreduce(
+                send.as_ptr().cast::<c_void>(),
+                buf.as_mut_ptr().cast::<c_void>(),
+                buf.len() as c_int,
+                datatype,
+                ffi::RSMPI_SUM,
+                ffi::RSMPI_COMM_WORLD,
+                request.as_mut_ptr(),
+            );
+            request.assume_init()
+        };
+        wait_for(request);
     }
 
     /// nanodist's ring, the code the threads run, on MPI messages.
@@ -356,10 +418,14 @@ impl CrossProcess for MpiLink {
         }
         match (self.algorithm, buf) {
             (_, Elems::Other) => panic!("MPI carries f32, f64, i64 and usize only"),
-            (CrossAlgorithm::Mpi, Elems::F32(b)) => Self::native(b),
-            (CrossAlgorithm::Mpi, Elems::F64(b)) => Self::native(b),
-            (CrossAlgorithm::Mpi, Elems::I64(b)) => Self::native(b),
-            (CrossAlgorithm::Mpi, Elems::Usize(b)) => Self::native(b),
+            // SAFETY (each): reading an MPI predefined datatype handle, set by MPI_Init.
+            (CrossAlgorithm::Mpi, Elems::F32(b)) => Self::native(b, unsafe { ffi::RSMPI_FLOAT }),
+            (CrossAlgorithm::Mpi, Elems::F64(b)) => Self::native(b, unsafe { ffi::RSMPI_DOUBLE }),
+            (CrossAlgorithm::Mpi, Elems::I64(b)) => Self::native(b, unsafe { ffi::RSMPI_INT64_T }),
+            (CrossAlgorithm::Mpi, Elems::Usize(b)) => {
+                assert_eq!(size_of::<usize>(), 8, "usize is u64 here");
+                Self::native(b, unsafe { ffi::RSMPI_UINT64_T })
+            }
             (CrossAlgorithm::Ring, Elems::F32(b)) => self.ring(b)?,
             (CrossAlgorithm::Ring, Elems::F64(b)) => self.ring(b)?,
             (CrossAlgorithm::Ring, Elems::I64(b)) => self.ring(b)?,
@@ -369,7 +435,7 @@ impl CrossProcess for MpiLink {
     }
 
     fn barrier(&mut self) -> Result<(), CommError> {
-        SimpleCommunicator::world().barrier();
+        barrier();
         Ok(())
     }
 
@@ -379,4 +445,15 @@ impl CrossProcess for MpiLink {
             CrossAlgorithm::Ring => "ring over MPI_Isend/MPI_Mrecv".into(),
         }
     }
+}
+
+/// `MPI_Barrier`, started as `MPI_Ibarrier` and waited for as nanodist waits.
+fn barrier() {
+    let mut request = MaybeUninit::<ffi::MPI_Request>::uninit();
+    // SAFETY: MPI is initialised (an `Mpi` or `MpiLink` exists); the request is waited for.
+    let request = unsafe {
+        ffi::MPI_Ibarrier(ffi::RSMPI_COMM_WORLD, request.as_mut_ptr());
+        request.assume_init()
+    };
+    wait_for(request);
 }
