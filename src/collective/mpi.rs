@@ -87,6 +87,30 @@ fn wait_for(mut request: ffi::MPI_Request) {
     });
 }
 
+/// The MPI datatype of `T`, one of the built-in number types.
+///
+/// # Panics
+/// For any other type.
+fn datatype_of<T: 'static>() -> ffi::MPI_Datatype {
+    let t = TypeId::of::<T>();
+    let usize_is_u64 = size_of::<usize>() == 8;
+    // SAFETY: reads MPI's predefined datatype handles, which MPI_Init set up (an `Mpi` or
+    // `MpiLink` exists only after it) and nothing writes afterwards.
+    unsafe {
+        if t == TypeId::of::<f32>() {
+            ffi::RSMPI_FLOAT
+        } else if t == TypeId::of::<f64>() {
+            ffi::RSMPI_DOUBLE
+        } else if t == TypeId::of::<i64>() {
+            ffi::RSMPI_INT64_T
+        } else if t == TypeId::of::<usize>() && usize_is_u64 {
+            ffi::RSMPI_UINT64_T
+        } else {
+            panic!("MPI carries f32, f64, i64 and usize only")
+        }
+    }
+}
+
 /// Whether `T` is one of the built-in number types that may be read as bytes.
 fn plain<T: 'static>() -> bool {
     [
@@ -363,9 +387,8 @@ impl MpiLink {
 
     /// `MPI_Allreduce` with `MPI_SUM` (integers wrap, as [`Element::add`] does), started
     /// as `MPI_Iallreduce` and waited for as nanodist waits ([`wait_until`]).
-    /// `datatype` is `T`'s MPI type.
-    fn native<T: Element>(buf: &mut [T], datatype: ffi::MPI_Datatype) {
-        assert!(plain::<T>(), "MPI carries f32, f64, i64 and usize only");
+    fn native<T: Element>(buf: &mut [T]) {
+        let datatype = datatype_of::<T>();
         let send = buf.to_vec();
         let mut request = MaybeUninit::<ffi::MPI_Request>::uninit();
         // SAFETY: `send` and `buf` hold `buf.len()` elements of `datatype` each and stay
@@ -418,14 +441,10 @@ impl CrossProcess for MpiLink {
         }
         match (self.algorithm, buf) {
             (_, Elems::Other) => panic!("MPI carries f32, f64, i64 and usize only"),
-            // SAFETY (each): reading an MPI predefined datatype handle, set by MPI_Init.
-            (CrossAlgorithm::Mpi, Elems::F32(b)) => Self::native(b, unsafe { ffi::RSMPI_FLOAT }),
-            (CrossAlgorithm::Mpi, Elems::F64(b)) => Self::native(b, unsafe { ffi::RSMPI_DOUBLE }),
-            (CrossAlgorithm::Mpi, Elems::I64(b)) => Self::native(b, unsafe { ffi::RSMPI_INT64_T }),
-            (CrossAlgorithm::Mpi, Elems::Usize(b)) => {
-                assert_eq!(size_of::<usize>(), 8, "usize is u64 here");
-                Self::native(b, unsafe { ffi::RSMPI_UINT64_T })
-            }
+            (CrossAlgorithm::Mpi, Elems::F32(b)) => Self::native(b),
+            (CrossAlgorithm::Mpi, Elems::F64(b)) => Self::native(b),
+            (CrossAlgorithm::Mpi, Elems::I64(b)) => Self::native(b),
+            (CrossAlgorithm::Mpi, Elems::Usize(b)) => Self::native(b),
             (CrossAlgorithm::Ring, Elems::F32(b)) => self.ring(b)?,
             (CrossAlgorithm::Ring, Elems::F64(b)) => self.ring(b)?,
             (CrossAlgorithm::Ring, Elems::I64(b)) => self.ring(b)?,
