@@ -547,6 +547,8 @@ mod tests {
             "bucket_kb",
             "overlap",
             "deterministic",
+            "processes",
+            "mpi_allreduce",
             "steps",
             "eval_every",
             "eval_windows",
@@ -557,7 +559,7 @@ mod tests {
         ] {
             assert!(keys.contains(&key), "{key} missing from {json}");
         }
-        assert_eq!(keys.len(), 25, "{json}");
+        assert_eq!(keys.len(), 27, "{json}");
         let back: TrainConfig = serde_json::from_value(json).unwrap();
         assert_eq!(back, c);
     }

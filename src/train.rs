@@ -16,6 +16,10 @@
 //!  Outcome: summary, model, rows, timeline
 //! ```
 //!
+//! Under `mpirun` ([`RunOptions::cross`]) the same function runs in every process, with
+//! that process's share of the workers as its threads; their communicators span the world
+//! (`collective::hierarchical`), and each process's caller sees the rows of its own workers.
+//!
 //! Only the caller's thread sees the events (nanoGPT's "only rank 0 logs"); workers just
 //! send plain values down a channel. What it makes of them, each step's row and the run's
 //! summary, is [`crate::metrics`].

@@ -15,7 +15,6 @@ use std::sync::Arc;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use nanodist::checkpoint::DataFingerprint;
-use nanodist::collective::CrossLink;
 use nanodist::config::TrainConfig;
 use nanodist::{checkpoint, data, sample, Error};
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -27,6 +26,7 @@ mod allreduce_mpi;
 mod bench;
 mod chrome;
 mod cli;
+mod job;
 mod lock;
 #[cfg(feature = "mpi")]
 mod mpirun;
@@ -39,6 +39,7 @@ mod timeline;
 
 use allreduce::AllreduceArgs;
 use cli::{default_workers, SampleArgs, TrainArgs};
+use job::Job;
 use report::{summary_table, thousands};
 
 #[derive(Parser)]
@@ -105,8 +106,8 @@ fn main() -> ExitCode {
     let command = cli.command;
     #[cfg(feature = "mpi")]
     let command = match (&mpi, command) {
-        (Some(mpi), None) => return mpirun::train(mpi, cli.train),
-        (Some(mpi), Some(Command::Train(args))) => return mpirun::train(mpi, *args),
+        (Some(mpi), None) => return mpirun::train(mpi, cli.train, run_train_in),
+        (Some(mpi), Some(Command::Train(args))) => return mpirun::train(mpi, *args, run_train_in),
         (Some(mpi), Some(Command::Allreduce(args))) => {
             return match allreduce_mpi::run(&args, mpi) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -206,20 +207,6 @@ fn one_line(report: &str) -> String {
 
 fn run_train(args: TrainArgs) -> Result<ExitCode, Error> {
     run_train_in(args, None)
-}
-
-/// The other processes of an `mpirun` job, as rank 0's run sees them (`mpirun.rs`).
-pub trait Job {
-    /// R: processes in the job.
-    fn processes(&self) -> usize;
-    /// Sends rank 0's prepared run to the other ranks (`None`: preparing it failed, and
-    /// they stop), and returns the link this process's run uses.
-    fn share(
-        &mut self,
-        run: Option<(&TrainConfig, &data::Corpus, &nanodist::train::TrainState)>,
-    ) -> CrossLink;
-    /// The run directory is `dir`: named in the line printed if mpirun stops the job.
-    fn run_dir(&mut self, dir: &std::path::Path);
 }
 
 /// Spreads the run's workers over `processes` (1 without mpirun): `--workers` threads each,

@@ -30,10 +30,11 @@ use nanodist::train::{self, RunOptions, TrainState};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 use crate::cli::TrainArgs;
-use crate::Job;
+use crate::job::{Job, RunTrain};
 
-/// `nanodist train` as one rank of an mpirun job.
-pub fn train(mpi: &Mpi, args: TrainArgs) -> ExitCode {
+/// `nanodist train` as one rank of an mpirun job; rank 0 runs `run_train` (main.rs's
+/// `nanodist train`) with itself as the [`Job`].
+pub fn train(mpi: &Mpi, args: TrainArgs, run_train: RunTrain) -> ExitCode {
     let (rank, ranks) = (mpi.rank(), mpi.size());
     // 1. The same flags on every rank (the program's own path may differ between hosts).
     let line: Vec<String> = std::env::args().skip(1).collect();
@@ -57,7 +58,7 @@ pub fn train(mpi: &Mpi, args: TrainArgs) -> ExitCode {
             started: false,
             resume_hint,
         };
-        match crate::run_train_in(args, Some(&mut job)) {
+        match run_train(args, Some(&mut job)) {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("error: {e}");
