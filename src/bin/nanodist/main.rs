@@ -94,6 +94,15 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(code) => return code,
     };
+    // Under mpirun without MPI built in, every process would train alone (and race for
+    // the same run directory): refuse.
+    #[cfg(not(feature = "mpi"))]
+    if std::env::var("OMPI_COMM_WORLD_SIZE").is_ok_and(|n| n != "1") {
+        eprintln!(
+            "error: this nanodist was built without MPI, so under mpirun every process would train alone: build it with cargo build --release --features mpi"
+        );
+        return ExitCode::FAILURE;
+    }
     // Under mpirun (built with --features mpi), this process is one rank of a job.
     #[cfg(feature = "mpi")]
     let mpi = match nanodist::collective::mpi::init() {
