@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::collective::Algorithm;
+use crate::collective::{Algorithm, CrossAlgorithm};
 use crate::error::Error;
 
 /// The shape of the GPT: everything needed to lay out its parameters.
@@ -231,6 +231,14 @@ pub struct ParallelConfig {
     /// The order in which each stage runs its micro-batches' forwards and backwards.
     #[serde(default)]
     pub schedule: PipeSchedule,
+    /// R: processes (MPI ranks) the workers are spread over, `workers / processes` threads
+    /// each; 1 without `mpirun` (docs/beyond-one-machine.md).
+    #[serde(default = "one")]
+    pub processes: usize,
+    /// How the processes sum across each other (`--mpi-allreduce`): MPI's own
+    /// `MPI_Allreduce`, or nanodist's ring over MPI messages.
+    #[serde(default)]
+    pub mpi_allreduce: CrossAlgorithm,
 }
 
 /// The default of a size that old configuration files do not name.
@@ -290,6 +298,8 @@ impl Default for ParallelConfig {
             pp: 1,
             micro: 1,
             schedule: PipeSchedule::GPipe,
+            processes: 1,
+            mpi_allreduce: CrossAlgorithm::Mpi,
         }
     }
 }
@@ -410,6 +420,21 @@ impl TrainConfig {
                 "--bucket-kb {} is larger than {MAX_BUCKET_KB} (4 GiB), more than any model \
                  here holds: use 0 to send all gradients as one bucket",
                 p.bucket_kb
+            ));
+        }
+        if p.processes == 0 || p.workers % p.processes != 0 {
+            return cfg(format!(
+                "{} workers do not spread evenly over {} processes: under mpirun, --workers is \
+                 the threads of each process",
+                p.workers, p.processes
+            ));
+        }
+        if p.processes > 1 && (p.tp > 1 || p.pp > 1) {
+            return cfg(format!(
+                "--tp {} --pp {} under mpirun: across processes nanodist sums gradients \
+                 (all-reduce) but does not yet split a model: run tensor and pipeline \
+                 parallelism on the threads of one process",
+                p.tp, p.pp
             ));
         }
         self.validate_tensor()?;
@@ -716,6 +741,8 @@ mod tests {
             "pp",
             "micro",
             "schedule",
+            "processes",
+            "mpi_allreduce",
             "steps",
             "eval_every",
             "eval_windows",
@@ -726,7 +753,7 @@ mod tests {
         ] {
             assert!(keys.contains(&key), "{key} missing from {json}");
         }
-        assert_eq!(keys.len(), 30, "{json}");
+        assert_eq!(keys.len(), 32, "{json}");
         let back: TrainConfig = serde_json::from_value(json).unwrap();
         assert_eq!(back, c);
     }

@@ -199,7 +199,8 @@ pub(crate) fn summarise(
         compute_ms_median: med(|r| r.compute_ms),
         comm_ms_median: med(|r| r.comm_ms),
         wait_ms_median: med(|r| r.wait_ms),
-        per_worker_ms: (0..cfg.parallel.workers)
+        // this process's workers (all of them without mpirun)
+        per_worker_ms: (0..cfg.parallel.workers / cfg.parallel.processes.max(1))
             .map(|w| {
                 let col = |i: usize| {
                     timed.iter().map(|r| r.per_worker_ms[w][i]).sum::<f64>()

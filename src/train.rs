@@ -16,6 +16,10 @@
 //!  Outcome: summary, model, rows, timeline
 //! ```
 //!
+//! Under `mpirun` ([`RunOptions::cross`]) the same function runs in every process, with
+//! that process's share of the workers as its threads; their communicators span the world
+//! (`collective::hierarchical`), and each process's caller sees the rows of its own workers.
+//!
 //! Only the caller's thread sees the events (nanoGPT's "only rank 0 logs"); workers just
 //! send plain values down a channel. What it makes of them, each step's row and the run's
 //! summary, is [`crate::metrics`].
@@ -25,7 +29,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::collective;
+use crate::collective::{self, CrossLink};
 use crate::config::TrainConfig;
 use crate::data::Corpus;
 use crate::error::Error;
@@ -101,6 +105,11 @@ pub struct RunOptions {
     /// Rust note: an `Arc` rather than a borrow, because a signal handler is registered for
     /// the life of the process and must own what it sets.
     pub interrupt: Option<Arc<AtomicBool>>,
+    /// The link to the run's other processes, when it spans several (`mpirun`): this
+    /// process runs `workers / processes` of the workers, world ranks
+    /// `process * threads ..`, and their all-reduces go through it
+    /// (`collective::hierarchical`). `None`: every worker is a thread of this process.
+    pub cross: Option<CrossLink>,
 }
 
 impl Default for RunOptions {
@@ -109,6 +118,7 @@ impl Default for RunOptions {
             final_eval: true,
             trace_steps: TRACE_STEPS,
             interrupt: None,
+            cross: None,
         }
     }
 }
@@ -137,6 +147,20 @@ pub fn train(
             init.step, cfg.schedule.steps
         )));
     }
+    let processes = opts.cross.as_ref().map_or(1, |c| c.processes());
+    if processes != cfg.parallel.processes {
+        return Err(Error::Config(format!(
+            "the configuration spreads the workers over {} processes, this run has {processes}: start it with mpirun -n {} (or set processes to match)",
+            cfg.parallel.processes, cfg.parallel.processes
+        )));
+    }
+    // This process's workers: threads `0..threads`, world ranks `first..first + threads`.
+    let threads = cfg.parallel.workers / processes;
+    let first = opts.cross.as_ref().map_or(0, |c| c.process() * threads);
+    let comms = match &opts.cross {
+        Some(link) => collective::hierarchical(threads, link),
+        None => collective::group(threads),
+    };
     let wall = Instant::now();
     let stop = AtomicBool::new(false);
     let stop_at = AtomicUsize::new(usize::MAX);
@@ -152,22 +176,21 @@ pub fn train(
         stop_at: &stop_at,
     };
     let mut fold = Fold {
-        workers: cfg.parallel.workers,
+        workers: threads,
+        first,
         rows: Vec::new(),
         evals: Vec::new(),
-        tracks: vec![Vec::new(); cfg.parallel.workers],
+        tracks: vec![Vec::new(); threads],
         pending: BTreeMap::new(),
-        last_step: vec![init.step; cfg.parallel.workers],
+        last_step: vec![init.step; threads],
         held: None,
     };
     let mut failed = None;
     let results: Vec<std::thread::Result<Result<WorkerDone, Error>>> = std::thread::scope(|s| {
         let (tx, rx) = crossbeam::channel::unbounded();
-        let mut handles = Vec::with_capacity(cfg.parallel.workers);
-        for (rank, comm) in collective::group(cfg.parallel.workers)
-            .into_iter()
-            .enumerate()
-        {
+        let mut handles = Vec::with_capacity(threads);
+        for (thread, comm) in comms.into_iter().enumerate() {
+            let rank = first + thread;
             let (ctx, tx) = (&ctx, tx.clone());
             let spawned = std::thread::Builder::new()
                 .name(format!("worker-{rank}"))
@@ -185,8 +208,7 @@ pub fn train(
                     // already started see a peer gone at their first collective and return.
                     stop.store(true, Ordering::Relaxed);
                     failed = Some(Error::Worker(format!(
-                        "cannot start worker thread {rank} of {} ({e}): the system refused a new thread (a process or memory limit); use fewer --workers or raise the limit (ulimit -u, ulimit -v)",
-                        cfg.parallel.workers
+                        "cannot start worker thread {thread} of {threads} ({e}): the system refused a new thread (a process or memory limit); use fewer --workers or raise the limit (ulimit -u, ulimit -v)"
                     )));
                     break;
                 }
@@ -209,7 +231,7 @@ pub fn train(
     if let Some(e) = failed {
         return Err(e);
     }
-    let done = root_cause(results, &fold.last_step)?;
+    let done = root_cause(results, first, &fold.last_step)?;
     let mut summary = summarise(
         cfg,
         corpus,
@@ -235,7 +257,10 @@ pub fn train(
 
 /// The caller's thread's view of the run: the workers' reports folded into rows.
 struct Fold {
+    /// This process's workers (all of them, without MPI).
     workers: usize,
+    /// The world rank of this process's first worker.
+    first: usize,
     rows: Vec<StepRow>,
     evals: Vec<(usize, f64)>,
     tracks: Vec<Vec<Span>>,
@@ -257,8 +282,9 @@ impl Fold {
     ) -> Result<(), Error> {
         match report {
             Report::Step(r) => {
-                self.last_step[r.rank] = r.step;
-                self.tracks[r.rank].extend_from_slice(&r.spans);
+                let thread = r.rank - self.first;
+                self.last_step[thread] = r.step;
+                self.tracks[thread].extend_from_slice(&r.spans);
                 let step = r.step;
                 let group = self.pending.entry(step).or_default();
                 group.push(r);
@@ -295,12 +321,14 @@ impl Fold {
 /// error, and only then the errors of workers that stopped because a peer left.
 fn root_cause(
     results: Vec<std::thread::Result<Result<WorkerDone, Error>>>,
+    first: usize,
     last_step: &[usize],
 ) -> Result<WorkerDone, Error> {
     let mut peer_error = None;
     let mut own_error = None;
     let mut ok = None;
-    for (rank, r) in results.into_iter().enumerate() {
+    for (thread, r) in results.into_iter().enumerate() {
+        let rank = first + thread;
         match r {
             Err(payload) => {
                 if let Some(fault) = payload.downcast_ref::<InjectedFault>() {
@@ -311,7 +339,7 @@ fn root_cause(
                     .unwrap_or_else(|| "unknown panic".into());
                 return Err(Error::Worker(format!(
                     "worker {rank} panicked after step {}: {msg}; the run stopped",
-                    last_step[rank]
+                    last_step[thread]
                 )));
             }
             Ok(Err(e)) if e.is_consequence() => peer_error = peer_error.or(Some(e)),

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use super::algorithm::Algorithm;
 use super::element::{chunk_range, Element};
 use super::error::CommError;
+use super::hierarchy::{CrossLink, Outer};
 use super::schedule::{self, Schedule};
 use super::transport::{self, Endpoint};
 use super::{naive, ring, shared, tree};
@@ -32,6 +33,9 @@ pub struct Comm {
     ep: Endpoint,
     /// Schedules built earlier, by (algorithm, length).
     schedules: Vec<(Algorithm, usize, Arc<Schedule>)>,
+    /// `Some` in a world of several processes (`hierarchy.rs`): this group is one
+    /// process's threads.
+    outer: Option<Outer>,
 }
 
 /// Makes a group of `n` workers: one [`Comm`] per worker, `comms[r].rank() == r`.
@@ -46,6 +50,29 @@ pub struct Comm {
 /// If `n == 0`.
 pub fn group(n: usize) -> Vec<Comm> {
     transport::endpoints(n).into_iter().map(Comm::new).collect()
+}
+
+/// Makes this process's `threads` communicators in a world of several processes joined by
+/// `link` (see `hierarchy.rs`): `comms[t].rank()` is `process * threads + t`, `size()` is
+/// `processes * threads`, and `all_reduce` and `barrier` span the world. Thread 0 holds the
+/// link.
+///
+/// # Panics
+/// If `threads == 0`.
+pub fn hierarchical(threads: usize, link: &CrossLink) -> Vec<Comm> {
+    transport::endpoints(threads)
+        .into_iter()
+        .map(|ep| {
+            let first = ep.rank() == 0;
+            let mut comm = Comm::new(ep);
+            comm.outer = Some(Outer {
+                process: link.process(),
+                processes: link.processes(),
+                link: first.then(|| link.clone()),
+            });
+            comm
+        })
+        .collect()
 }
 
 impl Algorithm {
@@ -73,17 +100,32 @@ impl Comm {
         Comm {
             ep,
             schedules: Vec::new(),
+            outer: None,
         }
     }
 
-    /// This worker's index in the group, `0..size()`.
+    /// This worker's index in the group, `0..size()` (in a world of several processes, its
+    /// world rank).
     pub fn rank(&self) -> usize {
-        self.ep.rank()
+        match &self.outer {
+            Some(o) => o.world_rank(self.ep.rank(), self.ep.size()),
+            None => self.ep.rank(),
+        }
     }
 
-    /// Number of workers in the group.
+    /// Number of workers in the group (in a world of several processes, in the world).
     pub fn size(&self) -> usize {
-        self.ep.size()
+        self.ep.size() * self.outer.as_ref().map_or(1, |o| o.processes)
+    }
+
+    /// Refuses a collective that stays inside one group of threads, on a communicator that
+    /// spans several processes (see `hierarchy.rs`).
+    fn local_only(&self, what: &str) {
+        assert!(
+            self.outer.as_ref().is_none_or(|o| o.processes == 1),
+            "Comm::{what} runs inside one process; across processes only all_reduce and \
+             barrier do"
+        );
     }
 
     /// Sums `buf` across all workers, in place: afterwards every worker's `buf` holds the
@@ -109,22 +151,33 @@ impl Comm {
         buf: &mut [T],
         algo: Algorithm,
     ) -> Result<(), CommError> {
-        if self.size() == 1 {
-            return Ok(());
-        }
-        match algo {
-            Algorithm::Shared => shared::all_reduce(&mut self.ep, buf),
-            Algorithm::Naive | Algorithm::Ring | Algorithm::Tree => {
-                let sched = self.schedule(algo, buf.len());
-                schedule::execute(&mut self.ep, &sched, buf)
+        if self.ep.size() > 1 {
+            match algo {
+                Algorithm::Shared => shared::all_reduce(&mut self.ep, buf)?,
+                Algorithm::Naive | Algorithm::Ring | Algorithm::Tree => {
+                    let sched = self.schedule(algo, buf.len());
+                    schedule::execute(&mut self.ep, &sched, buf)?;
+                }
             }
         }
+        let Some(outer) = &self.outer else {
+            return Ok(());
+        };
+        // Across processes: thread 0 sums the process's sums, then shares the result.
+        if let Some(link) = &outer.link {
+            link.lock().all_reduce(T::elems(buf))?;
+        }
+        if self.ep.size() > 1 {
+            shared::broadcast(&mut self.ep, buf, 0)?;
+        }
+        Ok(())
     }
 
     /// Sums chunk `rank` of `buf` across all workers into this worker's `buf`; returns that
     /// chunk's range, [`chunk_range`]`(buf.len(), size, rank)`. The rest of `buf` is left as
     /// it was. Sums in rank order (`x0 + x1 + ... + x(N-1)`), through shared memory.
     pub fn reduce_scatter<T: Element>(&mut self, buf: &mut [T]) -> Result<Range<usize>, CommError> {
+        self.local_only("reduce_scatter");
         let mine = chunk_range(buf.len(), self.size(), self.rank());
         if self.size() > 1 {
             shared::reduce_scatter(&mut self.ep, buf)?;
@@ -136,6 +189,7 @@ impl Comm {
     /// worker's `buf` holds every worker's chunk. The inverse of [`Comm::reduce_scatter`]:
     /// the two in a row are an all-reduce.
     pub fn all_gather<T: Element>(&mut self, buf: &mut [T]) -> Result<(), CommError> {
+        self.local_only("all_gather");
         if self.size() > 1 {
             shared::all_gather(&mut self.ep, buf)?;
         }
@@ -147,6 +201,7 @@ impl Comm {
     /// # Panics
     /// If `root >= size()`.
     pub fn broadcast<T: Element>(&mut self, buf: &mut [T], root: usize) -> Result<(), CommError> {
+        self.local_only("broadcast");
         assert!(
             root < self.size(),
             "broadcast from worker {root} in a group of {}",
@@ -162,6 +217,7 @@ impl Comm {
     /// pipeline stage sends its activations to the next. Never blocks; the receiver takes
     /// it with [`Comm::recv`]. Messages from one worker to another arrive in order.
     pub fn send<T: Element>(&mut self, to: usize, data: &[T]) -> Result<(), CommError> {
+        self.local_only("send");
         self.ep.send(to, data)
     }
 
@@ -170,6 +226,7 @@ impl Comm {
     /// # Panics
     /// If the message's length is not `buf.len()` (both sides must agree on the shape).
     pub fn recv<T: Element>(&mut self, from: usize, buf: &mut [T]) -> Result<(), CommError> {
+        self.local_only("recv");
         let me = self.rank();
         self.ep.recv(from, |data: &[T]| {
             assert_eq!(
@@ -185,6 +242,14 @@ impl Comm {
 
     /// Waits until every worker has called `barrier`.
     pub fn barrier(&mut self) -> Result<(), CommError> {
+        self.ep.barrier()?;
+        let Some(outer) = &self.outer else {
+            return Ok(());
+        };
+        // thread 0 waits for the other processes while its own threads wait for it
+        if let Some(link) = &outer.link {
+            link.lock().barrier()?;
+        }
         self.ep.barrier()
     }
 
@@ -223,6 +288,7 @@ impl Comm {
     /// assert_eq!(rows, [(0, 2, 1.0), (1, 2, 1.0), (0, 2, 5.0), (1, 2, 5.0)]);
     /// ```
     pub fn split(&mut self, colour: usize, key: usize) -> Result<Comm, CommError> {
+        self.local_only("split");
         let (n, me) = (self.size(), self.rank());
         // table[2j], table[2j + 1]: worker j's colour and key; chunk j of 2n is exactly that
         // pair, so an all-gather fills in everyone's.
@@ -255,7 +321,7 @@ impl Comm {
             return Arc::clone(s);
         }
         let s = Arc::new(
-            algo.schedule(self.size(), len)
+            algo.schedule(self.ep.size(), len)
                 .expect("a message-passing algorithm"),
         );
         if self.schedules.len() == SCHEDULE_CACHE {

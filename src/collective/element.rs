@@ -19,12 +19,42 @@
 pub trait Element: Copy + Send + Sync + Default + PartialEq + std::fmt::Debug + 'static {
     /// The sum of two elements.
     fn add(a: Self, b: Self) -> Self;
+
+    /// `buf` as one of the types a link between processes carries ([`Elems`]), or
+    /// [`Elems::Other`] for an element type of the caller's own.
+    fn elems(buf: &mut [Self]) -> Elems<'_> {
+        let _ = buf;
+        Elems::Other
+    }
+}
+
+/// A buffer of one of the element types that crosses a process boundary: a link between
+/// processes (such as MPI) must name the type of what it sends, where threads just share it.
+///
+/// Rust note: an enum of slices turns the generic `&mut [T]` into a value a trait object
+/// (`dyn CrossProcess`) can take, since a trait object's methods cannot be generic.
+#[derive(Debug)]
+pub enum Elems<'a> {
+    /// `f32` (gradients).
+    F32(&'a mut [f32]),
+    /// `f64` (validation sums).
+    F64(&'a mut [f64]),
+    /// `i64` (deterministic fixed-point gradients, replica hashes).
+    I64(&'a mut [i64]),
+    /// `usize` (bookkeeping).
+    Usize(&'a mut [usize]),
+    /// Any other element type: it stays inside its process.
+    Other,
 }
 
 impl Element for f32 {
     #[inline(always)]
     fn add(a: Self, b: Self) -> Self {
         a + b
+    }
+
+    fn elems(buf: &mut [Self]) -> Elems<'_> {
+        Elems::F32(buf)
     }
 }
 
@@ -33,6 +63,10 @@ impl Element for f64 {
     fn add(a: Self, b: Self) -> Self {
         a + b
     }
+
+    fn elems(buf: &mut [Self]) -> Elems<'_> {
+        Elems::F64(buf)
+    }
 }
 
 impl Element for i64 {
@@ -40,12 +74,20 @@ impl Element for i64 {
     fn add(a: Self, b: Self) -> Self {
         a.wrapping_add(b)
     }
+
+    fn elems(buf: &mut [Self]) -> Elems<'_> {
+        Elems::I64(buf)
+    }
 }
 
 impl Element for usize {
     #[inline(always)]
     fn add(a: Self, b: Self) -> Self {
         a.wrapping_add(b)
+    }
+
+    fn elems(buf: &mut [Self]) -> Elems<'_> {
+        Elems::Usize(buf)
     }
 }
 

@@ -41,8 +41,22 @@
 //! ```
 //!
 //! The `nanodist allreduce` command (`src/bin/nanodist/allreduce.rs`, in the application)
-//! sits above the communicator. A transport between processes (MPI) would be another
-//! `Endpoint` under the same collectives.
+//! sits above the communicator.
+//!
+//! # Across processes
+//!
+//! The message-passing algorithms need only a [`Wire`] (`wire.rs`: rank, size, send, recv),
+//! which the threads' `Endpoint` implements and so does `mpi::MpiEndpoint` (feature `mpi`):
+//! the same ring code runs between threads and between MPI processes. A run over several
+//! processes is hierarchical (`hierarchy.rs`): [`hierarchical`] makes communicators whose
+//! `all_reduce` sums inside the process, then across processes over a [`CrossProcess`] link
+//! held by thread 0, then shares the result back.
+//!
+//! ```text
+//!   comm.rs        Comm (+ Outer: process, link)  --all_reduce-->  local sum, link, broadcast
+//!   hierarchy.rs   CrossProcess (trait), CrossLink           mpi.rs: MpiLink (MPI_Allreduce | ring)
+//!   wire.rs        Wire: Endpoint (threads) | MpiEndpoint (MPI point-to-point)
+//! ```
 //!
 //! # Sub-groups
 //!
@@ -141,6 +155,9 @@ mod algorithm;
 mod comm;
 mod element;
 mod error;
+mod hierarchy;
+#[cfg(feature = "mpi")]
+pub mod mpi;
 mod naive;
 mod ring;
 pub mod schedule;
@@ -149,9 +166,12 @@ pub mod sync;
 mod transport;
 mod tree;
 mod window;
+mod wire;
 
 pub use algorithm::{Algorithm, UnknownAlgorithm};
-pub use comm::{group, Comm};
-pub use element::{chunk_range, Element};
+pub use comm::{group, hierarchical, Comm};
+pub use element::{chunk_range, Element, Elems};
 pub use error::CommError;
+pub use hierarchy::{CrossAlgorithm, CrossLink, CrossProcess};
 pub use schedule::{Op, Schedule, Step, Transfer};
+pub use wire::Wire;

@@ -2,8 +2,8 @@
 //!
 //! The naive, ring and tree algorithms differ only in *who sends which part of the buffer
 //! to whom, in which step, and what the receiver does with it*. Each of their files builds
-//! that as a [`Schedule`]; one executor (`execute`) runs any schedule on the worker
-//! threads with nothing but the transport's `send` and `recv`, and [`Schedule::simulate`]
+//! that as a [`Schedule`]; one executor (`execute`) runs any schedule with nothing but a
+//! [`Wire`]'s `send` and `recv` (worker threads, or MPI processes), and [`Schedule::simulate`]
 //! runs the same schedule on one thread, step by step, for the walkthrough example and the
 //! tests. The example therefore narrates exactly what the threads do.
 //!
@@ -27,7 +27,7 @@ use std::ops::Range;
 
 use super::element::Element;
 use super::error::CommError;
-use super::transport::Endpoint;
+use super::wire::Wire;
 
 /// What the receiver of a transfer does with the incoming elements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -162,9 +162,10 @@ impl Schedule {
     }
 }
 
-/// Runs `sched` as worker `ep.rank()` on its `buf`: see the module docs.
-pub(crate) fn execute<T: Element>(
-    ep: &mut Endpoint,
+/// Runs `sched` as worker `ep.rank()` on its `buf`: see the module docs. The same code runs
+/// between threads and between processes: it needs only a [`Wire`].
+pub(crate) fn execute<T: Element, W: Wire>(
+    ep: &mut W,
     sched: &Schedule,
     buf: &mut [T],
 ) -> Result<(), CommError> {
@@ -179,6 +180,7 @@ pub(crate) fn execute<T: Element>(
             let own = &mut buf[t.range.clone()];
             ep.recv(t.from, |incoming: &[T]| t.op.apply(own, incoming))?;
         }
+        ep.step_done()?;
     }
     Ok(())
 }

@@ -36,6 +36,7 @@ use super::element::Element;
 use super::error::CommError;
 use super::sync::Group;
 use super::window::{self, SendPtr, Slots, Window};
+use super::wire::Wire;
 
 /// A message: a `Vec<T>` of some [`Element`] type, or another `Send` value.
 type Packet = Box<dyn Any + Send>;
@@ -242,6 +243,28 @@ impl Endpoint {
             })
             .map_err(|rank| CommError::PeerGone { rank })?;
         Ok(got.expect("set when ready"))
+    }
+}
+
+impl Wire for Endpoint {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+
+    fn size(&self) -> usize {
+        self.size
+    }
+
+    fn send<T: Element>(&mut self, to: usize, data: &[T]) -> Result<(), CommError> {
+        Endpoint::send(self, to, data)
+    }
+
+    fn recv<T: Element>(
+        &mut self,
+        from: usize,
+        use_it: impl FnOnce(&[T]),
+    ) -> Result<(), CommError> {
+        Endpoint::recv(self, from, use_it)
     }
 }
 

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 
-use nanodist::collective::Algorithm;
+use nanodist::collective::{Algorithm, CrossAlgorithm};
 use nanodist::config::{PipeSchedule, TrainConfig};
 
 /// Training flags. Unset flags take the defaults of `TrainConfig` (or, with
@@ -65,6 +65,10 @@ pub struct TrainArgs {
     /// All-reduce algorithm [default: shared].
     #[arg(long, value_parser = algorithm_parser())]
     pub allreduce: Option<Algorithm>,
+    /// Under mpirun: how the processes sum across each other, MPI's own MPI_Allreduce
+    /// (mpi) or nanodist's ring over MPI messages (ring) [default: mpi].
+    #[arg(long, value_name = "mpi|ring")]
+    pub mpi_allreduce: Option<CrossAlgorithm>,
     /// Gradient bucket size in KiB; 0 sends all gradients as one bucket [default: 0].
     #[arg(long, value_name = "N")]
     pub bucket_kb: Option<usize>,
@@ -211,6 +215,9 @@ impl TrainArgs {
         }
         if let Some(a) = self.allreduce {
             cfg.parallel.allreduce = a;
+        }
+        if let Some(a) = self.mpi_allreduce {
+            cfg.parallel.mpi_allreduce = a;
         }
         cfg.parallel.overlap |= self.overlap;
         cfg.parallel.deterministic |= self.deterministic;

@@ -21,10 +21,15 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::flag;
 
 mod allreduce;
+#[cfg(feature = "mpi")]
+mod allreduce_mpi;
 mod bench;
 mod chrome;
 mod cli;
+mod job;
 mod lock;
+#[cfg(feature = "mpi")]
+mod mpirun;
 mod plot;
 mod record;
 mod report;
@@ -34,6 +39,7 @@ mod timeline;
 
 use allreduce::AllreduceArgs;
 use cli::{default_workers, SampleArgs, TrainArgs};
+use job::Job;
 use report::{summary_table, thousands};
 
 #[derive(Parser)]
@@ -88,7 +94,43 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(code) => return code,
     };
-    let result = match cli.command {
+    // Under mpirun without MPI built in, every process would train alone (and race for
+    // the same run directory): refuse.
+    #[cfg(not(feature = "mpi"))]
+    if std::env::var("OMPI_COMM_WORLD_SIZE").is_ok_and(|n| n != "1") {
+        eprintln!(
+            "error: this nanodist was built without MPI, so under mpirun every process would train alone: build it with cargo build --release --features mpi"
+        );
+        return ExitCode::FAILURE;
+    }
+    // Under mpirun (built with --features mpi), this process is one rank of a job.
+    #[cfg(feature = "mpi")]
+    let mpi = match nanodist::collective::mpi::init() {
+        Ok(mpi) => mpi,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let command = cli.command;
+    #[cfg(feature = "mpi")]
+    let command = match (&mpi, command) {
+        (Some(mpi), None) => return mpirun::train(mpi, cli.train, run_train_in),
+        (Some(mpi), Some(Command::Train(args))) => return mpirun::train(mpi, *args, run_train_in),
+        (Some(mpi), Some(Command::Allreduce(args))) => {
+            return match allreduce_mpi::run(&args, mpi) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        // the other commands run on rank 0 alone
+        (Some(mpi), Some(_)) if mpi.rank() > 0 => return ExitCode::SUCCESS,
+        (_, command) => command,
+    };
+    let result = match command {
         None => run_train(cli.train),
         Some(Command::Train(args)) => run_train(*args),
         Some(Command::Sample(args)) => run_sample(args),
@@ -173,47 +215,37 @@ fn one_line(report: &str) -> String {
 }
 
 fn run_train(args: TrainArgs) -> Result<ExitCode, Error> {
+    run_train_in(args, None)
+}
+
+/// Spreads the run's workers over `processes` (1 without mpirun): `--workers` threads each,
+/// or under mpirun one each when the flag is not given.
+fn spread(cfg: &mut TrainConfig, workers: Option<usize>, processes: usize) {
+    if processes > 1 {
+        cfg.parallel.workers = workers.unwrap_or(1).saturating_mul(processes);
+    }
+    cfg.parallel.processes = processes;
+}
+
+/// `nanodist train`, alone or as rank 0 of an mpirun job (`job`).
+fn run_train_in(args: TrainArgs, mut job: Option<&mut dyn Job>) -> Result<ExitCode, Error> {
+    let processes = job.as_ref().map_or(1, |j| j.processes());
     // Caught from the start: a Ctrl-C while the corpus loads still ends with a checkpoint.
-    let signals = catch_interrupts()?;
-    // `_lock` holds the run directory until this function returns (or the process ends).
-    let (cfg, corpus, init, dir, data, _lock) = match &args.resume {
-        Some(dir) => {
-            let r = rundir::resume(dir, |cfg| args.apply(cfg))?;
-            (r.cfg, r.corpus, r.init, dir.clone(), r.data, r.lock)
-        }
-        None => {
-            let mut cfg = TrainConfig::default();
-            cfg.parallel.workers = default_workers(args.batch.unwrap_or(12));
-            if let Some(tp) = args.tp.filter(|_| args.workers.is_none()) {
-                // one tensor group per replica the cores allow: at least one group
-                cfg.parallel.workers = (cfg.parallel.workers / tp.max(1)).max(1) * tp;
-            }
-            args.apply(&mut cfg);
-            if args.checkpoint_every.is_none() {
-                // nanoGPT's habit: a checkpoint at every evaluation, so little is lost to a kill
-                cfg.schedule.checkpoint_every = cfg.schedule.eval_every;
-            }
-            cfg.validate()?;
-            let corpus = data::load(&cfg.data, cfg.seed)?;
-            cfg.model.vocab_size = corpus.vocab.len();
-            cfg.validate()?;
-            corpus.check_block(cfg.model.block_size)?;
-            nanodist::config::check_memory(&cfg)?;
-            // The run records where its data is (absolute: resume from any directory) and
-            // what it is (size and hash: resume refuses a changed file).
-            let data = match cfg.data.as_str() {
-                "tales" => None,
-                path => Some(DataFingerprint::of_file(std::path::Path::new(path))?),
-            };
-            if let Some(d) = &data {
-                cfg.data = d.path.clone();
-            }
-            let dir = args.out.clone().unwrap_or_else(rundir::new_default);
-            let lock = rundir::prepare(&dir)?;
-            let init = nanodist::train::initial_state(&cfg);
-            (cfg, corpus, init, dir, data, lock)
-        }
+    // (Under mpirun, mpirun owns the signals: see mpirun.rs.)
+    let signals = if job.is_some() {
+        Signals::none()
+    } else {
+        catch_interrupts()?
     };
+    let prepared = prepare_train(&args, processes);
+    let cross = job
+        .as_mut()
+        .map(|j| j.share(prepared.as_ref().ok().map(|p| (&p.0, &p.1, &p.2))));
+    // `_lock` holds the run directory until this function returns (or the process ends).
+    let (cfg, corpus, init, dir, data, _lock) = prepared?;
+    if let Some(j) = job.as_mut() {
+        j.run_dir(&dir);
+    }
     record::begin_provenance(&dir, &cfg, data.as_ref(), init.step)?;
     if init.step == 0 {
         let json = serde_json::to_string_pretty(&cfg).expect("config serialises");
@@ -229,7 +261,13 @@ fn run_train(args: TrainArgs) -> Result<ExitCode, Error> {
             corpus.vocab.len(),
             corpus.floor_nats.map_or(String::new(), |f| format!(", entropy floor {f:.3} nats/char")),
             cfg.parallel.workers,
-            if cfg.parallel.workers == 1 { "" } else { "s" },
+            if processes > 1 {
+                format!("s ({processes} processes x {} threads)", cfg.parallel.workers / processes)
+            } else if cfg.parallel.workers == 1 {
+                String::new()
+            } else {
+                "s".into()
+            },
             cfg.schedule.steps,
             cfg.parallel.batch,
             cfg.model.block_size
@@ -246,6 +284,7 @@ fn run_train(args: TrainArgs) -> Result<ExitCode, Error> {
         args.quiet,
         data.as_ref(),
         signals.interrupted.clone(),
+        cross,
     )?;
     if let Some(step) = outcome.interrupted_at {
         let (name, code) = signals.which();
@@ -300,6 +339,63 @@ fn run_train(args: TrainArgs) -> Result<ExitCode, Error> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// What `nanodist train` starts from: the configuration, the corpus, the starting state, the
+/// run directory (locked) and the data file's fingerprint.
+type Prepared = (
+    TrainConfig,
+    data::Corpus,
+    nanodist::train::TrainState,
+    std::path::PathBuf,
+    Option<DataFingerprint>,
+    lock::Lock,
+);
+
+/// Reads the flags, the data and (with `--resume`) the checkpoint; makes the run directory.
+fn prepare_train(args: &TrainArgs, processes: usize) -> Result<Prepared, Error> {
+    Ok(match &args.resume {
+        Some(dir) => {
+            let r = rundir::resume(dir, |cfg| {
+                args.apply(cfg);
+                spread(cfg, args.workers, processes);
+            })?;
+            (r.cfg, r.corpus, r.init, dir.clone(), r.data, r.lock)
+        }
+        None => {
+            let mut cfg = TrainConfig::default();
+            cfg.parallel.workers = default_workers(args.batch.unwrap_or(12));
+            if let Some(tp) = args.tp.filter(|_| args.workers.is_none()) {
+                // one tensor group per replica the cores allow: at least one group
+                cfg.parallel.workers = (cfg.parallel.workers / tp.max(1)).max(1) * tp;
+            }
+            args.apply(&mut cfg);
+            spread(&mut cfg, args.workers, processes);
+            if args.checkpoint_every.is_none() {
+                // nanoGPT's habit: a checkpoint at every evaluation, so little is lost to a kill
+                cfg.schedule.checkpoint_every = cfg.schedule.eval_every;
+            }
+            cfg.validate()?;
+            let corpus = data::load(&cfg.data, cfg.seed)?;
+            cfg.model.vocab_size = corpus.vocab.len();
+            cfg.validate()?;
+            corpus.check_block(cfg.model.block_size)?;
+            nanodist::config::check_memory(&cfg)?;
+            // The run records where its data is (absolute: resume from any directory) and
+            // what it is (size and hash: resume refuses a changed file).
+            let data = match cfg.data.as_str() {
+                "tales" => None,
+                path => Some(DataFingerprint::of_file(std::path::Path::new(path))?),
+            };
+            if let Some(d) = &data {
+                cfg.data = d.path.clone();
+            }
+            let dir = args.out.clone().unwrap_or_else(rundir::new_default);
+            let lock = rundir::prepare(&dir)?;
+            let init = nanodist::train::initial_state(&cfg);
+            (cfg, corpus, init, dir, data, lock)
+        }
+    })
+}
+
 /// What the signals SIGINT and SIGTERM have asked for.
 struct Signals {
     /// Set by the first SIGINT or SIGTERM: stop at the next step boundary.
@@ -309,6 +405,14 @@ struct Signals {
 }
 
 impl Signals {
+    /// Flags that no signal sets (under mpirun, which owns the signals).
+    fn none() -> Self {
+        Signals {
+            interrupted: Arc::new(AtomicBool::new(false)),
+            last: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
     /// The signal's name and the exit status a shell reports for it (128 + its number).
     fn which(&self) -> (&'static str, u8) {
         match self.last.load(Ordering::SeqCst) as i32 {

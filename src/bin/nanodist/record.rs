@@ -33,6 +33,8 @@ use crate::{chrome, rundir, timeline};
 ///
 /// Once `interrupt` is set the workers stop at the next step boundary; the checkpoint of
 /// that step and the summary so far are written, and the outcome says where it stopped.
+/// `cross`: under mpirun, the link to the other processes (this process is rank 0).
+#[allow(clippy::too_many_arguments)]
 pub fn train_and_record(
     cfg: &TrainConfig,
     corpus: &data::Corpus,
@@ -41,6 +43,7 @@ pub fn train_and_record(
     quiet: bool,
     data: Option<&DataFingerprint>,
     interrupt: Arc<AtomicBool>,
+    cross: Option<nanodist::collective::CrossLink>,
 ) -> Result<train::Outcome, Error> {
     let disk = rundir::in_run_dir(dir);
     let (layers, pp) = (cfg.model.n_layer, cfg.parallel.pp);
@@ -53,6 +56,7 @@ pub fn train_and_record(
     let vocab = corpus.vocab.as_string();
     let opts = train::RunOptions {
         interrupt: Some(interrupt),
+        cross,
         ..train::RunOptions::default()
     };
     let result = train::train(cfg, corpus, init, &opts, |event| {
@@ -98,7 +102,8 @@ pub fn train_and_record(
         let line = serde_json::json!({ "step": s.steps, "val_loss": s.val_loss, "windows": "all" });
         write_line(&mut metrics, dir, &line.to_string()).map_err(&disk)?;
     }
-    if cfg.parallel.workers > 1 && !quiet && !interrupted {
+    // (under mpirun the other ranks have finished: the one-worker reference is not timed)
+    if cfg.parallel.workers > 1 && cfg.parallel.processes == 1 && !quiet && !interrupted {
         let t1 = one_worker_tokens_per_s(cfg, corpus)?;
         let s = &mut outcome.summary;
         s.one_worker_tokens_per_s = Some(t1);
@@ -235,6 +240,7 @@ fn one_worker_tokens_per_s(cfg: &TrainConfig, corpus: &data::Corpus) -> Result<f
         final_eval: false,
         trace_steps: 0,
         interrupt: None,
+        cross: None,
     };
     let run = train::train(&one, corpus, train::initial_state(&one), &opts, |_| Ok(()))?;
     Ok(run.summary.tokens_per_s)

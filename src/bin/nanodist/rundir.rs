@@ -89,6 +89,8 @@ pub fn resume(dir: &Path, overrides: impl FnOnce(&mut TrainConfig)) -> Result<Re
     cfg.parallel.pp = asked.parallel.pp;
     cfg.parallel.micro = asked.parallel.micro;
     cfg.parallel.schedule = asked.parallel.schedule;
+    cfg.parallel.processes = asked.parallel.processes; // another process count (mpirun)
+    cfg.parallel.mpi_allreduce = asked.parallel.mpi_allreduce;
     cfg.faults = asked.faults.clone();
     cfg.schedule.check_replicas = asked.schedule.check_replicas;
     if asked != cfg {

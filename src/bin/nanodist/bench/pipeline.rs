@@ -105,7 +105,7 @@ pub fn run(args: &Options<'_>) -> Result<(), Error> {
     let opts = RunOptions {
         final_eval: false,
         trace_steps: args.steps + WARM,
-        interrupt: None,
+        ..RunOptions::default()
     };
     let mut rows = Vec::new();
     println!(
