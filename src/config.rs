@@ -211,6 +211,10 @@ pub struct ParallelConfig {
     pub overlap: bool,
     /// Bit-identical final parameters for any worker count, algorithm and bucket size.
     pub deterministic: bool,
+    /// ZeRO stage: 0 replicates everything; 1 shards AdamW's moments, 2 the gradients too,
+    /// 3 the parameters too (see `parallel::zero`).
+    #[serde(default)]
+    pub zero: u8,
 }
 
 impl Default for ParallelConfig {
@@ -223,6 +227,7 @@ impl Default for ParallelConfig {
             bucket_kb: 0,
             overlap: false,
             deterministic: false,
+            zero: 0,
         }
     }
 }
@@ -328,6 +333,13 @@ impl TrainConfig {
                 "--bucket-kb {} is larger than {MAX_BUCKET_KB} (4 GiB), more than any model \
                  here holds: use 0 to send all gradients as one bucket",
                 p.bucket_kb
+            ));
+        }
+        if p.zero > 3 {
+            return cfg(format!(
+                "--zero {} is not a ZeRO stage: use 0 (replicated), 1 (optimizer state), \
+                 2 (+ gradients) or 3 (+ parameters)",
+                p.zero
             ));
         }
         if p.batch % split != 0 {

@@ -38,6 +38,12 @@ pub enum Phase {
     Straggle,
     /// Converting per-sequence gradients to fixed point (deterministic mode).
     FixedPoint,
+    /// One bucket's reduce-scatter (ZeRO): each worker keeps the sum of its own shard.
+    ReduceScatter(usize),
+    /// An all-gather of shards (ZeRO): the updated parameters, or block `l`'s weights.
+    AllGather(usize),
+    /// ZeRO stage 3: waiting for the prefetched gather of block `l`'s weights.
+    Prefetch(usize),
 }
 
 impl Phase {
@@ -54,13 +60,20 @@ impl Phase {
             Phase::Checkpoint => "checkpoint".into(),
             Phase::Straggle => "straggler sleep".into(),
             Phase::FixedPoint => "fixed-point sum".into(),
+            Phase::ReduceScatter(b) => format!("reduce-scatter bucket {b}"),
+            Phase::AllGather(b) => format!("all-gather {b}"),
+            Phase::Prefetch(l) => format!("prefetch block {l}"),
         }
     }
 
     /// Its kind: `"compute"`, `"comm"` or `"wait"`.
     pub fn category(self) -> &'static str {
         match self {
-            Phase::AllReduce(_) | Phase::CommWait => "comm",
+            Phase::AllReduce(_)
+            | Phase::CommWait
+            | Phase::ReduceScatter(_)
+            | Phase::AllGather(_)
+            | Phase::Prefetch(_) => "comm",
             Phase::Wait => "wait",
             _ => "compute",
         }

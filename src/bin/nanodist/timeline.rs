@@ -66,6 +66,11 @@ fn look(phase: Phase) -> Look {
         Phase::Optimizer => ("adamw", "#b07aa1", "white", 7),
         Phase::Eval => ("eval", "#edc948", "#222222", 8),
         Phase::Checkpoint => ("checkpoint", "#9c755f", "white", 9),
+        // ZeRO's collectives: the reduce-scatter in the all-reduce's greens, gathers in teal
+        Phase::ReduceScatter(b) if b % 2 == 1 => ("reduce-scatter", "#8cc97a", "#1d3d17", 10),
+        Phase::ReduceScatter(_) => ("reduce-scatter", "#4f9a45", "white", 10),
+        Phase::AllGather(_) => ("all-gather", "#17becf", "#222222", 11),
+        Phase::Prefetch(_) => ("prefetch wait", "#e15759", "white", 12),
     };
     Look {
         name,
@@ -78,7 +83,9 @@ fn look(phase: Phase) -> Look {
 /// The text written inside a box when it is wide enough.
 fn short_label(phase: Phase) -> String {
     match phase {
-        Phase::AllReduce(b) => format!("b{b}"),
+        Phase::AllReduce(b) | Phase::ReduceScatter(b) => format!("b{b}"),
+        Phase::AllGather(b) => format!("ag{b}"),
+        Phase::Prefetch(l) => format!("pf{l}"),
         Phase::CommWait => "wait b".into(),
         Phase::Wait => "wait".into(),
         Phase::Straggle => "sleep".into(),
@@ -304,6 +311,9 @@ fn dur(s: &Span) -> f64 {
 fn long_name(phase: Phase) -> String {
     match phase {
         Phase::AllReduce(b) => format!("all-reduce of bucket {b}"),
+        Phase::ReduceScatter(b) => format!("reduce-scatter of bucket {b}"),
+        Phase::AllGather(b) => format!("all-gather {b}"),
+        Phase::Prefetch(l) => format!("waiting for block {l}'s prefetched weights"),
         other => look(other).name.into(),
     }
 }

@@ -46,8 +46,8 @@ use crate::config::TrainConfig;
 use crate::data::{sampler, Corpus};
 use crate::error::Error;
 use crate::error::InjectedFault;
-use crate::model::Gpt;
-use crate::step::{train_step, Batch, Observer, Replica, StepStats};
+use crate::parallel::zero::Zero;
+use crate::step::{train_step, Batch, Observer, StepStats};
 use crate::trace::{Clock, Phase, Span};
 
 mod between_steps;
@@ -151,7 +151,7 @@ impl Telemetry {
                 .sum::<f64>()
                 / 1e3
         };
-        let comm_ms = sum(|p| matches!(p, Phase::AllReduce(_) | Phase::CommWait));
+        let comm_ms = sum(|p| p.category() == "comm");
         let wait_ms = sum(|p| matches!(p, Phase::Wait));
         StepReport {
             rank: self.rank,
@@ -173,15 +173,6 @@ impl Telemetry {
     }
 }
 
-/// A copy of `replica`'s state after `step` steps, for the main thread to checkpoint.
-fn snapshot(replica: &Replica, step: usize) -> TrainState {
-    TrainState {
-        params: replica.model.params.clone(),
-        adam: replica.adam.clone(),
-        step,
-    }
-}
-
 /// Runs one worker's whole training loop. `comm` is this worker's endpoint of the group;
 /// `reports` its own sender to the main thread (dropped when the worker ends, so the main
 /// thread's loop over reports ends when every worker has).
@@ -192,17 +183,18 @@ pub fn run_worker(
 ) -> Result<WorkerDone, Error> {
     let cfg = ctx.cfg;
     let (rank, t) = (comm.rank(), cfg.model.block_size);
-    let model = Gpt::from_params(cfg.model.clone(), ctx.init.params.clone());
     // deterministic mode's sum is complete only after the last sequence: it never overlaps
     let overlap = cfg.parallel.overlap && !cfg.parallel.deterministic;
-    let mut exchange = AllReduce::new(
+    let dp = AllReduce::new(
         comm,
         cfg.parallel.allreduce,
-        model.layout.len,
+        cfg.model.num_params(),
         cfg.parallel.bucket_kb,
         overlap,
     );
-    let mut replica = Replica::new(rank, model, ctx.init.adam.clone(), cfg);
+    // --zero 0 is this data parallelism; 1, 2, 3 shard the state (parallel::zero)
+    let mut exchange = Zero::new(dp, cfg.parallel.zero, cfg);
+    let mut replica = exchange.replica(ctx.init, cfg);
     let mut evaluator = Evaluator::new(cfg);
     let mut obs = Telemetry {
         clock: ctx.clock,
@@ -242,9 +234,10 @@ pub fn run_worker(
             && done % cfg.schedule.eval_every == 0
             && done < cfg.schedule.steps
         {
-            let (model, comm) = (&replica.model, &mut exchange.comm);
             let val_loss = obs.time(Phase::Eval, done, || {
-                evaluator.evaluate(model, comm, algorithm, val, &subset)
+                let model = exchange.whole_model(&replica.model)?;
+                let comm = &mut exchange.dp.comm;
+                evaluator.evaluate(&model, comm, algorithm, val, &subset)
             });
             let val_loss = val_loss.map_err(gone(done))?;
             if rank == 0 {
@@ -255,7 +248,8 @@ pub fn run_worker(
             }
         }
         if cfg.schedule.check_replicas > 0 && done % cfg.schedule.check_replicas == 0 {
-            let differ = replicas_differ(&replica.model.params, &mut exchange.comm);
+            let model = exchange.whole_model(&replica.model).map_err(gone(done))?;
+            let differ = replicas_differ(&model.params, &mut exchange.dp.comm);
             if let Some((w, hash, hash0)) = differ.map_err(gone(done))? {
                 return Err(Error::Worker(format!(
                     "replicas diverged after step {done}: worker {w} has param hash {hash:016x}, worker 0 {hash0:016x}"
@@ -263,38 +257,50 @@ pub fn run_worker(
             }
         }
         let due = cfg.schedule.checkpoint_every > 0 && done % cfg.schedule.checkpoint_every == 0;
-        if rank == 0 && (due || done == cfg.schedule.steps) {
-            let state = obs.time(Phase::Checkpoint, done, || snapshot(&replica, done));
-            let _ = reports.send(Report::Checkpoint(state));
+        if due || done == cfg.schedule.steps {
+            // ZeRO consolidates its shards (a collective); rank 0 sends the whole state
+            let state = obs.time(Phase::Checkpoint, done, || {
+                exchange.snapshot(&replica, done)
+            });
+            if let Some(state) = state.map_err(gone(done))? {
+                let _ = reports.send(Report::Checkpoint(state));
+            }
             saved = done;
         }
     }
     if let Some(step) = stopped_at {
         // Interrupted: the state at the boundary is saved (unless it just was), and the
         // final evaluation over all windows is left to the run that finishes the job.
-        if rank == 0 && saved != step {
-            let _ = reports.send(Report::Checkpoint(snapshot(&replica, step)));
+        if saved != step {
+            if let Some(state) = exchange.snapshot(&replica, step).map_err(gone(step))? {
+                let _ = reports.send(Report::Checkpoint(state));
+            }
         }
+        let (params, adam) = exchange.whole_state(&replica).map_err(gone(step))?;
         return Ok(WorkerDone {
             rank,
             val_loss: f64::NAN,
-            params: replica.model.params,
-            adam: replica.adam,
+            params: params.into_owned(),
+            adam: adam.into_owned(),
             stopped_at,
         });
     }
     let val_loss = if ctx.final_eval {
         let all: Vec<usize> = (0..sampler::val_windows(val.len(), t)).collect();
-        let (model, comm) = (&replica.model, &mut exchange.comm);
-        (evaluator.evaluate(model, comm, algorithm, val, &all)).map_err(gone(cfg.schedule.steps))?
+        let end = cfg.schedule.steps;
+        let model = exchange.whole_model(&replica.model).map_err(gone(end))?;
+        let comm = &mut exchange.dp.comm;
+        (evaluator.evaluate(&model, comm, algorithm, val, &all)).map_err(gone(end))?
     } else {
         f64::NAN
     };
+    let end = cfg.schedule.steps;
+    let (params, adam) = exchange.whole_state(&replica).map_err(gone(end))?;
     Ok(WorkerDone {
         rank,
         val_loss,
-        params: replica.model.params,
-        adam: replica.adam,
+        params: params.into_owned(),
+        adam: adam.into_owned(),
         stopped_at: None,
     })
 }
