@@ -86,7 +86,11 @@ pub fn sum_of_squares(chunk: &[f32]) -> f64 {
 /// Writes the partial of each [`NORM_CHUNK`] of `grads` into `out` (one per chunk, in
 /// order). `grads` must start at a chunk boundary of the flat layout.
 pub fn norm_partials(grads: &[f32], out: &mut [f64]) {
-    assert_eq!(out.len(), grads.len().div_ceil(NORM_CHUNK), "one partial per chunk");
+    assert_eq!(
+        out.len(),
+        grads.len().div_ceil(NORM_CHUNK),
+        "one partial per chunk"
+    );
     for (o, c) in out.iter_mut().zip(grads.chunks(NORM_CHUNK)) {
         *o = sum_of_squares(c);
     }
@@ -194,7 +198,10 @@ impl AdamW {
         grad_scale: f32,
     ) {
         let n = range.len();
-        assert!(range.end <= layout.len, "shard {range:?} outside the layout");
+        assert!(
+            range.end <= layout.len,
+            "shard {range:?} outside the layout"
+        );
         assert_eq!(params.len(), n);
         assert_eq!(grads.len(), n);
         assert_eq!(self.m.len(), n);

@@ -212,6 +212,7 @@ pub fn train(
         &done.params,
         wall,
     );
+    summary.memory = Some(done.memory);
     if let Some(k) = done.stopped_at {
         summary.steps = k; // the steps run so far, which the checkpoint holds
     }

@@ -103,7 +103,15 @@ fn every_stage_follows_stage_0s_loss_curve() {
 
 #[test]
 fn shards_are_contiguous_chunk_aligned_and_cover_any_length() {
-    for len in [0, 1, NORM_CHUNK - 1, NORM_CHUNK, 3 * NORM_CHUNK + 5, 14_720, 800_000] {
+    for len in [
+        0,
+        1,
+        NORM_CHUNK - 1,
+        NORM_CHUNK,
+        3 * NORM_CHUNK + 5,
+        14_720,
+        800_000,
+    ] {
         for n in 1..=7 {
             let s = shards(len, n);
             assert_eq!(s.len(), n);
@@ -131,7 +139,11 @@ fn a_run_saved_at_one_stage_resumes_at_another() {
     first.schedule.steps = 3;
     let half = run(&first, train::initial_state(&first));
     assert_eq!(half.model.params.len(), whole.model.num_params());
-    assert_eq!(half.adam.m.len(), whole.model.num_params(), "moments consolidated");
+    assert_eq!(
+        half.adam.m.len(),
+        whole.model.num_params(),
+        "moments consolidated"
+    );
     let state = TrainState {
         params: half.model.params,
         adam: half.adam,
@@ -143,5 +155,8 @@ fn a_run_saved_at_one_stage_resumes_at_another() {
         param_hash(&resumed.model.params),
         param_hash(&straight.model.params)
     );
-    assert_eq!(resumed.adam, straight.adam, "the moments are the straight run's");
+    assert_eq!(
+        resumed.adam, straight.adam,
+        "the moments are the straight run's"
+    );
 }

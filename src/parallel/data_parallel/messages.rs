@@ -8,6 +8,7 @@
 //! validation loss, a checkpoint's state. The worker never writes a file.
 
 use crate::optim::AdamW;
+use crate::parallel::zero::Memory;
 use crate::trace::Span;
 
 /// A replica's training state after some steps: where a run starts (fresh weights, or a
@@ -76,4 +77,6 @@ pub struct WorkerDone {
     /// `Some(k)` when an interrupt stopped the run after `k` steps (every worker at the same
     /// boundary); `None` when it ran to its last step.
     pub stopped_at: Option<usize>,
+    /// What this worker held, by the ZeRO formula and measured (`summary.json`'s `memory`).
+    pub memory: Memory,
 }

@@ -276,8 +276,10 @@ pub fn run_worker(
                 let _ = reports.send(Report::Checkpoint(state));
             }
         }
+        let memory = exchange.memory(&replica);
         let (params, adam) = exchange.whole_state(&replica).map_err(gone(step))?;
         return Ok(WorkerDone {
+            memory,
             rank,
             val_loss: f64::NAN,
             params: params.into_owned(),
@@ -295,8 +297,10 @@ pub fn run_worker(
         f64::NAN
     };
     let end = cfg.schedule.steps;
+    let memory = exchange.memory(&replica);
     let (params, adam) = exchange.whole_state(&replica).map_err(gone(end))?;
     Ok(WorkerDone {
+        memory,
         rank,
         val_loss,
         params: params.into_owned(),

@@ -17,7 +17,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::Zero;
 use crate::model::Workspace;
 use crate::step::Replica;
 
@@ -59,10 +58,10 @@ pub struct Memory {
 }
 
 impl Memory {
-    /// The formula for `stage` with `n` workers and `p` parameters, next to what
-    /// `replica` and `zero` hold.
-    pub fn of(zero: &Zero, replica: &Replica) -> Self {
-        let (stage, n) = (zero.stage, zero.shards.len());
+    /// The formula for `stage` with `n` workers and the replica's parameters, next to
+    /// what `replica` holds and the `(weights, gradients)` floats of ZeRO's buffers in
+    /// flight (blocks gathered, gradients being reduced).
+    pub fn of(stage: u8, n: usize, replica: &Replica, (walk_w, walk_g): (usize, usize)) -> Self {
         let p = replica.model.layout.len as u64;
         let shard = |bytes: u64, sharded: bool| if sharded { bytes / n as u64 } else { bytes };
         let activations = workspace_floats(&replica.ws) as u64 * 4;
@@ -72,7 +71,6 @@ impl Memory {
             optimizer: shard(8 * p, stage >= 1),
             activations,
         };
-        let (walk_w, walk_g) = zero.walk.floats();
         let measured = StateBytes {
             params: 4 * (replica.model.params.len() + walk_w) as u64,
             grads: 4 * (replica.grads.len() + walk_g) as u64 + 8 * replica.acc.len() as u64,
@@ -95,8 +93,19 @@ fn workspace_floats(ws: &Workspace) -> usize {
     let blocks: usize = (ws.blocks.iter())
         .map(|a| {
             [
-                &a.ln1, &a.ln1_mean, &a.ln1_rstd, &a.qkv, &a.att, &a.atty, &a.x_mid, &a.ln2,
-                &a.ln2_mean, &a.ln2_rstd, &a.fch, &a.fcg, &a.x_out,
+                &a.ln1,
+                &a.ln1_mean,
+                &a.ln1_rstd,
+                &a.qkv,
+                &a.att,
+                &a.atty,
+                &a.x_mid,
+                &a.ln2,
+                &a.ln2_mean,
+                &a.ln2_rstd,
+                &a.fch,
+                &a.fcg,
+                &a.x_out,
             ]
             .iter()
             .map(|v| v.len())

@@ -193,6 +193,11 @@ impl Zero {
         Ok((params, adam))
     }
 
+    /// What this worker holds, by the ZeRO formula and measured (`summary.json`'s `memory`).
+    pub fn memory(&self, r: &Replica) -> Memory {
+        Memory::of(self.stage, self.shards.len(), r, self.walk.floats())
+    }
+
     /// A whole buffer of `len` from every worker's shard (`shard` is mine).
     fn gather(&mut self, shard: &[f32], len: usize) -> Result<Vec<f32>, CommError> {
         let mine = self.mine();
@@ -340,7 +345,10 @@ impl GradientExchange for Zero {
             .time(Phase::Optimizer, step, || {
                 norm_partials(grads, &mut partials[chunks.clone()]);
                 comm.all_gather_ranges(partials, chunks)?;
-                Ok(clip_from_partials(partials.iter().copied(), optim.grad_clip))
+                Ok(clip_from_partials(
+                    partials.iter().copied(),
+                    optim.grad_clip,
+                ))
             })
             .map_err(gone(step))?;
         if !norm.is_finite() {

@@ -146,7 +146,9 @@ impl Walk {
             let (weights_tx, weights) = unbounded();
             let (freed_tx, _) = unbounded();
             let server = sc.spawn(move || {
-                serve(jobs_rx, weights_tx, freed_tx, comm, shard, mine, None, clock, step)
+                serve(
+                    jobs_rx, weights_tx, freed_tx, comm, shard, mine, None, clock, step,
+                )
             });
             for (l, buf) in [&mut a[..], &mut b[..]].into_iter().enumerate().take(nl) {
                 let _ = jobs.send(Job::Gather(l, layout.block_range(l), buf));
@@ -169,7 +171,9 @@ impl Walk {
                 }
             }
             drop(jobs);
-            server.join().expect("the communication thread does not panic")
+            server
+                .join()
+                .expect("the communication thread does not panic")
         })?;
         spans.into_iter().for_each(|span| obs.record(span));
         let loss = obs.time(Phase::Forward, step, || {
@@ -236,7 +240,9 @@ impl Walk {
             let (weights_tx, weights) = unbounded();
             let (freed_tx, freed) = unbounded();
             let server = sc.spawn(move || {
-                serve(jobs_rx, weights_tx, freed_tx, comm, p, mine, shard_g, clock, step)
+                serve(
+                    jobs_rx, weights_tx, freed_tx, comm, p, mine, shard_g, clock, step,
+                )
             });
             if gathered {
                 for (k, buf) in [&mut wa[..], &mut wb[..]].into_iter().enumerate().take(nl) {
@@ -255,7 +261,16 @@ impl Walk {
                 d.dres.fill(0.0);
                 let x_last = ws.blocks.last().map_or(&ws.encoded, |b| &b.x_out);
                 let (mean, rstd) = (&ws.lnf_mean, &ws.lnf_rstd);
-                layernorm_backward(&mut d.dres, lnf_g, &d.dln, x_last, lnf_w, mean, rstd, threads);
+                layernorm_backward(
+                    &mut d.dres,
+                    lnf_g,
+                    &d.dln,
+                    x_last,
+                    lnf_w,
+                    mean,
+                    rstd,
+                    threads,
+                );
             });
             if reducing {
                 let _ = jobs.send(Job::Reduce(0, lnf_at..layout.len, lnf_g));

@@ -55,6 +55,7 @@ use nanodist::Error;
 mod output;
 mod point;
 mod solo;
+mod zero;
 
 pub use output::table;
 use output::{lessons, print_point, scaling_svg};
@@ -88,6 +89,10 @@ pub struct BenchArgs {
     /// Corpus: `tales` or a text file.
     #[arg(long, default_value = "tales")]
     pub data: String,
+    /// ZeRO stages to compare side by side instead of the scaling sweep, e.g. `0,1,2,3`:
+    /// interleaved rounds (`--rounds`) at each `--workers` count (bench/zero.rs).
+    #[arg(long, value_delimiter = ',', value_name = "0,1,2,3")]
+    pub zero: Vec<u8>,
     /// Where bench.json and scaling.svg go [default: a new runs/bench-YYYYmmdd-HHMMSS]; a
     /// directory that already holds a sweep is never overwritten.
     #[arg(long)]
@@ -156,6 +161,9 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
         return Err(Error::Config(
             "--steps, --batch, --per-worker and --rounds must be at least 1".into(),
         ));
+    }
+    if !args.zero.is_empty() {
+        return zero::run(args, &args.zero);
     }
     // Caps that keep every size below (steps + 5 warm-up, sequences per worker x workers) far
     // from overflow, and a sweep finite: the bench times tens of steps, not millions.
