@@ -74,8 +74,9 @@ pub(crate) struct Walk {
 enum Job<'b> {
     /// Gather block `.0`'s weights (`.1` in the layout) into the buffer.
     Gather(usize, Range<usize>, &'b mut [f32]),
-    /// Reduce-scatter the gradient of `.1` (label `.0`), add my part into my shard, zero it.
-    Reduce(usize, Range<usize>, &'b mut [f32]),
+    /// Reduce-scatter the gradient of `.1` (label `.0`), add my part into my shard, zero it;
+    /// a block's buffer goes back to be reused (`.3`), the ends' stay out until next time.
+    Reduce(usize, Range<usize>, &'b mut [f32], bool),
 }
 
 impl Walk {
@@ -273,7 +274,7 @@ impl Walk {
                 );
             });
             if reducing {
-                let _ = jobs.send(Job::Reduce(0, lnf_at..layout.len, lnf_g));
+                let _ = jobs.send(Job::Reduce(0, lnf_at..layout.len, lnf_g, false));
             }
             for l in (0..nl).rev() {
                 let range = layout.block_range(l);
@@ -310,7 +311,7 @@ impl Walk {
                         let (w, g) = (block_weights(weights_l, c), block_grads(g, c));
                         block_backward(g, d, acts, x_in, &w, s, threads)
                     });
-                    let _ = jobs.send(Job::Reduce(nl - l, range, g));
+                    let _ = jobs.send(Job::Reduce(nl - l, range, g, true));
                 }
                 if gathered && l >= 2 {
                     let _ = jobs.send(Job::Gather(l - 2, layout.block_range(l - 2), w));
@@ -322,7 +323,7 @@ impl Walk {
                 encoder_backward(dwte, dwpe, &d.dres, &ws.inputs, ws.t, c);
             });
             if reducing {
-                let _ = jobs.send(Job::Reduce(nl + 1, 0..blocks_at, emb_g));
+                let _ = jobs.send(Job::Reduce(nl + 1, 0..blocks_at, emb_g, false));
             }
             drop(jobs);
             obs.time(Phase::CommWait, step, || {
@@ -359,7 +360,7 @@ fn serve<'b>(
                 let _ = weights.send(buf);
                 Phase::AllGather(l)
             }
-            Job::Reduce(i, unit, buf) => {
+            Job::Reduce(i, unit, buf, reuse) => {
                 let part = local(mine, &unit);
                 comm.reduce_scatter_ranges(buf, part.clone())?;
                 if let (Some(g), false) = (grads.as_deref_mut(), part.is_empty()) {
@@ -368,7 +369,9 @@ fn serve<'b>(
                     g.iter_mut().zip(&buf[part]).for_each(|(g, &x)| *g += x);
                 }
                 buf.fill(0.0); // backward adds into it next time
-                let _ = freed.send(buf);
+                if reuse {
+                    let _ = freed.send(buf);
+                }
                 Phase::ReduceScatter(i)
             }
         };
