@@ -208,6 +208,7 @@ pub fn run_worker(
     let subset = sampler::eval_subset(val.len(), t, cfg.schedule.eval_windows);
     let mut saved = ctx.init.step; // the step of the last state sent for a checkpoint
     let mut stopped_at = None;
+    let mut memory = None;
     for step in ctx.init.step..cfg.schedule.steps {
         if ctx.stop.load(Ordering::Relaxed) {
             return Err(Error::Worker(format!(
@@ -226,6 +227,10 @@ pub fn run_worker(
         };
         let start_us = obs.clock.now_us();
         let stats = train_step(&mut replica, cfg, &batch, &mut exchange, &mut obs)?;
+        if step + 1 == cfg.schedule.steps {
+            // the memory of training, before the final checkpoint and evaluation gather
+            memory = Some(exchange.memory(&replica));
+        }
         let traced = step < ctx.init.step + ctx.trace_steps;
         let _ = reports.send(Report::Step(obs.report(step, start_us, stats, traced)));
 
@@ -276,14 +281,14 @@ pub fn run_worker(
                 let _ = reports.send(Report::Checkpoint(state));
             }
         }
-        let memory = exchange.memory(&replica);
-        let (params, adam) = exchange.whole_state(&replica).map_err(gone(step))?;
+        let memory = memory.unwrap_or_else(|| exchange.memory(&replica));
+        let (params, adam) = exchange.into_state(replica).map_err(gone(step))?;
         return Ok(WorkerDone {
             memory,
             rank,
             val_loss: f64::NAN,
-            params: params.into_owned(),
-            adam: adam.into_owned(),
+            params,
+            adam,
             stopped_at,
         });
     }
@@ -297,14 +302,14 @@ pub fn run_worker(
         f64::NAN
     };
     let end = cfg.schedule.steps;
-    let memory = exchange.memory(&replica);
-    let (params, adam) = exchange.whole_state(&replica).map_err(gone(end))?;
+    let memory = memory.unwrap_or_else(|| exchange.memory(&replica));
+    let (params, adam) = exchange.into_state(replica).map_err(gone(end))?;
     Ok(WorkerDone {
         memory,
         rank,
         val_loss,
-        params: params.into_owned(),
-        adam: adam.into_owned(),
+        params,
+        adam,
         stopped_at: None,
     })
 }

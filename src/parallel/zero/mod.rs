@@ -159,38 +159,62 @@ impl Zero {
     }
 
     /// The whole training state after `step` steps, consolidated from every worker's
-    /// shards (a collective at stages 1 to 3: every worker calls it). `None` except on
-    /// rank 0, which sends it to be checkpointed: one checkpoint, the tensor names of
-    /// every run, whatever the stage and worker count.
+    /// shards into rank 0 (at stages 1 to 3 every worker calls it: the others send their
+    /// shards). `Some` only on rank 0, which sends it to be checkpointed: one checkpoint,
+    /// the tensor names of every run, whatever the stage and worker count.
     pub fn snapshot(&mut self, r: &Replica, step: usize) -> Result<Option<TrainState>, CommError> {
-        let (params, adam) = self.whole_state(r)?;
-        Ok((self.dp.comm.rank() == 0).then(|| TrainState {
-            params: params.into_owned(),
-            adam: adam.into_owned(),
+        if self.stage == 0 {
+            return Ok((self.dp.comm.rank() == 0).then(|| TrainState {
+                params: r.model.params.clone(),
+                adam: r.adam.clone(),
+                step,
+            }));
+        }
+        let len = r.model.layout.len;
+        let params = match self.stage {
+            3 => self.gather_to_root(&r.model.params, len)?,
+            _ => (self.dp.comm.rank() == 0).then(|| r.model.params.clone()),
+        };
+        let m = self.gather_to_root(&r.adam.m, len)?;
+        let v = self.gather_to_root(&r.adam.v, len)?;
+        Ok(params.zip(m.zip(v)).map(|(params, (m, v))| TrainState {
+            params,
+            adam: AdamW { m, v, t: r.adam.t },
             step,
         }))
     }
 
-    /// The whole parameters and AdamW state, from this worker's shards and the others'
-    /// (a collective at stages 1 to 3).
-    pub fn whole_state<'r>(
-        &mut self,
-        r: &'r Replica,
-    ) -> Result<(Cow<'r, [f32]>, Cow<'r, AdamW>), CommError> {
-        let len = r.model.layout.len;
-        let params = match self.stage {
-            3 => Cow::Owned(self.gather(&r.model.params, len)?),
-            _ => Cow::Borrowed(&r.model.params[..]),
+    /// The replica's final parameters and AdamW state, whole on rank 0 (elsewhere, at
+    /// stages 1 to 3, empty: the run keeps rank 0's).
+    pub fn into_state(&mut self, r: Replica) -> Result<(Vec<f32>, AdamW), CommError> {
+        if self.stage == 0 {
+            return Ok((r.model.params, r.adam));
+        }
+        let empty = AdamW {
+            m: Vec::new(),
+            v: Vec::new(),
+            t: r.adam.t,
         };
-        let adam = match self.stage {
-            0 => Cow::Borrowed(&r.adam),
-            _ => Cow::Owned(AdamW {
-                m: self.gather(&r.adam.m, len)?,
-                v: self.gather(&r.adam.v, len)?,
-                t: r.adam.t,
-            }),
-        };
-        Ok((params, adam))
+        Ok(self
+            .snapshot(&r, 0)?
+            .map_or((Vec::new(), empty), |s| (s.params, s.adam)))
+    }
+
+    /// `shard` of every worker into one whole buffer of `len` on rank 0 (the others send
+    /// theirs, point to point): `Some` on rank 0 only, so that no other worker holds the
+    /// whole state even for a moment.
+    fn gather_to_root(&mut self, shard: &[f32], len: usize) -> Result<Option<Vec<f32>>, CommError> {
+        let (mine, comm) = (self.mine(), &mut self.dp.comm);
+        if comm.rank() != 0 {
+            comm.send(0, shard)?;
+            return Ok(None);
+        }
+        let mut whole = vec![0.0; len];
+        whole[mine].copy_from_slice(shard);
+        for (j, theirs) in self.shards.iter().enumerate().skip(1) {
+            comm.recv(j, &mut whole[theirs.clone()])?;
+        }
+        Ok(Some(whole))
     }
 
     /// What this worker holds, by the ZeRO formula and measured (`summary.json`'s `memory`).
