@@ -137,10 +137,16 @@ impl Zero {
         } else {
             init.adam.clone()
         };
-        let mut model = Gpt::from_params(cfg.model.clone(), init.params.clone());
-        if self.stage == 3 {
-            model.params = model.params[mine.clone()].to_vec();
-        }
+        let model = if self.stage == 3 {
+            // only my shard is ever copied: a whole copy per worker would be the peak
+            Gpt {
+                cfg: cfg.model.clone(),
+                layout: crate::model::ParamLayout::new(&cfg.model),
+                params: init.params[mine.clone()].to_vec(),
+            }
+        } else {
+            Gpt::from_params(cfg.model.clone(), init.params.clone())
+        };
         let mut r = Replica::new(self.dp.comm.rank(), model, adam, cfg);
         if self.stage >= 2 && !cfg.parallel.deterministic {
             r.grads = vec![0.0; mine.len()];
