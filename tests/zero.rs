@@ -163,3 +163,56 @@ fn a_run_saved_at_one_stage_resumes_at_another() {
         "the moments are the straight run's"
     );
 }
+
+#[test]
+fn uneven_reduce_scatter_and_all_gather_follow_the_ranges_each_worker_names() {
+    use nanodist::collective::group;
+    // 3 workers, 10 elements, shards of 4, 6 and 0 elements; worker r contributes r + 1
+    let ranges = [0..4, 4..10, 10..10];
+    let out: Vec<(Vec<f32>, Vec<f32>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (group(3).into_iter().zip(ranges.clone()))
+            .map(|(mut comm, mine)| {
+                s.spawn(move || {
+                    let r = comm.rank() as f32;
+                    let mut grads = vec![r + 1.0; 10];
+                    comm.reduce_scatter_ranges(&mut grads, mine.clone())
+                        .unwrap();
+                    let mut params = vec![-1.0; 10];
+                    params[mine.clone()].iter_mut().for_each(|p| *p = r);
+                    comm.all_gather_ranges(&mut params, mine).unwrap();
+                    (grads, params)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    // worker 0 summed its 4, worker 1 its 6; the rest of each buffer is its own
+    assert_eq!(out[0].0, [6.0, 6.0, 6.0, 6.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]);
+    assert_eq!(out[1].0, [2.0, 2.0, 2.0, 2.0, 6.0, 6.0, 6.0, 6.0, 6.0, 6.0]);
+    assert_eq!(out[2].0, [3.0; 10]);
+    let gathered = [0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0];
+    for (_, params) in &out {
+        assert_eq!(params, &gathered);
+    }
+}
+
+#[test]
+fn overlapping_ranges_are_refused_before_any_buffer_is_touched() {
+    use nanodist::collective::group;
+    let results: Vec<bool> = std::thread::scope(|s| {
+        let handles: Vec<_> = (group(2).into_iter().zip([0..6, 4..10]))
+            .map(|(mut comm, mine)| {
+                s.spawn(move || {
+                    let mut buf = vec![1.0f32; 10];
+                    comm.reduce_scatter_ranges(&mut buf, mine).unwrap();
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().is_err()).collect()
+    });
+    assert_eq!(
+        results,
+        [true, true],
+        "both workers see the overlap and panic"
+    );
+}

@@ -80,11 +80,13 @@ pub fn resume(dir: &Path, overrides: impl FnOnce(&mut TrainConfig)) -> Result<Re
     let recorded_data = std::mem::replace(&mut cfg.data, asked.data.clone());
     cfg.schedule.steps = asked.schedule.steps;
     cfg.parallel.workers = asked.parallel.workers;
+    // the checkpoint is consolidated: any ZeRO stage takes its shards of it
+    cfg.parallel.zero = asked.parallel.zero;
     cfg.faults = asked.faults.clone();
     cfg.schedule.check_replicas = asked.schedule.check_replicas;
     if asked != cfg {
         return Err(Error::Config(format!(
-            "--resume {} continues that run with its own configuration: pass only --steps, --workers, --data (the same file, moved), --quiet, --fault, --straggler or --check-replicas, or start a new run with --out",
+            "--resume {} continues that run with its own configuration: pass only --steps, --workers, --zero, --data (the same file, moved), --quiet, --fault, --straggler or --check-replicas, or start a new run with --out",
             dir.display()
         )));
     }
