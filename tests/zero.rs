@@ -77,6 +77,18 @@ fn deterministic_runs_end_with_the_same_bits_at_every_stage_and_worker_count() {
 }
 
 #[test]
+fn more_workers_than_chunks_leave_empty_shards_and_the_same_bits() {
+    // 12 workers, 10 chunks: workers 10 and 11 own nothing
+    let one = config(0, 1, true);
+    let want = param_hash(&run(&one, train::initial_state(&one)).model.params);
+    for zero in 1..=3 {
+        let cfg = config(zero, 12, true);
+        let got = param_hash(&run(&cfg, train::initial_state(&cfg)).model.params);
+        assert_eq!(got, want, "--zero {zero} on 12 workers");
+    }
+}
+
+#[test]
 fn every_stage_follows_stage_0s_loss_curve() {
     // accumulation (stage 2, 3 reduce every micro-batch) and buckets (stage 1's
     // reduce-scatter per bucket) included

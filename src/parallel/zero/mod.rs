@@ -369,7 +369,11 @@ impl GradientExchange for Zero {
         } else {
             &r.grads[..]
         };
-        let chunks = mine.start / NORM_CHUNK..mine.end.div_ceil(NORM_CHUNK);
+        // my chunks of the norm (none for an empty shard: more workers than chunks)
+        let chunks = match mine.is_empty() {
+            true => 0..0,
+            false => mine.start / NORM_CHUNK..mine.end.div_ceil(NORM_CHUNK),
+        };
         let (partials, comm) = (&mut self.partials, &mut self.dp.comm);
         let (norm, clip) = obs
             .time(Phase::Optimizer, step, || {
