@@ -537,6 +537,7 @@ mod tests {
             "bucket_kb",
             "overlap",
             "deterministic",
+            "zero",
             "steps",
             "eval_every",
             "eval_windows",
@@ -547,9 +548,14 @@ mod tests {
         ] {
             assert!(keys.contains(&key), "{key} missing from {json}");
         }
-        assert_eq!(keys.len(), 25, "{json}");
-        let back: TrainConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(keys.len(), 26, "{json}");
+        let back: TrainConfig = serde_json::from_value(json.clone()).unwrap();
         assert_eq!(back, c);
+        // a config.json written without the ZeRO stage loads as stage 0
+        let mut old = json;
+        old.as_object_mut().unwrap().remove("zero");
+        let back: TrainConfig = serde_json::from_value(old).unwrap();
+        assert_eq!(back.parallel.zero, 0);
     }
 
     /// Sizes whose product cannot be counted are refused in one line naming the flags,

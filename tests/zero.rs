@@ -228,3 +228,9 @@ fn overlapping_ranges_are_refused_before_any_buffer_is_touched() {
         "both workers see the overlap and panic"
     );
 }
+
+#[test]
+fn a_stage_past_3_is_refused_in_one_line() {
+    let err = config(4, 1, false).validate().unwrap_err().to_string();
+    assert!(err.contains("--zero 4") && !err.contains('\n'), "{err}");
+}

@@ -44,7 +44,7 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
-use crate::collective::{chunk_range, CommError, Element};
+use crate::collective::{CommError, Element};
 use crate::config::{OptimConfig, TrainConfig};
 use crate::error::Error;
 use crate::model::{Gpt, Workspace};
@@ -54,37 +54,13 @@ use crate::step::{GradientExchange, Observer, Replica};
 use crate::trace::Phase;
 
 mod memory;
+mod shard;
 mod walk;
 
 pub use memory::{peak_rss_bytes, Memory, StateBytes};
+use shard::local;
+pub use shard::shards;
 use walk::{Dest, Walk};
-
-/// The contiguous shards of a flat buffer of `len` floats among `n` workers: whole
-/// [`NORM_CHUNK`]s each, cut as [`chunk_range`] cuts the chunks, the last shard shorter
-/// (and, with fewer chunks than workers, the last shards empty).
-///
-/// ```
-/// use nanodist::{optim::NORM_CHUNK, parallel::zero::shards};
-/// let s = shards(2 * NORM_CHUNK + 10, 2); // 3 chunks: 2 + 1
-/// assert_eq!(s, vec![0..2 * NORM_CHUNK, 2 * NORM_CHUNK..2 * NORM_CHUNK + 10]);
-/// ```
-pub fn shards(len: usize, n: usize) -> Vec<Range<usize>> {
-    let chunks = len.div_ceil(NORM_CHUNK);
-    (0..n)
-        .map(|r| {
-            let c = chunk_range(chunks, n, r);
-            (c.start * NORM_CHUNK).min(len)..(c.end * NORM_CHUNK).min(len)
-        })
-        .collect()
-}
-
-/// The part of `shard` inside `within`, in `within`'s own offsets (empty when they do not
-/// meet): what a worker owns of one bucket or one block.
-pub(crate) fn local(shard: &Range<usize>, within: &Range<usize>) -> Range<usize> {
-    let start = shard.start.clamp(within.start, within.end);
-    let end = shard.end.clamp(start, within.end);
-    start - within.start..end - within.start
-}
 
 /// ZeRO's gradient exchange (`--zero 0|1|2|3`). Stage 0 is [`AllReduce`] itself.
 pub struct Zero {

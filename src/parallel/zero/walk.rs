@@ -34,7 +34,7 @@ use std::ops::Range;
 
 use crossbeam::channel::{unbounded, Receiver, Sender};
 
-use super::local;
+use super::shard::local;
 use crate::collective::{Comm, CommError};
 use crate::config::TrainConfig;
 use crate::model::block::{block_backward, block_forward, block_grads, block_weights};

@@ -163,7 +163,16 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
         ));
     }
     if !args.zero.is_empty() {
-        return zero::run(args, &args.zero);
+        return zero::run(&zero::Plan {
+            stages: &args.zero,
+            workers: &args.workers,
+            rounds: args.rounds,
+            steps: args.steps,
+            batch: args.batch,
+            allreduce: args.allreduce,
+            data: &args.data,
+            out: args.out.clone(),
+        });
     }
     // Caps that keep every size below (steps + 5 warm-up, sequences per worker x workers) far
     // from overflow, and a sweep finite: the bench times tens of steps, not millions.

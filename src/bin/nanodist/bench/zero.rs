@@ -20,8 +20,6 @@ use nanodist::parallel::zero::StateBytes;
 use nanodist::train::{self, RunOptions};
 use nanodist::Error;
 
-use super::BenchArgs;
-
 /// One stage's figures.
 #[derive(Clone, Debug, Serialize)]
 pub struct StagePoint {
@@ -39,10 +37,31 @@ pub struct StagePoint {
     pub predicted: StateBytes,
 }
 
-/// Runs the comparison for each worker count of `args`, prints it, writes `zero.json`.
-pub fn run(args: &BenchArgs, stages: &[u8]) -> Result<(), Error> {
+/// What `nanodist bench --zero` was asked to measure (its flags).
+pub struct Plan<'a> {
+    /// The stages, in the order of every round.
+    pub stages: &'a [u8],
+    /// Worker counts.
+    pub workers: &'a [usize],
+    /// Interleaved rounds.
+    pub rounds: usize,
+    /// Timed steps per run (after 5 warm-up steps).
+    pub steps: usize,
+    /// Global batch.
+    pub batch: usize,
+    /// All-reduce algorithm of stage 0.
+    pub allreduce: nanodist::collective::Algorithm,
+    /// Corpus.
+    pub data: &'a str,
+    /// Where zero.json goes.
+    pub out: Option<std::path::PathBuf>,
+}
+
+/// Runs the comparison for each worker count, prints it, writes `zero.json`.
+pub fn run(args: &Plan<'_>) -> Result<(), Error> {
+    let stages = args.stages;
     let mut base = TrainConfig {
-        data: args.data.clone(),
+        data: args.data.to_string(),
         ..TrainConfig::default()
     };
     base.parallel.allreduce = args.allreduce;
@@ -56,7 +75,7 @@ pub fn run(args: &BenchArgs, stages: &[u8]) -> Result<(), Error> {
         (cfg.parallel.zero, cfg.parallel.workers) = (zero, n);
         cfg
     };
-    for &n in &args.workers {
+    for &n in args.workers {
         for &z in stages {
             config(z, n).validate()?;
         }
@@ -71,7 +90,7 @@ pub fn run(args: &BenchArgs, stages: &[u8]) -> Result<(), Error> {
         args.workers, args.rounds, args.steps
     );
     let mut points = Vec::new();
-    for &n in &args.workers {
+    for &n in args.workers {
         let mut tps = vec![Vec::new(); stages.len()];
         let mut memory = vec![(StateBytes::default(), StateBytes::default()); stages.len()];
         for round in 1..=args.rounds {
