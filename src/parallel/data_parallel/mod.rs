@@ -35,7 +35,10 @@
 //! The step itself is [`crate::step::train_step`]; what data parallelism adds to it is its
 //! [`GradientExchange`](crate::step::GradientExchange), [`AllReduce`] (in `communicate.rs`).
 //! This file adds the loop around it: the worker's share of each batch, the telemetry that
-//! times every phase, the injected faults, and the reports to the main thread.
+//! times every phase, the injected faults, and the reports to the main thread. The loop
+//! runs the exchange of `--zero` ([`crate::parallel::zero::Zero`]): at stage 0 that is
+//! [`AllReduce`] itself; at stages 1 to 3 the state is sharded, and the evaluation, the
+//! replica check and the checkpoints ask it for the whole model or state.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
