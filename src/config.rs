@@ -212,7 +212,8 @@ pub struct ParallelConfig {
     /// Bit-identical final parameters for any worker count, algorithm and bucket size.
     pub deterministic: bool,
     /// ZeRO stage: 0 replicates everything; 1 shards AdamW's moments, 2 the gradients too,
-    /// 3 the parameters too (see `parallel::zero`).
+    /// 3 the parameters too (see `parallel::zero`). `overlap` is stage 0's; stages 2 and 3
+    /// reduce-scatter block by block during backward whatever it says.
     #[serde(default)]
     pub zero: u8,
 }

@@ -70,7 +70,7 @@ fn look(phase: Phase) -> Look {
         Phase::ReduceScatter(b) if b % 2 == 1 => ("reduce-scatter", "#8cc97a", "#1d3d17", 10),
         Phase::ReduceScatter(_) => ("reduce-scatter", "#4f9a45", "white", 10),
         Phase::AllGather(_) => ("all-gather", "#17becf", "#222222", 11),
-        Phase::Prefetch(_) => ("prefetch wait", "#e15759", "white", 12),
+        Phase::Prefetch(_) => ("prefetch wait", "#bcbd22", "#222222", 12),
     };
     Look {
         name,
