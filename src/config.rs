@@ -239,6 +239,11 @@ pub struct ParallelConfig {
     /// `MPI_Allreduce`, or nanodist's ring over MPI messages.
     #[serde(default)]
     pub mpi_allreduce: CrossAlgorithm,
+    /// ZeRO stage: 0 replicates everything; 1 shards AdamW's moments, 2 the gradients too,
+    /// 3 the parameters too (see `parallel::zero`). `overlap` is stage 0's; stages 2 and 3
+    /// reduce-scatter block by block during backward whatever it says.
+    #[serde(default)]
+    pub zero: u8,
 }
 
 /// The default of a size that old configuration files do not name.
@@ -300,6 +305,7 @@ impl Default for ParallelConfig {
             schedule: PipeSchedule::GPipe,
             processes: 1,
             mpi_allreduce: CrossAlgorithm::Mpi,
+            zero: 0,
         }
     }
 }
@@ -420,6 +426,20 @@ impl TrainConfig {
                 "--bucket-kb {} is larger than {MAX_BUCKET_KB} (4 GiB), more than any model \
                  here holds: use 0 to send all gradients as one bucket",
                 p.bucket_kb
+            ));
+        }
+        if p.zero > 3 {
+            return cfg(format!(
+                "--zero {} is not a ZeRO stage: use 0 (replicated), 1 (optimizer state), \
+                 2 (+ gradients) or 3 (+ parameters)",
+                p.zero
+            ));
+        }
+        if p.zero > 0 && (p.tp > 1 || p.pp > 1 || p.processes > 1) {
+            return cfg(format!(
+                "--zero {} shards the state of plain data parallelism on the threads of one \
+                 process; it does not combine with --tp, --pp or mpirun yet: drop --zero or them",
+                p.zero
             ));
         }
         if p.processes == 0 || p.workers % p.processes != 0 {
@@ -743,6 +763,7 @@ mod tests {
             "schedule",
             "processes",
             "mpi_allreduce",
+            "zero",
             "steps",
             "eval_every",
             "eval_windows",
@@ -753,9 +774,14 @@ mod tests {
         ] {
             assert!(keys.contains(&key), "{key} missing from {json}");
         }
-        assert_eq!(keys.len(), 32, "{json}");
-        let back: TrainConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(keys.len(), 33, "{json}");
+        let back: TrainConfig = serde_json::from_value(json.clone()).unwrap();
         assert_eq!(back, c);
+        // a config.json written without the ZeRO stage loads as stage 0
+        let mut old = json;
+        old.as_object_mut().unwrap().remove("zero");
+        let back: TrainConfig = serde_json::from_value(old).unwrap();
+        assert_eq!(back.parallel.zero, 0);
     }
 
     /// Sizes whose product cannot be counted are refused in one line naming the flags,

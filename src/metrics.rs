@@ -21,6 +21,7 @@ use crate::checkpoint::param_hash;
 use crate::config::TrainConfig;
 use crate::data::Corpus;
 use crate::parallel::data_parallel::StepReport;
+use crate::parallel::zero::Memory;
 
 /// What `summary.json` holds: the figures of one finished run.
 #[derive(Clone, Debug, Serialize)]
@@ -77,6 +78,12 @@ pub struct Summary {
     pub peak_rss_mib: f64,
     /// FNV-1a of the final parameters' bytes, 16 hex digits.
     pub param_hash: String,
+    /// The ZeRO stage (`--zero`; 0: replicated data parallelism).
+    pub zero: u8,
+    /// Bytes one worker held for parameters, gradients, optimizer state and activations,
+    /// by the ZeRO formula and measured, with the process's peak RSS (set by the run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Memory>,
     /// Tokens per second of ONE worker on the same configuration, timed by the caller right
     /// after the run (the command line does, for runs of several workers).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -212,6 +219,8 @@ pub(crate) fn summarise(
         wall_s: wall.elapsed().as_secs_f64(),
         peak_rss_mib: peak_rss_mib(),
         param_hash: param_hash(params),
+        zero: cfg.parallel.zero,
+        memory: None,
         one_worker_tokens_per_s: None,
         scaling_efficiency: None,
     }

@@ -54,31 +54,58 @@ pub fn clip_grad_norm(grads: &mut [f32], max_norm: f32) -> f32 {
     norm
 }
 
-/// The global L2 norm of `grads` and the factor that clipping to `max_norm` multiplies them
-/// by (1 when they are within it, or when `max_norm <= 0`).
+/// Floats per partial sum of the gradient norm: the flat buffer is cut into chunks of this
+/// many floats from offset 0, and each chunk's sum of squares is one partial.
 ///
-/// The sum of squares is taken in f64 with 8 running sums in a fixed order: the same
-/// gradients give the same bits on every replica, and the loop vectorises.
-pub fn clip_scale(grads: &[f32], max_norm: f32) -> (f32, f32) {
+/// ```text
+///   flat gradient:  [ chunk 0 | chunk 1 | chunk 2 | ... | chunk k-1 (shorter) ]
+///   partials:          s0        s1        s2      ...     s(k-1)      (f64, each in a fixed order)
+///   norm = sqrt(((s0 + s1) + s2) + ... + s(k-1))
+/// ```
+///
+/// The chunks do not depend on how many workers there are, so a worker that holds only a
+/// shard of the gradient (ZeRO, whose shards start at multiples of this) computes its
+/// chunks' partials, the partials are gathered, and every worker adds them in chunk order:
+/// the same bits as one worker holding everything.
+pub const NORM_CHUNK: usize = 4096;
+
+/// The sum of squares of one norm chunk, in f64 with 8 running sums in a fixed order (the
+/// loop vectorises; the same floats give the same bits).
+pub fn sum_of_squares(chunk: &[f32]) -> f64 {
     let mut acc = [0.0f64; 8];
-    let chunks = grads.chunks_exact(8);
-    let tail: f64 = chunks
-        .remainder()
-        .iter()
-        .map(|&g| g as f64 * g as f64)
-        .sum();
-    for c in chunks {
+    let lanes = chunk.chunks_exact(8);
+    let tail: f64 = lanes.remainder().iter().map(|&g| g as f64 * g as f64).sum();
+    for c in lanes {
         for l in 0..8 {
             acc[l] += c[l] as f64 * c[l] as f64;
         }
     }
-    let norm = (acc.iter().sum::<f64>() + tail).sqrt();
+    acc.iter().sum::<f64>() + tail
+}
+
+/// Writes the partial of each [`NORM_CHUNK`] of `grads` into `out` (one per chunk, in
+/// order). `grads` must start at a chunk boundary of the flat layout.
+pub fn norm_partials(grads: &[f32], out: &mut [f64]) {
+    assert_eq!(
+        out.len(),
+        grads.len().div_ceil(NORM_CHUNK),
+        "one partial per chunk"
+    );
+    for (o, c) in out.iter_mut().zip(grads.chunks(NORM_CHUNK)) {
+        *o = sum_of_squares(c);
+    }
+}
+
+/// The norm from every chunk's partial (added in chunk order) and the factor that clipping
+/// to `max_norm` multiplies the gradients by (1 when within it, or when `max_norm <= 0`).
+pub fn clip_from_partials(partials: impl IntoIterator<Item = f64>, max_norm: f32) -> (f32, f32) {
+    let norm = partials.into_iter().fold(0.0f64, |a, s| a + s).sqrt();
     (norm as f32, clip_factor(norm, max_norm))
 }
 
 /// The factor clipping multiplies gradients of global L2 norm `norm` by: `max_norm / norm`
-/// when that is below 1 (and `max_norm > 0`), else 1. [`clip_scale`] uses it, and so does a
-/// pipeline, whose stages compute the norm together.
+/// when that is below 1 (and `max_norm > 0`), else 1. [`clip_from_partials`] uses it, and so
+/// does a pipeline, whose stages compute the norm together.
 pub fn clip_factor(norm: f64, max_norm: f32) -> f32 {
     let coef = max_norm as f64 / (norm + 1e-6);
     if max_norm > 0.0 && coef < 1.0 {
@@ -86,6 +113,16 @@ pub fn clip_factor(norm: f64, max_norm: f32) -> f32 {
     } else {
         1.0
     }
+}
+
+/// The global L2 norm of `grads` and the factor that clipping to `max_norm` multiplies them
+/// by (1 when they are within it, or when `max_norm <= 0`).
+///
+/// The sum of squares is a sum of [`NORM_CHUNK`] partials in chunk order, each taken in f64
+/// in a fixed order: the same gradients give the same bits on every replica, and a sharded
+/// optimizer that gathers its shards' partials gets the same bits too.
+pub fn clip_scale(grads: &[f32], max_norm: f32) -> (f32, f32) {
+    clip_from_partials(grads.chunks(NORM_CHUNK).map(sum_of_squares), max_norm)
 }
 
 /// AdamW (Loshchilov & Hutter) with PyTorch's semantics: bias-corrected moments and
@@ -145,9 +182,36 @@ impl AdamW {
         grad_scale: f32,
     ) {
         assert_eq!(params.len(), layout.len);
-        assert_eq!(grads.len(), layout.len);
-        assert_eq!(self.m.len(), layout.len);
-        assert_eq!(self.v.len(), layout.len);
+        self.step_shard(params, grads, layout, 0..layout.len, lr, cfg, grad_scale);
+    }
+
+    /// [`step_scaled`](Self::step_scaled) on the shard `range` of the flat layout alone:
+    /// `params`, `grads` and this optimizer's moments hold just that range. AdamW is
+    /// element-wise (weight decay per tensor, taken from the layout for each tensor's part
+    /// of the range), so a shard's update gives the bits the whole update gives there.
+    ///
+    /// # Panics
+    /// If a buffer's length is not the range's, or the range lies outside the layout.
+    #[allow(clippy::too_many_arguments)]
+    pub fn step_shard(
+        &mut self,
+        params: &mut [f32],
+        grads: &[f32],
+        layout: &ParamLayout,
+        range: std::ops::Range<usize>,
+        lr: f32,
+        cfg: &OptimConfig,
+        grad_scale: f32,
+    ) {
+        let n = range.len();
+        assert!(
+            range.end <= layout.len,
+            "shard {range:?} outside the layout"
+        );
+        assert_eq!(params.len(), n);
+        assert_eq!(grads.len(), n);
+        assert_eq!(self.m.len(), n);
+        assert_eq!(self.v.len(), n);
         self.t += 1;
         let (b1, b2, eps) = (cfg.beta1, cfg.beta2, cfg.eps);
         // libm's pow makes the bias corrections the same bits on every platform (`powi`'s
@@ -157,7 +221,12 @@ impl AdamW {
         let step_size = (lr as f64 / bc1) as f32;
         let inv_sqrt_bc2 = (1.0 / bc2.sqrt()) as f32;
         for t in &layout.tensors {
-            let r = t.offset..t.offset + t.len;
+            // this tensor's part of the shard, in the shard's own offsets
+            let (start, end) = (t.offset.max(range.start), (t.offset + t.len).min(range.end));
+            if start >= end {
+                continue;
+            }
+            let r = start - range.start..end - range.start;
             let decay = if t.decay {
                 1.0 - lr * cfg.weight_decay
             } else {

@@ -168,7 +168,7 @@ pub fn train_step(
     let scale = 1.0 / cfg.tokens_per_step() as f32;
     // 1. forward + backward over my sequences: my gradients (deterministic: an exact sum)
     let loss = if exact {
-        exact_gradients(r, cfg, batch, scale, obs)?
+        exact_gradients(r, cfg, batch, scale, exchange, obs)?
     } else {
         gradients(r, cfg, batch, scale, exchange, obs)?
     };
@@ -210,12 +210,13 @@ fn gradients(
     r.grads.fill(0.0); // backward accumulates: zeroing is a visible step of its own
     let mut loss = 0.0;
     for k in 0..k_total {
-        loss += forward(r, cfg, batch, start + k * m..start + (k + 1) * m, obs)?;
+        let seqs = start + k * m..start + (k + 1) * m;
+        loss += forward(r, cfg, batch, seqs, exchange, obs)?;
         if k + 1 == k_total && exchange.overlaps_backward() {
             let (model, ws, grads) = (&r.model, &mut r.ws, &mut r.grads[..]);
             exchange.backward_and_sum(model, ws, scale, grads, step, obs)?;
         } else {
-            backward(r, scale, step, obs)?;
+            backward(r, scale, step, exchange, obs)?;
         }
     }
     // (overlapped, the sum is already under way: the summed gradient's norm is checked)
@@ -253,25 +254,24 @@ fn forward(
     cfg: &TrainConfig,
     batch: &Batch<'_>,
     seqs: Range<usize>,
+    exchange: &mut impl GradientExchange,
     obs: &mut impl Observer,
 ) -> Result<f32, Error> {
     let len = seqs.len() * cfg.model.block_size;
     let (x, y) = (&mut r.inputs[..len], &mut r.targets[..len]);
     let (t, step) = (cfg.model.block_size, batch.step);
     sampler::fill_batch(batch.tokens, batch.seed, step as u64, seqs, t, x, y);
-    let (model, ws) = (&r.model, &mut r.ws);
     let loss = match &mut r.tensor {
-        None => obs.time(Phase::Forward, step, || model.forward(ws, x, Some(y))),
+        None => exchange.forward(&r.model, &mut r.ws, x, y, step, obs)?,
         Some(tp) => {
             (tp.ops.clock, tp.ops.step) = (obs.clock(), step);
-            let loss = obs.time(Phase::Forward, step, || {
-                tp.forward(&model.params, x, Some(y))
-            });
+            let params = &r.model.params;
+            let loss = obs.time(Phase::Forward, step, || tp.forward(params, x, Some(y)));
             tp.ops.spans.drain(..).for_each(|s| obs.record(s));
-            loss.map_err(TensorParallel::error(step))?
+            let loss = loss.map_err(TensorParallel::error(step))?;
+            loss.expect("forward with targets returns a loss")
         }
     };
-    let loss = loss.expect("forward with targets returns a loss");
     if !loss.is_finite() {
         return Err(diverged(step, r.rank, "the loss".into(), loss));
     }
@@ -284,11 +284,12 @@ fn backward(
     r: &mut Replica,
     scale: f32,
     step: usize,
+    exchange: &mut impl GradientExchange,
     obs: &mut impl Observer,
 ) -> Result<(), Error> {
     let (model, ws, grads) = (&r.model, &mut r.ws, &mut r.grads[..]);
     match &mut r.tensor {
-        None => obs.time(Phase::Backward, step, || model.backward(ws, scale, grads)),
+        None => exchange.backward(model, ws, scale, grads, step, obs)?,
         Some(tp) => {
             let done = obs.time(Phase::Backward, step, || {
                 tp.backward(&model.params, scale, grads)
@@ -307,6 +308,7 @@ fn exact_gradients(
     cfg: &TrainConfig,
     batch: &Batch<'_>,
     scale: f32,
+    exchange: &mut impl GradientExchange,
     obs: &mut impl Observer,
 ) -> Result<f32, Error> {
     let step = batch.step;
@@ -314,8 +316,8 @@ fn exact_gradients(
     r.acc.fill(0);
     let mut loss = 0.0;
     for seq in batch.sequences.clone() {
-        loss += forward(r, cfg, batch, seq..seq + 1, obs)?;
-        backward(r, scale, step, obs)?;
+        loss += forward(r, cfg, batch, seq..seq + 1, exchange, obs)?;
+        backward(r, scale, step, exchange, obs)?;
         let (acc, grads) = (&mut r.acc, &mut r.grads);
         let ok = obs.time(Phase::FixedPoint, step, || {
             fixed_point::accumulate_and_zero(acc, grads)
@@ -334,6 +336,45 @@ fn exact_gradients(
 /// After [`sum`](Self::sum) (or [`sum_exact`](Self::sum_exact) in deterministic mode) every
 /// replica holds the same gradient, so the same update keeps them identical.
 pub trait GradientExchange {
+    /// Forward of one micro-batch `(inputs, targets)` on `model`; returns the loss.
+    ///
+    /// The default runs the replica's model as it is. A strategy whose replica holds only a
+    /// shard of the weights (ZeRO stage 3) gathers each block's before using it.
+    fn forward<O: Observer>(
+        &mut self,
+        model: &Gpt,
+        ws: &mut Workspace,
+        inputs: &[u32],
+        targets: &[u32],
+        step: usize,
+        obs: &mut O,
+    ) -> Result<f32, Error> {
+        let loss = obs.time(Phase::Forward, step, || {
+            model.forward(ws, inputs, Some(targets))
+        });
+        Ok(loss.expect("forward with targets returns a loss"))
+    }
+
+    /// Backward of the last forward, ADDING this replica's gradients into `grads` (not
+    /// the last micro-batch when overlapped: that one is
+    /// [`backward_and_sum`](Self::backward_and_sum)).
+    ///
+    /// The default is the model's backward into the whole layout. A strategy that keeps
+    /// only a shard of the gradient (ZeRO stages 2 and 3) sums each block's gradient as it
+    /// is done and adds its own part into `grads`, then its shard.
+    fn backward<O: Observer>(
+        &mut self,
+        model: &Gpt,
+        ws: &mut Workspace,
+        scale: f32,
+        grads: &mut [f32],
+        step: usize,
+        obs: &mut O,
+    ) -> Result<(), Error> {
+        obs.time(Phase::Backward, step, || model.backward(ws, scale, grads));
+        Ok(())
+    }
+
     /// Whether the sum starts during the last micro-batch's backward, bucket by bucket
     /// ([`backward_and_sum`](Self::backward_and_sum)) instead of after it.
     fn overlaps_backward(&self) -> bool {

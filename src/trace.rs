@@ -54,6 +54,12 @@ pub enum Phase {
     /// their common end: the window its bubble is measured in (it encloses the stage's
     /// forwards, backwards and waits, and is not itself a box on the timeline).
     Pipeline,
+    /// One bucket's reduce-scatter (ZeRO): each worker keeps the sum of its own shard.
+    ReduceScatter(usize),
+    /// An all-gather of shards (ZeRO): the updated parameters, or block `l`'s weights.
+    AllGather(usize),
+    /// ZeRO stage 3: waiting for the prefetched gather of block `l`'s weights.
+    Prefetch(usize),
 }
 
 impl Phase {
@@ -74,13 +80,21 @@ impl Phase {
             Phase::StageForward(m) => format!("forward m{m}"),
             Phase::StageBackward(m) => format!("backward m{m}"),
             Phase::Pipeline => "pipeline schedule".into(),
+            Phase::ReduceScatter(b) => format!("reduce-scatter bucket {b}"),
+            Phase::AllGather(b) => format!("all-gather {b}"),
+            Phase::Prefetch(l) => format!("prefetch block {l}"),
         }
     }
 
     /// Its kind: `"compute"`, `"comm"` or `"wait"`.
     pub fn category(self) -> &'static str {
         match self {
-            Phase::AllReduce(_) | Phase::CommWait | Phase::Tensor { .. } => "comm",
+            Phase::AllReduce(_)
+            | Phase::CommWait
+            | Phase::Tensor { .. }
+            | Phase::ReduceScatter(_)
+            | Phase::AllGather(_)
+            | Phase::Prefetch(_) => "comm",
             Phase::Wait => "wait",
             Phase::Pipeline => "pipeline",
             _ => "compute",

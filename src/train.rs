@@ -241,6 +241,7 @@ pub fn train(
         &done.params,
         wall,
     );
+    summary.memory = done.memory;
     if let Some(k) = done.stopped_at {
         summary.steps = k; // the steps run so far, which the checkpoint holds
     }

@@ -180,9 +180,39 @@ impl Comm {
         self.local_only("reduce_scatter");
         let mine = chunk_range(buf.len(), self.size(), self.rank());
         if self.size() > 1 {
-            shared::reduce_scatter(&mut self.ep, buf)?;
+            shared::reduce_scatter(&mut self.ep, buf, None)?;
         }
         Ok(mine)
+    }
+
+    /// [`Comm::reduce_scatter`] with uneven chunks, as `MPI_Reduce_scatterv`: each worker
+    /// names its own range `mine` of `buf` and ends with the sum of that range there. The
+    /// workers' ranges must be disjoint (checked: a panic otherwise); together they need not
+    /// cover `buf`. Sums in rank order. A sharded optimizer whose shards start at fixed
+    /// boundaries uses it.
+    pub fn reduce_scatter_ranges<T: Element>(
+        &mut self,
+        buf: &mut [T],
+        mine: Range<usize>,
+    ) -> Result<(), CommError> {
+        if self.size() > 1 {
+            shared::reduce_scatter(&mut self.ep, buf, Some(mine))?;
+        }
+        Ok(())
+    }
+
+    /// [`Comm::all_gather`] with uneven chunks: each worker contributes its own range `mine`
+    /// of `buf`; afterwards every worker's `buf` holds every worker's range. The ranges must
+    /// be disjoint (checked).
+    pub fn all_gather_ranges<T: Element>(
+        &mut self,
+        buf: &mut [T],
+        mine: Range<usize>,
+    ) -> Result<(), CommError> {
+        if self.size() > 1 {
+            shared::all_gather(&mut self.ep, buf, Some(mine))?;
+        }
+        Ok(())
     }
 
     /// Each worker contributes chunk `rank` of its `buf` ([`chunk_range`]); afterwards every
@@ -191,7 +221,7 @@ impl Comm {
     pub fn all_gather<T: Element>(&mut self, buf: &mut [T]) -> Result<(), CommError> {
         self.local_only("all_gather");
         if self.size() > 1 {
-            shared::all_gather(&mut self.ep, buf)?;
+            shared::all_gather(&mut self.ep, buf, None)?;
         }
         Ok(())
     }

@@ -85,23 +85,30 @@ pub(crate) fn all_reduce<T: Element>(ep: &mut Endpoint, buf: &mut [T]) -> Result
     w.close()
 }
 
-/// Reduce-scatter through shared memory: worker r sums column r into its own buffer only.
+/// Reduce-scatter through shared memory: worker r sums column r into its own buffer only
+/// (`col`: the column it chose; `None`: the even chunk).
 pub(crate) fn reduce_scatter<T: Element>(
     ep: &mut Endpoint,
     buf: &mut [T],
+    col: Option<std::ops::Range<usize>>,
 ) -> Result<(), CommError> {
     let (n, me) = (ep.size(), ep.rank());
-    let mut w = ep.window(buf)?;
+    let mut w = ep.window_at(buf, col)?;
     sum_column(&mut w, n, |w, range, tile| {
         w.column(me)[range].copy_from_slice(tile);
     });
     w.close()
 }
 
-/// All-gather through shared memory: worker r copies its column r into everyone's buffer.
-pub(crate) fn all_gather<T: Element>(ep: &mut Endpoint, buf: &mut [T]) -> Result<(), CommError> {
+/// All-gather through shared memory: worker r copies its column r into everyone's buffer
+/// (`col`: the column it chose; `None`: the even chunk).
+pub(crate) fn all_gather<T: Element>(
+    ep: &mut Endpoint,
+    buf: &mut [T],
+    col: Option<std::ops::Range<usize>>,
+) -> Result<(), CommError> {
     let (n, me) = (ep.size(), ep.rank());
-    let mut w = ep.window(buf)?;
+    let mut w = ep.window_at(buf, col)?;
     for j in 0..n {
         w.copy_column(me, j);
     }

@@ -141,6 +141,16 @@ impl Endpoint {
         &'a mut self,
         buf: &'a mut [T],
     ) -> Result<Window<'a, T>, CommError> {
+        self.window_at(buf, None)
+    }
+
+    /// [`window`](Self::window) with this worker's column chosen by the caller (`None`: the
+    /// even chunk); the workers' columns must be disjoint.
+    pub fn window_at<'a, T: Element>(
+        &'a mut self,
+        buf: &'a mut [T],
+        col: Option<std::ops::Range<usize>>,
+    ) -> Result<Window<'a, T>, CommError> {
         let epochs = (self.next_epoch(), self.next_epoch());
         let shared = &*self.shared;
         window::open(
@@ -149,6 +159,7 @@ impl Endpoint {
             epochs,
             &mut self.peers,
             buf,
+            col,
         )
     }
 

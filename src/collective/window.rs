@@ -75,6 +75,8 @@ struct Desc {
     ptr: SendPtr<()>,
     len: usize,
     ty: TypeId,
+    /// The worker's column (the part of every buffer it alone touches).
+    col: (usize, usize),
 }
 
 /// The published buffers of a group, one slot per worker.
@@ -91,6 +93,7 @@ impl Slots {
             ptr: SendPtr(std::ptr::null_mut()),
             len: 0,
             ty: TypeId::of::<()>(),
+            col: (0, 0),
         };
         Slots {
             descs: (0..n).map(|_| Mutex::new(empty)).collect(),
@@ -106,7 +109,7 @@ pub(crate) struct Window<'a, T> {
     /// `peers[j]`: where worker `j`'s buffer starts.
     peers: &'a [SendPtr<()>],
     rank: usize,
-    /// This worker's column: `chunk_range(len, n, rank)`.
+    /// This worker's column: `chunk_range(len, n, rank)`, or the one it asked for.
     col: Range<usize>,
     exit: usize,
     _buf: PhantomData<&'a mut [T]>,
@@ -116,23 +119,31 @@ pub(crate) struct Window<'a, T> {
 /// returns the window onto all buffers; dropping it waits at barrier `exit`. `peers` is the
 /// caller's scratch for the peers' pointers, reused so that a collective allocates nothing.
 ///
+/// `col`: this worker's column, `None` for `chunk_range(len, n, rank)`. Columns chosen by the
+/// workers themselves (a sharded optimizer's uneven shards) must lie inside the buffer and
+/// be disjoint: every worker checks every pair before touching a buffer.
+///
 /// # Panics
-/// If the workers' buffers differ in length or element type (a contract violation; every
-/// worker sees the same descriptors, so all of them panic before touching any buffer).
+/// If the workers' buffers differ in length or element type, or their columns overlap (a
+/// contract violation; every worker sees the same descriptors, so all of them panic before
+/// touching any buffer).
 pub(crate) fn open<'a, T: Element>(
     (sync, slots): (&'a Group, &'a Slots),
     rank: usize,
     (entry, exit): (usize, usize),
     peers: &'a mut Vec<SendPtr<()>>,
     buf: &'a mut [T],
+    col: Option<Range<usize>>,
 ) -> Result<Window<'a, T>, CommError> {
     let (n, len) = (slots.descs.len(), buf.len());
+    let col = col.unwrap_or_else(|| chunk_range(len, n, rank));
     let me = Desc {
         // From here on this worker reaches its own buffer only through this pointer, like
         // everyone else: `buf` itself is parked in the Window's PhantomData.
         ptr: SendPtr(buf.as_mut_ptr().cast()),
         len,
         ty: TypeId::of::<T>(),
+        col: (col.start, col.end),
     };
     *slots.descs[rank].lock().expect("slot lock") = me;
     sync.barrier(rank, entry)
@@ -147,6 +158,12 @@ pub(crate) fn open<'a, T: Element>(
             d.len,
             std::any::type_name::<T>()
         );
+        let (a, b) = d.col;
+        assert!(
+            a <= b && b <= len && (j == rank || b <= col.start || col.end <= a || a == b),
+            "shared-memory collective: worker {j}'s column {a}..{b} overlaps worker {rank}'s \
+             {col:?} or leaves the buffer of {len}: columns must be disjoint"
+        );
         peers.push(d.ptr);
     }
     Ok(Window {
@@ -154,7 +171,7 @@ pub(crate) fn open<'a, T: Element>(
         slots,
         peers,
         rank,
-        col: chunk_range(len, n, rank),
+        col,
         exit,
         _buf: PhantomData,
     })
@@ -176,7 +193,8 @@ impl<T: Element> Window<'_, T> {
         //   which waits for our arrival, which happens when *our* Window drops; this slice
         //   borrows our Window, so it is gone by then.
         // - Exclusive: between the entry and exit barriers worker r forms slices only of
-        //   column r = chunk_range(len, n, r), and columns of different workers are disjoint;
+        //   column r (chunk_range(len, n, r), or its own range, checked against every
+        //   peer's in `open`), and columns of different workers are disjoint;
         //   no worker touches its own buffer except through its Window. Within this worker,
         //   `&mut self` allows one such slice at a time.
         // - Ordered: each worker's writes before the collective happen-before our reads (the

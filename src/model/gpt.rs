@@ -106,7 +106,7 @@ impl Gpt {
         }
     }
 
-    pub(super) fn attn_shape(&self, ws: &Workspace) -> AttnShape {
+    pub(crate) fn attn_shape(&self, ws: &Workspace) -> AttnShape {
         AttnShape {
             b: ws.b,
             t: ws.t,
@@ -116,7 +116,7 @@ impl Gpt {
     }
 
     /// Views of wte (V,C), wpe (T,C) and ln_f (C) inside `buf` (weights or gradients).
-    pub(super) fn ends(&self) -> (usize, usize, usize) {
+    pub(crate) fn ends(&self) -> (usize, usize, usize) {
         let c = self.cfg.n_embd;
         let wpe = self.cfg.vocab_size * c;
         (wpe, wpe + self.cfg.block_size * c, self.layout.len - c)

@@ -14,7 +14,7 @@
 //! data-parallel worker runs; more splits the rows (or the gemm) over the current rayon pool.
 
 pub mod attention;
-mod block;
+pub(crate) mod block;
 pub mod embedding;
 pub mod gelu;
 mod gpt;

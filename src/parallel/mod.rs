@@ -5,6 +5,8 @@
 //!   ([`fixed_point`]);
 //! - [`tensor`]: tensor and sequence parallelism (`--tp`, `--sp`), every block's matrices
 //!   split over a group of workers;
+//! - [`zero`]: ZeRO stages 1-3 (`--zero`), data parallelism with the optimizer state, the
+//!   gradients and the weights sharded;
 //! - [`pipeline`]: pipeline parallelism (`--pp`, `--micro`, `--schedule`), the blocks split
 //!   into stages that stream micro-batches;
 //!
@@ -16,3 +18,4 @@ pub mod fixed_point;
 pub mod grid;
 pub mod pipeline;
 pub mod tensor;
+pub mod zero;

@@ -86,6 +86,10 @@ pub struct TrainArgs {
     /// over the tensor group too.
     #[arg(long)]
     pub sp: bool,
+    /// ZeRO stage: 0 replicated, 1 shards AdamW's state, 2 + gradients, 3 + parameters
+    /// [default: 0].
+    #[arg(long, value_name = "0|1|2|3")]
+    pub zero: Option<u8>,
     /// Validation loss every N steps (0: only at the end) [default: 250].
     #[arg(long, value_name = "N")]
     pub eval_every: Option<usize>,
@@ -218,6 +222,9 @@ impl TrainArgs {
         }
         if let Some(a) = self.mpi_allreduce {
             cfg.parallel.mpi_allreduce = a;
+        }
+        if let Some(z) = self.zero {
+            cfg.parallel.zero = z;
         }
         cfg.parallel.overlap |= self.overlap;
         cfg.parallel.deterministic |= self.deterministic;

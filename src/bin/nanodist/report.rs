@@ -162,6 +162,25 @@ pub fn summary_table(s: &Summary) -> String {
     };
     let overlap = if s.overlap { ", overlapped" } else { "" };
     row("all-reduce", format!("{}{overlap}, {mode}", s.allreduce));
+    if let Some(m) = s.memory.as_ref().filter(|m| m.stage > 0) {
+        // ZeRO: what each worker holds, against the paper's formula
+        let mib = |b: u64| b as f64 / (1 << 20) as f64;
+        let (p, h) = (&m.predicted, &m.measured);
+        row(
+            &format!("zero {} / worker", m.stage),
+            format!(
+                "params {:.1}, grads {:.1}, adamw {:.1}, activations {:.1} MiB \
+                 (formula {:.1}, {:.1}, {:.1} MiB)",
+                mib(h.params),
+                mib(h.grads),
+                mib(h.optimizer),
+                mib(h.activations),
+                mib(p.params),
+                mib(p.grads),
+                mib(p.optimizer)
+            ),
+        );
+    }
     row(
         "wall time",
         format!("{:.1} s, peak memory {:.0} MiB", s.wall_s, s.peak_rss_mib),

@@ -71,6 +71,11 @@ fn look(phase: Phase) -> Look {
         Phase::StageForward(_) => ("forward of micro-batch m", "#4e79a7", "white", 11),
         Phase::StageBackward(_) => ("backward of micro-batch m", "#f28e2b", "white", 12),
         Phase::Pipeline => ("pipeline schedule", "#ffffff", "#222222", 13),
+        // ZeRO's collectives: the reduce-scatter in the all-reduce's greens, gathers in teal
+        Phase::ReduceScatter(b) if b % 2 == 1 => ("reduce-scatter", "#8cc97a", "#1d3d17", 14),
+        Phase::ReduceScatter(_) => ("reduce-scatter", "#4f9a45", "white", 14),
+        Phase::AllGather(_) => ("all-gather", "#17becf", "#222222", 15),
+        Phase::Prefetch(_) => ("prefetch wait", "#bcbd22", "#222222", 16),
     };
     Look {
         name,
@@ -83,7 +88,9 @@ fn look(phase: Phase) -> Look {
 /// The text written inside a box when it is wide enough.
 fn short_label(phase: Phase) -> String {
     match phase {
-        Phase::AllReduce(b) => format!("b{b}"),
+        Phase::AllReduce(b) | Phase::ReduceScatter(b) => format!("b{b}"),
+        Phase::AllGather(b) => format!("ag{b}"),
+        Phase::Prefetch(l) => format!("pf{l}"),
         Phase::CommWait => "wait b".into(),
         Phase::Wait => "wait".into(),
         Phase::Straggle => "sleep".into(),
@@ -315,6 +322,9 @@ fn long_name(phase: Phase) -> String {
     match phase {
         Phase::AllReduce(b) => format!("all-reduce of bucket {b}"),
         Phase::Tensor { layer, op } => format!("tensor-parallel {op} of layer {layer}"),
+        Phase::ReduceScatter(b) => format!("reduce-scatter of bucket {b}"),
+        Phase::AllGather(b) => format!("all-gather {b}"),
+        Phase::Prefetch(l) => format!("waiting for block {l}'s prefetched weights"),
         other => look(other).name.into(),
     }
 }

@@ -8,6 +8,7 @@
 //! validation loss, a checkpoint's state. The worker never writes a file.
 
 use crate::optim::AdamW;
+use crate::parallel::zero::Memory;
 use crate::trace::Span;
 
 /// A replica's training state after some steps: where a run starts (fresh weights, or a
@@ -69,11 +70,15 @@ pub struct WorkerDone {
     pub rank: usize,
     /// Validation loss over ALL validation windows (every worker gets the same value).
     pub val_loss: f64,
-    /// The final parameters (identical on every worker).
+    /// The final parameters (identical on every worker; under ZeRO stages 1 to 3 whole on
+    /// rank 0 and empty on the others, which hold shards).
     pub params: Vec<f32>,
-    /// The final optimizer state.
+    /// The final optimizer state (the same, ZeRO's moments consolidated on rank 0).
     pub adam: AdamW,
     /// `Some(k)` when an interrupt stopped the run after `k` steps (every worker at the same
     /// boundary); `None` when it ran to its last step.
     pub stopped_at: Option<usize>,
+    /// What this worker held, by the ZeRO formula and measured (`summary.json`'s `memory`);
+    /// `None` where the strategy does not count it (tensor, pipeline).
+    pub memory: Option<Memory>,
 }

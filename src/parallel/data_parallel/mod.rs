@@ -35,7 +35,10 @@
 //! The step itself is [`crate::step::train_step`]; what data parallelism adds to it is its
 //! [`GradientExchange`](crate::step::GradientExchange), [`AllReduce`] (in `communicate.rs`).
 //! This file adds the loop around it: the worker's share of each batch, the telemetry that
-//! times every phase, the injected faults, and the reports to the main thread.
+//! times every phase, the injected faults, and the reports to the main thread. The loop
+//! runs the exchange of `--zero` ([`crate::parallel::zero::Zero`]): at stage 0 that is
+//! [`AllReduce`] itself; at stages 1 to 3 the state is sharded, and the evaluation, the
+//! replica check and the checkpoints ask it for the whole model or state.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -47,7 +50,9 @@ use crate::data::{sampler, Corpus};
 use crate::error::Error;
 use crate::error::InjectedFault;
 use crate::model::Gpt;
+use crate::optim::AdamW;
 use crate::parallel::tensor;
+use crate::parallel::zero::Zero;
 use crate::step::{train_step, Batch, Observer, Replica, StepStats};
 use crate::trace::{Clock, Phase, Span};
 
@@ -158,12 +163,7 @@ impl Telemetry {
                 .sum::<f64>()
                 / 1e3
         };
-        let comm_ms = sum(|p| {
-            matches!(
-                p,
-                Phase::AllReduce(_) | Phase::CommWait | Phase::Tensor { .. }
-            )
-        });
+        let comm_ms = sum(|p| p.category() == "comm");
         let wait_ms = sum(|p| matches!(p, Phase::Wait));
         StepReport {
             rank: self.rank,
@@ -185,46 +185,44 @@ impl Telemetry {
     }
 }
 
-/// A copy of `replica`'s state after `step` steps, for the main thread to checkpoint; with
-/// `--tp` the tensor group's shards consolidated (a collective of the group).
-fn snapshot(replica: &mut Replica, step: usize) -> Result<TrainState, CommError> {
-    let (params, adam) = match &mut replica.tensor {
-        None => (replica.model.params.clone(), replica.adam.clone()),
-        Some(tp) => tensor::consolidate_state(&replica.model, &replica.adam, &mut tp.ops.comm)?,
-    };
-    Ok(TrainState { params, adam, step })
-}
-
-/// The end of a worker: its replica's parameters and moments (with `--tp`, consolidated).
-fn finish(
-    mut replica: Replica,
+/// A copy of the whole state after `step` steps for the main thread to checkpoint, on rank 0
+/// (`None` elsewhere): ZeRO's shards, or with `--tp` the tensor group's, consolidated (a
+/// collective of every worker).
+fn snapshot(
+    exchange: &mut Zero,
+    replica: &mut Replica,
     step: usize,
-    val_loss: f64,
-    stopped_at: Option<usize>,
-) -> Result<WorkerDone, Error> {
-    let rank = replica.rank;
-    let (params, adam) = if replica.tensor.is_some() {
-        let state = snapshot(&mut replica, step).map_err(gone(step))?;
-        (state.params, state.adam)
-    } else {
-        (replica.model.params, replica.adam)
-    };
-    Ok(WorkerDone {
-        rank,
-        val_loss,
-        params,
-        adam,
-        stopped_at,
-    })
+) -> Result<Option<TrainState>, CommError> {
+    if replica.tensor.is_none() {
+        return exchange.snapshot(replica, step);
+    }
+    let (params, adam) = tensor_state(replica)?;
+    Ok((replica.rank == 0).then_some(TrainState { params, adam, step }))
 }
 
-/// The validation loss of `replica` over `windows`, split over `comm`'s workers; with
-/// `--tp`, of the tensor group's consolidated model, the windows split over every worker
-/// of the run (`world`).
+/// With `--tp`: the tensor group's shards of the parameters and moments, consolidated on
+/// every worker of the group (a collective of the group).
+fn tensor_state(replica: &mut Replica) -> Result<(Vec<f32>, AdamW), CommError> {
+    let tp = replica.tensor.as_mut().expect("a tensor-parallel replica");
+    tensor::consolidate_state(&replica.model, &replica.adam, &mut tp.ops.comm)
+}
+
+/// The end of a worker: the whole parameters and moments (ZeRO's or the tensor group's
+/// shards consolidated).
+fn into_state(mut exchange: Zero, mut replica: Replica) -> Result<(Vec<f32>, AdamW), CommError> {
+    if replica.tensor.is_some() {
+        return tensor_state(&mut replica);
+    }
+    exchange.into_state(replica)
+}
+
+/// The validation loss over `windows`, split over the data-parallel group, of the whole
+/// model: ZeRO's shards gathered, or with `--tp` the tensor group's consolidated and the
+/// windows split over every worker of the run (`world`).
 fn evaluate(
     ev: &mut Evaluator,
     replica: &mut Replica,
-    comm: &mut Comm,
+    exchange: &mut Zero,
     world: Option<&mut Comm>,
     cfg: &TrainConfig,
     val: &[u32],
@@ -237,7 +235,10 @@ fn evaluate(
             let model = Gpt::from_params(cfg.model.clone(), full);
             ev.evaluate(&model, world, algorithm, val, windows)
         }
-        _ => ev.evaluate(&replica.model, comm, algorithm, val, windows),
+        _ => {
+            let model = exchange.whole_model(&replica.model)?;
+            ev.evaluate(&model, &mut exchange.dp.comm, algorithm, val, windows)
+        }
     }
 }
 
@@ -251,28 +252,34 @@ pub fn run_worker(
 ) -> Result<WorkerDone, Error> {
     let cfg = ctx.cfg;
     let (rank, t) = (comm.rank(), cfg.model.block_size);
-    let model = Gpt::from_params(cfg.model.clone(), ctx.init.params.clone());
     // --tp: this worker holds a shard in a tensor group; the gradient exchange and the
     // shares of the batch run over the data-parallel replicas (see `parallel::tensor`)
-    let (comm, mut world, replica_index, mut replica) = if cfg.parallel.tp > 1 {
+    let (comm, mut world, replica_index, tp_replica) = if cfg.parallel.tp > 1 {
+        let model = Gpt::from_params(cfg.model.clone(), ctx.init.params.clone());
         let member = tensor::join(comm, cfg).map_err(gone(ctx.init.step))?;
         let tp = member.model.ops.comm.rank();
         let (shard, adam) = tensor::shard_state(&model, &ctx.init.adam, cfg.parallel.tp, tp);
         let replica = Replica::tensor_parallel(rank, shard, adam, cfg, member.model);
-        (member.dp, Some(member.world), member.replica, replica)
+        (member.dp, Some(member.world), member.replica, Some(replica))
     } else {
-        let replica = Replica::new(rank, model, ctx.init.adam.clone(), cfg);
-        (comm, None, rank, replica)
+        (comm, None, rank, None)
     };
     // deterministic mode's sum is complete only after the last sequence: it never overlaps
     let overlap = cfg.parallel.overlap && !cfg.parallel.deterministic;
-    let mut exchange = AllReduce::new(
+    let len = (tp_replica.as_ref()).map_or(cfg.model.num_params(), |r| r.model.layout.len);
+    let dp = AllReduce::new(
         comm,
         cfg.parallel.allreduce,
-        replica.model.layout.len,
+        len,
         cfg.parallel.bucket_kb,
         overlap,
     );
+    // --zero 0 is this data parallelism; 1, 2, 3 shard the state (parallel::zero)
+    let mut exchange = Zero::new(dp, cfg.parallel.zero, cfg);
+    let mut replica = match tp_replica {
+        Some(r) => r,
+        None => exchange.replica(ctx.init, cfg),
+    };
     let mut evaluator = Evaluator::new(cfg);
     let mut obs = Telemetry {
         clock: ctx.clock,
@@ -286,6 +293,7 @@ pub fn run_worker(
     let subset = sampler::eval_subset(val.len(), t, cfg.schedule.eval_windows);
     let mut saved = ctx.init.step; // the step of the last state sent for a checkpoint
     let mut stopped_at = None;
+    let mut memory = None;
     for step in ctx.init.step..cfg.schedule.steps {
         if ctx.stop.load(Ordering::Relaxed) {
             return Err(Error::Worker(format!(
@@ -304,6 +312,10 @@ pub fn run_worker(
         };
         let start_us = obs.clock.now_us();
         let stats = train_step(&mut replica, cfg, &batch, &mut exchange, &mut obs)?;
+        if step + 1 == cfg.schedule.steps {
+            // the memory of training, before the final checkpoint and evaluation gather
+            memory = Some(exchange.memory(&replica));
+        }
         let traced = step < ctx.init.step + ctx.trace_steps;
         let _ = reports.send(Report::Step(obs.report(step, start_us, stats, traced)));
 
@@ -312,10 +324,9 @@ pub fn run_worker(
             && done % cfg.schedule.eval_every == 0
             && done < cfg.schedule.steps
         {
-            let (comm, world) = (&mut exchange.comm, world.as_mut());
-            let (ev, r) = (&mut evaluator, &mut replica);
+            let (ev, r, world) = (&mut evaluator, &mut replica, world.as_mut());
             let val_loss = obs.time(Phase::Eval, done, || {
-                evaluate(ev, r, comm, world, cfg, val, &subset)
+                evaluate(ev, r, &mut exchange, world, cfg, val, &subset)
             });
             let val_loss = val_loss.map_err(gone(done))?;
             if rank == 0 {
@@ -326,7 +337,8 @@ pub fn run_worker(
             }
         }
         if cfg.schedule.check_replicas > 0 && done % cfg.schedule.check_replicas == 0 {
-            let differ = replicas_differ(&replica.model.params, &mut exchange.comm);
+            let model = exchange.whole_model(&replica.model).map_err(gone(done))?;
+            let differ = replicas_differ(&model.params, &mut exchange.dp.comm);
             if let Some((w, hash, hash0)) = differ.map_err(gone(done))? {
                 return Err(Error::Worker(format!(
                     "replicas diverged after step {done}: worker {w} has param hash {hash:016x}, worker 0 {hash0:016x}"
@@ -334,12 +346,12 @@ pub fn run_worker(
             }
         }
         let due = cfg.schedule.checkpoint_every > 0 && done % cfg.schedule.checkpoint_every == 0;
-        // (with --tp every worker of the group takes part in consolidating the shards)
-        let takes_part = rank == 0 || replica.tensor.is_some();
-        if takes_part && (due || done == cfg.schedule.steps) {
-            let state = obs.time(Phase::Checkpoint, done, || snapshot(&mut replica, done));
-            let state = state.map_err(gone(done))?;
-            if rank == 0 {
+        if due || done == cfg.schedule.steps {
+            // ZeRO consolidates its shards (a collective); rank 0 sends the whole state
+            let state = obs.time(Phase::Checkpoint, done, || {
+                snapshot(&mut exchange, &mut replica, done)
+            });
+            if let Some(state) = state.map_err(gone(done))? {
                 let _ = reports.send(Report::Checkpoint(state));
             }
             saved = done;
@@ -348,21 +360,41 @@ pub fn run_worker(
     if let Some(step) = stopped_at {
         // Interrupted: the state at the boundary is saved (unless it just was), and the
         // final evaluation over all windows is left to the run that finishes the job.
-        if (rank == 0 || replica.tensor.is_some()) && saved != step {
-            let state = snapshot(&mut replica, step).map_err(gone(step))?;
-            if rank == 0 {
+        if saved != step {
+            if let Some(state) = snapshot(&mut exchange, &mut replica, step).map_err(gone(step))? {
                 let _ = reports.send(Report::Checkpoint(state));
             }
         }
-        return finish(replica, step, f64::NAN, stopped_at);
+        let memory =
+            (replica.tensor.is_none()).then(|| memory.unwrap_or_else(|| exchange.memory(&replica)));
+        let (params, adam) = into_state(exchange, replica).map_err(gone(step))?;
+        return Ok(WorkerDone {
+            memory,
+            rank,
+            val_loss: f64::NAN,
+            params,
+            adam,
+            stopped_at,
+        });
     }
     let val_loss = if ctx.final_eval {
         let all: Vec<usize> = (0..sampler::val_windows(val.len(), t)).collect();
-        let (comm, world) = (&mut exchange.comm, world.as_mut());
-        evaluate(&mut evaluator, &mut replica, comm, world, cfg, val, &all)
+        let (r, world) = (&mut replica, world.as_mut());
+        evaluate(&mut evaluator, r, &mut exchange, world, cfg, val, &all)
             .map_err(gone(cfg.schedule.steps))?
     } else {
         f64::NAN
     };
-    finish(replica, cfg.schedule.steps, val_loss, None)
+    let end = cfg.schedule.steps;
+    let memory =
+        (replica.tensor.is_none()).then(|| memory.unwrap_or_else(|| exchange.memory(&replica)));
+    let (params, adam) = into_state(exchange, replica).map_err(gone(end))?;
+    Ok(WorkerDone {
+        memory,
+        rank,
+        val_loss,
+        params,
+        adam,
+        stopped_at: None,
+    })
 }

@@ -50,7 +50,7 @@ use crate::config::TrainConfig;
 use crate::data::sampler;
 use crate::error::Error;
 use crate::model::{Gpt, ParamLayout, StagePart, Workspace};
-use crate::optim::{clip_factor, lr_at, AdamW};
+use crate::optim::{clip_factor, lr_at, AdamW, NORM_CHUNK};
 use crate::parallel::data_parallel::{gone, AllReduce};
 use crate::parallel::fixed_point;
 use crate::step::{first_non_finite, Batch, GradientExchange, Observer, StepStats};
@@ -540,39 +540,42 @@ impl Pipe {
     }
 
     /// The global gradient norm, formed exactly as [`crate::optim::clip_scale`] forms it on
-    /// one worker (8 running f64 sums of squares, lane `i % 8` for element `i`, then the
-    /// tail), with each stage continuing the sums over its range in layout order; and the
-    /// step's loss, which only the last stage knows. Both go to every stage.
+    /// one worker, and the step's loss, which only the last stage knows; both go to every
+    /// stage. One worker's norm is a sum, in order, of [`NORM_CHUNK`] partials, each 8
+    /// running f64 sums of squares (lane `i % 8` for element `i`) plus the last chunk's tail.
+    /// A stage boundary may fall inside a chunk, so the stages pass the running state on,
+    /// in layout order: the sum of the chunks finished so far, the 8 lanes of the open
+    /// chunk, and its tail.
     fn norm_and_loss(&self, pp: &mut Comm, loss: f32, step: usize) -> Result<(f64, f32), Error> {
         let (s, last) = (self.stage, self.stages - 1);
         let g = &self.grads;
-        let body = g.len() - g.len() % 8; // clip_scale's chunks; the rest is its tail
-        let mut lanes = [0f64; 8];
+        let n = g.len();
+        // the last chunk's elements past its last multiple of 8 are its tail
+        let last_chunk = (n - 1) / NORM_CHUNK * NORM_CHUNK;
+        let body = last_chunk + (n - last_chunk) / 8 * 8;
+        // state: [finished chunks' sum, lane 0..8 of the open chunk, the tail]
+        let mut st = [0f64; 10];
         if s > 0 {
-            pp.recv(s - 1, &mut lanes).map_err(gone(step))?;
+            pp.recv(s - 1, &mut st).map_err(gone(step))?;
         }
-        let r = owned(&self.model.layout, self.part());
-        let (mut i, end) = (r.start, r.end.min(body));
-        while i < end && i % 8 != 0 {
-            lanes[i % 8] += g[i] as f64 * g[i] as f64;
-            i += 1;
-        }
-        // from a multiple of 8 on, element i + l is in lane l: whole chunks, vectorised
-        let whole = (end.saturating_sub(i)) / 8 * 8;
-        for c in g[i..i + whole].chunks_exact(8) {
-            for l in 0..8 {
-                lanes[l] += c[l] as f64 * c[l] as f64;
+        for i in owned(&self.model.layout, self.part()) {
+            if i % NORM_CHUNK == 0 && i > 0 {
+                st[0] += st[1..9].iter().sum::<f64>(); // the chunk before i is complete
+                st[1..9].fill(0.0);
             }
-        }
-        for j in i + whole..end {
-            lanes[j % 8] += g[j] as f64 * g[j] as f64;
+            let sq = g[i] as f64 * g[i] as f64;
+            if i < body {
+                st[1 + i % 8] += sq;
+            } else {
+                st[9] += sq;
+            }
         }
         let mut out = [0f64; 2];
         if s < last {
-            pp.send(s + 1, &lanes).map_err(gone(step))?;
+            pp.send(s + 1, &st).map_err(gone(step))?;
         } else {
-            let tail: f64 = g[body..].iter().map(|&x| x as f64 * x as f64).sum();
-            out = [(lanes.iter().sum::<f64>() + tail).sqrt(), loss as f64];
+            let total = st[0] + (st[1..9].iter().sum::<f64>() + st[9]);
+            out = [total.sqrt(), loss as f64];
         }
         pp.broadcast(&mut out, last).map_err(gone(step))?;
         Ok((out[0], out[1] as f32))

@@ -131,6 +131,7 @@ pub fn run_worker(
             let _ = reports.send(Report::Checkpoint(snapshot(&pipe, step)));
         }
         return Ok(WorkerDone {
+            memory: None,
             rank,
             val_loss: f64::NAN,
             params: pipe.model.params,
@@ -146,6 +147,7 @@ pub fn run_worker(
         f64::NAN
     };
     Ok(WorkerDone {
+        memory: None,
         rank,
         val_loss,
         params: pipe.model.params,

@@ -59,6 +59,7 @@ mod output;
 mod pipeline;
 mod point;
 mod solo;
+mod zero;
 
 pub use output::table;
 use output::{lessons, print_point, scaling_svg};
@@ -103,6 +104,10 @@ pub struct BenchArgs {
     /// With --pp: the micro-batch counts to measure, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "2,4,6")]
     pub micro: Vec<usize>,
+    /// ZeRO stages to compare side by side instead of the scaling sweep, e.g. `0,1,2,3`:
+    /// interleaved rounds (`--rounds`) at each `--workers` count (bench/zero.rs).
+    #[arg(long, value_delimiter = ',', value_name = "0,1,2,3")]
+    pub zero: Vec<u8>,
     /// Where bench.json and scaling.svg go [default: a new runs/bench-YYYYmmdd-HHMMSS]; a
     /// directory that already holds a sweep is never overwritten.
     #[arg(long)]
@@ -183,6 +188,18 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
         return Err(Error::Config(
             "--steps, --batch, --per-worker and --rounds must be at least 1".into(),
         ));
+    }
+    if !args.zero.is_empty() {
+        return zero::run(&zero::Plan {
+            stages: &args.zero,
+            workers: &args.workers,
+            rounds: args.rounds,
+            steps: args.steps,
+            batch: args.batch,
+            allreduce: args.allreduce,
+            data: &args.data,
+            out: args.out.clone(),
+        });
     }
     // Caps that keep every size below (steps + 5 warm-up, sequences per worker x workers) far
     // from overflow, and a sweep finite: the bench times tens of steps, not millions.
