@@ -38,6 +38,10 @@ pub enum Phase {
     Straggle,
     /// Converting per-sequence gradients to fixed point (deterministic mode).
     FixedPoint,
+    /// Waiting out the rest of a collective's time on the simulated `--link`.
+    Link,
+    /// Compressing a gradient before it is sent, or adding up the compressed ones.
+    Compress,
 }
 
 impl Phase {
@@ -54,13 +58,15 @@ impl Phase {
             Phase::Checkpoint => "checkpoint".into(),
             Phase::Straggle => "straggler sleep".into(),
             Phase::FixedPoint => "fixed-point sum".into(),
+            Phase::Link => "link (simulated)".into(),
+            Phase::Compress => "compress".into(),
         }
     }
 
     /// Its kind: `"compute"`, `"comm"` or `"wait"`.
     pub fn category(self) -> &'static str {
         match self {
-            Phase::AllReduce(_) | Phase::CommWait => "comm",
+            Phase::AllReduce(_) | Phase::CommWait | Phase::Link => "comm",
             Phase::Wait => "wait",
             _ => "compute",
         }

@@ -38,6 +38,7 @@
 //!                 sync.rs        the one way to wait: spin, then sleep; barrier; who left
 //!   ------------------------------------------------------------------------------------
 //!   leaves        element.rs (Element, chunk_range)  algorithm.rs (Algorithm)  error.rs
+//!                 link.rs (Link: a simulated network, its alpha-beta time per collective)
 //! ```
 //!
 //! The `nanodist allreduce` command (`src/bin/nanodist/allreduce.rs`, in the application)
@@ -141,6 +142,7 @@ mod algorithm;
 mod comm;
 mod element;
 mod error;
+pub mod link;
 mod naive;
 mod ring;
 pub mod schedule;
@@ -154,4 +156,5 @@ pub use algorithm::{Algorithm, UnknownAlgorithm};
 pub use comm::{group, Comm};
 pub use element::{chunk_range, Element};
 pub use error::CommError;
+pub use link::Link;
 pub use schedule::{Op, Schedule, Step, Transfer};

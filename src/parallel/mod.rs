@@ -6,6 +6,11 @@
 //! Later: ZeRO, tensor and pipeline parallelism, local SGD, parameter servers.
 
 pub mod buckets;
+pub mod compress;
 pub mod data_parallel;
 pub mod fixed_point;
 pub mod grid;
+pub mod local_sgd;
+pub mod powersgd;
+pub mod strategy;
+pub mod sync_options;

@@ -66,6 +66,8 @@ fn look(phase: Phase) -> Look {
         Phase::Optimizer => ("adamw", "#b07aa1", "white", 7),
         Phase::Eval => ("eval", "#edc948", "#222222", 8),
         Phase::Checkpoint => ("checkpoint", "#9c755f", "white", 9),
+        Phase::Link => ("link (simulated)", "#bab0ac", "#222222", 10),
+        Phase::Compress => ("compress", "#59a14f", "white", 11),
     };
     Look {
         name,

@@ -47,6 +47,7 @@ use crate::data::{sampler, Corpus};
 use crate::error::Error;
 use crate::error::InjectedFault;
 use crate::model::Gpt;
+use crate::parallel::strategy::Exchange;
 use crate::step::{train_step, Batch, Observer, Replica, StepStats};
 use crate::trace::{Clock, Phase, Span};
 
@@ -55,7 +56,7 @@ mod communicate;
 mod messages;
 
 use between_steps::{replicas_differ, Evaluator};
-pub use communicate::{gone, AllReduce};
+pub use communicate::{gone, wait_link, AllReduce};
 pub use messages::{Report, StepReport, TrainState, WorkerDone};
 
 /// What every worker reads: the configuration, the data, the starting state.
@@ -142,7 +143,14 @@ impl Observer for Telemetry {
 
 impl Telemetry {
     /// The report of `step`, begun at `start_us`: its time split, summed from its spans.
-    fn report(&mut self, step: usize, start_us: f64, stats: StepStats, traced: bool) -> StepReport {
+    fn report(
+        &mut self,
+        step: usize,
+        start_us: f64,
+        stats: StepStats,
+        traced: bool,
+        bytes_sent: u64,
+    ) -> StepReport {
         let step_ms = (self.clock.now_us() - start_us) / 1e3;
         let sum = |cat: fn(&Phase) -> bool| {
             (self.spans.iter())
@@ -151,8 +159,9 @@ impl Telemetry {
                 .sum::<f64>()
                 / 1e3
         };
-        let comm_ms = sum(|p| matches!(p, Phase::AllReduce(_) | Phase::CommWait));
+        let comm_ms = sum(|p| matches!(p, Phase::AllReduce(_) | Phase::CommWait | Phase::Link));
         let wait_ms = sum(|p| matches!(p, Phase::Wait));
+        let link_ms = sum(|p| matches!(p, Phase::Link));
         StepReport {
             rank: self.rank,
             step,
@@ -162,6 +171,8 @@ impl Telemetry {
             compute_ms: step_ms - comm_ms - wait_ms,
             comm_ms,
             wait_ms,
+            link_ms,
+            bytes_sent,
             step_ms,
             spans: if traced {
                 std::mem::take(&mut self.spans)
@@ -193,15 +204,8 @@ pub fn run_worker(
     let cfg = ctx.cfg;
     let (rank, t) = (comm.rank(), cfg.model.block_size);
     let model = Gpt::from_params(cfg.model.clone(), ctx.init.params.clone());
-    // deterministic mode's sum is complete only after the last sequence: it never overlaps
-    let overlap = cfg.parallel.overlap && !cfg.parallel.deterministic;
-    let mut exchange = AllReduce::new(
-        comm,
-        cfg.parallel.allreduce,
-        model.layout.len,
-        cfg.parallel.bucket_kb,
-        overlap,
-    );
+    // synchronous all-reduce, compressed, or local SGD (parallel/strategy.rs)
+    let mut exchange = Exchange::new(cfg, comm, &model);
     let mut replica = Replica::new(rank, model, ctx.init.adam.clone(), cfg);
     let mut evaluator = Evaluator::new(cfg);
     let mut obs = Telemetry {
@@ -232,17 +236,19 @@ pub fn run_worker(
             step,
             sequences: rank * per_worker..(rank + 1) * per_worker,
         };
-        let start_us = obs.clock.now_us();
+        let (start_us, sent) = (obs.clock.now_us(), exchange.comm().bytes_sent());
         let stats = train_step(&mut replica, cfg, &batch, &mut exchange, &mut obs)?;
         let traced = step < ctx.init.step + ctx.trace_steps;
-        let _ = reports.send(Report::Step(obs.report(step, start_us, stats, traced)));
+        let bytes = exchange.comm().bytes_sent() - sent;
+        let report = obs.report(step, start_us, stats, traced, bytes);
+        let _ = reports.send(Report::Step(report));
 
         let done = step + 1;
         if cfg.schedule.eval_every > 0
             && done % cfg.schedule.eval_every == 0
             && done < cfg.schedule.steps
         {
-            let (model, comm) = (&replica.model, &mut exchange.comm);
+            let (model, comm) = (&replica.model, exchange.comm());
             let val_loss = obs.time(Phase::Eval, done, || {
                 evaluator.evaluate(model, comm, algorithm, val, &subset)
             });
@@ -255,7 +261,7 @@ pub fn run_worker(
             }
         }
         if cfg.schedule.check_replicas > 0 && done % cfg.schedule.check_replicas == 0 {
-            let differ = replicas_differ(&replica.model.params, &mut exchange.comm);
+            let differ = replicas_differ(&replica.model.params, exchange.comm());
             if let Some((w, hash, hash0)) = differ.map_err(gone(done))? {
                 return Err(Error::Worker(format!(
                     "replicas diverged after step {done}: worker {w} has param hash {hash:016x}, worker 0 {hash0:016x}"
@@ -285,7 +291,7 @@ pub fn run_worker(
     }
     let val_loss = if ctx.final_eval {
         let all: Vec<usize> = (0..sampler::val_windows(val.len(), t)).collect();
-        let (model, comm) = (&replica.model, &mut exchange.comm);
+        let (model, comm) = (&replica.model, exchange.comm());
         (evaluator.evaluate(model, comm, algorithm, val, &all)).map_err(gone(cfg.schedule.steps))?
     } else {
         f64::NAN
