@@ -202,7 +202,7 @@ impl Comm {
         if self.size() > 1 {
             let t0 = self.start();
             shared::reduce_scatter(&mut self.ep, buf)?;
-            self.half_done(t0, buf.len() * std::mem::size_of::<T>());
+            self.half_done(t0, std::mem::size_of_val(buf));
         }
         Ok(mine)
     }
@@ -214,7 +214,7 @@ impl Comm {
         if self.size() > 1 {
             let t0 = self.start();
             shared::all_gather(&mut self.ep, buf)?;
-            self.half_done(t0, buf.len() * std::mem::size_of::<T>());
+            self.half_done(t0, std::mem::size_of_val(buf));
         }
         Ok(())
     }
@@ -240,7 +240,7 @@ impl Comm {
             // a binomial tree on a link: ceil(log2 n) rounds of one whole message
             let t0 = self.start();
             shared::broadcast(&mut self.ep, buf, root)?;
-            let bytes = (buf.len() * std::mem::size_of::<T>()) as f64;
+            let bytes = std::mem::size_of_val(buf) as f64;
             let rounds = self.size().next_power_of_two().trailing_zeros() as f64;
             if self.rank() == root {
                 self.sent += bytes as u64;

@@ -149,7 +149,7 @@ impl std::str::FromStr for Link {
         let (a, g) = s.split_once(':').ok_or_else(|| bad("has no ':'"))?;
         let alpha_us: f64 = (a.trim().parse()).map_err(|_| bad("has no number before ':'"))?;
         let gb_per_s: f64 = (g.trim().parse()).map_err(|_| bad("has no number after ':'"))?;
-        if !(alpha_us.is_finite() && alpha_us >= 0.0 && alpha_us <= 1e6) {
+        if !(0.0..=1e6).contains(&alpha_us) {
             return Err(bad("has a latency outside 0..=1000000 us"));
         }
         if !(gb_per_s.is_finite() && gb_per_s >= 1e-6) {

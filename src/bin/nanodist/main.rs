@@ -30,6 +30,7 @@ mod record;
 mod report;
 mod rundir;
 mod scale;
+mod sync_args;
 mod timeline;
 
 use allreduce::AllreduceArgs;
