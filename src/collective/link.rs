@@ -113,8 +113,10 @@ pub(crate) fn schedule_bytes_from(sched: &Schedule, me: usize, elem_bytes: usize
 
 /// Waits until `deadline`: sleeps while it is far, then spins through the last stretch,
 /// because a sleep overshoots by tens of microseconds and a link's alpha is about that size.
+/// (A spin, not `yield_now`: beside busy processes, a yield can give the core away for a
+/// whole time slice, milliseconds.)
 pub fn wait_until(deadline: Instant) {
-    const SPIN: Duration = Duration::from_micros(200);
+    const SPIN: Duration = Duration::from_micros(100);
     loop {
         let now = Instant::now();
         if now >= deadline {
@@ -124,7 +126,7 @@ pub fn wait_until(deadline: Instant) {
         if left > SPIN {
             std::thread::sleep(left - SPIN);
         } else {
-            std::thread::yield_now();
+            std::hint::spin_loop();
         }
     }
 }

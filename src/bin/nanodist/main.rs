@@ -24,6 +24,7 @@ mod allreduce;
 mod bench;
 mod chrome;
 mod cli;
+mod compare;
 mod lock;
 mod plot;
 mod record;
@@ -61,6 +62,9 @@ enum Command {
     Allreduce(AllreduceArgs),
     /// Measure thread scaling: tokens/s, efficiency and the time split per worker count.
     Bench(bench::BenchArgs),
+    /// Train every synchronisation strategy for the same budget on a simulated link and
+    /// compare validation loss against wall time and bytes sent.
+    Compare(compare::CompareArgs),
     /// Predict a run on thousands of GPUs (memory, step time, days), or calibrate the same
     /// model on this machine's threads (--calibrate).
     Scale(Box<scale::ScaleArgs>),
@@ -96,6 +100,7 @@ fn main() -> ExitCode {
         Some(Command::Allreduce(args)) => allreduce::run(&args).map(|()| ExitCode::SUCCESS),
         Some(Command::Bench(args)) => bench::run(&args).map(|()| ExitCode::SUCCESS),
         Some(Command::Scale(args)) => scale::run(&args).map(|()| ExitCode::SUCCESS),
+        Some(Command::Compare(args)) => compare::run(&args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
