@@ -20,6 +20,7 @@ use serde::Serialize;
 use crate::checkpoint::param_hash;
 use crate::config::TrainConfig;
 use crate::data::Corpus;
+use crate::parallel::async_ps::Staleness;
 use crate::parallel::data_parallel::StepReport;
 
 /// What `summary.json` holds: the figures of one finished run.
@@ -71,6 +72,9 @@ pub struct Summary {
     pub link_ms_median: f64,
     /// Bytes all workers together sent on the (modelled) wire over the run's steps.
     pub bytes_sent: u64,
+    /// `--async`: the staleness of the gradients the parameter server applied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub staleness: Option<Staleness>,
     /// Per worker: [compute, comm, wait] in ms, each the mean over the timed steps.
     ///
     /// Why means here, where the totals above are medians: workers take turns waiting for
@@ -214,6 +218,7 @@ pub(crate) fn summarise(
         link: cfg.parallel.link.map(|l| l.to_string()),
         link_ms_median: med(|r| r.link_ms),
         bytes_sent: rows.iter().map(|r| r.bytes_sent).sum(),
+        staleness: None,
         per_worker_ms: (0..cfg.parallel.workers)
             .map(|w| {
                 let col = |i: usize| {

@@ -42,6 +42,10 @@ pub enum Phase {
     Link,
     /// Compressing a gradient before it is sent, or adding up the compressed ones.
     Compress,
+    /// Pushing a gradient to the parameter server (`--async`), its update included.
+    Push,
+    /// Pulling the weights from the parameter server (`--async`).
+    Pull,
 }
 
 impl Phase {
@@ -60,13 +64,17 @@ impl Phase {
             Phase::FixedPoint => "fixed-point sum".into(),
             Phase::Link => "link (simulated)".into(),
             Phase::Compress => "compress".into(),
+            Phase::Push => "push gradient".into(),
+            Phase::Pull => "pull weights".into(),
         }
     }
 
     /// Its kind: `"compute"`, `"comm"` or `"wait"`.
     pub fn category(self) -> &'static str {
         match self {
-            Phase::AllReduce(_) | Phase::CommWait | Phase::Link => "comm",
+            Phase::AllReduce(_) | Phase::CommWait | Phase::Link | Phase::Push | Phase::Pull => {
+                "comm"
+            }
             Phase::Wait => "wait",
             _ => "compute",
         }

@@ -272,3 +272,40 @@ fn conflicting_options_are_refused_in_one_line() {
         assert!(e.contains(needle) && !e.contains('\n'), "{e}");
     }
 }
+
+/// The parameter server under a straggler: worker 1 sleeps 40 ms a step, yet no worker
+/// starts a step more than S = 1 step ahead of the slowest, every gradient is applied, and
+/// the staleness of each is recorded, at most what the bound allows: between a worker's pull
+/// at step k (the other at k - S or later) and its push (the other at k + S + 1 at most),
+/// each other worker pushes at most 2S + 1 times, so staleness <= (2S + 1)(N - 1) = 3.
+#[test]
+fn the_parameter_servers_staleness_bound_holds_under_a_straggler() {
+    let mut cfg = tiny(2);
+    cfg.schedule.steps = 12;
+    (cfg.parallel.asynchronous, cfg.parallel.staleness) = (true, 1);
+    cfg.faults.straggler = Some((1, 40));
+    let out = run(&cfg);
+    let st = out
+        .summary
+        .staleness
+        .expect("an async run reports its staleness");
+    assert_eq!(st.bound, 1);
+    assert!(
+        st.ahead_max <= 1,
+        "a worker ran {} steps ahead",
+        st.ahead_max
+    );
+    assert_eq!(st.updates, 2 * 12, "every push is applied");
+    assert_eq!(st.histogram.iter().sum::<usize>(), st.updates);
+    assert!(st.max <= 3, "staleness {} beyond (2S + 1)(N - 1)", st.max);
+    // the fast worker did wait for the straggler (else the bound would not be needed)
+    assert!(
+        out.summary.per_worker_ms[0][2] > 0.0,
+        "{:?}",
+        out.summary.per_worker_ms
+    );
+    // without the bound the fast worker runs ahead as far as the run allows
+    cfg.parallel.staleness = 1000;
+    let free = run(&cfg).summary.staleness.unwrap();
+    assert!(free.ahead_max > 1, "{free:?}");
+}

@@ -5,6 +5,7 @@
 //! bit-identical runs ([`fixed_point`]), on the worker grid of [`grid`] (DP x PP x TP).
 //! Later: ZeRO, tensor and pipeline parallelism, local SGD, parameter servers.
 
+pub mod async_ps;
 pub mod buckets;
 pub mod compress;
 pub mod data_parallel;

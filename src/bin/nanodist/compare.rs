@@ -306,8 +306,8 @@ fn table(runs: &[Run], args: &CompareArgs, common: f64) -> String {
             r.steps,
             r.wall_s,
             r.step_ms_median,
-            r.comm_ms_median,
-            r.link_ms_median,
+            r.comm_ms_median + 0.0, // (+ 0.0 turns a -0 into 0)
+            r.link_ms_median + 0.0,
             r.bytes as f64 / 1e6,
             ratio,
             r.val_loss,

@@ -68,6 +68,8 @@ fn look(phase: Phase) -> Look {
         Phase::Checkpoint => ("checkpoint", "#9c755f", "white", 9),
         Phase::Link => ("link (simulated)", "#bab0ac", "#222222", 10),
         Phase::Compress => ("compress", "#59a14f", "white", 11),
+        Phase::Push => ("push gradient", "#86bcb6", "#222222", 12),
+        Phase::Pull => ("pull weights", "#499894", "white", 13),
     };
     Look {
         name,

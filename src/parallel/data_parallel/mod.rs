@@ -55,7 +55,8 @@ mod between_steps;
 mod communicate;
 mod messages;
 
-use between_steps::{replicas_differ, Evaluator};
+use between_steps::replicas_differ;
+pub(crate) use between_steps::Evaluator;
 pub use communicate::{gone, wait_link, AllReduce};
 pub use messages::{Report, StepReport, TrainState, WorkerDone};
 
@@ -83,7 +84,7 @@ pub struct Context<'a> {
 
 impl Context<'_> {
     /// Whether this worker stops before `step`: see the module docs for why all agree.
-    fn stops_before(&self, step: usize) -> bool {
+    pub(crate) fn stops_before(&self, step: usize) -> bool {
         if self.interrupt.is_some_and(|f| f.load(Ordering::SeqCst)) {
             // Only the first proposal counts; a later one (same step or the next) is dropped.
             let _ = (self.stop_at).compare_exchange(
@@ -99,7 +100,7 @@ impl Context<'_> {
 
 /// A worker's observer of its steps: times every phase on the run's clock, and injects the
 /// configured straggler sleep and fault.
-struct Telemetry {
+pub(crate) struct Telemetry {
     clock: Clock,
     spans: Vec<Span>,
     rank: usize,
@@ -142,8 +143,25 @@ impl Observer for Telemetry {
 }
 
 impl Telemetry {
+    /// The observer of worker `rank` of the run `ctx`.
+    pub(crate) fn new(ctx: &Context<'_>, rank: usize) -> Self {
+        let faults = &ctx.cfg.faults;
+        Telemetry {
+            clock: ctx.clock,
+            spans: Vec::new(),
+            rank,
+            straggle_ms: faults.straggler.filter(|s| s.0 == rank).map(|s| s.1),
+            fault_at: faults.fault.filter(|f| f.0 == rank).map(|f| f.1),
+        }
+    }
+
+    /// Microseconds on the run's clock.
+    pub(crate) fn now_us(&self) -> f64 {
+        self.clock.now_us()
+    }
+
     /// The report of `step`, begun at `start_us`: its time split, summed from its spans.
-    fn report(
+    pub(crate) fn report(
         &mut self,
         step: usize,
         start_us: f64,
@@ -159,7 +177,7 @@ impl Telemetry {
                 .sum::<f64>()
                 / 1e3
         };
-        let comm_ms = sum(|p| matches!(p, Phase::AllReduce(_) | Phase::CommWait | Phase::Link));
+        let comm_ms = sum(|p| p.category() == "comm");
         let wait_ms = sum(|p| matches!(p, Phase::Wait));
         let link_ms = sum(|p| matches!(p, Phase::Link));
         StepReport {
@@ -208,13 +226,7 @@ pub fn run_worker(
     let mut exchange = Exchange::new(cfg, comm, &model);
     let mut replica = Replica::new(rank, model, ctx.init.adam.clone(), cfg);
     let mut evaluator = Evaluator::new(cfg);
-    let mut obs = Telemetry {
-        clock: ctx.clock,
-        spans: Vec::new(),
-        rank,
-        straggle_ms: cfg.faults.straggler.filter(|s| s.0 == rank).map(|s| s.1),
-        fault_at: cfg.faults.fault.filter(|f| f.0 == rank).map(|f| f.1),
-    };
+    let mut obs = Telemetry::new(ctx, rank);
     let per_worker = cfg.parallel.batch / cfg.parallel.workers;
     let (val, algorithm) = (&ctx.corpus.val[..], cfg.parallel.allreduce);
     let subset = sampler::eval_subset(val.len(), t, cfg.schedule.eval_windows);
