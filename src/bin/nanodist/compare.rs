@@ -138,7 +138,7 @@ pub fn run(args: &CompareArgs) -> Result<(), Error> {
             "--steps must be at least 20 (the curves evaluate every steps/20)".into(),
         ));
     }
-    if args.seconds.is_some_and(|s| !(s > 0.0)) {
+    if args.seconds.is_some_and(|s| s.is_nan() || s <= 0.0) {
         return Err(Error::Config("--seconds must be a positive number".into()));
     }
     let chosen: Vec<&Strategy> = if args.only.is_empty() {
@@ -189,8 +189,7 @@ pub fn run(args: &CompareArgs) -> Result<(), Error> {
     let common = runs.iter().map(|r| r.wall_s).fold(f64::INFINITY, f64::min);
     for r in &mut runs {
         r.val_loss_at_common_wall = (r.curve.iter())
-            .filter(|p| p.wall_s <= common + 1e-9)
-            .last()
+            .rfind(|p| p.wall_s <= common + 1e-9)
             .map_or(f64::NAN, |p| p.val_loss);
     }
     let table = table(&runs, args, common);
