@@ -247,7 +247,8 @@ fn deterministic_mode_repeats_compressed_and_local_runs() {
 
 #[test]
 fn conflicting_options_are_refused_in_one_line() {
-    let cases: [(fn(&mut TrainConfig), &str); 4] = [
+    type Setup = fn(&mut TrainConfig);
+    let cases: [(Setup, &str); 4] = [
         (|c| c.parallel.sync_every = 0, "--sync-every"),
         (
             |c| {
