@@ -5,7 +5,7 @@
 //!   cargo run --release -- compare --link 50:0.125 --steps 300 --out runs/compare
 //!
 //!   for each strategy (sync, DiLoCo H=8, top-k 1%, int8, PowerSGD 4, async S=2):
-//!     train::train(default model, 2 workers, --link)      periodic val loss every steps/20
+//!     train::train(default model, 2 workers, --link)      periodic val loss every ~steps/20
 //!     curve: (training wall time = sum of step times, bytes sent so far, val loss)
 //!   table:  after the same steps: val loss (all windows), bytes, wall time
 //!           at the same wall time T (the fastest strategy's): val loss on each curve at T
@@ -166,7 +166,9 @@ pub fn run(args: &CompareArgs) -> Result<(), Error> {
     let corpus = data::load(&base.data, base.seed)?;
     base.model.vocab_size = corpus.vocab.len();
     (base.parallel.workers, base.parallel.link) = (args.workers, Some(args.link));
-    (base.schedule.steps, base.schedule.eval_every) = (args.steps, args.steps / 20);
+    // about 20 evaluations, each at a multiple of DiLoCo's H = 8 (its replicas agree there)
+    let every = (args.steps / 20).div_ceil(8) * 8;
+    (base.schedule.steps, base.schedule.eval_every) = (args.steps, every);
     println!(
         "nanodist compare: {} strategies, {} workers, link {} ({} us, {} GB/s), {} steps{}",
         chosen.len(),
