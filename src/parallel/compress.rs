@@ -50,8 +50,8 @@ pub struct Compress {
     residual: Vec<f32>,
     /// Every worker's packed message, worker w's in chunk w.
     packed: Vec<i64>,
-    /// Top-k's scratch: indices of the gradient.
-    order: Vec<u32>,
+    /// Top-k's scratch: the magnitudes of the gradient.
+    mags: Vec<f32>,
     /// Deterministic mode: the fixed-point sum as floats.
     scratch: Vec<f32>,
     power: Option<PowerSgd>,
@@ -76,7 +76,7 @@ impl Compress {
             codec,
             residual: vec![0.0; len],
             packed: vec![0; n * words],
-            order: Vec::with_capacity(len),
+            mags: Vec::with_capacity(len),
             scratch: Vec::new(),
             power,
         }
@@ -90,7 +90,7 @@ impl Compress {
         obs: &mut O,
     ) -> Result<(), Error> {
         let (n, me) = (self.comm.size(), self.comm.rank());
-        let (residual, packed, order) = (&mut self.residual, &mut self.packed, &mut self.order);
+        let (residual, packed, mags) = (&mut self.residual, &mut self.packed, &mut self.mags);
         // m = g + e: the residual buffer becomes m, and then what is left of it
         for (e, g) in residual.iter_mut().zip(grads.iter()) {
             *e += g;
@@ -101,7 +101,7 @@ impl Compress {
         let words = packed.len() / n;
         let mine = &mut packed[me * words..(me + 1) * words];
         obs.time(Phase::Compress, step, || match self.codec {
-            Compression::TopK(_) => top_k_encode(residual, order, mine),
+            Compression::TopK(_) => top_k_encode(residual, mags, mine),
             _ => int8_encode(residual, mine),
         });
         let comm = &mut self.comm;
@@ -178,24 +178,41 @@ fn unpack(w: i64) -> (usize, f32) {
 /// Top-k with error feedback: writes the `out.len()` entries of `m` largest in magnitude
 /// (ties: the lower index) into `out` as packed pairs, in index order, and zeroes them in
 /// `m`, which is left holding exactly what was not sent: `sent + m_after = m_before`.
-pub fn top_k_encode(m: &mut [f32], order: &mut Vec<u32>, out: &mut [i64]) {
+///
+/// The k-th largest magnitude is found by selection on a copy of the magnitudes (`mags`,
+/// contiguous floats: fast), then one pass in index order takes everything above it and as
+/// many entries equal to it as are still wanted.
+pub fn top_k_encode(m: &mut [f32], mags: &mut Vec<f32>, out: &mut [i64]) {
     let k = out.len();
     assert!(k <= m.len() && m.len() <= u32::MAX as usize);
-    order.clear();
-    order.extend(0..m.len() as u32);
-    let larger = |a: &u32, b: &u32| {
-        let (x, y) = (m[*a as usize].abs(), m[*b as usize].abs());
-        y.total_cmp(&x).then(a.cmp(b))
-    };
-    if k > 0 && k < m.len() {
-        order.select_nth_unstable_by(k - 1, larger);
+    if k == 0 {
+        return;
     }
-    order.truncate(k);
-    order.sort_unstable();
-    for (o, &i) in out.iter_mut().zip(order.iter()) {
-        *o = pack(i, m[i as usize]);
-        m[i as usize] = 0.0;
+    mags.clear();
+    mags.extend(m.iter().map(|x| x.abs()));
+    let (_, &mut threshold, _) = mags.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+    let above = m
+        .iter()
+        .filter(|x| x.abs().total_cmp(&threshold).is_gt())
+        .count();
+    let mut ties = k - above;
+    let mut o = 0;
+    for (i, x) in m.iter_mut().enumerate() {
+        let take = match x.abs().total_cmp(&threshold) {
+            std::cmp::Ordering::Greater => true,
+            std::cmp::Ordering::Equal if ties > 0 => {
+                ties -= 1;
+                true
+            }
+            _ => false,
+        };
+        if take {
+            out[o] = pack(i as u32, *x);
+            *x = 0.0;
+            o += 1;
+        }
     }
+    debug_assert_eq!(o, k);
 }
 
 /// Adds one worker's top-k message into `grads`.
@@ -277,8 +294,8 @@ mod tests {
         }
         let m = residual.clone();
         let k = top_k_count(0.01, m.len());
-        let (mut out, mut order) = (vec![0i64; k], Vec::new());
-        top_k_encode(&mut residual, &mut order, &mut out);
+        let (mut out, mut mags) = (vec![0i64; k], Vec::new());
+        top_k_encode(&mut residual, &mut mags, &mut out);
         let mut sent = vec![0.0f32; m.len()];
         top_k_add(&out, &mut sent);
         for i in 0..m.len() {

@@ -1,9 +1,20 @@
 //! Parallel strategies: how N workers split the work of one training step.
 //!
-//! Today: synchronous data parallelism ([`data_parallel`]), with gradient buckets
-//! that can overlap backward ([`buckets`]) and an exact, order-free gradient sum for
-//! bit-identical runs ([`fixed_point`]), on the worker grid of [`grid`] (DP x PP x TP).
-//! Later: ZeRO, tensor and pipeline parallelism, local SGD, parameter servers.
+//! Synchronous data parallelism ([`data_parallel`]), with gradient buckets that can
+//! overlap backward ([`buckets`]) and an exact, order-free gradient sum for bit-identical
+//! runs ([`fixed_point`]), on the worker grid of [`grid`] (DP x PP x TP).
+//!
+//! How often and how much the replicas share, from fully synchronous to fully
+//! asynchronous (`docs/synchronisation.md`), each reusing the one training step:
+//!
+//! ```text
+//!   every step, all of it      data_parallel (AllReduce)            --sync-every 1
+//!   every step, less of it     compress (top-k, int8), powersgd     --compress topk:F|int8|powersgd:R
+//!   every H steps              local_sgd (local SGD, DiLoCo)        --sync-every H
+//!   whenever ready             async_ps (parameter server, bound S) --async --staleness S
+//! ```
+//! [`strategy`] picks the step's exchange from the configuration; [`sync_options`] names
+//! the options.
 
 pub mod async_ps;
 pub mod buckets;
