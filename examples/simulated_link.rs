@@ -5,13 +5,15 @@
 //! cargo run --release --example simulated_link
 //!
 //! 2 workers train a 0.80M-parameter GPT; each step all-reduces 3.2 MB of gradients.
-//! On shared memory: step 215 ms, of which communication 4 ms.
+//! On shared memory: step 496 ms, of which communication 8 ms.
 //! On link 50:0.125 (1 Gb Ethernet): the ring all-reduce of 3.2 MB takes 25.8 ms in the model:
 //!   2 (N-1) x 50 us + 2 (N-1)/N x 3.2 MB / 0.125 GB/s
-//!   step 243 ms, of which communication 28 ms (link waited out: 26 ms)
+//!   step 545 ms, of which communication 40 ms (link waited out: 29 ms)
 //! Same param_hash on both: the link changes when the gradients arrive, never what they are.
 //! ```
-//! (times from one run on a busy 2-core VM; the hashes agree everywhere.)
+//! (times from one run on a 2-core VM shared with other busy processes, whose waking threads
+//! waited for a core: on a quiet machine the communication is close to the model's 25.8 ms;
+//! the hashes agree everywhere.)
 
 use nanodist::collective::Link;
 use nanodist::config::TrainConfig;

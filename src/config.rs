@@ -622,8 +622,28 @@ mod tests {
         ] {
             assert!(keys.contains(&key), "{key} missing from {json}");
         }
-        assert_eq!(keys.len(), 25, "{json}");
-        let back: TrainConfig = serde_json::from_value(json).unwrap();
+        let sync_keys = [
+            "link",
+            "sync_every",
+            "outer",
+            "outer_lr",
+            "outer_momentum",
+            "compress",
+            "async",
+            "staleness",
+        ];
+        for key in sync_keys {
+            assert!(keys.contains(&key), "{key} missing from {json}");
+        }
+        assert_eq!(keys.len(), 25 + sync_keys.len(), "{json}");
+        let back: TrainConfig = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(back, c);
+        // a config.json written without the synchronisation keys loads with their defaults
+        let mut old = json;
+        for key in sync_keys {
+            old.as_object_mut().unwrap().remove(key);
+        }
+        let back: TrainConfig = serde_json::from_value(old).unwrap();
         assert_eq!(back, c);
     }
 
