@@ -7,8 +7,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::collective::{Algorithm, CrossAlgorithm};
+use crate::collective::{Algorithm, CrossAlgorithm, Link};
 use crate::error::Error;
+use crate::parallel::sync_options::{Compression, Outer};
 
 /// The shape of the GPT: everything needed to lay out its parameters.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -244,11 +245,46 @@ pub struct ParallelConfig {
     /// reduce-scatter block by block during backward whatever it says.
     #[serde(default)]
     pub zero: u8,
+    /// The simulated network between workers (`--link ALPHA_US:GBPS`); `None`: memory speed.
+    #[serde(default)]
+    pub link: Option<Link>,
+    /// H: local SGD's optimizer steps between synchronisations (1: every step, synchronous).
+    #[serde(default = "one")]
+    pub sync_every: usize,
+    /// Local SGD's outer optimizer (DiLoCo's: Nesterov).
+    #[serde(default)]
+    pub outer: Outer,
+    /// Local SGD's outer learning rate (DiLoCo's: 0.7).
+    #[serde(default = "outer_lr")]
+    pub outer_lr: f32,
+    /// Local SGD's outer momentum (DiLoCo's: 0.9; Nesterov only).
+    #[serde(default = "outer_momentum")]
+    pub outer_momentum: f32,
+    /// Compress each worker's gradient before it is sent, keeping the rest for next step.
+    #[serde(default)]
+    pub compress: Option<Compression>,
+    /// An asynchronous parameter server instead of an all-reduce (`--async`).
+    #[serde(default, rename = "async")]
+    pub asynchronous: bool,
+    /// S: with `--async`, no worker may run more than S steps ahead of the slowest.
+    #[serde(default = "staleness")]
+    pub staleness: usize,
 }
 
 /// The default of a size that old configuration files do not name.
 fn one() -> usize {
     1
+}
+
+/// Defaults of the synchronisation options (DiLoCo's for local SGD).
+fn outer_lr() -> f32 {
+    0.7
+}
+fn outer_momentum() -> f32 {
+    0.9
+}
+fn staleness() -> usize {
+    2
 }
 
 /// A pipeline schedule: the order of each stage's forwards and backwards (see
@@ -306,6 +342,14 @@ impl Default for ParallelConfig {
             processes: 1,
             mpi_allreduce: CrossAlgorithm::Mpi,
             zero: 0,
+            link: None,
+            sync_every: 1,
+            outer: Outer::default(),
+            outer_lr: outer_lr(),
+            outer_momentum: outer_momentum(),
+            compress: None,
+            asynchronous: false,
+            staleness: staleness(),
         }
     }
 }
@@ -493,6 +537,7 @@ impl TrainConfig {
                 ));
             }
         }
+        self.validate_sync()?;
         if let Some((w, step)) = self.faults.fault.filter(|f| f.1 >= s.steps) {
             return cfg(format!(
                 "--fault {w}:{step} names step {step}, which a run of --steps {} (steps 0 to {}) never reaches: choose a step below {}",
@@ -595,6 +640,51 @@ impl TrainConfig {
                  batch that is a multiple of {split}",
                 p.batch, layout.dp, p.micro
             ));
+        }
+        Ok(())
+    }
+
+    /// Checks the synchronisation options: local SGD, compression, the parameter server.
+    fn validate_sync(&self) -> Result<(), Error> {
+        let p = &self.parallel;
+        let cfg = |msg: &str| Err(Error::Config(msg.into()));
+        if p.sync_every == 0 {
+            return cfg("--sync-every must be at least 1 (1: synchronise every step)");
+        }
+        if !(p.outer_lr.is_finite() && p.outer_lr > 0.0) {
+            return cfg("--outer-lr must be a positive number (DiLoCo uses 0.7)");
+        }
+        if !(p.outer_momentum.is_finite() && (0.0..1.0).contains(&p.outer_momentum)) {
+            return cfg("--outer-momentum must be in [0, 1) (DiLoCo uses 0.9)");
+        }
+        let strategies = [p.sync_every > 1, p.compress.is_some(), p.asynchronous];
+        if strategies.iter().filter(|&&on| on).count() > 1 {
+            return cfg(
+                "--sync-every (above 1), --compress and --async are different strategies: pick one",
+            );
+        }
+        let grid = p.tp > 1 || p.pp > 1 || p.zero > 0 || p.processes > 1;
+        if strategies.iter().any(|&on| on) && grid {
+            return cfg(
+                "--sync-every (above 1), --compress and --async replace plain data parallelism's \
+                 all-reduce; they do not combine with --tp, --pp, --zero or mpirun yet: pick one",
+            );
+        }
+        if p.compress.is_some() && p.overlap {
+            return cfg("--compress needs the whole gradient before it sends: drop --overlap");
+        }
+        if p.asynchronous && p.deterministic {
+            return cfg(
+                "--async applies gradients in the order they arrive, which no seed fixes: drop --deterministic",
+            );
+        }
+        if p.asynchronous && (p.overlap || p.accum > 1 || p.workers < 2) {
+            return cfg(
+                "--async runs whole-gradient pushes from at least 2 workers: use --workers 2 or more, no --overlap, --accum 1",
+            );
+        }
+        if p.staleness > 1000 {
+            return cfg("--staleness above 1000 is unbounded in practice: use at most 1000");
         }
         Ok(())
     }
@@ -774,8 +864,28 @@ mod tests {
         ] {
             assert!(keys.contains(&key), "{key} missing from {json}");
         }
-        assert_eq!(keys.len(), 33, "{json}");
+        let sync_keys = [
+            "link",
+            "sync_every",
+            "outer",
+            "outer_lr",
+            "outer_momentum",
+            "compress",
+            "async",
+            "staleness",
+        ];
+        for key in sync_keys {
+            assert!(keys.contains(&key), "{key} missing from {json}");
+        }
+        assert_eq!(keys.len(), 33 + sync_keys.len(), "{json}");
         let back: TrainConfig = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(back, c);
+        // a config.json written without the synchronisation keys loads with their defaults
+        let mut old = json.clone();
+        for key in sync_keys {
+            old.as_object_mut().unwrap().remove(key);
+        }
+        let back: TrainConfig = serde_json::from_value(old).unwrap();
         assert_eq!(back, c);
         // a config.json written without the ZeRO stage loads as stage 0
         let mut old = json;

@@ -20,6 +20,7 @@ use serde::Serialize;
 use crate::checkpoint::param_hash;
 use crate::config::TrainConfig;
 use crate::data::Corpus;
+use crate::parallel::async_ps::Staleness;
 use crate::parallel::data_parallel::StepReport;
 use crate::parallel::zero::Memory;
 
@@ -66,6 +67,15 @@ pub struct Summary {
     pub comm_ms_median: f64,
     /// Median waiting time per step (mean over workers), ms.
     pub wait_ms_median: f64,
+    /// The simulated link (`ALPHA_US:GBPS`), if any.
+    pub link: Option<String>,
+    /// Median time per step waited out for the simulated link (part of `comm_ms_median`), ms.
+    pub link_ms_median: f64,
+    /// Bytes all workers together sent on the (modelled) wire over the run's steps.
+    pub bytes_sent: u64,
+    /// `--async`: the staleness of the gradients the parameter server applied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub staleness: Option<Staleness>,
     /// Per worker: [compute, comm, wait] in ms, each the mean over the timed steps.
     ///
     /// Why means here, where the totals above are medians: workers take turns waiting for
@@ -114,6 +124,10 @@ pub struct StepRow {
     pub wait_ms: f64,
     /// Gradient norm before clipping.
     pub grad_norm: f64,
+    /// Mean over workers: the part of `comm_ms` waited out for the simulated link, ms.
+    pub link_ms: f64,
+    /// Bytes all workers together sent on the (modelled) wire this step.
+    pub bytes_sent: u64,
     /// Per worker [compute, comm, wait], ms.
     pub per_worker_ms: Vec<[f64; 3]>,
 }
@@ -148,6 +162,8 @@ pub(crate) fn aggregate(cfg: &TrainConfig, mut reports: Vec<StepReport>) -> Step
         comm_ms: mean(|r| r.comm_ms),
         wait_ms: mean(|r| r.wait_ms),
         grad_norm: reports[0].grad_norm as f64,
+        link_ms: mean(|r| r.link_ms),
+        bytes_sent: reports.iter().map(|r| r.bytes_sent).sum(),
         per_worker_ms: reports
             .iter()
             .map(|r| [r.compute_ms, r.comm_ms, r.wait_ms])
@@ -206,6 +222,10 @@ pub(crate) fn summarise(
         compute_ms_median: med(|r| r.compute_ms),
         comm_ms_median: med(|r| r.comm_ms),
         wait_ms_median: med(|r| r.wait_ms),
+        link: cfg.parallel.link.map(|l| l.to_string()),
+        link_ms_median: med(|r| r.link_ms),
+        bytes_sent: rows.iter().map(|r| r.bytes_sent).sum(),
+        staleness: None,
         // this process's workers (all of them without mpirun)
         per_worker_ms: (0..cfg.parallel.workers / cfg.parallel.processes.max(1))
             .map(|w| {

@@ -233,8 +233,9 @@ fn gradients(
 }
 
 /// Clips the summed gradient and takes the AdamW step; returns the norm before clipping
-/// (not finite: nothing is updated, and the step reports the divergence).
-fn update(r: &mut Replica, lr: f32, optim: &OptimConfig) -> f32 {
+/// (not finite: nothing is updated, and the step reports the divergence). The default
+/// [`GradientExchange::update`]; an exchange that adds to it (local SGD) calls it too.
+pub fn update(r: &mut Replica, lr: f32, optim: &OptimConfig) -> f32 {
     let (norm, clip) = match &mut r.tensor {
         None => clip_scale(&r.grads, optim.grad_clip),
         // the norm of the whole model, summed over the group; a peer that left makes it NaN,

@@ -60,6 +60,14 @@ pub enum Phase {
     AllGather(usize),
     /// ZeRO stage 3: waiting for the prefetched gather of block `l`'s weights.
     Prefetch(usize),
+    /// Waiting out the rest of a collective's time on the simulated `--link`.
+    Link,
+    /// Compressing a gradient before it is sent, or adding up the compressed ones.
+    Compress,
+    /// Pushing a gradient to the parameter server (`--async`), its update included.
+    Push,
+    /// Pulling the weights from the parameter server (`--async`).
+    Pull,
 }
 
 impl Phase {
@@ -83,6 +91,10 @@ impl Phase {
             Phase::ReduceScatter(b) => format!("reduce-scatter bucket {b}"),
             Phase::AllGather(b) => format!("all-gather {b}"),
             Phase::Prefetch(l) => format!("prefetch block {l}"),
+            Phase::Link => "link (simulated)".into(),
+            Phase::Compress => "compress".into(),
+            Phase::Push => "push gradient".into(),
+            Phase::Pull => "pull weights".into(),
         }
     }
 
@@ -94,7 +106,10 @@ impl Phase {
             | Phase::Tensor { .. }
             | Phase::ReduceScatter(_)
             | Phase::AllGather(_)
-            | Phase::Prefetch(_) => "comm",
+            | Phase::Prefetch(_)
+            | Phase::Link
+            | Phase::Push
+            | Phase::Pull => "comm",
             Phase::Wait => "wait",
             Phase::Pipeline => "pipeline",
             _ => "compute",

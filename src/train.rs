@@ -37,6 +37,7 @@ use crate::error::InjectedFault;
 use crate::metrics::{aggregate, summarise, StepRow, Summary};
 use crate::model::Gpt;
 use crate::optim::AdamW;
+use crate::parallel::async_ps;
 pub use crate::parallel::data_parallel::TrainState;
 use crate::parallel::data_parallel::{run_worker, Context, Report, StepReport, WorkerDone};
 use crate::parallel::pipeline;
@@ -185,21 +186,22 @@ pub fn train(
         last_step: vec![init.step; threads],
         held: None,
     };
+    // --async: the parameter server the workers share (parallel/async_ps.rs)
+    let server = (cfg.parallel.asynchronous)
+        .then(|| async_ps::Server::new(cfg, init.params.clone(), init.adam.clone(), init.step));
     let mut failed = None;
     let results: Vec<std::thread::Result<Result<WorkerDone, Error>>> = std::thread::scope(|s| {
         let (tx, rx) = crossbeam::channel::unbounded();
         let mut handles = Vec::with_capacity(threads);
         for (thread, comm) in comms.into_iter().enumerate() {
             let rank = first + thread;
-            let (ctx, tx) = (&ctx, tx.clone());
+            let (ctx, tx, server) = (&ctx, tx.clone(), server.as_ref());
             let spawned = std::thread::Builder::new()
                 .name(format!("worker-{rank}"))
-                .spawn_scoped(s, move || {
-                    if ctx.cfg.parallel.pp > 1 {
-                        pipeline::run_worker(ctx, comm, tx)
-                    } else {
-                        run_worker(ctx, comm, tx)
-                    }
+                .spawn_scoped(s, move || match server {
+                    Some(server) => async_ps::run_worker(ctx, comm, server, tx),
+                    None if ctx.cfg.parallel.pp > 1 => pipeline::run_worker(ctx, comm, tx),
+                    None => run_worker(ctx, comm, tx),
                 });
             match spawned {
                 Ok(h) => handles.push(h),
@@ -245,6 +247,7 @@ pub fn train(
     if let Some(k) = done.stopped_at {
         summary.steps = k; // the steps run so far, which the checkpoint holds
     }
+    summary.staleness = server.map(|s| s.staleness());
     Ok(Outcome {
         summary,
         model: Gpt::from_params(cfg.model.clone(), done.params),

@@ -8,15 +8,21 @@
 //!   all_reduce(buf, Shared) -> shared.rs
 //!   reduce_scatter / all_gather / broadcast -> shared.rs
 //!   split(colour, key)      -> a new Comm over a new group of endpoints
+//!
+//!   with a link (set_link): each collective also counts this worker's bytes on the wire,
+//!   and lasts at least the link's model time for it (link.rs): the rest is waited out,
+//!   here, or by the caller under its own timeline phase (deferring_link)
 //! ```
 
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::algorithm::Algorithm;
 use super::element::{chunk_range, Element};
 use super::error::CommError;
 use super::hierarchy::{CrossLink, Outer};
+use super::link::{self, Link};
 use super::schedule::{self, Schedule};
 use super::transport::{self, Endpoint};
 use super::{naive, ring, shared, tree};
@@ -36,6 +42,12 @@ pub struct Comm {
     /// `Some` in a world of several processes (`hierarchy.rs`): this group is one
     /// process's threads.
     outer: Option<Outer>,
+    /// The simulated link every collective is paced to (`None`: run at memory speed).
+    link: Option<Link>,
+    /// Bytes this worker has sent on the (modelled) wire, all collectives together.
+    sent: u64,
+    /// While [`Comm::deferring_link`] runs: the link time owed, not yet waited out.
+    owed: Option<Duration>,
 }
 
 /// Makes a group of `n` workers: one [`Comm`] per worker, `comms[r].rank() == r`.
@@ -101,7 +113,58 @@ impl Comm {
             ep,
             schedules: Vec::new(),
             outer: None,
+            link: None,
+            sent: 0,
+            owed: None,
         }
+    }
+
+    /// Paces every later collective of this communicator to `link` (`None`: no pacing).
+    /// Sub-communicators made by [`Comm::split`] afterwards inherit it.
+    pub fn set_link(&mut self, link: Option<Link>) {
+        self.link = link;
+    }
+
+    /// The simulated link, if any.
+    pub fn link(&self) -> Option<Link> {
+        self.link
+    }
+
+    /// Bytes this worker has sent on the wire so far, as a link would carry them: a
+    /// message-passing algorithm's own messages, a shared-memory collective counted as the
+    /// ring would send it.
+    pub fn bytes_sent(&self) -> u64 {
+        self.sent
+    }
+
+    /// Runs `f` on this communicator with the link's waits owed rather than waited: returns
+    /// `f`'s result and the time still owed, which the caller waits out (with
+    /// [`link::wait_until`]) under a timeline phase of its own. Without a link it is `f`.
+    pub fn deferring_link<R>(&mut self, f: impl FnOnce(&mut Comm) -> R) -> (R, Duration) {
+        if self.link.is_none() {
+            return (f(self), Duration::ZERO);
+        }
+        self.owed = Some(Duration::ZERO);
+        let r = f(self);
+        (r, self.owed.take().unwrap_or_default())
+    }
+
+    /// Ends a collective that began at `t0` (`Some` only with a link) and whose model time
+    /// on the link is `model_s`: waits out the rest, or owes it while deferring.
+    fn pace(&mut self, t0: Option<Instant>, model_s: impl FnOnce(&Link) -> f64) {
+        let (Some(t0), Some(link)) = (t0, self.link) else {
+            return;
+        };
+        let deadline = t0 + Duration::from_secs_f64(model_s(&link));
+        match &mut self.owed {
+            Some(owed) => *owed += deadline.saturating_duration_since(Instant::now()),
+            None => link::wait_until(deadline),
+        }
+    }
+
+    /// The start of a paced collective: the time, only when there is a link.
+    fn start(&self) -> Option<Instant> {
+        self.link.map(|_| Instant::now())
     }
 
     /// This worker's index in the group, `0..size()` (in a world of several processes, its
@@ -151,12 +214,20 @@ impl Comm {
         buf: &mut [T],
         algo: Algorithm,
     ) -> Result<(), CommError> {
-        if self.ep.size() > 1 {
+        let (n, t0, elem) = (self.ep.size(), self.start(), std::mem::size_of::<T>());
+        if n > 1 {
+            let bytes = (buf.len() * elem) as f64;
             match algo {
-                Algorithm::Shared => shared::all_reduce(&mut self.ep, buf)?,
+                Algorithm::Shared => {
+                    shared::all_reduce(&mut self.ep, buf)?;
+                    self.sent += (2.0 * (n - 1) as f64 / n as f64 * bytes) as u64;
+                    self.pace(t0, |l| l.ring_all_reduce_s(n, bytes));
+                }
                 Algorithm::Naive | Algorithm::Ring | Algorithm::Tree => {
                     let sched = self.schedule(algo, buf.len());
                     schedule::execute(&mut self.ep, &sched, buf)?;
+                    self.sent += link::schedule_bytes_from(&sched, self.ep.rank(), elem);
+                    self.pace(t0, |l| l.schedule_s(&sched, elem));
                 }
             }
         }
@@ -180,7 +251,9 @@ impl Comm {
         self.local_only("reduce_scatter");
         let mine = chunk_range(buf.len(), self.size(), self.rank());
         if self.size() > 1 {
+            let t0 = self.start();
             shared::reduce_scatter(&mut self.ep, buf, None)?;
+            self.half_done(t0, std::mem::size_of_val(buf));
         }
         Ok(mine)
     }
@@ -221,9 +294,18 @@ impl Comm {
     pub fn all_gather<T: Element>(&mut self, buf: &mut [T]) -> Result<(), CommError> {
         self.local_only("all_gather");
         if self.size() > 1 {
+            let t0 = self.start();
             shared::all_gather(&mut self.ep, buf, None)?;
+            self.half_done(t0, std::mem::size_of_val(buf));
         }
         Ok(())
+    }
+
+    /// Counts and paces half a ring (a reduce-scatter or an all-gather) of `bytes`.
+    fn half_done(&mut self, t0: Option<Instant>, bytes: usize) {
+        let (n, bytes) = (self.size(), bytes as f64);
+        self.sent += ((n - 1) as f64 / n as f64 * bytes) as u64;
+        self.pace(t0, |l| l.half_s(n, bytes));
     }
 
     /// Copies worker `root`'s `buf` into every worker's `buf`.
@@ -238,7 +320,15 @@ impl Comm {
             self.size()
         );
         if self.size() > 1 {
+            // a binomial tree on a link: ceil(log2 n) rounds of one whole message
+            let t0 = self.start();
             shared::broadcast(&mut self.ep, buf, root)?;
+            let bytes = std::mem::size_of_val(buf) as f64;
+            let rounds = self.size().next_power_of_two().trailing_zeros() as f64;
+            if self.rank() == root {
+                self.sent += bytes as u64;
+            }
+            self.pace(t0, |l| rounds * l.message_s(bytes));
         }
         Ok(())
     }
@@ -248,6 +338,7 @@ impl Comm {
     /// it with [`Comm::recv`]. Messages from one worker to another arrive in order.
     pub fn send<T: Element>(&mut self, to: usize, data: &[T]) -> Result<(), CommError> {
         self.local_only("send");
+        self.sent += std::mem::size_of_val(data) as u64;
         self.ep.send(to, data)
     }
 
@@ -257,8 +348,10 @@ impl Comm {
     /// If the message's length is not `buf.len()` (both sides must agree on the shape).
     pub fn recv<T: Element>(&mut self, from: usize, buf: &mut [T]) -> Result<(), CommError> {
         self.local_only("recv");
-        let me = self.rank();
-        self.ep.recv(from, |data: &[T]| {
+        let (me, t0) = (self.rank(), self.start());
+        let bytes = std::mem::size_of_val(buf) as f64;
+        // on a link, a message lasts at least its model time from when it is awaited
+        let r = self.ep.recv(from, |data: &[T]| {
             assert_eq!(
                 data.len(),
                 buf.len(),
@@ -267,7 +360,9 @@ impl Comm {
                 buf.len()
             );
             buf.copy_from_slice(data);
-        })
+        });
+        self.pace(t0, |l| l.message_s(bytes));
+        r
     }
 
     /// Waits until every worker has called `barrier`.
@@ -338,7 +433,9 @@ impl Comm {
         } else {
             self.ep.recv_value::<Endpoint>(members[0])?
         };
-        Ok(Comm::new(ep))
+        let mut sub = Comm::new(ep);
+        sub.link = self.link;
+        Ok(sub)
     }
 
     /// The schedule of `algo` for this group and `len` elements, built once and cached.

@@ -38,6 +38,7 @@
 //!                 sync.rs        the one way to wait: spin, then sleep; barrier; who left
 //!   ------------------------------------------------------------------------------------
 //!   leaves        element.rs (Element, chunk_range)  algorithm.rs (Algorithm)  error.rs
+//!                 link.rs (Link: a simulated network, its alpha-beta time per collective)
 //! ```
 //!
 //! The `nanodist allreduce` command (`src/bin/nanodist/allreduce.rs`, in the application)
@@ -156,6 +157,7 @@ mod comm;
 mod element;
 mod error;
 mod hierarchy;
+pub mod link;
 #[cfg(feature = "mpi")]
 pub mod mpi;
 mod naive;
@@ -173,5 +175,6 @@ pub use comm::{group, hierarchical, Comm};
 pub use element::{chunk_range, Element, Elems};
 pub use error::CommError;
 pub use hierarchy::{CrossAlgorithm, CrossLink, CrossProcess};
+pub use link::Link;
 pub use schedule::{Op, Schedule, Step, Transfer};
 pub use wire::Wire;

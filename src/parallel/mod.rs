@@ -11,11 +11,29 @@
 //!   into stages that stream micro-batches;
 //!
 //! all on the worker grid of [`grid`] (DP x PP x TP).
+//!
+//! How often and how much the replicas share, from fully synchronous to fully
+//! asynchronous (`docs/synchronisation.md`), each reusing the one training step:
+//!
+//! ```text
+//!   every step, all of it      data_parallel (AllReduce)            --sync-every 1
+//!   every step, less of it     compress (top-k, int8), powersgd     --compress topk:F|int8|powersgd:R
+//!   every H steps              local_sgd (local SGD, DiLoCo)        --sync-every H
+//!   whenever ready             async_ps (parameter server, bound S) --async --staleness S
+//! ```
+//! [`strategy`] picks the step's exchange from the configuration; [`sync_options`] names
+//! the options.
 
+pub mod async_ps;
 pub mod buckets;
+pub mod compress;
 pub mod data_parallel;
 pub mod fixed_point;
 pub mod grid;
+pub mod local_sgd;
 pub mod pipeline;
+pub mod powersgd;
+pub mod strategy;
+pub mod sync_options;
 pub mod tensor;
 pub mod zero;

@@ -30,7 +30,7 @@
 
 use std::time::Instant;
 
-use nanodist::collective::{group, Algorithm, Comm};
+use nanodist::collective::{group, Algorithm, Comm, Link};
 use nanodist::Error;
 
 /// Arguments of `nanodist allreduce`.
@@ -51,6 +51,10 @@ pub struct AllreduceArgs {
     /// Print one JSON object per (algorithm, size) instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Time the all-reduces on a simulated link (ALPHA_US:GBPS, e.g. 50:0.125): each lasts
+    /// at least its alpha-beta time there. Times --floats only (no sweep, no fit).
+    #[arg(long, value_name = "ALPHA_US:GBPS", value_parser = str::parse::<Link>)]
+    pub link: Option<Link>,
 }
 
 /// The alpha-beta model of one algorithm: `time_us = alpha_us + beta_us_per_byte * bytes`.
@@ -101,10 +105,65 @@ impl AlphaBeta {
 /// # Panics
 /// If `workers`, `floats` or `iters` is 0 (`run` checks its arguments first).
 pub fn time_allreduce(workers: usize, floats: usize, algo: Algorithm, iters: usize) -> f64 {
+    time_allreduce_on(workers, floats, algo, iters, None)
+}
+
+/// [`time_allreduce`] on a simulated `link` (`None`: memory speed).
+pub fn time_allreduce_on(
+    workers: usize,
+    floats: usize,
+    algo: Algorithm,
+    iters: usize,
+    link: Option<Link>,
+) -> f64 {
     median(time_each(workers, floats, iters, |comm, buf, _| {
+        comm.set_link(link);
         comm.all_reduce(buf, algo)
             .expect("no worker fails in a benchmark");
     }))
+}
+
+/// The model time of one all-reduce of `floats` f32 on `link`, microseconds: the
+/// algorithm's schedule, message by message (shared memory: the ring's).
+fn model_us(link: Link, workers: usize, floats: usize, algo: Algorithm) -> f64 {
+    let s = match algo.schedule(workers, floats) {
+        Some(sched) => link.schedule_s(&sched, 4),
+        None => link.ring_all_reduce_s(workers, (4 * floats) as f64),
+    };
+    s * 1e6
+}
+
+/// `nanodist allreduce --link`: each algorithm at --floats on the link, beside its model.
+fn run_on_link(args: &AllreduceArgs, algos: &[Algorithm], link: Link) {
+    let n = args.workers;
+    if !args.json {
+        println!(
+            "all-reduce of {} f32 ({:.2} MB) across {n} workers on link {link} ({} us, {} GB/s): median of {} runs",
+            args.floats,
+            (4 * args.floats) as f64 / 1e6,
+            link.alpha_us,
+            link.gb_per_s,
+            args.iters
+        );
+        println!(
+            "{:<8} {:>12} {:>12} {:>8}",
+            "algo", "median us", "model us", "ratio"
+        );
+    }
+    for &algo in algos {
+        let t = time_allreduce_on(n, args.floats, algo, args.iters, Some(link));
+        let m = model_us(link, n, args.floats, algo);
+        if args.json {
+            let line = serde_json::json!({
+                "algo": algo.name(), "workers": n, "floats": args.floats,
+                "bytes": 4 * args.floats, "median_us": t, "model_us": m,
+                "link": link.to_string(), "iters": args.iters,
+            });
+            println!("{line}");
+        } else {
+            println!("{:<8} {:>12.1} {:>12.1} {:>8.3}", algo.name(), t, m, t / m);
+        }
+    }
 }
 
 /// Fits the alpha-beta model of `algo` on `workers` threads from a sweep of sizes.
@@ -285,6 +344,11 @@ pub fn run(args: &AllreduceArgs) -> Result<(), Error> {
         // One worker's sum is its own buffer: there is nothing to time, and the bus
         // bandwidth's factor 2(N-1)/N is 0, so every bandwidth would be 0 or 0/0.
         one_worker(args, &algos);
+        return Ok(());
+    }
+    if let Some(link) = args.link {
+        check_memory(n, args.floats)?;
+        run_on_link(args, &algos, link);
         return Ok(());
     }
     let mut sizes = SWEEP.to_vec();

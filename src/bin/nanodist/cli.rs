@@ -115,6 +115,9 @@ pub struct TrainArgs {
     /// No progress bar, sample or table: just the final line.
     #[arg(long)]
     pub quiet: bool,
+    /// How often and how much the workers share (sync_args.rs).
+    #[command(flatten)]
+    pub sync: crate::sync_args::SyncArgs,
 }
 
 /// Flags of `nanodist sample`.
@@ -234,6 +237,7 @@ impl TrainArgs {
             .fault
             .map(|(w, s)| (w, s as usize))
             .or(cfg.faults.fault);
+        self.sync.apply(cfg);
     }
 }
 

@@ -26,6 +26,7 @@ mod allreduce_mpi;
 mod bench;
 mod chrome;
 mod cli;
+mod compare;
 mod job;
 mod lock;
 #[cfg(feature = "mpi")]
@@ -35,6 +36,7 @@ mod record;
 mod report;
 mod rundir;
 mod scale;
+mod sync_args;
 mod timeline;
 
 use allreduce::AllreduceArgs;
@@ -66,6 +68,9 @@ enum Command {
     Allreduce(AllreduceArgs),
     /// Measure thread scaling: tokens/s, efficiency and the time split per worker count.
     Bench(bench::BenchArgs),
+    /// Train every synchronisation strategy for the same budget on a simulated link and
+    /// compare validation loss against wall time and bytes sent.
+    Compare(compare::CompareArgs),
     /// Predict a run on thousands of GPUs (memory, step time, days), or calibrate the same
     /// model on this machine's threads (--calibrate).
     Scale(Box<scale::ScaleArgs>),
@@ -137,6 +142,7 @@ fn main() -> ExitCode {
         Some(Command::Allreduce(args)) => allreduce::run(&args).map(|()| ExitCode::SUCCESS),
         Some(Command::Bench(args)) => bench::run(&args).map(|()| ExitCode::SUCCESS),
         Some(Command::Scale(args)) => scale::run(&args).map(|()| ExitCode::SUCCESS),
+        Some(Command::Compare(args)) => compare::run(&args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

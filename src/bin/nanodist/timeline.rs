@@ -76,6 +76,10 @@ fn look(phase: Phase) -> Look {
         Phase::ReduceScatter(_) => ("reduce-scatter", "#4f9a45", "white", 14),
         Phase::AllGather(_) => ("all-gather", "#17becf", "#222222", 15),
         Phase::Prefetch(_) => ("prefetch wait", "#bcbd22", "#222222", 16),
+        Phase::Link => ("link (simulated)", "#bab0ac", "#222222", 10),
+        Phase::Compress => ("compress", "#59a14f", "white", 11),
+        Phase::Push => ("push gradient", "#86bcb6", "#222222", 12),
+        Phase::Pull => ("pull weights", "#499894", "white", 13),
     };
     Look {
         name,

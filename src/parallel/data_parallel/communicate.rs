@@ -5,14 +5,17 @@
 //!   --overlap:  backward ... b0 done ... b1 done ... | wait for the comm thread | AdamW
 //!                            \__ all-reduce b0 __/ \__ all-reduce b1 __/   (comm thread)
 //! ```
+//! On a simulated `--link`, each bucket's all-reduce is followed by the rest of its link
+//! time, waited out as a phase of its own (`link`), on whichever thread ran it.
 //! Buckets are contiguous ranges of the flat gradient buffer, planned from its end, because
 //! backward finishes the parameters last in the layout first (`parallel::buckets`).
 //! [`AllReduce`] is data parallelism's [`GradientExchange`]: the step calls it, and this
 //! file is all that data parallelism adds to a step.
 
 use std::ops::Range;
+use std::time::{Duration, Instant};
 
-use crate::collective::{Algorithm, Comm, CommError, Element};
+use crate::collective::{link, Algorithm, Comm, CommError, Element};
 use crate::error::Error;
 use crate::model::{Gpt, Workspace};
 use crate::parallel::buckets::{self, BucketSink};
@@ -60,12 +63,21 @@ impl AllReduce {
             .map_err(gone(step))?;
         for (i, range) in self.plan.iter().enumerate() {
             let bucket = &mut grads[range.clone()];
-            obs.time(Phase::AllReduce(i), step, || {
-                comm.all_reduce(bucket, algorithm)
-            })
-            .map_err(gone(step))?;
+            let (r, owed) = obs.time(Phase::AllReduce(i), step, || {
+                comm.deferring_link(|c| c.all_reduce(bucket, algorithm))
+            });
+            r.map_err(gone(step))?;
+            wait_link(owed, step, obs);
         }
         Ok(())
+    }
+}
+
+/// Waits out `owed` of simulated link time as the `link` phase (nothing when none is owed).
+pub fn wait_link<O: Observer>(owed: Duration, step: usize, obs: &mut O) {
+    if !owed.is_zero() {
+        let deadline = Instant::now() + owed;
+        obs.time(Phase::Link, step, || link::wait_until(deadline));
     }
 }
 
@@ -103,15 +115,23 @@ impl GradientExchange for AllReduce {
                 let mut comm_spans = Vec::new();
                 for (i, bucket) in rx {
                     let start_us = clock.map(|c| c.now_us());
-                    let r = comm.all_reduce(bucket, algorithm);
-                    if let (Some(c), Some(start_us)) = (clock, start_us) {
-                        comm_spans.push(Span {
-                            phase: Phase::AllReduce(i),
+                    let (r, owed) = comm.deferring_link(|c| c.all_reduce(bucket, algorithm));
+                    let end_us = clock.map(|c| c.now_us());
+                    if !owed.is_zero() {
+                        link::wait_until(Instant::now() + owed);
+                    }
+                    if let (Some(c), Some(start_us), Some(end_us)) = (clock, start_us, end_us) {
+                        let span = |phase, start_us, end_us: f64| Span {
+                            phase,
                             step,
                             start_us,
-                            dur_us: c.now_us() - start_us,
+                            dur_us: end_us - start_us,
                             comm_thread: true,
-                        });
+                        };
+                        comm_spans.push(span(Phase::AllReduce(i), start_us, end_us));
+                        if !owed.is_zero() {
+                            comm_spans.push(span(Phase::Link, end_us, c.now_us()));
+                        }
                     }
                     r?;
                 }

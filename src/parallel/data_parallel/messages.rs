@@ -42,6 +42,10 @@ pub struct StepReport {
     pub comm_ms: f64,
     /// Waiting for other workers before communicating, ms.
     pub wait_ms: f64,
+    /// The part of `comm_ms` waited out for the simulated `--link` (0 without one), ms.
+    pub link_ms: f64,
+    /// Bytes this worker sent on the (modelled) wire during the step.
+    pub bytes_sent: u64,
     /// The whole step, ms.
     pub step_ms: f64,
     /// Timeline spans (only for traced steps).

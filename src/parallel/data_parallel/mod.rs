@@ -51,8 +51,8 @@ use crate::error::Error;
 use crate::error::InjectedFault;
 use crate::model::Gpt;
 use crate::optim::AdamW;
+use crate::parallel::strategy::Exchange;
 use crate::parallel::tensor;
-use crate::parallel::zero::Zero;
 use crate::step::{train_step, Batch, Observer, Replica, StepStats};
 use crate::trace::{Clock, Phase, Span};
 
@@ -61,7 +61,7 @@ mod communicate;
 mod messages;
 
 pub(crate) use between_steps::{replicas_differ, Evaluator};
-pub use communicate::{gone, AllReduce};
+pub use communicate::{gone, wait_link, AllReduce};
 pub use messages::{Report, StepReport, TrainState, WorkerDone};
 
 /// What every worker reads: the configuration, the data, the starting state.
@@ -147,6 +147,23 @@ impl Observer for Telemetry {
 }
 
 impl Telemetry {
+    /// The observer of worker `rank` of the run `ctx`.
+    pub(crate) fn new(ctx: &Context<'_>, rank: usize) -> Self {
+        let faults = &ctx.cfg.faults;
+        Telemetry {
+            clock: ctx.clock,
+            spans: Vec::new(),
+            rank,
+            straggle_ms: faults.straggler.filter(|s| s.0 == rank).map(|s| s.1),
+            fault_at: faults.fault.filter(|f| f.0 == rank).map(|f| f.1),
+        }
+    }
+
+    /// Microseconds on the run's clock.
+    pub(crate) fn now_us(&self) -> f64 {
+        self.clock.now_us()
+    }
+
     /// The report of `step`, begun at `start_us`: its time split, summed from its spans.
     pub(crate) fn report(
         &mut self,
@@ -154,6 +171,7 @@ impl Telemetry {
         start_us: f64,
         stats: StepStats,
         traced: bool,
+        bytes_sent: u64,
     ) -> StepReport {
         let step_ms = (self.clock.now_us() - start_us) / 1e3;
         let sum = |cat: fn(&Phase) -> bool| {
@@ -165,6 +183,7 @@ impl Telemetry {
         };
         let comm_ms = sum(|p| p.category() == "comm");
         let wait_ms = sum(|p| matches!(p, Phase::Wait));
+        let link_ms = sum(|p| matches!(p, Phase::Link));
         StepReport {
             rank: self.rank,
             step,
@@ -174,6 +193,8 @@ impl Telemetry {
             compute_ms: step_ms - comm_ms - wait_ms,
             comm_ms,
             wait_ms,
+            link_ms,
+            bytes_sent,
             step_ms,
             spans: if traced {
                 std::mem::take(&mut self.spans)
@@ -189,7 +210,7 @@ impl Telemetry {
 /// (`None` elsewhere): ZeRO's shards, or with `--tp` the tensor group's, consolidated (a
 /// collective of every worker).
 fn snapshot(
-    exchange: &mut Zero,
+    exchange: &mut Exchange,
     replica: &mut Replica,
     step: usize,
 ) -> Result<Option<TrainState>, CommError> {
@@ -209,7 +230,10 @@ fn tensor_state(replica: &mut Replica) -> Result<(Vec<f32>, AdamW), CommError> {
 
 /// The end of a worker: the whole parameters and moments (ZeRO's or the tensor group's
 /// shards consolidated).
-fn into_state(mut exchange: Zero, mut replica: Replica) -> Result<(Vec<f32>, AdamW), CommError> {
+fn into_state(
+    mut exchange: Exchange,
+    mut replica: Replica,
+) -> Result<(Vec<f32>, AdamW), CommError> {
     if replica.tensor.is_some() {
         return tensor_state(&mut replica);
     }
@@ -222,7 +246,7 @@ fn into_state(mut exchange: Zero, mut replica: Replica) -> Result<(Vec<f32>, Ada
 fn evaluate(
     ev: &mut Evaluator,
     replica: &mut Replica,
-    exchange: &mut Zero,
+    exchange: &mut Exchange,
     world: Option<&mut Comm>,
     cfg: &TrainConfig,
     val: &[u32],
@@ -237,7 +261,7 @@ fn evaluate(
         }
         _ => {
             let model = exchange.whole_model(&replica.model)?;
-            ev.evaluate(&model, &mut exchange.dp.comm, algorithm, val, windows)
+            ev.evaluate(&model, exchange.comm(), algorithm, val, windows)
         }
     }
 }
@@ -264,30 +288,16 @@ pub fn run_worker(
     } else {
         (comm, None, rank, None)
     };
-    // deterministic mode's sum is complete only after the last sequence: it never overlaps
-    let overlap = cfg.parallel.overlap && !cfg.parallel.deterministic;
+    // synchronous all-reduce (--zero: with the state sharded), compressed, or local SGD
+    // (parallel/strategy.rs)
     let len = (tp_replica.as_ref()).map_or(cfg.model.num_params(), |r| r.model.layout.len);
-    let dp = AllReduce::new(
-        comm,
-        cfg.parallel.allreduce,
-        len,
-        cfg.parallel.bucket_kb,
-        overlap,
-    );
-    // --zero 0 is this data parallelism; 1, 2, 3 shard the state (parallel::zero)
-    let mut exchange = Zero::new(dp, cfg.parallel.zero, cfg);
+    let mut exchange = Exchange::new(cfg, comm, len, &ctx.init.params);
     let mut replica = match tp_replica {
         Some(r) => r,
-        None => exchange.replica(ctx.init, cfg),
+        None => exchange.replica(rank, ctx.init, cfg),
     };
     let mut evaluator = Evaluator::new(cfg);
-    let mut obs = Telemetry {
-        clock: ctx.clock,
-        spans: Vec::new(),
-        rank,
-        straggle_ms: cfg.faults.straggler.filter(|s| s.0 == rank).map(|s| s.1),
-        fault_at: cfg.faults.fault.filter(|f| f.0 == rank).map(|f| f.1),
-    };
+    let mut obs = Telemetry::new(ctx, rank);
     let per_replica = cfg.parallel.batch / cfg.data_parallel();
     let val = &ctx.corpus.val[..];
     let subset = sampler::eval_subset(val.len(), t, cfg.schedule.eval_windows);
@@ -310,14 +320,16 @@ pub fn run_worker(
             step,
             sequences: replica_index * per_replica..(replica_index + 1) * per_replica,
         };
-        let start_us = obs.clock.now_us();
+        let (start_us, sent) = (obs.clock.now_us(), exchange.comm().bytes_sent());
         let stats = train_step(&mut replica, cfg, &batch, &mut exchange, &mut obs)?;
         if step + 1 == cfg.schedule.steps {
             // the memory of training, before the final checkpoint and evaluation gather
-            memory = Some(exchange.memory(&replica));
+            memory = exchange.memory(&replica);
         }
         let traced = step < ctx.init.step + ctx.trace_steps;
-        let _ = reports.send(Report::Step(obs.report(step, start_us, stats, traced)));
+        let bytes = exchange.comm().bytes_sent() - sent;
+        let report = obs.report(step, start_us, stats, traced, bytes);
+        let _ = reports.send(Report::Step(report));
 
         let done = step + 1;
         if cfg.schedule.eval_every > 0
@@ -338,7 +350,7 @@ pub fn run_worker(
         }
         if cfg.schedule.check_replicas > 0 && done % cfg.schedule.check_replicas == 0 {
             let model = exchange.whole_model(&replica.model).map_err(gone(done))?;
-            let differ = replicas_differ(&model.params, &mut exchange.dp.comm);
+            let differ = replicas_differ(&model.params, exchange.comm());
             if let Some((w, hash, hash0)) = differ.map_err(gone(done))? {
                 return Err(Error::Worker(format!(
                     "replicas diverged after step {done}: worker {w} has param hash {hash:016x}, worker 0 {hash0:016x}"
@@ -365,8 +377,8 @@ pub fn run_worker(
                 let _ = reports.send(Report::Checkpoint(state));
             }
         }
-        let memory =
-            (replica.tensor.is_none()).then(|| memory.unwrap_or_else(|| exchange.memory(&replica)));
+        let memory = memory.or_else(|| exchange.memory(&replica));
+        let memory = memory.filter(|_| replica.tensor.is_none()); // (ZeRO's formula)
         let (params, adam) = into_state(exchange, replica).map_err(gone(step))?;
         return Ok(WorkerDone {
             memory,
@@ -386,8 +398,8 @@ pub fn run_worker(
         f64::NAN
     };
     let end = cfg.schedule.steps;
-    let memory =
-        (replica.tensor.is_none()).then(|| memory.unwrap_or_else(|| exchange.memory(&replica)));
+    let memory = memory.or_else(|| exchange.memory(&replica));
+    let memory = memory.filter(|_| replica.tensor.is_none()); // (ZeRO's formula)
     let (params, adam) = into_state(exchange, replica).map_err(gone(end))?;
     Ok(WorkerDone {
         memory,

@@ -83,7 +83,9 @@ pub fn run_worker(
         let start_us = obs.clock.now_us();
         let stats = pipe.step(cfg, &batch, &mut comms, &mut obs)?;
         let traced = step < ctx.init.step + ctx.trace_steps;
-        let _ = reports.send(Report::Step(obs.report(step, start_us, stats, traced)));
+        // (bytes on a simulated --link are counted by data parallelism's strategies only)
+        let report = obs.report(step, start_us, stats, traced, 0);
+        let _ = reports.send(Report::Step(report));
 
         let done = step + 1;
         let s = &cfg.schedule;

@@ -55,6 +55,7 @@ use nanodist::parallel::buckets;
 use nanodist::train::{self, RunOptions};
 use nanodist::Error;
 
+mod bucket_sweep;
 mod output;
 mod pipeline;
 mod point;
@@ -108,6 +109,10 @@ pub struct BenchArgs {
     /// interleaved rounds (`--rounds`) at each `--workers` count (bench/zero.rs).
     #[arg(long, value_delimiter = ',', value_name = "0,1,2,3")]
     pub zero: Vec<u8>,
+    /// Instead of the scaling sweep: step time against bucket size, with and without
+    /// overlap, on this simulated link (ALPHA_US:GBPS); writes buckets.svg (bucket_sweep.rs).
+    #[arg(long, value_name = "ALPHA_US:GBPS", value_parser = str::parse::<nanodist::collective::Link>)]
+    pub link: Option<nanodist::collective::Link>,
     /// Where bench.json and scaling.svg go [default: a new runs/bench-YYYYmmdd-HHMMSS]; a
     /// directory that already holds a sweep is never overwritten.
     #[arg(long)]
@@ -254,6 +259,11 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
         None => crate::rundir::new_dated("bench-"),
     };
     crate::rundir::create_out_dir(&dir)?; // also reports a `runs/` that cannot be made
+    if let Some(link) = args.link {
+        base.parallel.batch = args.batch;
+        bucket_sweep::sweep(&base, &corpus, link, args.steps, &dir)?;
+        return Ok(());
+    }
     println!(
         "nanodist bench: {} cores, worker counts {:?}, {} timed steps per point{}",
         cores,
