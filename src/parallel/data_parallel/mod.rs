@@ -234,6 +234,10 @@ pub fn run_worker(
         };
         let start_us = obs.clock.now_us();
         let stats = train_step(&mut replica, cfg, &batch, &mut exchange, &mut obs)?;
+        if cfg.faults.perturb == Some((rank, step)) {
+            let p = &mut replica.model.params[0];
+            *p = f32::from_bits(p.to_bits() ^ 1);
+        }
         let traced = step < ctx.init.step + ctx.trace_steps;
         let _ = reports.send(Report::Step(obs.report(step, start_us, stats, traced)));
 
