@@ -220,6 +220,39 @@ fn replica_checks_pass_when_replicas_agree() {
     }
 }
 
+/// A replica that drifts (one bit of one weight, flipped after step 2 on worker 1) is
+/// caught by the check after that step, not before and not later, and stops the run.
+#[test]
+fn replica_checks_catch_a_perturbed_replica() {
+    for (workers, deterministic) in [(2, false), (3, true)] {
+        let cfg = {
+            let mut c = tiny(workers);
+            c.schedule.check_replicas = 1;
+            c.parallel.deterministic = deterministic;
+            c.faults.perturb = Some((1, 2));
+            c
+        };
+        let opts = RunOptions {
+            final_eval: false,
+            ..RunOptions::default()
+        };
+        let mut steps = 0;
+        let r = train::train(&cfg, corpus(), train::initial_state(&cfg), &opts, |e| {
+            steps += matches!(e, train::Event::Step(_)) as usize;
+            Ok(())
+        });
+        let e = r
+            .err()
+            .expect("the perturbed replica is caught")
+            .to_string();
+        assert!(
+            e.contains("replicas diverged after step 3: worker 1 has param hash"),
+            "{e}"
+        );
+        assert_eq!(steps, 3, "the run stops at the check that fails");
+    }
+}
+
 /// The library writes no files: everything the command line puts in a run directory
 /// (summary.json, trace.json, metrics.jsonl, checkpoints) reaches it as events and in the
 /// outcome, well-formed.
