@@ -224,14 +224,24 @@ fn largest_difference(a: &[f32], b: &[f32]) -> (f32, usize) {
     assert_eq!(a.len(), b.len());
     let mut worst = (0f32, 0);
     for (i, (x, y)) in a.iter().zip(b).enumerate() {
-        if (x - y).abs() > worst.0 || x.is_nan() != y.is_nan() {
-            worst = ((x - y).abs().max(f32::MIN_POSITIVE), i);
+        // a NaN on either side is infinitely far from anything
+        let d = if x.is_nan() || y.is_nan() {
+            f32::INFINITY
+        } else {
+            (x - y).abs()
+        };
+        if d > worst.0 {
+            worst = (d, i);
         }
     }
     worst
 }
 
+/// |a - b| relative to |b|; infinite where either is NaN (`f64::max` would drop a NaN).
 fn relative(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        return f64::INFINITY;
+    }
     (a - b).abs() / b.abs().max(1e-30)
 }
 

@@ -254,6 +254,34 @@ fn replica_checks_catch_a_perturbed_replica() {
     }
 }
 
+/// An interrupt seen at the top of step 0 stops every worker before step 1: one row, one
+/// checkpoint of step 1 (rank 0's, the final model's bits), no final evaluation.
+#[test]
+fn an_interrupt_stops_every_worker_at_one_boundary_with_one_checkpoint() {
+    let cfg = tiny(3);
+    let opts = RunOptions {
+        final_eval: true,
+        interrupt: Some(std::sync::Arc::new(std::sync::atomic::AtomicBool::new(
+            true,
+        ))),
+        ..RunOptions::default()
+    };
+    let (mut rows, mut checkpoints) = (0, Vec::new());
+    let out = train::train(&cfg, corpus(), train::initial_state(&cfg), &opts, |e| {
+        match e {
+            train::Event::Step(_) => rows += 1,
+            train::Event::Checkpoint(s) => checkpoints.push((s.step, s.params)),
+            train::Event::Eval { .. } => {}
+        }
+        Ok(())
+    })
+    .expect("an interrupted run is not an error");
+    assert_eq!(out.interrupted_at, Some(1));
+    assert_eq!((rows, out.rows.len(), out.summary.steps), (1, 1, 1));
+    assert_eq!(checkpoints, [(1, out.model.params.clone())]);
+    assert!(out.summary.val_loss.is_nan(), "{}", out.summary.val_loss);
+}
+
 /// The library writes no files: everything the command line puts in a run directory
 /// (summary.json, trace.json, metrics.jsonl, checkpoints) reaches it as events and in the
 /// outcome, well-formed.
