@@ -477,6 +477,43 @@ mod tests {
         fs::remove_dir_all(&new_dir).unwrap();
     }
 
+    /// A data file is the run's when its size and hash match, wherever it now lies; another
+    /// size, or the same size with other bytes, is named.
+    #[test]
+    fn a_fingerprint_tells_the_same_data_from_other_data() {
+        let dir = temp_dir("fingerprint");
+        let (a, b) = (dir.join("a.txt"), dir.join("b.txt"));
+        fs::write(&a, "the same text\n").unwrap();
+        fs::write(&b, "the same text\n").unwrap();
+        let then = DataFingerprint::of_file(&a).unwrap();
+        assert_eq!((then.bytes, then.fnv1a64.len()), (14, 16));
+        assert!(then.path.ends_with("a.txt"), "{}", then.path);
+        assert_eq!(
+            DataFingerprint::of_file(&b).unwrap().differs_from(&then),
+            None
+        );
+        fs::write(&b, "other text of 19 b\n").unwrap();
+        let size = DataFingerprint::of_file(&b)
+            .unwrap()
+            .differs_from(&then)
+            .unwrap();
+        assert!(
+            size.contains("its size is 19 bytes, the run's data had 14"),
+            "{size}"
+        );
+        fs::write(&b, "the s4me text\n").unwrap();
+        let bytes = DataFingerprint::of_file(&b)
+            .unwrap()
+            .differs_from(&then)
+            .unwrap();
+        assert!(
+            bytes.contains("same size (14 bytes) but other contents"),
+            "{bytes}"
+        );
+        assert!(DataFingerprint::of_file(&dir.join("missing")).is_err());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn every_flipped_byte_or_truncation_is_an_error_not_a_panic() {
         let dir = temp_dir("flip");

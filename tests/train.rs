@@ -133,6 +133,9 @@ fn bucketed_overlapped_all_reduce_equals_plain() {
                 b.summary.param_hash, plain.summary.param_hash,
                 "{algo:?} bucket {bucket_kb} KiB overlap {overlap}"
             );
+            // overlapped, the buckets really were summed on the communication thread
+            let on_comm_thread = b.tracks.iter().flatten().any(|s| s.comm_thread);
+            assert_eq!(on_comm_thread, overlap, "{algo:?} bucket {bucket_kb} KiB");
         }
     }
     // With 3 workers the order of the three-way sums depends on the chunking: close, not equal.
