@@ -196,6 +196,35 @@ fn f32_matches_documented_order_bit_for_bit_on_every_worker() {
     }
 }
 
+/// A group caches each algorithm's schedule per length: one group that runs every algorithm
+/// on the same length in turn (twice, so the second round reads the cache) gets each
+/// algorithm's own order of sums, bit for bit, not another's from the cache.
+#[test]
+fn one_group_alternating_algorithms_keeps_each_algorithms_order() {
+    let (n, len) = (5, 37);
+    let xs = inputs::<f32>(n, len);
+    let got = on_group(n, |c| {
+        let mut out = Vec::new();
+        for _ in 0..2 {
+            for algo in Algorithm::ALL {
+                let mut b = xs[c.rank()].clone();
+                c.all_reduce(&mut b, algo).unwrap();
+                out.push((algo, b));
+            }
+        }
+        out
+    });
+    let col = |i: usize| xs.iter().map(|x| x[i]).collect::<Vec<_>>();
+    for (r, calls) in got.iter().enumerate() {
+        for (k, (algo, b)) in calls.iter().enumerate() {
+            let want: Vec<f32> = (0..len)
+                .map(|i| documented_sum(*algo, &col(i), len, i))
+                .collect();
+            assert_bits_eq(b, &want, &format!("call {k} ({algo}) on worker {r}"));
+        }
+    }
+}
+
 /// i64 (the deterministic mode): wrapping sums are exact, every algorithm gives the same.
 #[test]
 fn i64_sums_are_exact_and_agree_across_algorithms() {
