@@ -196,6 +196,22 @@ fn f32_matches_documented_order_bit_for_bit_on_every_worker() {
     }
 }
 
+/// f64 (the evaluation's loss sums): worker r contributes r + 1, on 4 workers (a sum of 10,
+/// where a product would give 24), with every algorithm.
+#[test]
+fn f64_sums_are_sums_with_every_algorithm() {
+    for algo in Algorithm::ALL {
+        let got = on_group(4, |c| {
+            let mut b = vec![c.rank() as f64 + 1.0; 7];
+            c.all_reduce(&mut b, algo).unwrap();
+            b
+        });
+        for (r, b) in got.iter().enumerate() {
+            assert_eq!(b, &vec![10.0; 7], "{algo} worker {r}");
+        }
+    }
+}
+
 /// A group caches each algorithm's schedule per length: one group that runs every algorithm
 /// on the same length in turn (twice, so the second round reads the cache) gets each
 /// algorithm's own order of sums, bit for bit, not another's from the cache.
