@@ -176,11 +176,23 @@ fn named_tensors(ck: &Checkpoint, layout: &ParamLayout) -> Vec<(String, Vec<usiz
 
 /// Writes `bytes` to `path` atomically: temp file, fsync, rename, fsync of the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    write_atomic_with(path, bytes, || Ok(()))
+}
+
+/// [`write_atomic`] with `before_rename` run between the temp file's fsync and the rename:
+/// the tests inject an I/O error there (a full disk, a yanked drive) to check that the old
+/// file survives and the temp file is removed.
+fn write_atomic_with(
+    path: &Path,
+    bytes: &[u8],
+    before_rename: impl FnOnce() -> std::io::Result<()>,
+) -> Result<(), Error> {
     let tmp = path.with_extension("tmp");
     let write = || -> std::io::Result<()> {
         let mut f = File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
+        before_rename()?;
         fs::rename(&tmp, path)?;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             File::open(dir)?.sync_all()?;
@@ -422,6 +434,83 @@ mod tests {
         let next = Checkpoint { step: 8, ..ck };
         save(&dir, &next).unwrap();
         assert_eq!(load(&dir).unwrap().step, 8);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// An I/O error after the new bytes are written but before the rename (injected
+    /// there) fails the save, keeps the previous checkpoint whole, and leaves no temp file.
+    #[test]
+    fn an_error_between_write_and_rename_keeps_the_previous_checkpoint() {
+        let dir = temp_dir("inject");
+        let old = sample();
+        save(&dir, &old).unwrap();
+        let new_dir = temp_dir("inject-new");
+        let newer = Checkpoint {
+            step: 9,
+            ..sample()
+        };
+        let new_bytes = fs::read(save(&new_dir, &newer).unwrap()).unwrap();
+        let path = dir.join(FILE);
+        let mut reached = false;
+        let r = write_atomic_with(&path, &new_bytes, || {
+            reached = true;
+            Err(std::io::Error::other("injected: the disk is full"))
+        });
+        assert!(reached, "the hook runs between the write and the rename");
+        let e = r
+            .expect_err("the injected error fails the save")
+            .to_string();
+        assert!(e.contains("injected"), "{e}");
+        assert_eq!(
+            load(&dir).unwrap(),
+            old,
+            "the previous checkpoint is intact"
+        );
+        assert!(
+            !dir.join("checkpoint.tmp").exists(),
+            "the temp file is removed"
+        );
+        // the same bytes without the fault do replace it
+        write_atomic(&path, &new_bytes).unwrap();
+        assert_eq!(load(&dir).unwrap(), newer);
+        fs::remove_dir_all(&dir).unwrap();
+        fs::remove_dir_all(&new_dir).unwrap();
+    }
+
+    /// A data file is the run's when its size and hash match, wherever it now lies; another
+    /// size, or the same size with other bytes, is named.
+    #[test]
+    fn a_fingerprint_tells_the_same_data_from_other_data() {
+        let dir = temp_dir("fingerprint");
+        let (a, b) = (dir.join("a.txt"), dir.join("b.txt"));
+        fs::write(&a, "the same text\n").unwrap();
+        fs::write(&b, "the same text\n").unwrap();
+        let then = DataFingerprint::of_file(&a).unwrap();
+        assert_eq!((then.bytes, then.fnv1a64.len()), (14, 16));
+        assert!(then.path.ends_with("a.txt"), "{}", then.path);
+        assert_eq!(
+            DataFingerprint::of_file(&b).unwrap().differs_from(&then),
+            None
+        );
+        fs::write(&b, "other text of 19 b\n").unwrap();
+        let size = DataFingerprint::of_file(&b)
+            .unwrap()
+            .differs_from(&then)
+            .unwrap();
+        assert!(
+            size.contains("its size is 19 bytes, the run's data had 14"),
+            "{size}"
+        );
+        fs::write(&b, "the s4me text\n").unwrap();
+        let bytes = DataFingerprint::of_file(&b)
+            .unwrap()
+            .differs_from(&then)
+            .unwrap();
+        assert!(
+            bytes.contains("same size (14 bytes) but other contents"),
+            "{bytes}"
+        );
+        assert!(DataFingerprint::of_file(&dir.join("missing")).is_err());
         fs::remove_dir_all(&dir).unwrap();
     }
 

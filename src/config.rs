@@ -404,6 +404,11 @@ pub struct FaultConfig {
     pub straggler: Option<(usize, u64)>,
     /// `(worker, step)`: that worker panics at this step.
     pub fault: Option<(usize, usize)>,
+    /// `(worker, step)`: after this step that worker flips the lowest bit of its first
+    /// parameter, as a memory error would: what `--check-replicas` exists to catch. Set by
+    /// tests; no flag sets it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub perturb: Option<(usize, usize)>,
 }
 
 impl TrainConfig {

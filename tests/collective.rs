@@ -6,7 +6,7 @@
 //! when a worker dies. The same holds on sub-groups made by `Comm::split`: rows and columns
 //! of a grid of workers.
 
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use nanodist::collective::{chunk_range, group, Algorithm, Comm, CommError, Element};
@@ -192,6 +192,51 @@ fn f32_matches_documented_order_bit_for_bit_on_every_worker() {
                     );
                 }
             }
+        }
+    }
+}
+
+/// f64 (the evaluation's loss sums): worker r contributes r + 1, on 4 workers (a sum of 10,
+/// where a product would give 24), with every algorithm.
+#[test]
+fn f64_sums_are_sums_with_every_algorithm() {
+    for algo in Algorithm::ALL {
+        let got = on_group(4, |c| {
+            let mut b = vec![c.rank() as f64 + 1.0; 7];
+            c.all_reduce(&mut b, algo).unwrap();
+            b
+        });
+        for (r, b) in got.iter().enumerate() {
+            assert_eq!(b, &vec![10.0; 7], "{algo} worker {r}");
+        }
+    }
+}
+
+/// A group caches each algorithm's schedule per length: one group that runs every algorithm
+/// on the same length in turn (twice, so the second round reads the cache) gets each
+/// algorithm's own order of sums, bit for bit, not another's from the cache.
+#[test]
+fn one_group_alternating_algorithms_keeps_each_algorithms_order() {
+    let (n, len) = (5, 37);
+    let xs = inputs::<f32>(n, len);
+    let got = on_group(n, |c| {
+        let mut out = Vec::new();
+        for _ in 0..2 {
+            for algo in Algorithm::ALL {
+                let mut b = xs[c.rank()].clone();
+                c.all_reduce(&mut b, algo).unwrap();
+                out.push((algo, b));
+            }
+        }
+        out
+    });
+    let col = |i: usize| xs.iter().map(|x| x[i]).collect::<Vec<_>>();
+    for (r, calls) in got.iter().enumerate() {
+        for (k, (algo, b)) in calls.iter().enumerate() {
+            let want: Vec<f32> = (0..len)
+                .map(|i| documented_sum(*algo, &col(i), len, i))
+                .collect();
+            assert_bits_eq(b, &want, &format!("call {k} ({algo}) on worker {r}"));
         }
     }
 }
@@ -435,6 +480,65 @@ fn dropping_an_endpoint_fails_barrier_broadcast_and_gather() {
         c.all_gather(&mut b)
     });
     assert!(out[1].clone().unwrap().is_err() && out[2].clone().unwrap().is_err());
+}
+
+/// Every collective, called on its own by the workers that stay after one left without a
+/// word: each returns [`CommError::PeerGone`] naming the one that left, and none hangs
+/// (`spawn_group` fails the test after 10 s). Each operation gets a fresh group, so none is
+/// skipped because an earlier one already failed.
+#[test]
+fn every_collective_fails_not_hangs_when_a_peer_is_gone() {
+    type Op = fn(&mut Comm, usize) -> Result<(), CommError>;
+    let mut ops: Vec<(String, Op)> = Vec::new();
+    for algo in Algorithm::ALL {
+        let op: Op = match algo {
+            Algorithm::Naive => |c, _| c.all_reduce(&mut [1.0f32; 100], Algorithm::Naive),
+            Algorithm::Ring => |c, _| c.all_reduce(&mut [1.0f32; 100], Algorithm::Ring),
+            Algorithm::Tree => |c, _| c.all_reduce(&mut [1.0f32; 100], Algorithm::Tree),
+            Algorithm::Shared => |c, _| c.all_reduce(&mut [1.0f32; 100], Algorithm::Shared),
+        };
+        ops.push((format!("all_reduce {algo}"), op));
+    }
+    let more: [(&str, Op); 8] = [
+        ("reduce_scatter", |c, _| {
+            c.reduce_scatter(&mut [1i64; 100]).map(|_| ())
+        }),
+        ("all_gather", |c, _| c.all_gather(&mut [1i64; 100])),
+        ("broadcast from the one gone", |c, gone| {
+            c.broadcast(&mut [1i64; 100], gone)
+        }),
+        ("broadcast from a survivor", |c, gone| {
+            c.broadcast(&mut [1i64; 100], (gone + 1) % 3)
+        }),
+        ("barrier", |c, _| c.barrier()),
+        ("send", |c, gone| c.send(gone, &[1i64; 100])),
+        ("recv", |c, gone| c.recv(gone, &mut [1i64; 100])),
+        ("split", |c, _| c.split(0, c.rank()).map(|_| ())),
+    ];
+    ops.extend(more.into_iter().map(|(name, op)| (name.to_string(), op)));
+    for (name, op) in ops {
+        for gone in [0, 2] {
+            // the others start once it is gone, so that even a send (which never waits)
+            // finds it gone
+            let left = Arc::new(std::sync::Barrier::new(3));
+            let out = spawn_group(3, move |mut c| {
+                if c.rank() == gone {
+                    drop(c); // leaves without a word
+                    left.wait();
+                    return None;
+                }
+                left.wait();
+                Some(op(&mut c, gone))
+            });
+            for (r, res) in out.into_iter().enumerate().filter(|&(r, _)| r != gone) {
+                assert_eq!(
+                    res.expect("survivors return"),
+                    Some(Err(CommError::PeerGone { rank: gone })),
+                    "{name}, worker {gone} gone: worker {r}"
+                );
+            }
+        }
+    }
 }
 
 thread_local! {

@@ -211,12 +211,12 @@ fn built_in_corpus_is_a_million_chars_with_a_floor() {
     corpus.check_block(64).unwrap();
 }
 
-/// The strong test: the text determines the choices. For every story of a few samples,
+/// The strong test: the text determines the choices. For every story of three samples,
 /// a search over ALL choice sequences of the grammar finds exactly one that writes it, and
 /// the parsed choices' nats add up to what generation counted. So `nats` is `-ln p(text)`
 /// and `nats / chars` is a true floor (see the `tales` module docs).
 #[test]
-fn every_story_parses_back_to_exactly_one_choice_sequence() {
+fn every_story_of_three_samples_parses_back_to_exactly_one_choice_sequence() {
     for seed in [0, 1, 2] {
         let t = tales::generate(seed, 20_000);
         let mut parsed_nats = 0.0;

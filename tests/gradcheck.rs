@@ -1,7 +1,8 @@
 //! Gradient checks of every layer against central finite differences of the independent f64
-//! reference in `reference/mod.rs` (which also says why the tolerance is what it is).
+//! reference in `reference/mod.rs` (which also says how the tolerance, `LAYER_TOL`, was
+//! measured), into gradient buffers that already hold values, as backward accumulates.
 //!
-//! How to read a failure: `check` prints the first entries that differ and the largest
+//! How to read a failure: `check_within` prints the first entries that differ and the largest
 //! difference, relative to the largest reference gradient of that tensor.
 
 mod reference;
@@ -20,6 +21,12 @@ use reference::*;
 
 // ---------------------------------------------------------------- per-layer checks
 
+/// What a backward kernel added to a buffer that held `before` (backward accumulates, so
+/// the checks start from buffers holding random values: a kernel that overwrites fails).
+fn added(after: &[f32], before: &[f32]) -> Vec<f32> {
+    after.iter().zip(before).map(|(a, b)| a - b).collect()
+}
+
 #[test]
 fn layernorm_matches_reference() {
     // C = 300 also runs the kernel's piecewise (256-channel) path
@@ -31,20 +38,33 @@ fn layernorm_matches_reference() {
         for threads in [1, 2] {
             let (mut out, mut mean, mut rstd) = (vec![0.0; n * c], vec![0.0; n], vec![0.0; n]);
             layernorm_forward(&mut out, &mut mean, &mut rstd, &x, &w, threads);
-            check("layernorm out", &out, &ref_layernorm(&f64s(&x), &f64s(&w)));
-            let (mut dx, mut dw) = (vec![0.0; n * c], vec![0.0; c]);
+            check_within(
+                "layernorm out",
+                &out,
+                &ref_layernorm(&f64s(&x), &f64s(&w)),
+                LAYER_TOL,
+            );
+            // backward accumulates: into buffers already holding something
+            let (dx0, dw0) = (
+                randn(&mut rng, n * c, 1.0, 0.0),
+                randn(&mut rng, c, 1.0, 0.0),
+            );
+            let (mut dx, mut dw) = (dx0.clone(), dw0.clone());
             layernorm_backward(&mut dx, &mut dw, &r, &x, &w, &mean, &rstd, threads);
+            let (dx, dw) = (added(&dx, &dx0), added(&dw, &dw0));
             let wf = f64s(&w);
-            check(
+            check_within(
                 "layernorm dx",
                 &dx,
                 &numeric_grad(&f64s(&x), |x| weigh(&ref_layernorm(x, &wf), &r)),
+                LAYER_TOL,
             );
             let xf = f64s(&x);
-            check(
+            check_within(
                 "layernorm dw",
                 &dw,
                 &numeric_grad(&wf, |w| weigh(&ref_layernorm(&xf, w), &r)),
+                LAYER_TOL,
             );
         }
     }
@@ -59,24 +79,37 @@ fn linear_matches_reference() {
     let r = randn(&mut rng, n * fan_out, 1.0, 0.0);
     let mut out = vec![0.0; n * fan_out];
     linear_forward(&mut out, &x, &w, n, Out::Set, 1);
-    check(
+    check_within(
         "linear out",
         &out,
         &ref_linear(&f64s(&x), &f64s(&w), fan_in),
+        LAYER_TOL,
     );
-    let (mut dx, mut dw) = (vec![0.0; n * fan_in], vec![0.0; fan_out * fan_in]);
-    linear_backward(&mut dx, &mut dw, &r, &x, &w, n, Out::Add, 1);
     let (xf, wf) = (f64s(&x), f64s(&w));
-    check(
-        "linear dx",
-        &dx,
-        &numeric_grad(&xf, |x| weigh(&ref_linear(x, &wf, fan_in), &r)),
-    );
-    check(
-        "linear dw",
-        &dw,
-        &numeric_grad(&wf, |w| weigh(&ref_linear(&xf, w, fan_in), &r)),
-    );
+    let want_dx = numeric_grad(&xf, |x| weigh(&ref_linear(x, &wf, fan_in), &r));
+    let want_dw = numeric_grad(&wf, |w| weigh(&ref_linear(&xf, w, fan_in), &r));
+    // dw always accumulates; dx accumulates with Out::Add and is written with Out::Set
+    // (NaN-filled: an entry left unwritten shows up)
+    let dw0 = randn(&mut rng, fan_out * fan_in, 1.0, 0.0);
+    for (mode, dx0) in [
+        (Out::Add, randn(&mut rng, n * fan_in, 1.0, 0.0)),
+        (Out::Set, vec![f32::NAN; n * fan_in]),
+    ] {
+        let (mut dx, mut dw) = (dx0.clone(), dw0.clone());
+        linear_backward(&mut dx, &mut dw, &r, &x, &w, n, mode, 1);
+        let dx = if mode == Out::Add {
+            added(&dx, &dx0)
+        } else {
+            dx
+        };
+        check_within(&format!("linear dx ({mode:?})"), &dx, &want_dx, LAYER_TOL);
+        check_within(
+            &format!("linear dw ({mode:?})"),
+            &added(&dw, &dw0),
+            &want_dw,
+            LAYER_TOL,
+        );
+    }
 }
 
 #[test]
@@ -86,13 +119,14 @@ fn gelu_matches_reference() {
     let r = randn(&mut rng, x.len(), 1.0, 0.0);
     let mut out = vec![0.0; x.len()];
     gelu_forward(&mut out, &x, 1);
-    check("gelu out", &out, &ref_gelu(&f64s(&x)));
+    check_within("gelu out", &out, &ref_gelu(&f64s(&x)), LAYER_TOL);
     let mut dx = r.clone(); // in place: dout in, dinp out
     gelu_backward(&mut dx, &x, 1);
-    check(
+    check_within(
         "gelu dx",
         &dx,
         &numeric_grad(&f64s(&x), |x| weigh(&ref_gelu(x), &r)),
+        LAYER_TOL,
     );
 }
 
@@ -124,10 +158,11 @@ fn check_attention(b: usize, t: usize, c: usize, nh: usize) {
         // NaN-filled: every entry the kernel should write but does not shows up
         let (mut out, mut att) = (vec![f32::NAN; b * t * c], vec![f32::NAN; b * nh * t * t]);
         attention_forward(&mut out, &mut att, &heads, s, threads);
-        check(
+        check_within(
             "attention out",
             &out,
             &ref_attention(&f64s(&qkv), b, t, c, nh),
+            LAYER_TOL,
         );
         // the causal mask: every row of P sums to 1 over the past and is exactly 0 after it
         for (row, p) in att.chunks_exact(t).enumerate() {
@@ -144,7 +179,7 @@ fn check_attention(b: usize, t: usize, c: usize, nh: usize) {
         let dout = heads_from_rows(&r, s); // head-major, as attention's backward reads it
         attention_backward(&mut dqkv, &mut datt, &dout, &heads, &att, s, threads);
         let want = numeric_grad(&f64s(&qkv), |q| weigh(&ref_attention(q, b, t, c, nh), &r));
-        check("attention dqkv", &dqkv, &want);
+        check_within("attention dqkv", &dqkv, &want, LAYER_TOL);
     }
 }
 
@@ -165,7 +200,7 @@ fn crossentropy_matches_reference() {
     let fd = numeric_grad(&f64s(&logits), |l| {
         scale as f64 * ref_crossentropy(l, &targets)
     });
-    check("crossentropy dlogits", &dl, &fd);
+    check_within("crossentropy dlogits", &dl, &fd, LAYER_TOL);
 }
 
 #[test]
@@ -186,17 +221,24 @@ fn embedding_matches_reference() {
         o
     };
     let (te, pe) = (f64s(&wte), f64s(&wpe));
-    check("embedding out", &out, &embed(&te, &pe));
-    let (mut dte, mut dpe) = (vec![0.0; v * c], vec![0.0; t * c]);
+    check_within("embedding out", &out, &embed(&te, &pe), LAYER_TOL);
+    let (dte0, dpe0) = (
+        randn(&mut rng, v * c, 1.0, 0.0),
+        randn(&mut rng, t * c, 1.0, 0.0),
+    );
+    let (mut dte, mut dpe) = (dte0.clone(), dpe0.clone());
     encoder_backward(&mut dte, &mut dpe, &r, &inputs, t, c);
-    check(
+    let (dte, dpe) = (added(&dte, &dte0), added(&dpe, &dpe0));
+    check_within(
         "embedding dwte",
         &dte,
         &numeric_grad(&te, |w| weigh(&embed(w, &pe), &r)),
+        LAYER_TOL,
     );
-    check(
+    check_within(
         "embedding dwpe",
         &dpe,
         &numeric_grad(&pe, |w| weigh(&embed(&te, w), &r)),
+        LAYER_TOL,
     );
 }

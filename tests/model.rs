@@ -111,6 +111,56 @@ fn model_gradient_matches_reference() {
     }
 }
 
+/// The whole model at the default head size (C = 64 over 2 heads of 32: the attention
+/// kernels' unrolled path, which the head-size-4 check above never takes), into a gradient
+/// buffer that already holds values. Finite differences of every parameter would take
+/// minutes in the f64 reference, so each tensor is checked on a sample of its entries
+/// (`SAMPLE`, spread over it by a stride prime to its rows).
+#[test]
+fn default_head_size_gradient_matches_reference() {
+    const SAMPLE: usize = 48;
+    let cfg = ModelConfig {
+        vocab_size: 7,
+        block_size: 6,
+        n_layer: 1,
+        n_head: 2,
+        n_embd: 64,
+    };
+    assert_eq!(
+        cfg.n_embd / cfg.n_head,
+        ModelConfig::default().n_embd / ModelConfig::default().n_head
+    );
+    let layout = ParamLayout::new(&cfg);
+    let mut rng = Xoshiro256StarStar::seed_from_u64(60);
+    let mut p = vec![0.0f32; layout.len];
+    for t in &layout.tensors {
+        // large enough weights that attention is far from uniform (see `tiny_model`)
+        let (std, mean) = if t.decay { (0.25, 0.0) } else { (0.2, 1.0) };
+        p[t.offset..t.offset + t.len].copy_from_slice(&randn(&mut rng, t.len, std, mean));
+    }
+    let model = Gpt::from_params(cfg.clone(), p);
+    let (b, t) = (2, 6);
+    let (inputs, targets) = (tokens(61, b * t, 7), tokens(62, b * t, 7));
+    let mut ws = Workspace::new(&cfg, b, t);
+    model.forward(&mut ws, &inputs, Some(&targets)).unwrap();
+    let scale = 1.0 / (b * t) as f32;
+    let before = randn(&mut rng, layout.len, 0.1, 0.0);
+    let mut grads = before.clone();
+    model.backward(&mut ws, scale, &mut grads[..]);
+    let p64 = f64s(&model.params);
+    for tensor in &layout.tensors {
+        let stride = (tensor.len / SAMPLE).max(1) | 1;
+        let at: Vec<usize> = (0..tensor.len.min(SAMPLE))
+            .map(|i| tensor.offset + (i * stride + i / 7) % tensor.len)
+            .collect();
+        let fd = numeric_grad_at(&p64, &at, |p| {
+            scale as f64 * ref_model(&cfg, p, &inputs, &targets, t)
+        });
+        let got: Vec<f32> = at.iter().map(|&i| grads[i] - before[i]).collect();
+        check(&format!("{} (head size 32)", tensor.name), &got, &fd);
+    }
+}
+
 #[test]
 fn backward_accumulates() {
     let model = tiny_model(20);

@@ -133,6 +133,9 @@ fn bucketed_overlapped_all_reduce_equals_plain() {
                 b.summary.param_hash, plain.summary.param_hash,
                 "{algo:?} bucket {bucket_kb} KiB overlap {overlap}"
             );
+            // overlapped, the buckets really were summed on the communication thread
+            let on_comm_thread = b.tracks.iter().flatten().any(|s| s.comm_thread);
+            assert_eq!(on_comm_thread, overlap, "{algo:?} bucket {bucket_kb} KiB");
         }
     }
     // With 3 workers the order of the three-way sums depends on the chunking: close, not equal.
@@ -160,8 +163,9 @@ fn deterministic_mode_is_bit_identical_across_workers_algorithms_and_buckets() {
         c
     });
     for n in [2, 3, 4, 6, 12] {
-        for algo in Algorithm::ALL {
-            let bucket_kb = if n % 2 == 0 { 3 } else { 0 };
+        for (i, algo) in Algorithm::ALL.into_iter().enumerate() {
+            // one bucket, buckets of 1 and 3 KiB (a partial last one), one per tensor or so
+            let bucket_kb = [0, 1, 3, 8][(i + n) % 4];
             let cfg = {
                 let mut c = tiny(n);
                 c.parallel.deterministic = true;
@@ -218,6 +222,67 @@ fn replica_checks_pass_when_replicas_agree() {
         );
         assert!(r.is_ok(), "deterministic {deterministic}: {:?}", r.err());
     }
+}
+
+/// A replica that drifts (one bit of one weight, flipped after step 2 on worker 1) is
+/// caught by the check after that step, not before and not later, and stops the run.
+#[test]
+fn replica_checks_catch_a_perturbed_replica() {
+    for (workers, deterministic) in [(2, false), (3, true)] {
+        let cfg = {
+            let mut c = tiny(workers);
+            c.schedule.check_replicas = 1;
+            c.parallel.deterministic = deterministic;
+            c.faults.perturb = Some((1, 2));
+            c
+        };
+        let opts = RunOptions {
+            final_eval: false,
+            ..RunOptions::default()
+        };
+        let mut steps = 0;
+        let r = train::train(&cfg, corpus(), train::initial_state(&cfg), &opts, |e| {
+            steps += matches!(e, train::Event::Step(_)) as usize;
+            Ok(())
+        });
+        let e = r
+            .err()
+            .expect("the perturbed replica is caught")
+            .to_string();
+        assert!(
+            e.contains("replicas diverged after step 3: worker 1 has param hash"),
+            "{e}"
+        );
+        assert_eq!(steps, 3, "the run stops at the check that fails");
+    }
+}
+
+/// An interrupt seen at the top of step 0 stops every worker before step 1: one row, one
+/// checkpoint of step 1 (rank 0's, the final model's bits), no final evaluation.
+#[test]
+fn an_interrupt_stops_every_worker_at_one_boundary_with_one_checkpoint() {
+    let cfg = tiny(3);
+    let opts = RunOptions {
+        final_eval: true,
+        interrupt: Some(std::sync::Arc::new(std::sync::atomic::AtomicBool::new(
+            true,
+        ))),
+        ..RunOptions::default()
+    };
+    let (mut rows, mut checkpoints) = (0, Vec::new());
+    let out = train::train(&cfg, corpus(), train::initial_state(&cfg), &opts, |e| {
+        match e {
+            train::Event::Step(_) => rows += 1,
+            train::Event::Checkpoint(s) => checkpoints.push((s.step, s.params)),
+            train::Event::Eval { .. } => {}
+        }
+        Ok(())
+    })
+    .expect("an interrupted run is not an error");
+    assert_eq!(out.interrupted_at, Some(1));
+    assert_eq!((rows, out.rows.len(), out.summary.steps), (1, 1, 1));
+    assert_eq!(checkpoints, [(1, out.model.params.clone())]);
+    assert!(out.summary.val_loss.is_nan(), "{}", out.summary.val_loss);
 }
 
 /// The library writes no files: everything the command line puts in a run directory

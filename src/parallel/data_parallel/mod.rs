@@ -326,6 +326,10 @@ pub fn run_worker(
             // the memory of training, before the final checkpoint and evaluation gather
             memory = exchange.memory(&replica);
         }
+        if cfg.faults.perturb == Some((rank, step)) {
+            let p = &mut replica.model.params[0];
+            *p = f32::from_bits(p.to_bits() ^ 1);
+        }
         let traced = step < ctx.init.step + ctx.trace_steps;
         let bytes = exchange.comm().bytes_sent() - sent;
         let report = obs.report(step, start_us, stats, traced, bytes);
