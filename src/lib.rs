@@ -48,7 +48,7 @@
 //! |---|---|
 //! | [`step`] | THE training step: forward, backward, gradient exchange, clip, update |
 //! | [`train`](mod@train) | one run: workers, their reports folded into rows, events for the caller |
-//! | [`parallel`] | synchronous data parallelism, buckets, deterministic sums; compression, local SGD / DiLoCo, a parameter server |
+//! | [`parallel`] | synchronous data parallelism, buckets, deterministic sums; the worker grid; ZeRO, tensor and pipeline parallelism; compression, local SGD / DiLoCo, a parameter server |
 //! | [`collective`] | the communicator and the all-reduce algorithms |
 //! | [`model`] | flat parameter layout, the layers, the GPT |
 //! | [`optim`] | AdamW, the learning-rate schedule, gradient clipping |
