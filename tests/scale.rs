@@ -222,6 +222,91 @@ fn calibrated_cpu_predicts_compute_plus_allreduce() {
     assert!((e - 1.0).abs() < 1e-6, "{e}");
 }
 
+/// nanodist's runs on 2 calibrated CPU cores (10 GFLOP/s each, a link of 1 us + 5 GB/s), as
+/// `nanodist scale --calibrate` lays each strategy out: the tiny model, f32, batch 12, no
+/// overlap.
+fn two_cores(tp: usize, pp: usize, zero: usize, micro_batch: usize) -> ScaleConfig {
+    ScaleConfig {
+        model: ModelShape::tiny(),
+        hardware: Hardware::calibrated_cpu(10e9, 1e-6, 5e9, 4e9),
+        gpus: 2,
+        gpus_per_node: 2,
+        tp,
+        pp,
+        zero,
+        batch: 12,
+        micro_batch,
+        recompute: false,
+        precision: Precision::Fp32,
+        dp_overlap: 0.0,
+        ..ScaleConfig::default()
+    }
+}
+
+#[test]
+fn calibrated_zero_stages_by_hand() {
+    // ZeRO 1 and 2: one reduce-scatter + one all-gather = the all-reduce's bytes, so the
+    // step is data parallelism's. ZeRO 3 with one micro-batch: the weights gathered before
+    // the forward and again before the backward, the gradients reduce-scattered: 3 halves of
+    // an all-reduce, 1.5 of them.
+    let dp = predict(&two_cores(1, 1, 0, 6)).unwrap();
+    let compute = ModelShape::tiny().step_flops(12, false) / 2.0 / 10e9;
+    let link = Hardware::calibrated_cpu(10e9, 1e-6, 5e9, 4e9).intra;
+    let allreduce = link.ring_allreduce_s(2, dp.memory.params_per_gpu * 4.0);
+    // 2 workers: 2 alpha + bytes / beta
+    let by_hand = 2e-6 + dp.memory.params_per_gpu * 4.0 / 5e9;
+    assert!(
+        (allreduce - by_hand).abs() < 1e-15,
+        "{allreduce} vs {by_hand}"
+    );
+    assert!((dp.step_s - (compute + allreduce)).abs() < 1e-12);
+    for stage in [1, 2] {
+        let z = predict(&two_cores(1, 1, stage, 6)).unwrap();
+        assert!(
+            (z.step_s - dp.step_s).abs() < 1e-15,
+            "stage {stage}: {} vs {}",
+            z.step_s,
+            dp.step_s
+        );
+    }
+    let z3 = predict(&two_cores(1, 1, 3, 6)).unwrap();
+    let want = compute + 1.5 * allreduce;
+    assert!((z3.step_s - want).abs() < 1e-12, "{} vs {want}", z3.step_s);
+}
+
+#[test]
+fn calibrated_pipeline_by_hand() {
+    // --pp 2 --micro 4: one replica, micro-batches of 12 / 4 = 3 sequences. Each stage runs
+    // half the layers, so its compute is the model's over P; it takes (M + P - 1) = 5 slots
+    // of one micro-batch's, and every slot carries 2 sends (activation forward, gradient
+    // back) of 3 x 64 x 128 f32: step = compute (M + P - 1) / M / P + 5 x 2 sends.
+    let p = predict(&two_cores(1, 2, 0, 3)).unwrap();
+    assert_eq!(
+        (p.layout.dp, p.layout.pp, p.layout.micro_batches),
+        (1, 2, 4)
+    );
+    let compute = ModelShape::tiny().step_flops(12, false) / 10e9;
+    let send = 1e-6 + (3 * 64 * 128 * 4) as f64 / 5e9;
+    let want = compute * 5.0 / 4.0 / 2.0 + 5.0 * 2.0 * send;
+    assert!((p.step_s - want).abs() < 1e-12, "{} vs {want}", p.step_s);
+    // the bubble is one slot of the five
+    assert!((p.time.bubble_s - p.step_s / 5.0).abs() < 1e-12);
+    assert_eq!(p.time.dp_s, 0.0);
+}
+
+#[test]
+fn calibrated_tensor_parallel_by_hand() {
+    // --tp 2: one replica of the whole batch of 12, each worker half of every matrix; per
+    // layer 4 all-reduces (2 forward, 2 backward) of the 12 x 64 x 128 f32 activation, each
+    // 2 alpha + bytes / beta on 2 workers: 16 for the 4 layers.
+    let p = predict(&two_cores(2, 1, 0, 12)).unwrap();
+    let compute = ModelShape::tiny().step_flops(12, false) / 2.0 / 10e9;
+    let allreduce = 2e-6 + (12 * 64 * 128 * 4) as f64 / 5e9;
+    let want = compute + 16.0 * allreduce;
+    assert!((p.step_s - want).abs() < 1e-12, "{} vs {want}", p.step_s);
+    assert!((p.time.tp_s - 16.0 * allreduce).abs() < 1e-12);
+}
+
 #[test]
 fn pictures_are_whole_svg_documents() {
     let p = predict(&ScaleConfig::default()).unwrap();

@@ -127,6 +127,16 @@ fn calibrate_runs_and_writes_its_table() {
     }
     let md = std::fs::read_to_string(dir.join("calibration.md")).unwrap();
     assert!(md.contains("| `--workers 2 --allreduce shared` |"), "{md}");
+    // every strategy on the two workers has its row
+    for flags in [
+        "--zero 1",
+        "--zero 2",
+        "--zero 3",
+        "--tp 2",
+        "--pp 2 --micro 4",
+    ] {
+        assert!(md.contains(&format!("| `--workers 2 {flags}` |")), "{md}");
+    }
     assert!(!v["not_modelled"].as_array().unwrap().is_empty());
 }
 

@@ -1,10 +1,15 @@
 //! `nanodist scale --calibrate`: the cost model fed this machine's figures, against nanodist's
-//! own data-parallel runs.
+//! own runs: data parallel, each ZeRO stage, tensor and pipeline parallel on threads.
 //!
 //! ```text
 //!   all-reduce alone, timed      -> a + bytes * b        the "link"  (per n and algorithm)
 //!   n replicas side by side      -> FLOP/s per core      the "GPU"   (n cores busy)
 //!   predict(calibrated_cpu(..))  -> step time      vs    nanodist train ... -> step time
+//!
+//!   layout of each case, as the model reads it (2 workers):
+//!     --zero 1|2|3       dp 2, zero stage s     1, 2: one all-reduce's bytes; 3: 1.5 of them
+//!     --tp 2             tp 2, dp 1             4 all-reduces of b x T x C per layer, on the path
+//!     --pp 2 --micro 4   pp 2, m 4, b = B/4     (m + p - 1) slots of t_mb + 2 sends per slot
 //! ```
 //!
 //! The model is fed only figures measured outside the runs it predicts: the rate comes from
@@ -31,9 +36,11 @@ struct Row {
     flags: String,
     workers: usize,
     predicted_ms: f64,
-    /// Predicted compute and exposed exchange.
+    /// Predicted compute, exposed exchange (DP not hidden + TP all-reduces + pipeline sends)
+    /// and pipeline bubble; they add up to `predicted_ms`.
     predicted_compute_ms: f64,
     predicted_exchange_ms: f64,
+    predicted_bubble_ms: f64,
     /// The fastest round's median step, and its split.
     measured_ms: f64,
     measured_compute_ms: f64,
@@ -50,7 +57,7 @@ struct Case {
 }
 
 /// Configurations nanodist has that the model does not represent, and why.
-const NOT_MODELLED: [(&str, &str); 2] = [
+const NOT_MODELLED: [(&str, &str); 4] = [
     (
         "--deterministic",
         "runs each sequence through forward and backward on its own and sums gradients as i64 \
@@ -61,6 +68,19 @@ const NOT_MODELLED: [(&str, &str); 2] = [
         "--accum K",
         "splits each worker's share into K smaller micro-batches, whose matrix products run at \
          another rate than the calibrated one, as --deterministic does",
+    ),
+    (
+        "--tp T, --pp P --micro M (their compute)",
+        "a tensor-parallel worker multiplies C x C/T slices and a pipeline stage micro-batches \
+         of B/M sequences: smaller matrix products than the B/N-sequence replicas the FLOP/s \
+         per core is measured on, so the row's compute is that rate's, not theirs",
+    ),
+    (
+        "--tp T, --pp P (their messages)",
+        "the link is the fitted whole-gradient all-reduce, a + bytes b: the tensor-parallel \
+         all-reduces of one B x T x C activation (4 per layer) and the pipeline's sends are \
+         priced on its a and b, though a thread's small hand-off is a barrier and a copy whose \
+         cost the fit's large-message points do not pin down",
     ),
 ];
 
@@ -95,23 +115,62 @@ fn cases(workers: &[usize], base: &TrainConfig) -> Vec<Case> {
             out.push(make(Algorithm::Shared, 256, false));
             out.push(make(Algorithm::Shared, 256, true));
         }
+        if n == 2 {
+            // the other strategies on the same two workers, each with its own flags
+            let other = |flags: &str, set: &dyn Fn(&mut TrainConfig)| {
+                let mut cfg = base.clone();
+                cfg.parallel.workers = n;
+                set(&mut cfg);
+                Case {
+                    flags: format!("--workers {n} {flags}"),
+                    cfg,
+                }
+            };
+            for stage in 1..=3u8 {
+                out.push(other(&format!("--zero {stage}"), &|c| {
+                    c.parallel.zero = stage
+                }));
+            }
+            out.push(other("--tp 2", &|c| c.parallel.tp = 2));
+            out.push(other("--pp 2 --micro 4", &|c| {
+                (c.parallel.pp, c.parallel.micro) = (2, 4);
+            }));
+        }
     }
     out
 }
 
 /// The model's prediction of one case: one "GPU" per worker, its FLOP/s measured, its link
-/// the all-reduce fitted for this worker count and algorithm.
-///
-/// Overlap: the shared-memory and ring all-reduces are copies and sums done by the cores
-/// themselves, not by a separate engine as a GPU's NVLink transfers are. With a core per
-/// worker and no core to spare, an overlapped exchange takes its time from the backward it
-/// runs beside, so the model hides none of it (`dp_overlap` 0); with spare cores, all it can.
+/// the all-reduce fitted for this worker count and algorithm, laid out as the case runs
+/// (its tensor and pipeline degrees, micro-batches and ZeRO stage): see [`scale_config`].
 fn predict_case(
     cfg: &TrainConfig,
     flops_per_core: f64,
     fit: Option<&AlphaBetaFit>,
     cores: usize,
 ) -> Prediction {
+    predict(&scale_config(cfg, flops_per_core, fit, cores))
+        .expect("the worker counts divide the batch, checked before")
+}
+
+/// The cost model's configuration of one case: what [`predict_case`] predicts.
+///
+/// Overlap: the shared-memory and ring all-reduces are copies and sums done by the cores
+/// themselves, not by a separate engine as a GPU's NVLink transfers are. With a core per
+/// worker and no core to spare, an overlapped exchange takes its time from the backward it
+/// runs beside, so the model hides none of it (`dp_overlap` 0); with spare cores, all it can.
+///
+/// Layout: `dp = N / (tp pp)` replicas; a pipeline's `--micro M` are its micro-batches, so
+/// the model's micro-batch is `B / (dp M)` sequences (one micro-batch of `B / N` otherwise).
+/// The tensor group's all-reduces and the pipeline's sends go over the same fitted link as
+/// the gradients: with one bucket, the model's ring over 2 workers prices one all-reduce at
+/// exactly the fit's `a + bytes b`, and one send at `a/2 + bytes b`.
+fn scale_config(
+    cfg: &TrainConfig,
+    flops_per_core: f64,
+    fit: Option<&AlphaBetaFit>,
+    cores: usize,
+) -> ScaleConfig {
     let m = &cfg.model;
     let n = cfg.parallel.workers;
     let model = ModelShape::custom(
@@ -140,15 +199,18 @@ fn predict_case(
         }
         _ => (0.0, f64::INFINITY),
     };
-    let sc = ScaleConfig {
+    let p = &cfg.parallel;
+    let dp = (n / (p.tp * p.pp)).max(1);
+    let micro = if p.pp > 1 { p.micro.max(1) } else { 1 };
+    ScaleConfig {
         model,
         hardware: Hardware::calibrated_cpu(flops_per_core, alpha_s, bytes_per_s, 8e9),
         gpus: n,
         gpus_per_node: n,
-        tp: 1,
-        pp: 1,
-        zero: 0,
-        micro_batch: cfg.parallel.batch / n,
+        tp: p.tp,
+        pp: p.pp,
+        zero: p.zero as usize,
+        micro_batch: p.batch / (dp * micro),
         batch: cfg.parallel.batch,
         recompute: false,
         precision: Precision::Fp32,
@@ -158,8 +220,7 @@ fn predict_case(
             0.0
         },
         ..ScaleConfig::default()
-    };
-    predict(&sc).expect("the worker counts divide the batch, checked before")
+    }
 }
 
 /// The all-reduce of one worker count and algorithm, fitted: microseconds = a + bytes * b.
@@ -320,13 +381,15 @@ pub fn run(
     let rows: Vec<Row> = (all.iter().zip(&preds).zip(best))
         .map(|((c, p), s)| {
             let s = s.expect("every case ran");
-            let exposed = p.time.dp_s - p.time.dp_hidden_s;
+            let t = &p.time;
+            let exposed = t.dp_s - t.dp_hidden_s + t.tp_s + t.pp_s;
             Row {
                 flags: c.flags.clone(),
                 workers: c.cfg.parallel.workers,
                 predicted_ms: p.step_s * 1e3,
-                predicted_compute_ms: p.time.compute_s * 1e3,
+                predicted_compute_ms: t.compute_s * 1e3,
                 predicted_exchange_ms: exposed * 1e3,
+                predicted_bubble_ms: t.bubble_s * 1e3,
                 measured_ms: s.step_ms_median,
                 measured_compute_ms: s.compute_ms_median,
                 measured_comm_ms: s.comm_ms_median,
@@ -366,15 +429,16 @@ pub fn run(
 /// The table predicted against measured, as markdown.
 fn markdown(rows: &[Row]) -> String {
     let mut s = String::from(
-        "| nanodist train ... | predicted ms/step (compute + exchange) | measured ms/step (compute, comm, wait) | predicted / measured |\n|---|---|---|---|\n",
+        "| nanodist train ... | predicted ms/step (compute + exchange + bubble) | measured ms/step (compute, comm, wait) | predicted / measured |\n|---|---|---|---|\n",
     );
     for r in rows {
         s += &format!(
-            "| `{}` | {:.2} ({:.2} + {:.2}) | {:.2} ({:.2}, {:.2}, {:.2}) | {:.2} |\n",
+            "| `{}` | {:.2} ({:.2} + {:.2} + {:.2}) | {:.2} ({:.2}, {:.2}, {:.2}) | {:.2} |\n",
             r.flags,
             r.predicted_ms,
             r.predicted_compute_ms,
             r.predicted_exchange_ms,
+            r.predicted_bubble_ms,
             r.measured_ms,
             r.measured_compute_ms,
             r.measured_comm_ms,
