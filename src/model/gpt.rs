@@ -136,7 +136,7 @@ impl Gpt {
         let (c, n, threads) = (self.cfg.n_embd, ws.b * ws.t, ws.threads);
         assert_eq!(inputs.len(), n, "inputs must be B*T = {n} tokens");
         let s = self.attn_shape(ws);
-        let (wpe_at, blocks_at, lnf_at) = self.ends();
+        let (wpe_at, blocks_at, _) = self.ends();
         let p = &self.params;
         let (wte, wpe) = (&p[..wpe_at], &p[wpe_at..blocks_at]);
         ws.inputs.copy_from_slice(inputs);
@@ -151,26 +151,7 @@ impl Gpt {
             let w = block_weights(&p[self.layout.block_range(l)], c);
             block_forward(&mut rest[0], x_in, &w, s, threads);
         }
-        let x_last = ws.blocks.last().map_or(&ws.encoded, |b| &b.x_out);
-        let lnf_w = &p[lnf_at..];
-        layernorm_forward(
-            &mut ws.lnf,
-            &mut ws.lnf_mean,
-            &mut ws.lnf_rstd,
-            x_last,
-            lnf_w,
-            threads,
-        );
-        // the head is tied to the token embedding: logits = lnf @ wte^T
-        linear_forward(&mut ws.logits, &ws.lnf, wte, n, Out::Set, threads);
-
-        ws.has_targets = targets.is_some();
-        let targets = targets?;
-        assert_eq!(targets.len(), n, "targets must be B*T = {n} tokens");
-        ws.targets.copy_from_slice(targets);
-        crossentropy_forward(&mut ws.losses, &mut ws.lse, &ws.logits, targets);
-        let total: f64 = ws.losses.iter().map(|&x| x as f64).sum();
-        Some((total / n as f64) as f32)
+        self.head_forward(ws, targets)
     }
 
     /// ACCUMULATES d(grad_scale * sum over tokens of the cross-entropy)/d(params) into `grads`,
@@ -192,57 +173,14 @@ impl Gpt {
             ws.has_targets,
             "backward needs a forward with targets first"
         );
-        let (c, n, threads) = (self.cfg.n_embd, ws.b * ws.t, ws.threads);
+        let (c, threads) = (self.cfg.n_embd, ws.threads);
         let s = self.attn_shape(ws);
         let (wpe_at, blocks_at, lnf_at) = self.ends();
         let p = &self.params;
-        let wte = &p[..wpe_at];
-        let d = &mut ws.scratch;
 
-        // loss = mean CE  =>  dlogits = grad_scale * (probs - onehot)
-        crossentropy_backward(
-            &mut d.dlogits,
-            &ws.logits,
-            &ws.targets,
-            &ws.lse,
-            grad_scale,
-            threads,
-        );
-        {
-            let g = grads.open();
-            assert_eq!(
-                g.len(),
-                self.layout.len,
-                "the gradient buffer must match the layout"
-            );
-            let (g_front, g_lnf) = g.split_at_mut(lnf_at);
-            // logits = lnf @ wte^T  =>  dlnf = dlogits @ wte,  dwte += dlogits^T @ lnf
-            linear_backward(
-                &mut d.dln,
-                &mut g_front[..wpe_at],
-                &d.dlogits,
-                &ws.lnf,
-                wte,
-                n,
-                Out::Set,
-                threads,
-            );
-            // lnf = ln_f(x_L): dres starts as d x_L
-            d.dres.fill(0.0);
-            let x_last = ws.blocks.last().map_or(&ws.encoded, |b| &b.x_out);
-            let (mean, rstd) = (&ws.lnf_mean, &ws.lnf_rstd);
-            layernorm_backward(
-                &mut d.dres,
-                g_lnf,
-                &d.dln,
-                x_last,
-                &p[lnf_at..],
-                mean,
-                rstd,
-                threads,
-            );
-        }
+        self.head_backward(ws, grad_scale, grads.open());
         grads.finished(lnf_at);
+        let d = &mut ws.scratch;
 
         for l in (0..self.cfg.n_layer).rev() {
             let range = self.layout.block_range(l);
@@ -275,5 +213,83 @@ impl Gpt {
         let (dwte, dwpe) = g[..blocks_at].split_at_mut(wpe_at);
         encoder_backward(dwte, dwpe, &d.dres, &ws.inputs, ws.t, c);
         grads.finished(0);
+    }
+
+    /// The end of the model, shared by [`Gpt::forward`] and a pipeline's last stage: ln_f
+    /// over the last block's output, the head tied to the token embedding, and with
+    /// `targets` the mean cross-entropy over the B*T tokens.
+    pub(super) fn head_forward(&self, ws: &mut Workspace, targets: Option<&[u32]>) -> Option<f32> {
+        let (n, threads) = (ws.b * ws.t, ws.threads);
+        let (wpe_at, _, lnf_at) = self.ends();
+        let p = &self.params;
+        let x_last = ws.blocks.last().map_or(&ws.encoded, |b| &b.x_out);
+        layernorm_forward(
+            &mut ws.lnf,
+            &mut ws.lnf_mean,
+            &mut ws.lnf_rstd,
+            x_last,
+            &p[lnf_at..],
+            threads,
+        );
+        // the head is tied to the token embedding: logits = lnf @ wte^T
+        linear_forward(&mut ws.logits, &ws.lnf, &p[..wpe_at], n, Out::Set, threads);
+
+        ws.has_targets = targets.is_some();
+        let targets = targets?;
+        assert_eq!(targets.len(), n, "targets must be B*T = {n} tokens");
+        ws.targets.copy_from_slice(targets);
+        crossentropy_forward(&mut ws.losses, &mut ws.lse, &ws.logits, targets);
+        let total: f64 = ws.losses.iter().map(|&x| x as f64).sum();
+        Some((total / n as f64) as f32)
+    }
+
+    /// Backward through [`Gpt::head_forward`]: ACCUMULATES the head's share of `wte`'s
+    /// gradient and ln_f's into `g` (the full layout), and leaves d loss / d (the last
+    /// block's output) in `ws.scratch.dres`.
+    pub(super) fn head_backward(&self, ws: &mut Workspace, grad_scale: f32, g: &mut [f32]) {
+        let (n, threads) = (ws.b * ws.t, ws.threads);
+        let (wpe_at, _, lnf_at) = self.ends();
+        let p = &self.params;
+        let d = &mut ws.scratch;
+        // loss = mean CE  =>  dlogits = grad_scale * (probs - onehot)
+        crossentropy_backward(
+            &mut d.dlogits,
+            &ws.logits,
+            &ws.targets,
+            &ws.lse,
+            grad_scale,
+            threads,
+        );
+        assert_eq!(
+            g.len(),
+            self.layout.len,
+            "the gradient buffer must match the layout"
+        );
+        let (g_front, g_lnf) = g.split_at_mut(lnf_at);
+        // logits = lnf @ wte^T  =>  dlnf = dlogits @ wte,  dwte += dlogits^T @ lnf
+        linear_backward(
+            &mut d.dln,
+            &mut g_front[..wpe_at],
+            &d.dlogits,
+            &ws.lnf,
+            &p[..wpe_at],
+            n,
+            Out::Set,
+            threads,
+        );
+        // lnf = ln_f(x_L): dres starts as d x_L
+        d.dres.fill(0.0);
+        let x_last = ws.blocks.last().map_or(&ws.encoded, |b| &b.x_out);
+        let (mean, rstd) = (&ws.lnf_mean, &ws.lnf_rstd);
+        layernorm_backward(
+            &mut d.dres,
+            g_lnf,
+            &d.dln,
+            x_last,
+            &p[lnf_at..],
+            mean,
+            rstd,
+            threads,
+        );
     }
 }

@@ -26,10 +26,6 @@ use std::ops::Range;
 
 use super::block::{block_backward, block_forward, block_grads, block_weights};
 use super::embedding::{encoder_backward, encoder_forward};
-use super::layernorm::{layernorm_backward, layernorm_forward};
-use super::linear::{linear_backward, linear_forward};
-use super::loss::{crossentropy_backward, crossentropy_forward};
-use super::matmul::Out;
 use super::{Gpt, Workspace};
 use crate::config::ModelConfig;
 
@@ -141,7 +137,7 @@ impl Gpt {
             "a workspace of this stage"
         );
         let s = self.attn_shape(ws);
-        let (wpe_at, blocks_at, lnf_at) = self.ends();
+        let (wpe_at, blocks_at, _) = self.ends();
         let p = &self.params;
         let (wte, wpe) = (&p[..wpe_at], &p[wpe_at..blocks_at]);
         if part.first {
@@ -163,23 +159,7 @@ impl Gpt {
         if !part.last {
             return None;
         }
-        let x_last = ws.blocks.last().map_or(&ws.encoded, |b| &b.x_out);
-        layernorm_forward(
-            &mut ws.lnf,
-            &mut ws.lnf_mean,
-            &mut ws.lnf_rstd,
-            x_last,
-            &p[lnf_at..],
-            threads,
-        );
-        linear_forward(&mut ws.logits, &ws.lnf, wte, n, Out::Set, threads);
-        ws.has_targets = targets.is_some();
-        let targets = targets?;
-        assert_eq!(targets.len(), n, "targets must be B*T = {n} tokens");
-        ws.targets.copy_from_slice(targets);
-        crossentropy_forward(&mut ws.losses, &mut ws.lse, &ws.logits, targets);
-        let total: f64 = ws.losses.iter().map(|&x| x as f64).sum();
-        Some((total / n as f64) as f32)
+        self.head_forward(ws, targets)
     }
 
     /// ACCUMULATES `part`'s share of d(grad_scale * summed loss)/d(params) into `grads` (the
@@ -199,55 +179,23 @@ impl Gpt {
         grad_scale: f32,
         grads: &mut [f32],
     ) {
-        let (c, n, threads) = (self.cfg.n_embd, ws.b * ws.t, ws.threads);
+        let (c, threads) = (self.cfg.n_embd, ws.threads);
         assert_eq!(
             grads.len(),
             self.layout.len,
             "the gradient buffer must match"
         );
         let s = self.attn_shape(ws);
-        let (wpe_at, blocks_at, lnf_at) = self.ends();
+        let (wpe_at, blocks_at, _) = self.ends();
         let p = &self.params;
-        let wte = &p[..wpe_at];
-        let d = &mut ws.scratch;
         if part.last {
             assert!(
                 ws.has_targets,
                 "backward needs a forward with targets first"
             );
-            crossentropy_backward(
-                &mut d.dlogits,
-                &ws.logits,
-                &ws.targets,
-                &ws.lse,
-                grad_scale,
-                threads,
-            );
-            let (g_front, g_lnf) = grads.split_at_mut(lnf_at);
-            linear_backward(
-                &mut d.dln,
-                &mut g_front[..wpe_at],
-                &d.dlogits,
-                &ws.lnf,
-                wte,
-                n,
-                Out::Set,
-                threads,
-            );
-            d.dres.fill(0.0);
-            let x_last = ws.blocks.last().map_or(&ws.encoded, |b| &b.x_out);
-            let (mean, rstd) = (&ws.lnf_mean, &ws.lnf_rstd);
-            layernorm_backward(
-                &mut d.dres,
-                g_lnf,
-                &d.dln,
-                x_last,
-                &p[lnf_at..],
-                mean,
-                rstd,
-                threads,
-            );
+            self.head_backward(ws, grad_scale, grads);
         }
+        let d = &mut ws.scratch;
         for (i, l) in part.layers.clone().enumerate().rev() {
             let range = self.layout.block_range(l);
             let x_in = if i == 0 {
