@@ -251,7 +251,13 @@ fn one_worker_tokens_per_s(cfg: &TrainConfig, corpus: &data::Corpus) -> Result<f
 fn grid_figures(json: &mut serde_json::Value, cfg: &TrainConfig) {
     use nanodist::parallel::tensor::{activation_bytes, comm_per_step};
     let p = &cfg.parallel;
-    json["layout"] = serde_json::json!({ "dp": cfg.data_parallel(), "tp": p.tp, "sp": p.sp });
+    json["layout"] = serde_json::json!({
+        "dp": cfg.data_parallel(),
+        "pp": p.pp,
+        "tp": p.tp,
+        "sp": p.sp,
+        "zero": p.zero,
+    });
     let c = comm_per_step(cfg);
     json["comm_per_step"] = serde_json::json!({
         "tp": { "bytes": c.tp_bytes, "formula": c.tp_formula },
