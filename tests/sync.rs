@@ -10,49 +10,17 @@
 //!
 //! A tiny model keeps each run to a fraction of a second.
 
+mod common;
+
 use std::time::Instant;
 
 use nanodist::collective::{group, Algorithm, Link};
-use nanodist::config::{ModelConfig, TrainConfig};
-use nanodist::data::{self, Corpus};
+use nanodist::config::TrainConfig;
 use nanodist::parallel::sync_options::{Compression, Outer};
 use nanodist::step::{train_step, Alone, Batch, Replica, Unobserved};
-use nanodist::train::{self, Outcome, RunOptions};
+use nanodist::train;
 
-fn corpus() -> &'static Corpus {
-    static CORPUS: std::sync::OnceLock<Corpus> = std::sync::OnceLock::new();
-    CORPUS.get_or_init(|| data::load("tales", 7).expect("built-in corpus"))
-}
-
-fn tiny(workers: usize) -> TrainConfig {
-    let mut cfg = TrainConfig {
-        model: ModelConfig {
-            vocab_size: corpus().vocab.len(),
-            block_size: 16,
-            n_layer: 2,
-            n_head: 2,
-            n_embd: 32,
-        },
-        seed: 3,
-        ..TrainConfig::default()
-    };
-    (cfg.parallel.workers, cfg.parallel.batch) = (workers, 12);
-    (
-        cfg.schedule.steps,
-        cfg.schedule.eval_every,
-        cfg.optim.warmup,
-    ) = (4, 0, 2);
-    cfg
-}
-
-fn run(cfg: &TrainConfig) -> Outcome {
-    let opts = RunOptions {
-        final_eval: false,
-        ..RunOptions::default()
-    };
-    let init = train::initial_state(cfg);
-    train::train(cfg, corpus(), init, &opts, |_| Ok(())).expect("training runs")
-}
+use common::{corpus, run, tiny};
 
 /// The first differing position of two parameter vectors, for a readable failure.
 fn assert_bits_equal(a: &[f32], b: &[f32], what: &str) {

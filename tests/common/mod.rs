@@ -1,11 +1,15 @@
-//! What the process-level tests share: the binary, a scratch directory, and the check that
-//! a failure is one clean line.
+//! What the tests share: the binary, a scratch directory, and the check that a failure is
+//! one clean line (process-level); a tiny configuration and an in-process run (library-level).
 
 // Each test file compiles this module on its own and uses only part of it.
 #![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
+
+use nanodist::config::{ModelConfig, TrainConfig};
+use nanodist::data::{self, Corpus};
+use nanodist::train::{self, Outcome, RunOptions};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_nanodist");
 
@@ -56,4 +60,42 @@ pub fn assert_one_line_error(out: &Output, needles: &[&str]) {
     for n in needles {
         assert!(lines[0].contains(n), "error line lacks {n:?}: {}", lines[0]);
     }
+}
+
+/// The built-in corpus, loaded once for every test in the file.
+pub fn corpus() -> &'static Corpus {
+    static CORPUS: std::sync::OnceLock<Corpus> = std::sync::OnceLock::new();
+    CORPUS.get_or_init(|| data::load("tales", 7).expect("built-in corpus"))
+}
+
+/// A tiny model (2 layers, 32 channels) for `workers` workers: 4 steps of batch 12, no eval.
+pub fn tiny(workers: usize) -> TrainConfig {
+    let mut cfg = TrainConfig {
+        model: ModelConfig {
+            vocab_size: corpus().vocab.len(),
+            block_size: 16,
+            n_layer: 2,
+            n_head: 2,
+            n_embd: 32,
+        },
+        seed: 3,
+        ..TrainConfig::default()
+    };
+    (cfg.parallel.workers, cfg.parallel.batch) = (workers, 12);
+    (
+        cfg.schedule.steps,
+        cfg.schedule.eval_every,
+        cfg.optim.warmup,
+    ) = (4, 0, 2);
+    cfg
+}
+
+/// Trains `cfg` in-process on the built-in corpus, without the final evaluation.
+pub fn run(cfg: &TrainConfig) -> Outcome {
+    let opts = RunOptions {
+        final_eval: false,
+        ..RunOptions::default()
+    };
+    let init = train::initial_state(cfg);
+    train::train(cfg, corpus(), init, &opts, |_| Ok(())).expect("training runs")
 }

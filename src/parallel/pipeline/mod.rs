@@ -191,6 +191,10 @@ pub struct Pipe {
     /// Deterministic mode: one micro-batch's per-sequence head parts of the `wte` gradient
     /// (sent by the last stage, received by stage 0).
     wte_parts: Vec<Vec<f32>>,
+    /// The other end's `wte` gradient, received into these each step (first and last stage
+    /// of P > 1; exact sums in deterministic mode, floats otherwise; else empty).
+    wte_theirs_acc: Vec<i64>,
+    wte_theirs: Vec<f32>,
 }
 
 /// The communicators a stage talks in.
@@ -236,6 +240,8 @@ impl Pipe {
         } else {
             Vec::new()
         };
+        let tied = stages > 1 && (part.first || part.last);
+        let theirs_len = |on: bool| if on { wte.len() } else { 0 };
         Pipe {
             stage,
             stages,
@@ -252,6 +258,8 @@ impl Pipe {
             inputs: vec![0; rows * t],
             targets: vec![0; rows * t],
             wte_parts,
+            wte_theirs_acc: vec![0; theirs_len(tied && exact)],
+            wte_theirs: vec![0.0; theirs_len(tied && !exact)],
             model,
             adam,
         }
@@ -339,12 +347,10 @@ impl Pipe {
             }
             if tied {
                 let acc = &mut self.acc[wte.clone()];
-                let mut theirs = vec![0i64; acc.len()];
+                let theirs = &mut self.wte_theirs_acc;
                 let pp = &mut comms.pp;
-                (pp.send(other, acc)
-                    .and_then(|_| pp.recv(other, &mut theirs)))
-                .map_err(gone(step))?;
-                acc.iter_mut().zip(&theirs).for_each(|(a, b)| *a += b);
+                (pp.send(other, acc).and_then(|_| pp.recv(other, theirs))).map_err(gone(step))?;
+                acc.iter_mut().zip(theirs.iter()).for_each(|(a, b)| *a += b);
             }
             fixed_point::to_f32(&mut self.grads[mine.clone()], &self.acc[mine.clone()]);
             if last && tied {
@@ -356,12 +362,11 @@ impl Pipe {
             }
             if tied {
                 let g = &mut self.grads[wte.clone()];
-                let mut theirs = vec![0f32; g.len()];
+                let theirs = &mut self.wte_theirs;
                 let pp = &mut comms.pp;
-                (pp.send(other, g).and_then(|_| pp.recv(other, &mut theirs)))
-                    .map_err(gone(step))?;
+                (pp.send(other, g).and_then(|_| pp.recv(other, theirs))).map_err(gone(step))?;
                 // a + b == b + a in floats: both copies of wte get the same gradient
-                g.iter_mut().zip(&theirs).for_each(|(a, b)| *a += b);
+                g.iter_mut().zip(theirs.iter()).for_each(|(a, b)| *a += b);
             }
         }
         let (norm, loss) = self.norm_and_loss(&mut comms.pp, loss, step)?;
