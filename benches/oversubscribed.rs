@@ -5,16 +5,18 @@
 //! OVERSUB_STEPS=30 OVERSUB_ROUNDS=3 OVERSUB_OTHER=path/to/other/nanodist cargo bench --bench oversubscribed
 //! ```
 //!
-//! Runs the `nanodist` binary at a batch of 24 (each of 12 workers gets 2 sequences) three
-//! ways, interleaved round by round so that the host's changing speed hits each alike:
+//! Runs the `nanodist` binary five ways, interleaved round by round so that the host's
+//! changing speed hits each alike:
 //!
 //! ```text
-//!   alone    nanodist --workers 12 --batch 24 --steps N --quiet
+//!   alone    nanodist --workers 12 --batch 24 --steps N --quiet     (2 sequences a worker)
 //!   busy     the same, with two busy processes beside it (each spins on a core)
 //!   two      nanodist --workers 2  --batch 24 --steps N --quiet
+//!   alone48  nanodist --workers 12 --batch 48 --steps N --quiet     (4 sequences a worker)
+//!   two48    nanodist --workers 2  --batch 48 --steps N --quiet
 //!
 //!   contention     = tokens/s alone / tokens/s busy      (2 busy + 1 run on 2 cores: ~1.5 fair)
-//!   oversubscribed = tokens/s of 12 workers / of 2 workers, alone
+//!   oversubscribed = tokens/s of 12 workers / of 2 workers, alone, at each batch
 //! ```
 //!
 //! tokens/s here is the run's tokens over the sum of its step times (`metrics.jsonl`, the
@@ -44,44 +46,59 @@ fn main() {
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
     println!("oversubscribed: {steps} steps, {rounds} rounds, {cores} cores");
     // results[bin][case]: tokens/s of each round
-    let mut results = vec![[Vec::new(), Vec::new(), Vec::new()]; bins.len()];
+    let mut results = vec![vec![Vec::new(); CASES.len()]; bins.len()];
     for round in 0..rounds {
         for (b, (name, bin)) in bins.iter().enumerate() {
-            for (c, (case, workers, busy)) in CASES.iter().enumerate() {
+            for (c, (case, workers, busy, batch)) in CASES.iter().enumerate() {
                 let hogs: Vec<Child> = (0..*busy).map(|_| spawn_busy()).collect();
-                let tps = run(bin, *workers, steps);
+                let tps = run(bin, *workers, *batch, steps);
                 for mut h in hogs {
                     let _ = h.kill();
                     let _ = h.wait();
                 }
                 println!(
-                    "  round {round} {name:<6} {case:<6} {workers:>2} workers: {tps:>8.0} tokens/s"
+                    "  round {round} {name:<6} {case:<7} {workers:>2} workers, batch {batch}: {tps:>8.0} tokens/s"
                 );
                 results[b][c].push(tps);
             }
         }
     }
     for (b, (name, _)) in bins.iter().enumerate() {
-        let [alone, busy, two] = &results[b];
-        let (alone, busy, two) = (median(alone), median(busy), median(two));
+        let m: Vec<f64> = results[b].iter().map(|r| median(r)).collect();
+        let (alone, busy, two, alone48, two48) = (m[0], m[1], m[2], m[3], m[4]);
         println!(
-            "{name}: 12 workers alone / beside 2 busy processes: {:.2}x slower; \
-             12 workers reach {:.0}% of 2 workers' tokens/s (medians: {alone:.0}, {busy:.0}, {two:.0})",
-            alone / busy,
-            100.0 * alone / two
+            "{name}: 12 workers alone / beside 2 busy processes: {:.2}x slower (medians: {alone:.0}, {busy:.0})",
+            alone / busy
+        );
+        println!(
+            "{name}: 12 workers reach {:.0}% of 2 workers' tokens/s at batch 24, {:.0}% at batch 48 \
+             (medians: {alone:.0} / {two:.0}, {alone48:.0} / {two48:.0})",
+            100.0 * alone / two,
+            100.0 * alone48 / two48
         );
     }
 }
 
-/// (name, workers, busy processes beside the run)
-const CASES: [(&str, usize, usize); 3] = [("alone", 12, 0), ("busy", 12, 2), ("two", 2, 0)];
+/// (name, workers, busy processes beside the run, global batch in sequences)
+const CASES: [(&str, usize, usize, usize); 5] = [
+    ("alone", 12, 0, 24),
+    ("busy", 12, 2, 24),
+    ("two", 2, 0, 24),
+    ("alone48", 12, 0, 48),
+    ("two48", 2, 0, 48),
+];
 
 /// One run; tokens/s over the sum of its step times.
-fn run(bin: &Path, workers: usize, steps: usize) -> f64 {
+fn run(bin: &Path, workers: usize, batch: usize, steps: usize) -> f64 {
     let out = std::env::temp_dir().join(format!("nanodist-oversub-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     let status = Command::new(bin)
-        .args(["--workers", &workers.to_string(), "--batch", "24"])
+        .args([
+            "--workers",
+            &workers.to_string(),
+            "--batch",
+            &batch.to_string(),
+        ])
         .args(["--steps", &steps.to_string(), "--quiet", "--out"])
         .arg(&out)
         .stdout(std::process::Stdio::null())
@@ -97,8 +114,8 @@ fn run(bin: &Path, workers: usize, steps: usize) -> f64 {
         let Some(ms) = m["step_ms"].as_f64() else {
             continue;
         };
-        // 24 sequences of 64 tokens a step
-        tokens += 24.0 * 64.0;
+        // `batch` sequences of 64 tokens a step
+        tokens += (batch * 64) as f64;
         seconds += ms / 1e3;
     }
     let _ = std::fs::remove_dir_all(&out);
