@@ -50,7 +50,7 @@ use crate::config::TrainConfig;
 use crate::data::sampler;
 use crate::error::Error;
 use crate::model::{Gpt, ParamLayout, StagePart, Workspace};
-use crate::optim::{clip_factor, lr_at, AdamW, NORM_CHUNK};
+use crate::optim::{clip_factor, lr_at, sum_of_squares, AdamW, NORM_CHUNK};
 use crate::parallel::data_parallel::{gone, AllReduce};
 use crate::parallel::fixed_point;
 use crate::step::{first_non_finite, Batch, GradientExchange, Observer, StepStats};
@@ -195,6 +195,8 @@ pub struct Pipe {
     /// of P > 1; exact sums in deterministic mode, floats otherwise; else empty).
     wte_theirs_acc: Vec<i64>,
     wte_theirs: Vec<f32>,
+    /// The norm partials of this stage's whole chunks, taken each step ([`Pipe::norm_and_loss`]).
+    norm_sums: Vec<f64>,
 }
 
 /// The communicators a stage talks in.
@@ -260,6 +262,7 @@ impl Pipe {
             wte_parts,
             wte_theirs_acc: vec![0; theirs_len(tied && exact)],
             wte_theirs: vec![0.0; theirs_len(tied && !exact)],
+            norm_sums: Vec::with_capacity(n / NORM_CHUNK + 1),
             model,
             adam,
         }
@@ -302,8 +305,18 @@ impl Pipe {
         let rank = comms.pp.rank();
         obs.step_starts(step);
         let scale = 1.0 / cfg.tokens_per_step() as f32;
-        self.grads.fill(0.0);
-        self.acc.fill(0);
+        // a stage writes gradients of its own range and, on the last stage, of the tied
+        // wte; the rest of the buffer stays zero from the start
+        let written = [
+            owned(&self.model.layout, self.part()),
+            wte_range(&self.model.layout),
+        ];
+        for r in written {
+            self.grads[r.clone()].fill(0.0);
+            if exact {
+                self.acc[r].fill(0);
+            }
+        }
         // the stages start together, so each one's window below is the same interval
         obs.time(Phase::Wait, step, || comms.pp.barrier())
             .map_err(gone(step))?;
@@ -427,8 +440,8 @@ impl Pipe {
         let first_seq = batch.sequences.start + m * self.per_micro;
         let (model, rows) = (&self.model, self.rows);
         let (x, y) = (&mut self.inputs, &mut self.targets);
-        let losses = obs.time(Phase::StageForward(m), step, || {
-            let mut losses = Vec::new();
+        // the first non-finite loss of the pieces, if any
+        let bad = obs.time(Phase::StageForward(m), step, || {
             for (j, ws) in pieces.iter_mut().enumerate() {
                 let seqs = first_seq + j * rows..first_seq + (j + 1) * rows;
                 if part.first || part.last {
@@ -436,20 +449,21 @@ impl Pipe {
                 }
                 let inputs = part.first.then_some(&x[..]);
                 let targets = part.last.then_some(&y[..]);
-                losses.extend(model.stage_forward(ws, part, inputs, targets));
+                match model.stage_forward(ws, part, inputs, targets) {
+                    Some(l) if !l.is_finite() => return Some(l),
+                    Some(l) => *loss += l, // in sequence order, as one worker adds them
+                    None => {}
+                }
             }
-            losses
+            None
         });
-        for l in losses {
-            if !l.is_finite() {
-                return Err(Error::Diverged {
-                    step,
-                    worker: comms.pp.rank(),
-                    tensor: "the loss".into(),
-                    value: l,
-                });
-            }
-            *loss += l; // in sequence order, as one worker adds them
+        if let Some(value) = bad {
+            return Err(Error::Diverged {
+                step,
+                worker: comms.pp.rank(),
+                tensor: "the loss".into(),
+                value,
+            });
         }
         if !part.last {
             for ws in pieces.iter() {
@@ -551,29 +565,65 @@ impl Pipe {
     /// A stage boundary may fall inside a chunk, so the stages pass the running state on,
     /// in layout order: the sum of the chunks finished so far, the 8 lanes of the open
     /// chunk, and its tail.
-    fn norm_and_loss(&self, pp: &mut Comm, loss: f32, step: usize) -> Result<(f64, f32), Error> {
+    ///
+    /// Only the elements before a stage's first chunk boundary continue the previous
+    /// stage's open chunk. Every chunk after it starts from zero lanes, so a stage takes
+    /// the partials of its whole chunks (and the lanes of its last, partial one) *before*
+    /// the state arrives; once it arrives, it continues the open chunk over those few
+    /// elements and adds its partials in order. The chain then costs each stage at most one
+    /// chunk of work while the others wait, instead of its whole range.
+    ///
+    /// ```text
+    ///   my range:      [ head | chunk | chunk | ... | chunk | partial ]
+    ///   before recv:            partials: p1, p2, ..., pk    lanes of the partial
+    ///   after recv:    continue the open chunk over head, close it, st[0] += p1, ..., pk,
+    ///                  open = the partial's lanes  -> send on (the last stage: the total)
+    /// ```
+    fn norm_and_loss(
+        &mut self,
+        pp: &mut Comm,
+        loss: f32,
+        step: usize,
+    ) -> Result<(f64, f32), Error> {
         let (s, last) = (self.stage, self.stages - 1);
+        let mine = owned(&self.model.layout, self.part());
         let g = &self.grads;
         let n = g.len();
         // the last chunk's elements past its last multiple of 8 are its tail
         let last_chunk = (n - 1) / NORM_CHUNK * NORM_CHUNK;
         let body = last_chunk + (n - last_chunk) / 8 * 8;
+        // elements before the first chunk boundary of my range continue an open chunk
+        let head_end = mine.start.next_multiple_of(NORM_CHUNK).min(mine.end);
+        let sums = &mut self.norm_sums;
+        sums.clear();
+        // the lanes and tail of my last chunk when it is partial (else zeros)
+        let mut open = [0f64; 10];
+        let mut c = head_end;
+        while c < mine.end {
+            let end = (c + NORM_CHUNK).min(mine.end);
+            if end - c == NORM_CHUNK {
+                // a whole chunk: its partial, exactly as one worker takes it
+                sums.push(sum_of_squares(&g[c..end]));
+            } else {
+                norm_lanes(&mut open, g, c..end, body);
+            }
+            c = end;
+        }
         // state: [finished chunks' sum, lane 0..8 of the open chunk, the tail]
         let mut st = [0f64; 10];
         if s > 0 {
             pp.recv(s - 1, &mut st).map_err(gone(step))?;
         }
-        for i in owned(&self.model.layout, self.part()) {
-            if i % NORM_CHUNK == 0 && i > 0 {
-                st[0] += st[1..9].iter().sum::<f64>(); // the chunk before i is complete
-                st[1..9].fill(0.0);
+        norm_lanes(&mut st, g, mine.start..head_end, body);
+        if head_end < mine.end {
+            // element head_end starts a chunk: the open one is complete
+            if head_end > 0 {
+                st[0] += st[1..9].iter().sum::<f64>();
             }
-            let sq = g[i] as f64 * g[i] as f64;
-            if i < body {
-                st[1 + i % 8] += sq;
-            } else {
-                st[9] += sq;
-            }
+            st[0] = sums.iter().fold(st[0], |a, p| a + p);
+            // a whole chunk ending at my range's end is closed here rather than by the
+            // next stage: adding its partial now or adding it plus 0.0 later is the same
+            st[1..].copy_from_slice(&open[1..]);
         }
         let mut out = [0f64; 2];
         if s < last {
@@ -584,6 +634,24 @@ impl Pipe {
         }
         pp.broadcast(&mut out, last).map_err(gone(step))?;
         Ok((out[0], out[1] as f32))
+    }
+}
+
+/// Continues the running norm state `st` (see [`Pipe::norm_and_loss`]) over `g[range]`,
+/// element by element as one worker's chunks take them: a chunk boundary closes the open
+/// chunk into `st[0]`, element `i` adds to lane `i % 8`, or to the tail from `body` on.
+fn norm_lanes(st: &mut [f64; 10], g: &[f32], range: Range<usize>, body: usize) {
+    for i in range {
+        if i % NORM_CHUNK == 0 && i > 0 {
+            st[0] += st[1..9].iter().sum::<f64>(); // the chunk before i is complete
+            st[1..9].fill(0.0);
+        }
+        let sq = g[i] as f64 * g[i] as f64;
+        if i < body {
+            st[1 + i % 8] += sq;
+        } else {
+            st[9] += sq;
+        }
     }
 }
 

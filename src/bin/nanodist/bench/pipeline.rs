@@ -8,6 +8,7 @@
 //!            next to (P-1)/(M+P-1); peak activation bytes per stage; tokens/s
 //!  speed, interleaved (one worker, the pipeline, one worker, ...; --rounds times):
 //!    1 worker (the default model, --accum 1)  against  --workers P --pp P --micro max(M)
+//!    ratio = median over rounds of (pipeline tokens/s / one worker's in the same round)
 //! ```
 //!
 //! The bubble formula assumes each stage's forward and backward take the same time and the
@@ -141,7 +142,8 @@ pub fn run(args: &Options<'_>) -> Result<(), Error> {
             });
         }
     }
-    // speed: one worker and the pipeline, interleaved, each its best round
+    // speed: one worker and the pipeline, interleaved; a round's ratio compares two runs
+    // that saw the same load, and the median ignores a round the host disturbed
     let mut one = base.clone();
     (one.parallel.workers, one.parallel.batch) = (1, args.batch);
     one.schedule.steps = args.steps + WARM;
@@ -150,20 +152,26 @@ pub fn run(args: &Options<'_>) -> Result<(), Error> {
         trace_steps: 0,
         ..opts.clone()
     };
-    let (mut best_one, mut best_pipe) = (0f64, 0f64);
+    let (mut ones, mut pipes, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..args.rounds {
-        for (cfg, best) in [(&one, &mut best_one), (&piped, &mut best_pipe)] {
+        let speed = |cfg: &TrainConfig| -> Result<f64, Error> {
             let s = train::train(cfg, &corpus, train::initial_state(cfg), &fast, |_| Ok(()))?;
-            *best = best.max(s.summary.tokens_per_s);
-        }
+            Ok(s.summary.tokens_per_s)
+        };
+        let (a, b) = (speed(&one)?, speed(&piped)?);
+        ones.push(a);
+        pipes.push(b);
+        ratios.push(b / a);
     }
+    let (med_one, med_pipe) = (median(ones.clone()), median(pipes.clone()));
+    let ratio = median(ratios.clone());
     let mut line = String::new();
     let _ = write!(
         line,
-        "speed ({} round(s), interleaved, best of each): 1 worker {best_one:.0} tokens/s; \
-         --workers {pp} --pp {pp} --micro {most} --schedule 1f1b {best_pipe:.0} tokens/s = {:.2}x",
+        "speed ({} round(s), interleaved, median of each): 1 worker {med_one:.0} tokens/s; \
+         --workers {pp} --pp {pp} --micro {most} --schedule 1f1b {med_pipe:.0} tokens/s; \
+         median of per-round ratios {ratio:.2}x",
         args.rounds,
-        best_pipe / best_one
     );
     println!("{line}");
     if let Some(dir) = args.out {
@@ -173,9 +181,12 @@ pub fn run(args: &Options<'_>) -> Result<(), Error> {
             "steps": args.steps,
             "cores": cores,
             "rows": rows,
-            "one_worker_tokens_per_s": best_one,
-            "pipeline_tokens_per_s": best_pipe,
-            "speedup": best_pipe / best_one,
+            "one_worker_tokens_per_s": med_one,
+            "pipeline_tokens_per_s": med_pipe,
+            "one_worker_tokens_per_s_rounds": ones,
+            "pipeline_tokens_per_s_rounds": pipes,
+            "ratio_rounds": ratios,
+            "speedup": ratio,
         });
         let path = dir.join("pipeline.json");
         let text = serde_json::to_string_pretty(&json).expect("figures serialise");
@@ -184,4 +195,11 @@ pub fn run(args: &Options<'_>) -> Result<(), Error> {
         println!("wrote {}/pipeline.json", dir.display());
     }
     Ok(())
+}
+
+/// The median of `v` (the mean of the middle two for an even count).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    (v[(n - 1) / 2] + v[n / 2]) / 2.0
 }
