@@ -447,10 +447,12 @@ impl TrainConfig {
             }
         }
         self.validate_pipeline()?;
-        if p.tp > 1 && p.pp > 1 {
+        if p.tp > 1 && p.pp > 1 && p.deterministic {
             return cfg(format!(
-                "--tp {} with --pp {}: a pipeline stage of tensor-parallel blocks is not built \
-                 yet: use one of the two (with data parallelism over the remaining workers)",
+                "--deterministic with --tp {} --pp {}: the exact fixed-point sums of a pipeline \
+                 stage of tensor-parallel blocks are not built (tensor parallelism adds its \
+                 partial sums in floats, so it is not one worker's bits anyway): drop \
+                 --deterministic, or use --tp or --pp alone",
                 p.tp, p.pp
             ));
         }
@@ -628,7 +630,7 @@ impl TrainConfig {
                 p.pp
             ));
         }
-        let layout = crate::parallel::grid::Layout::new(p.workers, 1, p.pp)?;
+        let layout = crate::parallel::grid::Layout::new(p.workers, p.tp.max(1), p.pp)?;
         if p.accum > 1 {
             return cfg(format!(
                 "--accum {} with --pp {}: a pipeline accumulates over its micro-batches \

@@ -57,6 +57,7 @@ use crate::step::{first_non_finite, Batch, GradientExchange, Observer, StepStats
 use crate::trace::{Phase, Span};
 
 pub mod schedule;
+mod tensor_stage;
 mod worker;
 
 pub use worker::run_worker;
@@ -141,7 +142,7 @@ fn wte_range(layout: &ParamLayout) -> Range<usize> {
 pub fn peak_activation_bytes(cfg: &TrainConfig) -> Vec<usize> {
     let p = &cfg.parallel;
     let parts = split(cfg.model.n_layer, p.pp);
-    let rows = cfg.parallel.batch / (p.workers / p.pp) / p.micro;
+    let rows = cfg.parallel.batch / cfg.data_parallel() / p.micro;
     (parts.iter().enumerate())
         .map(|(s, part)| {
             let ws = Workspace::for_stage(&cfg.model, part, rows, cfg.model.block_size);
@@ -195,6 +196,9 @@ pub struct Pipe {
     /// of P > 1; exact sums in deterministic mode, floats otherwise; else empty).
     wte_theirs_acc: Vec<i64>,
     wte_theirs: Vec<f32>,
+    /// `--tp`: the stage is a tensor group, and `model` holds this rank's shard (see
+    /// `tensor_stage.rs`); `None`: whole blocks.
+    tensor: Option<tensor_stage::TensorPipe>,
 }
 
 /// The communicators a stage talks in.
@@ -223,13 +227,14 @@ impl Pipe {
             tensors,
             len: layout.len,
         };
-        let per_micro = p.batch / (p.workers / stages) / p.micro;
+        let per_micro = p.batch / cfg.data_parallel() / p.micro;
         let rows = if exact { 1 } else { per_micro };
         let actions = schedule::actions(p.schedule, stages, stage, p.micro);
         let t = cfg.model.block_size;
         let slots = (0..schedule::max_in_flight(&actions))
             .map(|_| Slot {
-                pieces: (0..per_micro / rows)
+                // (a tensor-parallel stage keeps its activations in `tensor` instead)
+                pieces: (0..if p.tp > 1 { 0 } else { per_micro / rows })
                     .map(|_| Workspace::for_stage(&cfg.model, &part, rows, t))
                     .collect(),
             })
@@ -260,6 +265,7 @@ impl Pipe {
             wte_parts,
             wte_theirs_acc: vec![0; theirs_len(tied && exact)],
             wte_theirs: vec![0.0; theirs_len(tied && !exact)],
+            tensor: None,
             model,
             adam,
         }
@@ -326,8 +332,9 @@ impl Pipe {
                 comm_thread: false,
             });
         }
-        // as one worker forms it: deterministic mode sums the per-sequence losses, the
-        // default mode the micro-batches' means (of --accum's micro-batches there)
+        self.sum_tensor_copies(step)?; // (--tp --sp only)
+                                       // as one worker forms it: deterministic mode sums the per-sequence losses, the
+                                       // default mode the micro-batches' means (of --accum's micro-batches there)
         loss /= if exact {
             batch.sequences.len()
         } else {
@@ -407,6 +414,9 @@ impl Pipe {
         obs: &mut impl Observer,
         loss: &mut f32,
     ) -> Result<(), Error> {
+        if self.tensor.is_some() {
+            return self.tensor_forward(m, cfg, batch, comms, obs, loss);
+        }
         let (step, t) = (batch.step, cfg.model.block_size);
         let slot = self
             .free
@@ -472,6 +482,9 @@ impl Pipe {
         comms: &mut PipeComms,
         obs: &mut impl Observer,
     ) -> Result<(), Error> {
+        if self.tensor.is_some() {
+            return self.tensor_backward(m, scale, batch, comms, obs);
+        }
         let step = batch.step;
         let slot = self.slot_of[m]
             .take()
@@ -551,7 +564,15 @@ impl Pipe {
     /// A stage boundary may fall inside a chunk, so the stages pass the running state on,
     /// in layout order: the sum of the chunks finished so far, the 8 lanes of the open
     /// chunk, and its tail.
-    fn norm_and_loss(&self, pp: &mut Comm, loss: f32, step: usize) -> Result<(f64, f32), Error> {
+    fn norm_and_loss(
+        &mut self,
+        pp: &mut Comm,
+        loss: f32,
+        step: usize,
+    ) -> Result<(f64, f32), Error> {
+        if self.tensor.is_some() {
+            return self.tensor_norm_and_loss(pp, loss, step);
+        }
         let (s, last) = (self.stage, self.stages - 1);
         let g = &self.grads;
         let n = g.len();

@@ -38,10 +38,12 @@ mod block;
 mod model;
 mod ops;
 mod shard;
+mod stage;
 
 pub use model::{activation_bytes, TensorParallel};
 pub use ops::{f_backward, f_forward, g_backward, g_forward, Ops};
 pub use shard::{consolidate, local_layout, runs, shard, Run};
+pub use stage::TensorStage;
 
 use crate::collective::{Comm, CommError};
 use crate::config::TrainConfig;
