@@ -157,3 +157,56 @@ fn deterministic_tensor_parallel_pipelines_are_refused_in_one_line() {
         .to_string();
     assert!(e.contains("--workers 6"), "{e}");
 }
+
+/// The largest absolute difference between two buffers.
+fn largest_difference(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
+}
+
+#[test]
+fn zero_1_shards_each_tensor_parallel_shard_over_the_replicas() {
+    // 2 and 3 replicas of --tp 2: 3 cuts each rank's shard unevenly, so the pieces' edges
+    // fall inside tensors, whole copies and split ones alike
+    for workers in [4, 6] {
+        let mut zero = grid(workers, 2, 1, 1, false);
+        let replicated = run(&zero);
+        zero.parallel.zero = 1;
+        let sharded = run(&zero);
+        let what = format!("--workers {workers} --tp 2 --zero 1");
+        assert_same_training(&sharded, &replicated, &what);
+        // the checkpoint state: AdamW's parts gathered over the replicas, then the tensor
+        // group's shards consolidated into the single model's layout
+        let (a, b) = (&sharded.adam, &replicated.adam);
+        assert_eq!(
+            a.m.len(),
+            b.m.len(),
+            "{what}: the whole AdamW state comes back"
+        );
+        let dm = largest_difference(&a.m, &b.m);
+        let dv = largest_difference(&a.v, &b.v);
+        println!("{what}: AdamW m differs by {dm:e}, v by {dv:e}");
+        assert!(dm <= 1e-6 && dv <= 1e-6, "{what}: AdamW m {dm:e}, v {dv:e}");
+    }
+}
+
+#[test]
+fn zero_where_it_is_not_built_is_refused_in_one_line() {
+    for (workers, tp, pp, zero, needles) in [
+        (4, 2, 1, 2, ["--zero 2", "--zero 1 with --tp"]),
+        (4, 2, 1, 3, ["--zero 3", "--zero 1 with --tp"]),
+        (4, 1, 2, 1, ["--zero 1", "--pp 2"]),
+        (8, 2, 2, 1, ["--zero 1", "--pp 2"]),
+    ] {
+        let mut c = grid(workers, tp, pp, 1, false);
+        c.parallel.zero = zero;
+        let e = c.validate().expect_err("refused").to_string();
+        assert!(!e.contains('\n'), "{e}");
+        for n in needles {
+            assert!(e.contains(n), "{e} lacks {n}");
+        }
+    }
+}

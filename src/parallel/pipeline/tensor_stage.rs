@@ -72,7 +72,7 @@ impl Pipe {
         let (tp, rank) = (ops.comm.size(), ops.comm.rank());
         let mine = owned(&pipe.model.layout, &part);
         let replicated = if ops.sp && tp > 1 {
-            let mut r = TensorStage::replicated(&cfg.model, tp, rank, &mine);
+            let mut r = tensor::whole_copies(&cfg.model, tp, rank, &mine);
             if part.last && !part.first {
                 // the last stage's copy of the tied wte (stage 0 owns it)
                 r.insert(0, super::wte_range(&pipe.model.layout));
@@ -224,7 +224,7 @@ impl Pipe {
         };
         let mut split = [squares(mine.clone())];
         let mut whole = 0.0;
-        for r in TensorStage::replicated(cfg, size, rank, &mine) {
+        for r in tensor::whole_copies(cfg, size, rank, &mine) {
             let s = squares(r);
             whole += s;
             split[0] -= s;

@@ -21,7 +21,7 @@
 //! One [`TensorStage`] holds one micro-batch's activations; a pipeline keeps one per
 //! micro-batch in flight, and all of them share the stage's [`Ops`] (its tensor group).
 //! With `--sp` the whole copies' gradients are partial sums (each rank saw its own rows);
-//! the pipeline adds them over the group once per step ([`TensorStage::replicated`]) rather
+//! the pipeline adds them over the group once per step ([`whole_copies`]) rather
 //! than once per micro-batch: a sum is linear, so once is enough.
 
 use std::ops::Range;
@@ -112,21 +112,6 @@ impl TensorStage {
             dlogits: head(m * v),
             d,
         }
-    }
-
-    /// The local ranges (in this rank's layout) of the whole copies among `owned`: what
-    /// `--sp` adds over the tensor group once a step. Rank `rank` of a `tp`-way group.
-    pub fn replicated(
-        cfg: &ModelConfig,
-        tp: usize,
-        rank: usize,
-        owned: &Range<usize>,
-    ) -> Vec<Range<usize>> {
-        (runs(cfg, tp, rank).into_iter())
-            .filter(|r| r.replicated)
-            .map(|r| r.local.max(owned.start)..(r.local + r.len).min(owned.end))
-            .filter(|r| !r.is_empty())
-            .collect()
     }
 
     /// The stage's input (m,C), written by the caller before [`TensorStage::forward`] on
@@ -280,4 +265,20 @@ impl TensorStage {
         let wpe = self.cfg.vocab_size * c;
         (wpe, wpe + self.cfg.block_size * c, self.layout.len - c)
     }
+}
+
+/// The local ranges (in rank `rank`'s layout, of a `tp`-way group) of the whole copies (the
+/// embeddings and layer norms every rank holds) that lie inside `within`: what `--sp` adds
+/// over the tensor group, and what a gradient norm counts once rather than per rank.
+pub fn whole_copies(
+    cfg: &ModelConfig,
+    tp: usize,
+    rank: usize,
+    within: &Range<usize>,
+) -> Vec<Range<usize>> {
+    (runs(cfg, tp, rank).into_iter())
+        .filter(|r| r.replicated)
+        .map(|r| r.local.max(within.start)..(r.local + r.len).min(within.end))
+        .filter(|r| !r.is_empty())
+        .collect()
 }
