@@ -198,7 +198,7 @@ pub struct Pipe {
     wte_theirs: Vec<f32>,
     /// `--tp`: the stage is a tensor group, and `model` holds this rank's shard (see
     /// `tensor_stage.rs`); `None`: whole blocks.
-    tensor: Option<tensor_stage::TensorPipe>,
+    tensor: Option<crate::parallel::tensor::StageGroup>,
 }
 
 /// The communicators a stage talks in.

@@ -39,21 +39,9 @@ use crate::error::Error;
 use crate::model::Gpt;
 use crate::optim::AdamW;
 use crate::parallel::data_parallel::gone;
-use crate::parallel::tensor::{self, Ops, TensorStage};
+use crate::parallel::tensor::{self, Ops, StageGroup, TensorStage};
 use crate::step::{Batch, Observer};
 use crate::trace::Phase;
-
-/// A stage's tensor group: its operators and each slot's activations.
-pub(super) struct TensorPipe {
-    /// The tensor group's collectives (f and g).
-    pub(super) ops: Ops,
-    /// One micro-batch's activations per slot (as `Pipe::slots`).
-    slots: Vec<TensorStage>,
-    /// This stage's whole copies in the local layout, and their gradients packed for the
-    /// group's sum (`--sp` only; else empty).
-    replicated: Vec<Range<usize>>,
-    pack: Vec<f32>,
-}
 
 impl Pipe {
     /// Stage `stage` of `cfg`'s pipeline on one rank of a tensor group: `model` and `adam`
@@ -82,7 +70,7 @@ impl Pipe {
             Vec::new()
         };
         let pack = vec![0.0; replicated.iter().map(|r| r.len()).sum()];
-        pipe.tensor = Some(TensorPipe {
+        pipe.tensor = Some(StageGroup {
             ops,
             slots,
             replicated,
@@ -108,7 +96,7 @@ impl Pipe {
             .expect("the schedule keeps at most max_in_flight alive");
         self.slot_of[m] = Some(slot);
         let (s, part) = (self.stage, &self.parts[self.stage]);
-        let TensorPipe { ops, slots, .. } = self.tensor.as_mut().expect("a tensor stage");
+        let StageGroup { ops, slots, .. } = self.tensor.as_mut().expect("a tensor stage");
         let st = &mut slots[slot];
         if !part.first {
             let pp = &mut comms.pp;
@@ -159,7 +147,7 @@ impl Pipe {
             .take()
             .expect("a backward after its forward");
         let (s, part) = (self.stage, &self.parts[self.stage]);
-        let TensorPipe { ops, slots, .. } = self.tensor.as_mut().expect("a tensor stage");
+        let StageGroup { ops, slots, .. } = self.tensor.as_mut().expect("a tensor stage");
         let st = &mut slots[slot];
         if !part.last {
             let pp = &mut comms.pp;

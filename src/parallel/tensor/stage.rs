@@ -39,6 +39,21 @@ use super::model::{embed, embed_backward};
 use super::ops::Ops;
 use super::shard::{local_layout, runs};
 
+/// A pipeline stage's tensor group, as one rank holds it: the operators, one
+/// [`TensorStage`] per micro-batch slot, and (`--sp` only; else empty) the stage's whole
+/// copies in the local layout with a buffer to pack their gradients for the group's sum.
+#[derive(Debug)]
+pub struct StageGroup {
+    /// The tensor group's collectives (f and g).
+    pub ops: Ops,
+    /// One micro-batch's activations per slot of the pipeline.
+    pub slots: Vec<TensorStage>,
+    /// The whole copies' local ranges, summed over the group once a step with `--sp`.
+    pub replicated: Vec<Range<usize>>,
+    /// Their gradients, packed for one all-reduce.
+    pub pack: Vec<f32>,
+}
+
 /// One micro-batch's activations on one rank of a stage's tensor group.
 #[derive(Debug)]
 pub struct TensorStage {
