@@ -332,9 +332,10 @@ impl Pipe {
                 comm_thread: false,
             });
         }
-        self.sum_tensor_copies(step)?; // (--tp --sp only)
-                                       // as one worker forms it: deterministic mode sums the per-sequence losses, the
-                                       // default mode the micro-batches' means (of --accum's micro-batches there)
+        // --tp --sp: the whole copies' partial gradients, added over the tensor group
+        self.sum_tensor_copies(step)?;
+        // as one worker forms it: deterministic mode sums the per-sequence losses, the
+        // default mode the micro-batches' means (of --accum's micro-batches there)
         loss /= if exact {
             batch.sequences.len()
         } else {

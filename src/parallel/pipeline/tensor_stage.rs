@@ -226,17 +226,21 @@ impl Pipe {
         Ok((out[0].sqrt(), out[1] as f32))
     }
 
-    /// With `--tp`: the whole model and AdamW state from the tensor group's shards, after
-    /// [`Pipe::consolidate`] has gathered the stages (a collective of the group); `None`
-    /// without a tensor group (the stage's own buffers then are the whole model).
-    pub fn gather_shards(&mut self) -> Result<Option<(Gpt, AdamW)>, CommError> {
+    /// With `--tp`: the whole model, and with `with_adam` AdamW's state (else empty
+    /// moments), from the tensor group's shards, after [`Pipe::consolidate`] has gathered the
+    /// stages (a collective of the group); `None` without a tensor group (the stage's own
+    /// buffers then are the whole model).
+    pub fn gather_shards(&mut self, with_adam: bool) -> Result<Option<(Gpt, AdamW)>, CommError> {
         let Some(tp) = self.tensor.as_mut() else {
             return Ok(None);
         };
-        let (params, adam) = tensor::consolidate_state(&self.model, &self.adam, &mut tp.ops.comm)?;
-        Ok(Some((
-            Gpt::from_params(self.model.cfg.clone(), params),
-            adam,
-        )))
+        let (cfg, comm) = (&self.model.cfg, &mut tp.ops.comm);
+        let (params, adam) = if with_adam {
+            tensor::consolidate_state(&self.model, &self.adam, comm)?
+        } else {
+            let params = tensor::consolidate(&self.model.params, cfg, comm)?;
+            (params, AdamW::new(0))
+        };
+        Ok(Some((Gpt::from_params(cfg.clone(), params), adam)))
     }
 }

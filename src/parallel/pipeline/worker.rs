@@ -111,7 +111,7 @@ pub fn run_worker(
             let pp = &mut comms.pp;
             obs.time(Phase::Checkpoint, done, || -> Result<(), CommError> {
                 pipe.consolidate(pp, save)?;
-                whole = pipe.gather_shards()?;
+                whole = pipe.gather_shards(save)?;
                 Ok(())
             })
             .map_err(gone(done))?;
@@ -147,7 +147,7 @@ pub fn run_worker(
     if stopped_at.is_some() || cfg.schedule.steps == ctx.init.step {
         pipe.consolidate(&mut comms.pp, true)
             .map_err(gone(ctx.init.step))?;
-        whole = pipe.gather_shards().map_err(gone(ctx.init.step))?;
+        whole = pipe.gather_shards(true).map_err(gone(ctx.init.step))?;
     }
     if let Some(step) = stopped_at {
         if rank == 0 && saved != step {
