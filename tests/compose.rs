@@ -210,3 +210,25 @@ fn zero_where_it_is_not_built_is_refused_in_one_line() {
         }
     }
 }
+
+#[test]
+fn a_tensor_parallel_stage_holds_fewer_activations_and_1f1b_still_bounds_them() {
+    use nanodist::parallel::pipeline::peak_activation_bytes;
+    let at = |tp: usize, sp: bool, s: PipeSchedule| {
+        let mut c = grid(2 * tp, tp, 2, 6, sp);
+        c.parallel.schedule = s;
+        peak_activation_bytes(&c)
+    };
+    let whole = at(1, false, PipeSchedule::GPipe);
+    let split = at(2, false, PipeSchedule::GPipe);
+    let rows = at(2, true, PipeSchedule::GPipe);
+    let one_f = at(2, true, PipeSchedule::OneFOneB);
+    println!("peak activation bytes per stage: {whole:?}, --tp 2 {split:?}, --sp {rows:?}");
+    for s in 0..2 {
+        assert!(split[s] < whole[s] && rows[s] < split[s], "stage {s}");
+        assert!(
+            one_f[s] * 6 <= rows[s] * 2,
+            "stage {s}: 1F1B {one_f:?} GPipe {rows:?}"
+        );
+    }
+}

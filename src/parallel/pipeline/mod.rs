@@ -138,16 +138,24 @@ fn wte_range(layout: &ParamLayout) -> Range<usize> {
 /// Peak bytes of activations each stage holds at once under `cfg`'s schedule: the
 /// activations of one micro-batch on that stage (its input, its blocks', and on the last
 /// stage the head's), times the most micro-batches it holds between their forward and
-/// backward ([`schedule::max_in_flight`]).
+/// backward ([`schedule::max_in_flight`]). With `--tp`, one rank's of the stage's tensor
+/// group ([`crate::parallel::tensor::stage_activation_bytes`]).
 pub fn peak_activation_bytes(cfg: &TrainConfig) -> Vec<usize> {
     let p = &cfg.parallel;
     let parts = split(cfg.model.n_layer, p.pp);
     let rows = cfg.parallel.batch / cfg.data_parallel() / p.micro;
     (parts.iter().enumerate())
         .map(|(s, part)| {
-            let ws = Workspace::for_stage(&cfg.model, part, rows, cfg.model.block_size);
+            let t = cfg.model.block_size;
+            let one = if p.tp > 1 {
+                crate::parallel::tensor::stage_activation_bytes(
+                    &cfg.model, part, rows, t, p.tp, p.sp,
+                )
+            } else {
+                Workspace::for_stage(&cfg.model, part, rows, t).activation_bytes(part)
+            };
             let acts = schedule::actions(p.schedule, p.pp, s, p.micro);
-            ws.activation_bytes(part) * schedule::max_in_flight(&acts)
+            one * schedule::max_in_flight(&acts)
         })
         .collect()
 }

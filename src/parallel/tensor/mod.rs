@@ -43,7 +43,7 @@ mod stage;
 pub use model::{activation_bytes, TensorParallel};
 pub use ops::{f_backward, f_forward, g_backward, g_forward, Ops};
 pub use shard::{consolidate, local_layout, runs, shard, Run};
-pub use stage::{whole_copies, StageGroup, TensorStage};
+pub use stage::{stage_activation_bytes, whole_copies, StageGroup, TensorStage};
 
 use crate::collective::{Comm, CommError};
 use crate::config::TrainConfig;

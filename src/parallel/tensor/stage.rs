@@ -297,3 +297,28 @@ pub fn whole_copies(
         .filter(|r| !r.is_empty())
         .collect()
 }
+
+/// Bytes of what one micro-batch's forward keeps for backward on one rank of a `tp`-way
+/// stage running `part`, for `b` sequences of `t` tokens: its input, every block's
+/// activations, and on the last stage the head's; on the first and last stage the tokens.
+/// The counterpart of `Workspace::activation_bytes` for a stage of whole blocks.
+pub fn stage_activation_bytes(
+    cfg: &ModelConfig,
+    part: &StagePart,
+    b: usize,
+    t: usize,
+    tp: usize,
+    sp: bool,
+) -> usize {
+    let d = Dims::new(cfg, b, t, tp, sp);
+    let (m, c, v) = (d.m, cfg.n_embd, cfg.vocab_size);
+    let blocks = part.layers.len() * Acts::new(d).len();
+    // ln_f's output, mean and 1/std, the logits, their log-sum-exp and the losses
+    let head = if part.last {
+        m * c + 2 * m + m * v + 2 * m
+    } else {
+        0
+    };
+    let tokens = (usize::from(part.first) + usize::from(part.last)) * d.n();
+    4 * (m * c + blocks + head) + 4 * tokens
+}
