@@ -447,10 +447,12 @@ impl TrainConfig {
             }
         }
         self.validate_pipeline()?;
-        if p.tp > 1 && p.pp > 1 {
+        if p.tp > 1 && p.pp > 1 && p.deterministic {
             return cfg(format!(
-                "--tp {} with --pp {}: a pipeline stage of tensor-parallel blocks is not built \
-                 yet: use one of the two (with data parallelism over the remaining workers)",
+                "--deterministic with --tp {} --pp {}: the exact fixed-point sums of a pipeline \
+                 stage of tensor-parallel blocks are not built (tensor parallelism adds its \
+                 partial sums in floats, so it is not one worker's bits anyway): drop \
+                 --deterministic, or use --tp or --pp alone",
                 p.tp, p.pp
             ));
         }
@@ -484,13 +486,7 @@ impl TrainConfig {
                 p.zero
             ));
         }
-        if p.zero > 0 && (p.tp > 1 || p.pp > 1 || p.processes > 1) {
-            return cfg(format!(
-                "--zero {} shards the state of plain data parallelism on the threads of one \
-                 process; it does not combine with --tp, --pp or mpirun yet: drop --zero or them",
-                p.zero
-            ));
-        }
+        self.validate_zero()?;
         if p.processes == 0 || p.workers % p.processes != 0 {
             return cfg(format!(
                 "{} workers do not spread evenly over {} processes: under mpirun, --workers is \
@@ -601,6 +597,40 @@ impl TrainConfig {
         Ok(())
     }
 
+    /// Where `--zero` is meaningful beside the other splits (docs/zero.md): stage 1 with
+    /// `--tp` shards each rank's own shard of the model over the data-parallel group.
+    fn validate_zero(&self) -> Result<(), Error> {
+        let p = &self.parallel;
+        let cfg = |msg: String| Err(Error::Config(msg));
+        if p.zero == 0 {
+            return Ok(());
+        }
+        if p.processes > 1 {
+            return cfg(format!(
+                "--zero {} shards the state over the threads of one process; across mpirun's \
+                 processes nanodist sums whole gradients: drop --zero or mpirun",
+                p.zero
+            ));
+        }
+        if p.pp > 1 {
+            return cfg(format!(
+                "--zero {} with --pp {}: a pipeline stage already holds only its own blocks' \
+                 state and updates it in its own step, which does not shard AdamW over the \
+                 data-parallel group: drop --zero (or use --zero 1 with --tp alone)",
+                p.zero, p.pp
+            ));
+        }
+        if p.tp > 1 && p.zero > 1 {
+            return cfg(format!(
+                "--zero {} with --tp {}: stages 2 and 3 reduce-scatter and gather the whole \
+                 model's blocks one by one as its backward walks them, which a tensor-parallel \
+                 block (already a shard of one) does not run: use --zero 1 with --tp",
+                p.zero, p.tp
+            ));
+        }
+        Ok(())
+    }
+
     /// The pipeline's flags: `--pp`, `--micro` and how they meet the others.
     fn validate_pipeline(&self) -> Result<(), Error> {
         let (p, l) = (&self.parallel, self.model.n_layer);
@@ -628,7 +658,7 @@ impl TrainConfig {
                 p.pp
             ));
         }
-        let layout = crate::parallel::grid::Layout::new(p.workers, 1, p.pp)?;
+        let layout = crate::parallel::grid::Layout::new(p.workers, p.tp.max(1), p.pp)?;
         if p.accum > 1 {
             return cfg(format!(
                 "--accum {} with --pp {}: a pipeline accumulates over its micro-batches \

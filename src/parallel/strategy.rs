@@ -77,6 +77,28 @@ impl Exchange {
         }
     }
 
+    /// A tensor-parallel replica `r` (whole local moments) as this exchange keeps it: ZeRO
+    /// stage 1 keeps only its part of the moments (`zero/tensor.rs`).
+    pub fn tensor_replica(&self, mut r: Replica) -> Replica {
+        if let Exchange::Sync(z) = self {
+            r.adam = z.my_adam(r.adam);
+        }
+        r
+    }
+
+    /// The moments of the whole local buffer of `len` floats: ZeRO's parts gathered (a
+    /// collective of the data-parallel group), else `adam` itself.
+    pub fn whole_adam<'a>(
+        &mut self,
+        adam: &'a AdamW,
+        len: usize,
+    ) -> Result<Cow<'a, AdamW>, CommError> {
+        match self {
+            Exchange::Sync(z) => z.whole_adam(adam, len),
+            _ => Ok(Cow::Borrowed(adam)),
+        }
+    }
+
     /// The whole model (ZeRO stage 3 gathers its shards: a collective).
     pub fn whole_model<'m>(&mut self, model: &'m Gpt) -> Result<Cow<'m, Gpt>, CommError> {
         match self {

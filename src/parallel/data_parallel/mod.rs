@@ -217,15 +217,20 @@ fn snapshot(
     if replica.tensor.is_none() {
         return exchange.snapshot(replica, step);
     }
-    let (params, adam) = tensor_state(replica)?;
+    let (params, adam) = tensor_state(exchange, replica)?;
     Ok((replica.rank == 0).then_some(TrainState { params, adam, step }))
 }
 
 /// With `--tp`: the tensor group's shards of the parameters and moments, consolidated on
-/// every worker of the group (a collective of the group).
-fn tensor_state(replica: &mut Replica) -> Result<(Vec<f32>, AdamW), CommError> {
+/// every worker of the group (a collective of the group; with `--zero 1` the moments'
+/// parts are first gathered over the data-parallel group).
+fn tensor_state(
+    exchange: &mut Exchange,
+    replica: &mut Replica,
+) -> Result<(Vec<f32>, AdamW), CommError> {
+    let adam = exchange.whole_adam(&replica.adam, replica.model.layout.len)?;
     let tp = replica.tensor.as_mut().expect("a tensor-parallel replica");
-    tensor::consolidate_state(&replica.model, &replica.adam, &mut tp.ops.comm)
+    tensor::consolidate_state(&replica.model, &adam, &mut tp.ops.comm)
 }
 
 /// The end of a worker: the whole parameters and moments (ZeRO's or the tensor group's
@@ -235,7 +240,7 @@ fn into_state(
     mut replica: Replica,
 ) -> Result<(Vec<f32>, AdamW), CommError> {
     if replica.tensor.is_some() {
-        return tensor_state(&mut replica);
+        return tensor_state(&mut exchange, &mut replica);
     }
     exchange.into_state(replica)
 }
@@ -293,7 +298,7 @@ pub fn run_worker(
     let len = (tp_replica.as_ref()).map_or(cfg.model.num_params(), |r| r.model.layout.len);
     let mut exchange = Exchange::new(cfg, comm, len, &ctx.init.params);
     let mut replica = match tp_replica {
-        Some(r) => r,
+        Some(r) => exchange.tensor_replica(r),
         None => exchange.replica(rank, ctx.init, cfg),
     };
     let mut evaluator = Evaluator::new(cfg);

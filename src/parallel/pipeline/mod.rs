@@ -57,6 +57,7 @@ use crate::step::{first_non_finite, Batch, GradientExchange, Observer, StepStats
 use crate::trace::{Phase, Span};
 
 pub mod schedule;
+mod tensor_stage;
 mod worker;
 
 pub use worker::run_worker;
@@ -137,16 +138,24 @@ fn wte_range(layout: &ParamLayout) -> Range<usize> {
 /// Peak bytes of activations each stage holds at once under `cfg`'s schedule: the
 /// activations of one micro-batch on that stage (its input, its blocks', and on the last
 /// stage the head's), times the most micro-batches it holds between their forward and
-/// backward ([`schedule::max_in_flight`]).
+/// backward ([`schedule::max_in_flight`]). With `--tp`, one rank's of the stage's tensor
+/// group ([`crate::parallel::tensor::stage_activation_bytes`]).
 pub fn peak_activation_bytes(cfg: &TrainConfig) -> Vec<usize> {
     let p = &cfg.parallel;
     let parts = split(cfg.model.n_layer, p.pp);
-    let rows = cfg.parallel.batch / (p.workers / p.pp) / p.micro;
+    let rows = cfg.parallel.batch / cfg.data_parallel() / p.micro;
     (parts.iter().enumerate())
         .map(|(s, part)| {
-            let ws = Workspace::for_stage(&cfg.model, part, rows, cfg.model.block_size);
+            let t = cfg.model.block_size;
+            let one = if p.tp > 1 {
+                crate::parallel::tensor::stage_activation_bytes(
+                    &cfg.model, part, rows, t, p.tp, p.sp,
+                )
+            } else {
+                Workspace::for_stage(&cfg.model, part, rows, t).activation_bytes(part)
+            };
             let acts = schedule::actions(p.schedule, p.pp, s, p.micro);
-            ws.activation_bytes(part) * schedule::max_in_flight(&acts)
+            one * schedule::max_in_flight(&acts)
         })
         .collect()
 }
@@ -197,6 +206,9 @@ pub struct Pipe {
     wte_theirs: Vec<f32>,
     /// The norm partials of this stage's whole chunks, taken each step ([`Pipe::norm_and_loss`]).
     norm_sums: Vec<f64>,
+    /// `--tp`: the stage is a tensor group, and `model` holds this rank's shard (see
+    /// `tensor_stage.rs`); `None`: whole blocks.
+    tensor: Option<crate::parallel::tensor::StageGroup>,
 }
 
 /// The communicators a stage talks in.
@@ -225,13 +237,14 @@ impl Pipe {
             tensors,
             len: layout.len,
         };
-        let per_micro = p.batch / (p.workers / stages) / p.micro;
+        let per_micro = p.batch / cfg.data_parallel() / p.micro;
         let rows = if exact { 1 } else { per_micro };
         let actions = schedule::actions(p.schedule, stages, stage, p.micro);
         let t = cfg.model.block_size;
         let slots = (0..schedule::max_in_flight(&actions))
             .map(|_| Slot {
-                pieces: (0..per_micro / rows)
+                // (a tensor-parallel stage keeps its activations in `tensor` instead)
+                pieces: (0..if p.tp > 1 { 0 } else { per_micro / rows })
                     .map(|_| Workspace::for_stage(&cfg.model, &part, rows, t))
                     .collect(),
             })
@@ -263,6 +276,7 @@ impl Pipe {
             wte_theirs_acc: vec![0; theirs_len(tied && exact)],
             wte_theirs: vec![0.0; theirs_len(tied && !exact)],
             norm_sums: Vec::with_capacity(n / NORM_CHUNK + 1),
+            tensor: None,
             model,
             adam,
         }
@@ -339,6 +353,8 @@ impl Pipe {
                 comm_thread: false,
             });
         }
+        // --tp --sp: the whole copies' partial gradients, added over the tensor group
+        self.sum_tensor_copies(step)?;
         // as one worker forms it: deterministic mode sums the per-sequence losses, the
         // default mode the micro-batches' means (of --accum's micro-batches there)
         loss /= if exact {
@@ -420,6 +436,9 @@ impl Pipe {
         obs: &mut impl Observer,
         loss: &mut f32,
     ) -> Result<(), Error> {
+        if self.tensor.is_some() {
+            return self.tensor_forward(m, cfg, batch, comms, obs, loss);
+        }
         let (step, t) = (batch.step, cfg.model.block_size);
         let slot = self
             .free
@@ -486,6 +505,9 @@ impl Pipe {
         comms: &mut PipeComms,
         obs: &mut impl Observer,
     ) -> Result<(), Error> {
+        if self.tensor.is_some() {
+            return self.tensor_backward(m, scale, batch, comms, obs);
+        }
         let step = batch.step;
         let slot = self.slot_of[m]
             .take()
@@ -585,6 +607,9 @@ impl Pipe {
         loss: f32,
         step: usize,
     ) -> Result<(f64, f32), Error> {
+        if self.tensor.is_some() {
+            return self.tensor_norm_and_loss(pp, loss, step);
+        }
         let (s, last) = (self.stage, self.stages - 1);
         let mine = owned(&self.model.layout, self.part());
         let g = &self.grads;

@@ -3,12 +3,14 @@
 //! model wherever the whole model is needed.
 //!
 //! ```text
-//!  grid = Grid::new(world, Layout(workers, tp 1, pp))     -> my stage, my replica
+//!  grid = Grid::new(world, Layout(workers, tp, pp))       -> my stage, my replica (--tp:
+//!                                                            my shard, `tensor_stage.rs`)
 //!  for each step:
 //!    Pipe::step (schedule, dp all-reduce, tied wte, global norm, my update)
 //!    report the step (every stage reports the same loss and norm)
 //!  between steps (every stage of every replica at once):
-//!    evaluation:  consolidate parameters, then every worker evaluates its share of windows
+//!    evaluation:  consolidate parameters (over pp, then --tp's shards over tp), then every
+//!                 worker evaluates its share of windows
 //!    checkpoint:  consolidate parameters and AdamW; rank 0 (stage 0 of replica 0) sends it
 //!  at the end:    consolidate; rank 0's parameters are the run's model
 //! ```
@@ -18,14 +20,16 @@
 use crossbeam::channel::Sender;
 
 use super::{Pipe, PipeComms};
-use crate::collective::Comm;
+use crate::collective::{Comm, CommError};
 use crate::data::sampler;
 use crate::error::Error;
 use crate::model::Gpt;
+use crate::optim::AdamW;
 use crate::parallel::data_parallel::{
     gone, replicas_differ, AllReduce, Context, Evaluator, Report, Telemetry, TrainState, WorkerDone,
 };
 use crate::parallel::grid::{Grid, Layout};
+use crate::parallel::tensor::{self, Ops};
 use crate::step::{Batch, Observer};
 use crate::trace::Phase;
 
@@ -39,18 +43,29 @@ pub fn run_worker(
     let cfg = ctx.cfg;
     let p = &cfg.parallel;
     let rank = comm.rank();
-    let layout = Layout::new(p.workers, 1, p.pp)?;
+    let layout = Layout::new(p.workers, p.tp, p.pp)?;
     let grid = Grid::new(comm, layout).map_err(gone(ctx.init.step))?;
-    let (stage, replica) = (grid.coords.pp, grid.coords.dp);
-    let Grid { world, pp, dp, .. } = grid;
+    let (stage, replica, slice) = (grid.coords.pp, grid.coords.dp, grid.coords.tp);
+    let Grid {
+        world, pp, dp, tp, ..
+    } = grid;
     let model = Gpt::from_params(cfg.model.clone(), ctx.init.params.clone());
-    let n = model.layout.len;
+    let mut pipe = if p.tp > 1 {
+        // my shard of every tensor (only my stage's are trained), in the local layout
+        let (shard, adam) = tensor::shard_state(&model, &ctx.init.adam, p.tp, slice);
+        let ops = Ops::new(tp, p.sp, p.allreduce);
+        Pipe::with_tensor(stage, shard, adam, cfg, ops)
+    } else {
+        Pipe::new(stage, model, ctx.init.adam.clone(), cfg)
+    };
+    let n = pipe.model.layout.len;
     let mut comms = PipeComms {
         pp,
         dp: AllReduce::new(dp, p.allreduce, n, p.bucket_kb, false),
     };
     let mut world = world;
-    let mut pipe = Pipe::new(stage, model, ctx.init.adam.clone(), cfg);
+    // --tp: the whole model and AdamW state, consolidated from the shards when needed
+    let mut whole: Option<(Gpt, AdamW)> = None;
     let mut evaluator = Evaluator::new(cfg);
     let mut obs = Telemetry {
         clock: ctx.clock,
@@ -94,11 +109,15 @@ pub fn run_worker(
         let save = (s.checkpoint_every > 0 && done % s.checkpoint_every == 0) || done == s.steps;
         if eval || check || save {
             let pp = &mut comms.pp;
-            obs.time(Phase::Checkpoint, done, || pipe.consolidate(pp, save))
-                .map_err(gone(done))?;
+            obs.time(Phase::Checkpoint, done, || -> Result<(), CommError> {
+                pipe.consolidate(pp, save)?;
+                whole = pipe.gather_shards(save)?;
+                Ok(())
+            })
+            .map_err(gone(done))?;
         }
         if eval {
-            let model = &pipe.model;
+            let model = whole.as_ref().map_or(&pipe.model, |w| &w.0);
             let val_loss = obs.time(Phase::Eval, done, || {
                 evaluator.evaluate(model, &mut world, algorithm, val, &subset)
             });
@@ -111,7 +130,8 @@ pub fn run_worker(
             }
         }
         if check {
-            let differ = replicas_differ(&pipe.model.params, &mut world);
+            let model = whole.as_ref().map_or(&pipe.model, |w| &w.0);
+            let differ = replicas_differ(&model.params, &mut world);
             if let Some((w, hash, hash0)) = differ.map_err(gone(done))? {
                 return Err(Error::Worker(format!(
                     "replicas diverged after step {done}: worker {w} has param hash {hash:016x}, worker 0 {hash0:016x}"
@@ -119,7 +139,7 @@ pub fn run_worker(
             }
         }
         if rank == 0 && save {
-            let state = snapshot(&pipe, done);
+            let state = snapshot(&pipe, &whole, done);
             let _ = reports.send(Report::Checkpoint(state));
             saved = done;
         }
@@ -127,42 +147,50 @@ pub fn run_worker(
     if stopped_at.is_some() || cfg.schedule.steps == ctx.init.step {
         pipe.consolidate(&mut comms.pp, true)
             .map_err(gone(ctx.init.step))?;
+        whole = pipe.gather_shards(true).map_err(gone(ctx.init.step))?;
     }
     if let Some(step) = stopped_at {
         if rank == 0 && saved != step {
-            let _ = reports.send(Report::Checkpoint(snapshot(&pipe, step)));
+            let _ = reports.send(Report::Checkpoint(snapshot(&pipe, &whole, step)));
         }
+        let (params, adam) = whole.map_or((pipe.model.params, pipe.adam), |(m, a)| (m.params, a));
         return Ok(WorkerDone {
             memory: None,
             rank,
             val_loss: f64::NAN,
-            params: pipe.model.params,
-            adam: pipe.adam,
+            params,
+            adam,
             stopped_at,
         });
     }
     let val_loss = if ctx.final_eval {
         let all: Vec<usize> = (0..sampler::val_windows(val.len(), t)).collect();
         let steps = cfg.schedule.steps;
-        (evaluator.evaluate(&pipe.model, &mut world, algorithm, val, &all)).map_err(gone(steps))?
+        let model = whole.as_ref().map_or(&pipe.model, |w| &w.0);
+        (evaluator.evaluate(model, &mut world, algorithm, val, &all)).map_err(gone(steps))?
     } else {
         f64::NAN
     };
+    let (params, adam) = whole.map_or((pipe.model.params, pipe.adam), |(m, a)| (m.params, a));
     Ok(WorkerDone {
         memory: None,
         rank,
         val_loss,
-        params: pipe.model.params,
-        adam: pipe.adam,
+        params,
+        adam,
         stopped_at: None,
     })
 }
 
-/// The consolidated state after `step` steps, for the main thread to checkpoint.
-fn snapshot(pipe: &Pipe, step: usize) -> TrainState {
+/// The consolidated state after `step` steps, for the main thread to checkpoint: the
+/// stage's buffers, or with `--tp` the `whole` model gathered from the shards.
+fn snapshot(pipe: &Pipe, whole: &Option<(Gpt, AdamW)>, step: usize) -> TrainState {
+    let (model, adam) = whole
+        .as_ref()
+        .map_or((&pipe.model, &pipe.adam), |(m, a)| (m, a));
     TrainState {
-        params: pipe.model.params.clone(),
-        adam: pipe.adam.clone(),
+        params: model.params.clone(),
+        adam: adam.clone(),
         step,
     }
 }

@@ -38,10 +38,12 @@ mod block;
 mod model;
 mod ops;
 mod shard;
+mod stage;
 
 pub use model::{activation_bytes, TensorParallel};
 pub use ops::{f_backward, f_forward, g_backward, g_forward, Ops};
 pub use shard::{consolidate, local_layout, runs, shard, Run};
+pub use stage::{stage_activation_bytes, whole_copies, StageGroup, TensorStage};
 
 use crate::collective::{Comm, CommError};
 use crate::config::TrainConfig;
@@ -138,25 +140,33 @@ pub struct CommPerStep {
 pub fn comm_per_step(cfg: &TrainConfig) -> CommPerStep {
     let (p, m) = (&cfg.parallel, &cfg.model);
     let (tp, dp) = (p.tp as u64, cfg.data_parallel() as u64);
-    let (l, c, t) = (m.n_layer as u64, m.n_embd as u64, m.block_size as u64);
+    // with --pp a worker's tensor group runs only its stage's blocks: the largest stage's
+    let l = m.n_layer.div_ceil(p.pp.max(1)) as u64;
+    let (c, t) = (m.n_embd as u64, m.block_size as u64);
     // micro-batches per step and the rows of each (deterministic: one sequence at a time)
     let (passes, rows) = if p.deterministic {
         ((p.batch as u64) / dp, t)
     } else {
-        (p.accum as u64, cfg.micro_batch() as u64 * t)
+        (
+            (p.accum * p.micro.max(1)) as u64,
+            cfg.micro_batch() as u64 * t,
+        )
     };
     let nc = rows * c;
     let per_layer = 8 * (nc / tp) * (tp - 1); // 4 all-reduces (SP: 4 gathers + 4 scatters)
     let whole = (m.vocab_size as u64 + t + 2 * l + 1) * c;
     let sp_sum = if p.sp { 2 * (whole / tp) * (tp - 1) } else { 0 };
-    let tp_floats = passes * (l * per_layer + sp_sum);
+    // (a pipeline stage adds its whole copies' gradients once a step, not per micro-batch)
+    let sp_passes = if p.pp > 1 { 1 } else { passes };
+    let tp_floats = passes * l * per_layer + sp_passes * sp_sum;
     let shard = local_layout(m, p.tp).len as u64;
     let elem = if p.deterministic { 8 } else { 4 };
     CommPerStep {
         tp_bytes: 4 * tp_floats,
         tp_formula: format!(
-            "4 bytes x micro-batches ({passes}) x [L ({l}) x 8 (TP-1)/TP x N ({rows}) x C ({c})\
+            "4 bytes x micro-batches ({passes}) x [L{} ({l}) x 8 (TP-1)/TP x N ({rows}) x C ({c})\
              {}], TP = {tp}",
+            if p.pp > 1 { "/PP" } else { "" },
             if p.sp {
                 " + 2 (TP-1)/TP x (V+T+2L+1) C (the whole copies' gradients)"
             } else {

@@ -348,7 +348,15 @@ impl TensorParallel {
 }
 
 /// `out (m,C)`: rows `first..first+m` of the (B*T) tokens, `wte[id] + wpe[position]`.
-fn embed(out: &mut [f32], ids: &[u32], first: usize, wte: &[f32], wpe: &[f32], t: usize, c: usize) {
+pub(super) fn embed(
+    out: &mut [f32],
+    ids: &[u32],
+    first: usize,
+    wte: &[f32],
+    wpe: &[f32],
+    t: usize,
+    c: usize,
+) {
     let v = wte.len() / c;
     for (i, (row, &id)) in out.chunks_exact_mut(c).zip(ids).enumerate() {
         assert!((id as usize) < v, "token id outside the vocabulary of {v}");
@@ -361,7 +369,7 @@ fn embed(out: &mut [f32], ids: &[u32], first: usize, wte: &[f32], wpe: &[f32], t
 }
 
 /// Accumulates `dwte`, `dwpe` from `dout (m,C)` of rows `first..first+m`.
-fn embed_backward(
+pub(super) fn embed_backward(
     dwte: &mut [f32],
     dwpe: &mut [f32],
     dout: &[f32],

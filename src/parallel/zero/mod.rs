@@ -55,6 +55,7 @@ use crate::trace::Phase;
 
 mod memory;
 mod shard;
+mod tensor;
 mod walk;
 
 pub use memory::{peak_rss_bytes, Memory, StateBytes};
@@ -81,7 +82,8 @@ impl Zero {
     /// The exchange of `stage` over `dp`'s communicator, for a layout of `len` floats.
     pub fn new(dp: AllReduce, stage: u8, cfg: &TrainConfig) -> Self {
         let n = dp.comm.size();
-        let len = crate::model::ParamLayout::new(&cfg.model).len;
+        // the whole model's layout, or with --tp this rank's shard's (`tensor.rs`)
+        let len = crate::parallel::tensor::local_layout(&cfg.model, cfg.parallel.tp.max(1)).len;
         let shards = shards(len, n);
         let mine = shards[dp.comm.rank()].clone();
         Zero {
@@ -336,6 +338,9 @@ impl GradientExchange for Zero {
     ) -> Result<f32, Error> {
         if self.stage == 0 {
             return self.dp.update(r, lr, optim, step, obs);
+        }
+        if r.tensor.is_some() {
+            return self.update_tensor(r, lr, optim, step, obs);
         }
         let mine = self.mine();
         let layout = &r.model.layout;
