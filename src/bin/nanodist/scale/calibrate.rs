@@ -3,26 +3,41 @@
 //!
 //! ```text
 //!   all-reduce alone, timed      -> a + bytes * b        the "link"  (per n and algorithm)
-//!   n replicas side by side      -> FLOP/s per core      the "GPU"   (n cores busy)
+//!   n replicas side by side      -> FLOP/s per core      the "GPU"   (n cores busy), one
+//!                                                        rate per matrix shape:
+//!       replicas of B/n                 data parallelism, ZeRO
+//!       the same with --accum k         a pipeline stage's micro-batches of B/(dp M)
+//!       x block kernels T-slice/whole   a tensor-parallel worker's C x C/T slices
+//!   n threads: compute, barrier  -> Hardware::sync_s     what a synchronisation point costs
+//!      vs the same compute alone                         when partners compute up to it
 //!   predict(calibrated_cpu(..))  -> step time      vs    nanodist train ... -> step time
 //!
-//!   layout of each case, as the model reads it (2 workers):
-//!     --zero 1|2|3       dp 2, zero stage s     1, 2: one all-reduce's bytes; 3: 1.5 of them
-//!     --tp 2             tp 2, dp 1             4 all-reduces of b x T x C per layer, on the path
-//!     --pp 2 --micro 4   pp 2, m 4, b = B/4     (m + p - 1) slots of t_mb + 2 sends per slot
+//!   layout of each case, as the model reads it (2 workers; points: time::sync_points):
+//!     data parallel      dp 2                   1 all-reduce a step, 1 point
+//!     --zero 1|2|3       dp 2, zero stage s     1, 2: one all-reduce's bytes; 3: 1.5 of them;
+//!                                               3, 8, 12 points
+//!     --tp 2             tp 2, dp 1             4 all-reduces of b x T x C per layer, on the
+//!                                               path, each a point: 16
+//!     --pp 2 --micro 4   pp 2, m 4, b = B/4     (m + p - 1) slots of t_mb, 2 sends and 2
+//!                                               points per slot, 2 barriers a step
 //! ```
 //!
-//! The model is fed only figures measured outside the runs it predicts: the rate comes from
-//! replicas that never communicate, the link from the all-reduce alone. The rates and the
-//! configurations are measured in interleaved rounds (each keeping its fastest round, as
-//! `nanodist bench` does), so a slow moment of a shared host lands on all of them rather than
-//! on one.
+//! The model is fed only figures measured outside the runs it predicts: the rates come from
+//! replicas that never communicate and from the block's matrix products alone, the link from
+//! the all-reduce alone, the synchronisation point from threads that compute and meet at a
+//! barrier. The figures and the configurations are measured in interleaved rounds (each
+//! keeping its fastest round, as `nanodist bench` does), so a slow moment of a shared host
+//! lands on all of them rather than on one.
 
 use std::path::Path;
 
-use nanodist::collective::Algorithm;
+use std::time::Instant;
+
+use nanodist::collective::{self, Algorithm};
 use nanodist::config::TrainConfig;
 use nanodist::metrics::Summary;
+use nanodist::model::linear::{linear_backward, linear_forward};
+use nanodist::model::matmul::Out;
 use nanodist::parallel::buckets;
 use nanodist::scale::{predict, Hardware, ModelShape, Precision, Prediction, ScaleConfig};
 use nanodist::train::{self, RunOptions};
@@ -36,11 +51,16 @@ struct Row {
     flags: String,
     workers: usize,
     predicted_ms: f64,
-    /// Predicted compute, exposed exchange (DP not hidden + TP all-reduces + pipeline sends)
-    /// and pipeline bubble; they add up to `predicted_ms`.
+    /// Predicted compute, exposed exchange (DP not hidden + TP all-reduces + pipeline sends),
+    /// synchronisation points and pipeline bubble; they add up to `predicted_ms`.
     predicted_compute_ms: f64,
     predicted_exchange_ms: f64,
+    predicted_sync_ms: f64,
     predicted_bubble_ms: f64,
+    /// The FLOP/s per core its compute is priced at (measured at its matrix shapes), and
+    /// which shapes those are.
+    flops_per_core: f64,
+    shape: String,
     /// The fastest round's median step, and its split.
     measured_ms: f64,
     measured_compute_ms: f64,
@@ -57,32 +77,94 @@ struct Case {
 }
 
 /// Configurations nanodist has that the model does not represent, and why.
-const NOT_MODELLED: [(&str, &str); 4] = [
+const NOT_MODELLED: [(&str, &str); 2] = [
     (
         "--deterministic",
         "runs each sequence through forward and backward on its own and sums gradients as i64 \
          fixed point: its rate per FLOP is that of one-row matrix products plus a conversion \
-         per gradient, a rate the one calibrated FLOP/s figure does not hold",
+         per gradient, a rate none of the calibrated FLOP/s figures holds",
     ),
     (
         "--accum K",
-        "splits each worker's share into K smaller micro-batches, whose matrix products run at \
-         another rate than the calibrated one, as --deterministic does",
-    ),
-    (
-        "--tp T, --pp P --micro M (their compute)",
-        "a tensor-parallel worker multiplies C x C/T slices and a pipeline stage micro-batches \
-         of B/M sequences: smaller matrix products than the B/N-sequence replicas the FLOP/s \
-         per core is measured on, so the row's compute is that rate's, not theirs",
-    ),
-    (
-        "--tp T, --pp P (their messages)",
-        "the link is the fitted whole-gradient all-reduce, a + bytes b: the tensor-parallel \
-         all-reduces of one B x T x C activation (4 per layer) and the pipeline's sends are \
-         priced on its a and b, though a thread's small hand-off is a barrier and a copy whose \
-         cost the fit's large-message points do not pin down",
+        "not run here; its compute is a pipeline stage's (the rate of replicas with --accum, \
+         measured for the pipeline's row), the rest data parallelism's",
     ),
 ];
+
+/// The matrix shapes a case's worker multiplies: each has its own FLOP/s per core, measured
+/// in the same rounds as the cases.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shape {
+    /// A replica's share, `B / N` sequences in one micro-batch: replicas side by side.
+    Replica,
+    /// A pipeline stage: micro-batches of `B / (dp M)` sequences, which a replica of `B / N`
+    /// runs with `--accum accum` (the same FLOPs per core, the same matrices per layer, one
+    /// AdamW over as many parameters per core).
+    Micro { accum: usize },
+    /// A tensor-parallel worker: `B / dp` sequences over the C x C/T slices of every block:
+    /// the replicas' rate, times the ratio of the block's matrix products at the slice's
+    /// shapes to theirs at the replica's (both timed side by side on `N` threads).
+    Slice { tp: usize },
+}
+
+impl Shape {
+    /// The shapes `cfg`'s workers multiply.
+    fn of(cfg: &TrainConfig) -> Shape {
+        let p = &cfg.parallel;
+        let share = p.batch / p.workers;
+        if p.tp > 1 {
+            return Shape::Slice { tp: p.tp };
+        }
+        let micro = cfg.micro_batch();
+        if p.pp > 1 && micro > 0 && share % micro == 0 && share / micro > 1 {
+            Shape::Micro {
+                accum: share / micro,
+            }
+        } else {
+            Shape::Replica
+        }
+    }
+
+    /// As the table's column says it.
+    fn describe(self, cfg: &TrainConfig) -> String {
+        let share = cfg.parallel.batch / cfg.parallel.workers;
+        match self {
+            Shape::Replica => format!("replicas of {share}"),
+            Shape::Micro { accum } => format!("replicas of {share}, --accum {accum}"),
+            Shape::Slice { tp } => format!("replicas of {share} x slice/whole kernels (tp {tp})"),
+        }
+    }
+}
+
+/// One FLOP/s figure: `n` cores busy, one shape; the best round of each measurement.
+struct Figure {
+    n: usize,
+    shape: Shape,
+    /// Replicas' FLOP/s per core ([`Shape::Replica`], [`Shape::Micro`]).
+    rate: f64,
+    /// [`Shape::Slice`]: the block's matrix products as slices, and whole at a replica's rows.
+    slice: f64,
+    whole: f64,
+}
+
+impl Figure {
+    fn new(n: usize, shape: Shape) -> Figure {
+        Figure {
+            n,
+            shape,
+            rate: 0.0,
+            slice: 0.0,
+            whole: 0.0,
+        }
+    }
+}
+
+/// Forward-backward passes of a block's matrix products per [`kernel_rate`] (about 0.1 s
+/// at the default model's size).
+const KERNEL_REPS: usize = 6;
+
+/// Meetings per [`sync_cost`] run (each after a few milliseconds of compute).
+const SYNC_POINTS: usize = 40;
 
 fn cases(workers: &[usize], base: &TrainConfig) -> Vec<Case> {
     let mut out = Vec::new();
@@ -147,9 +229,10 @@ fn predict_case(
     cfg: &TrainConfig,
     flops_per_core: f64,
     fit: Option<&AlphaBetaFit>,
+    sync_s: f64,
     cores: usize,
 ) -> Prediction {
-    predict(&scale_config(cfg, flops_per_core, fit, cores))
+    predict(&scale_config(cfg, flops_per_core, fit, sync_s, cores))
         .expect("the worker counts divide the batch, checked before")
 }
 
@@ -165,10 +248,14 @@ fn predict_case(
 /// The tensor group's all-reduces and the pipeline's sends go over the same fitted link as
 /// the gradients: with one bucket, the model's ring over 2 workers prices one all-reduce at
 /// exactly the fit's `a + bytes b`, and one send at `a/2 + bytes b`.
+///
+/// Synchronisation: `sync_s` per point where the workers meet after computing (measured by
+/// [`sync_cost`]); the model counts the layout's points (`nanodist::scale::sync_points`).
 fn scale_config(
     cfg: &TrainConfig,
     flops_per_core: f64,
     fit: Option<&AlphaBetaFit>,
+    sync_s: f64,
     cores: usize,
 ) -> ScaleConfig {
     let m = &cfg.model;
@@ -204,7 +291,8 @@ fn scale_config(
     let micro = if p.pp > 1 { p.micro.max(1) } else { 1 };
     ScaleConfig {
         model,
-        hardware: Hardware::calibrated_cpu(flops_per_core, alpha_s, bytes_per_s, 8e9),
+        hardware: Hardware::calibrated_cpu(flops_per_core, alpha_s, bytes_per_s, 8e9)
+            .with_sync(if n > 1 { sync_s } else { 0.0 }),
         gpus: n,
         gpus_per_node: n,
         tp: p.tp,
@@ -233,13 +321,19 @@ struct AlphaBetaFit {
 }
 
 /// FLOP/s per core of `n` independent one-worker replicas training side by side, each on
-/// `B / n` sequences (the share a worker of an `n`-worker run gets), never communicating: what
-/// one "GPU" computes while the others compute too. Megatron's matrix-product count over the
-/// mean of their median steps.
-fn rate_per_core(base: &TrainConfig, corpus: &data::Corpus, n: usize) -> Result<f64, Error> {
+/// `B / n` sequences (the share a worker of an `n`-worker run gets) in `accum` micro-batches,
+/// never communicating: what one "GPU" computes while the others compute too. Megatron's
+/// matrix-product count over the mean of their median steps.
+fn rate_per_core(
+    base: &TrainConfig,
+    corpus: &data::Corpus,
+    n: usize,
+    accum: usize,
+) -> Result<f64, Error> {
     let mut one = base.clone();
     (one.parallel.workers, one.parallel.batch) = (1, base.parallel.batch / n);
-    let flops = predict_case(&one, 1.0, None, 1).model_flops_per_step;
+    one.parallel.accum = accum;
+    let flops = predict_case(&one, 1.0, None, 0.0, 1).model_flops_per_step;
     // Replica 0 runs on this thread, as every case's training does, the others beside it.
     // Rust note: scoped threads may borrow `one` and `corpus`; each returns its own result.
     let steps: Vec<Result<f64, Error>> = std::thread::scope(|s| {
@@ -254,6 +348,147 @@ fn rate_per_core(base: &TrainConfig, corpus: &data::Corpus, n: usize) -> Result<
     });
     let mean_ms = steps.into_iter().sum::<Result<f64, Error>>()? / n as f64;
     Ok(flops / (mean_ms / 1e3))
+}
+
+/// A block's four linear layers, as one worker of a tensor group of `tp` holds them, on
+/// `rows` tokens: `(fan_in, fan_out)` of `c_attn` (C, 3C/T), `attn.c_proj` (C/T, C), `c_fc`
+/// (C, 4C/T), `mlp.c_proj` (4C/T, C). `tp = 1` is a whole block.
+struct BlockKernels {
+    rows: usize,
+    layers: Vec<Kernel>,
+}
+
+/// One linear layer's buffers: input, weight, output, and their gradients.
+struct Kernel {
+    inp: Vec<f32>,
+    w: Vec<f32>,
+    out: Vec<f32>,
+    dinp: Vec<f32>,
+    dw: Vec<f32>,
+}
+
+impl BlockKernels {
+    fn new(rows: usize, c: usize, tp: usize) -> BlockKernels {
+        let shapes = [
+            (c, 3 * c / tp),
+            (c / tp, c),
+            (c, 4 * c / tp),
+            (4 * c / tp, c),
+        ];
+        let layers = shapes
+            .iter()
+            .map(|&(fan_in, fan_out)| Kernel {
+                inp: vec![0.01; rows * fan_in],
+                w: vec![0.01; fan_out * fan_in],
+                out: vec![0.0; rows * fan_out],
+                dinp: vec![0.0; rows * fan_in],
+                dw: vec![0.0; fan_out * fan_in],
+            })
+            .collect();
+        BlockKernels { rows, layers }
+    }
+
+    /// FLOPs of one [`BlockKernels::forward_backward`]: 6 per weight per row (2 forward, 4
+    /// backward), Megatron's count.
+    fn flops(&self) -> f64 {
+        let weights: usize = self.layers.iter().map(|k| k.w.len()).sum();
+        6.0 * (self.rows * weights) as f64
+    }
+
+    /// The attention half's linear layers forward: the stretch of compute between two of
+    /// tensor parallelism's all-reduces, as [`sync_cost`] uses it.
+    fn attention_forward(&mut self) {
+        for k in &mut self.layers[..2] {
+            linear_forward(&mut k.out, &k.inp, &k.w, self.rows, Out::Set, 1);
+        }
+    }
+
+    /// Every layer forward, then backward (its output taken as its gradient).
+    fn forward_backward(&mut self) {
+        let rows = self.rows;
+        for k in &mut self.layers {
+            linear_forward(&mut k.out, &k.inp, &k.w, rows, Out::Set, 1);
+            linear_backward(
+                &mut k.dinp,
+                &mut k.dw,
+                &k.out,
+                &k.inp,
+                &k.w,
+                rows,
+                Out::Set,
+                1,
+            );
+        }
+    }
+}
+
+/// FLOP/s per core of the block's matrix products at one shape (`rows` tokens, a `tp`-way
+/// slice), `reps` forward-backward passes on each of `n` threads side by side (the cores as
+/// busy as in the runs): the mean over the threads.
+fn kernel_rate(n: usize, rows: usize, c: usize, tp: usize, reps: usize) -> f64 {
+    let secs: Vec<(f64, f64)> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..n)
+            .map(|_| {
+                s.spawn(move || {
+                    let mut b = BlockKernels::new(rows, c, tp);
+                    b.forward_backward(); // first touch of the buffers, untimed
+                    let t0 = Instant::now();
+                    for _ in 0..reps {
+                        b.forward_backward();
+                    }
+                    (b.flops() * reps as f64, t0.elapsed().as_secs_f64())
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .map(|h| h.join().expect("a kernel thread panicked"))
+            .collect()
+    });
+    let (flops, secs) = (secs[0].0, secs.iter().map(|x| x.1).sum::<f64>() / n as f64);
+    flops / secs
+}
+
+/// Seconds one synchronisation point costs `n` workers that compute up to it: `n` threads
+/// each run `points` stretches of the same compute (the attention half of a block's linear
+/// layers forward at a replica's shape, the order of the stretch between two of tensor
+/// parallelism's all-reduces), once meeting at the collectives' barrier after every
+/// stretch, once not meeting at all; the difference of the threads' mean elapsed times,
+/// per point. It holds what the model's link does not: partners that arrive apart (jitter,
+/// a core taken by another process) and a sleeping waiter's wake-up. Never below 0.
+fn sync_cost(n: usize, rows: usize, c: usize, points: usize) -> f64 {
+    let run = |meet: bool| -> f64 {
+        let comms = collective::group(n);
+        let secs: Vec<f64> = std::thread::scope(|s| {
+            let hs: Vec<_> = comms
+                .into_iter()
+                .map(|mut comm| {
+                    s.spawn(move || {
+                        let mut b = BlockKernels::new(rows, c, 1);
+                        b.attention_forward(); // first touch of the buffers, untimed
+                        if meet {
+                            comm.barrier().expect("a calibration thread left");
+                        }
+                        let t0 = Instant::now();
+                        for _ in 0..points {
+                            b.attention_forward();
+                            if meet {
+                                comm.barrier().expect("a calibration thread left");
+                            }
+                        }
+                        t0.elapsed().as_secs_f64()
+                    })
+                })
+                .collect();
+            hs.into_iter()
+                .map(|h| h.join().expect("a calibration thread panicked"))
+                .collect()
+        });
+        secs.iter().sum::<f64>() / n as f64
+    };
+    // alternated, so that a change of the host's load between runs falls on both sides
+    let (alone, met) = (run(false), run(true));
+    let (alone, met) = (alone + run(false), met + run(true));
+    ((met - alone) / 2.0 / points as f64).max(0.0)
 }
 
 /// Trains `cfg` for its steps and returns its summary (no final evaluation).
@@ -338,19 +573,69 @@ pub fn run(
     warm.schedule.steps = 3;
     train_once(&warm, &corpus)?;
 
-    // 2. in each round: the "GPU" (FLOP/s per core with n cores busy), then every case run;
-    // each keeps its fastest round
-    let mut rates: Vec<(usize, f64)> = workers.iter().map(|&n| (n, 0.0)).collect();
+    // 2. in each round: the "GPU" (FLOP/s per core with n cores busy, at every shape a case
+    // multiplies) and the synchronisation point, then every case run; each figure keeps its
+    // best round (the fastest rates, the cheapest point), each case its fastest
+    let c = base.model.n_embd;
+    let t = base.model.block_size;
+    let mut figures: Vec<Figure> = Vec::new();
+    for cfg in all.iter().map(|c| &c.cfg) {
+        let (n, shape) = (cfg.parallel.workers, Shape::of(cfg));
+        let need = [Figure::new(n, Shape::Replica), Figure::new(n, shape)];
+        for f in need {
+            if !figures.iter().any(|g| (g.n, g.shape) == (f.n, f.shape)) {
+                figures.push(f);
+            }
+        }
+    }
+    let mut syncs: Vec<(usize, f64)> = workers
+        .iter()
+        .filter(|&&n| n > 1)
+        .map(|&n| (n, f64::INFINITY))
+        .collect();
     let mut best: Vec<Option<Summary>> = vec![None; all.len()];
     for round in 1..=rounds {
-        for (n, rate) in rates.iter_mut() {
-            let r = rate_per_core(&base, &corpus, *n)?;
+        for f in figures.iter_mut() {
+            let share = base.parallel.batch / f.n;
+            match f.shape {
+                Shape::Replica | Shape::Micro { .. } => {
+                    let accum = match f.shape {
+                        Shape::Micro { accum } => accum,
+                        _ => 1,
+                    };
+                    let r = rate_per_core(&base, &corpus, f.n, accum)?;
+                    println!(
+                        "  round {round}: {} replica(s) of batch {share}{} side by side: {:.2} GFLOP/s per core",
+                        f.n,
+                        if accum > 1 { format!(" in {accum} micro-batches") } else { String::new() },
+                        r / 1e9
+                    );
+                    f.rate = f.rate.max(r);
+                }
+                Shape::Slice { tp } => {
+                    let rows = base.parallel.batch / (f.n / tp).max(1) * t;
+                    let slice = kernel_rate(f.n, rows, c, tp, KERNEL_REPS);
+                    let whole = kernel_rate(f.n, share * t, c, 1, KERNEL_REPS);
+                    println!(
+                        "  round {round}: block matrix products on {} threads: {:.2} GFLOP/s per core as {tp}-way slices of {rows} rows, {:.2} whole on {} rows",
+                        f.n,
+                        slice / 1e9,
+                        whole / 1e9,
+                        share * t
+                    );
+                    f.slice = f.slice.max(slice);
+                    f.whole = f.whole.max(whole);
+                }
+            }
+        }
+        for (n, cost) in syncs.iter_mut() {
+            let rows = base.parallel.batch / *n * t;
+            let s = sync_cost(*n, rows, c, SYNC_POINTS);
             println!(
-                "  round {round}: {n} independent replica(s) of batch {} side by side: {:.2} GFLOP/s per core",
-                base.parallel.batch / *n,
-                r / 1e9
+                "  round {round}: {n} threads computing, then meeting at a barrier: {:.1} us per point",
+                s * 1e6
             );
-            *rate = rate.max(r);
+            *cost = cost.min(s);
         }
         for (c, b) in all.iter().zip(best.iter_mut()) {
             let s = train_once(&c.cfg, &corpus)?;
@@ -367,29 +652,40 @@ pub fn run(
     }
 
     // 3. every case predicted from those figures alone
-    let preds: Vec<Prediction> = all
+    let rate_of = |n: usize, shape: Shape| -> f64 {
+        let find = |sh: Shape| figures.iter().find(|f| (f.n, f.shape) == (n, sh));
+        let replica = find(Shape::Replica).map_or(0.0, |f| f.rate);
+        match find(shape) {
+            Some(f) if matches!(shape, Shape::Slice { .. }) => replica * f.slice / f.whole,
+            Some(f) => f.rate,
+            None => replica,
+        }
+    };
+    let sync_of = |n: usize| syncs.iter().find(|s| s.0 == n).map_or(0.0, |s| s.1);
+    let rows: Vec<Row> = all
         .iter()
-        .map(|c| {
+        .zip(best)
+        .map(|(c, s)| {
             let n = c.cfg.parallel.workers;
             let fit = fits
                 .iter()
                 .find(|f| f.workers == n && f.algo == c.cfg.parallel.allreduce.name());
-            let rate = rates.iter().find(|r| r.0 == n).map_or(0.0, |r| r.1);
-            predict_case(&c.cfg, rate, fit, cores)
-        })
-        .collect();
-    let rows: Vec<Row> = (all.iter().zip(&preds).zip(best))
-        .map(|((c, p), s)| {
+            let shape = Shape::of(&c.cfg);
+            let rate = rate_of(n, shape);
+            let p = predict_case(&c.cfg, rate, fit, sync_of(n), cores);
             let s = s.expect("every case ran");
             let t = &p.time;
             let exposed = t.dp_s - t.dp_hidden_s + t.tp_s + t.pp_s;
             Row {
                 flags: c.flags.clone(),
-                workers: c.cfg.parallel.workers,
+                workers: n,
                 predicted_ms: p.step_s * 1e3,
                 predicted_compute_ms: t.compute_s * 1e3,
                 predicted_exchange_ms: exposed * 1e3,
+                predicted_sync_ms: t.sync_s * 1e3,
                 predicted_bubble_ms: t.bubble_s * 1e3,
+                flops_per_core: rate,
+                shape: shape.describe(&c.cfg),
                 measured_ms: s.step_ms_median,
                 measured_compute_ms: s.compute_ms_median,
                 measured_comm_ms: s.comm_ms_median,
@@ -410,7 +706,12 @@ pub fn run(
             "cores": cores,
             "steps": steps,
             "rounds": rounds,
-            "flops_per_core": rates.iter().map(|(n, r)| serde_json::json!({"busy_cores": n, "flops": r})).collect::<Vec<_>>(),
+            "flops_per_core": figures.iter().map(|f| serde_json::json!({
+                "busy_cores": f.n,
+                "shape": format!("{:?}", f.shape),
+                "flops": rate_of(f.n, f.shape),
+            })).collect::<Vec<_>>(),
+            "sync_s_per_point": syncs.iter().map(|(n, s)| serde_json::json!({"workers": n, "sync_s": s})).collect::<Vec<_>>(),
             "allreduce_fits": fits,
             "rows": rows,
             "not_modelled": NOT_MODELLED.iter().map(|(f, w)| serde_json::json!({"flag": f, "why": w})).collect::<Vec<_>>(),
@@ -429,15 +730,18 @@ pub fn run(
 /// The table predicted against measured, as markdown.
 fn markdown(rows: &[Row]) -> String {
     let mut s = String::from(
-        "| nanodist train ... | predicted ms/step (compute + exchange + bubble) | measured ms/step (compute, comm, wait) | predicted / measured |\n|---|---|---|---|\n",
+        "| nanodist train ... | GFLOP/s per core (measured on) | predicted ms/step (compute + exchange + sync + bubble) | measured ms/step (compute, comm, wait) | predicted / measured |\n|---|---|---|---|---|\n",
     );
     for r in rows {
         s += &format!(
-            "| `{}` | {:.2} ({:.2} + {:.2} + {:.2}) | {:.2} ({:.2}, {:.2}, {:.2}) | {:.2} |\n",
+            "| `{}` | {:.2} ({}) | {:.2} ({:.2} + {:.2} + {:.2} + {:.2}) | {:.2} ({:.2}, {:.2}, {:.2}) | {:.2} |\n",
             r.flags,
+            r.flops_per_core / 1e9,
+            r.shape,
             r.predicted_ms,
             r.predicted_compute_ms,
             r.predicted_exchange_ms,
+            r.predicted_sync_ms,
             r.predicted_bubble_ms,
             r.measured_ms,
             r.measured_compute_ms,
