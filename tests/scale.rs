@@ -419,7 +419,10 @@ fn synchronisation_cost_by_hand() {
     let with = |tp, pp, zero, mb| {
         let mut cfg = two_cores(tp, pp, zero, mb);
         cfg.hardware = cfg.hardware.with_sync(sync);
-        (predict(&two_cores(tp, pp, zero, mb)).unwrap(), predict(&cfg).unwrap())
+        (
+            predict(&two_cores(tp, pp, zero, mb)).unwrap(),
+            predict(&cfg).unwrap(),
+        )
     };
     for (tp, pp, zero, mb, points) in [
         (1, 1, 0, 6, 1.0),

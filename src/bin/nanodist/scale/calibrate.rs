@@ -25,12 +25,12 @@
 //! The model is fed only figures measured outside the runs it predicts: the rates come from
 //! replicas that never communicate and from the block's matrix products alone, the link from
 //! the all-reduce alone, the synchronisation point from threads that compute and meet at a
-//! barrier. The figures and the configurations are measured in interleaved rounds (each
-//! keeping its fastest round, as `nanodist bench` does), so a slow moment of a shared host
-//! lands on all of them rather than on one.
+//! barrier. The configurations run in interleaved rounds, each case's figures measured just
+//! before it in the same round, so that a slow moment of a shared host lands on a case and
+//! its figures together; a row shows the case's fastest round beside the prediction from
+//! that round's figures, and the median over the rounds of each round's ratio.
 
 use std::path::Path;
-
 use std::time::Instant;
 
 use nanodist::collective::{self, Algorithm};
@@ -57,17 +57,30 @@ struct Row {
     predicted_exchange_ms: f64,
     predicted_sync_ms: f64,
     predicted_bubble_ms: f64,
-    /// The FLOP/s per core its compute is priced at (measured at its matrix shapes), and
-    /// which shapes those are.
+    /// Synchronisation points on the path outside the bubble (`nanodist::scale::sync_points`).
+    sync_points: f64,
+    /// The figures the prediction is fed, measured just before the run: the FLOP/s per
+    /// core its compute is priced at (at its matrix shapes, named in `shape`) and what one
+    /// synchronisation point costs.
     flops_per_core: f64,
+    sync_s_per_point: f64,
     shape: String,
     /// The fastest round's median step, and its split.
     measured_ms: f64,
     measured_compute_ms: f64,
     measured_comm_ms: f64,
     measured_wait_ms: f64,
-    /// predicted / measured.
+    /// predicted / measured, in the fastest round.
     ratio: f64,
+    /// The median over the rounds of each round's predicted / measured.
+    median_ratio: f64,
+}
+
+/// One round of one case: its figures, measured just before it, and its run.
+struct Trial {
+    summary: Summary,
+    rate: f64,
+    sync_s: f64,
 }
 
 /// A configuration to run: its label flags and its training configuration.
@@ -132,29 +145,6 @@ impl Shape {
             Shape::Replica => format!("replicas of {share}"),
             Shape::Micro { accum } => format!("replicas of {share}, --accum {accum}"),
             Shape::Slice { tp } => format!("replicas of {share} x slice/whole kernels (tp {tp})"),
-        }
-    }
-}
-
-/// One FLOP/s figure: `n` cores busy, one shape; the best round of each measurement.
-struct Figure {
-    n: usize,
-    shape: Shape,
-    /// Replicas' FLOP/s per core ([`Shape::Replica`], [`Shape::Micro`]).
-    rate: f64,
-    /// [`Shape::Slice`]: the block's matrix products as slices, and whole at a replica's rows.
-    slice: f64,
-    whole: f64,
-}
-
-impl Figure {
-    fn new(n: usize, shape: Shape) -> Figure {
-        Figure {
-            n,
-            shape,
-            rate: 0.0,
-            slice: 0.0,
-            whole: 0.0,
         }
     }
 }
@@ -350,6 +340,27 @@ fn rate_per_core(
     Ok(flops / (mean_ms / 1e3))
 }
 
+/// FLOP/s per core at `shape` with `n` cores busy (see [`Shape`]).
+fn measure_rate(
+    base: &TrainConfig,
+    corpus: &data::Corpus,
+    n: usize,
+    shape: Shape,
+) -> Result<f64, Error> {
+    let share = base.parallel.batch / n;
+    let (c, t) = (base.model.n_embd, base.model.block_size);
+    Ok(match shape {
+        Shape::Replica => rate_per_core(base, corpus, n, 1)?,
+        Shape::Micro { accum } => rate_per_core(base, corpus, n, accum)?,
+        Shape::Slice { tp } => {
+            let rows = base.parallel.batch / (n / tp).max(1) * t;
+            let whole = kernel_rate(n, share * t, c, 1, KERNEL_REPS);
+            let slice = kernel_rate(n, rows, c, tp, KERNEL_REPS);
+            rate_per_core(base, corpus, n, 1)? * slice / whole
+        }
+    })
+}
+
 /// A block's four linear layers, as one worker of a tensor group of `tp` holds them, on
 /// `rows` tokens: `(fan_in, fan_out)` of `c_attn` (C, 3C/T), `attn.c_proj` (C/T, C), `c_fc`
 /// (C, 4C/T), `mlp.c_proj` (4C/T, C). `tp = 1` is a whole block.
@@ -455,7 +466,11 @@ fn kernel_rate(n: usize, rows: usize, c: usize, tp: usize, reps: usize) -> f64 {
 /// stretch, once not meeting at all; the difference of the threads' mean elapsed times,
 /// per point. It holds what the model's link does not: partners that arrive apart (jitter,
 /// a core taken by another process) and a sleeping waiter's wake-up. Never below 0.
-fn sync_cost(n: usize, rows: usize, c: usize, points: usize) -> f64 {
+fn sync_cost(n: usize, base: &TrainConfig, points: usize) -> f64 {
+    let (c, rows) = (
+        base.model.n_embd,
+        base.parallel.batch / n * base.model.block_size,
+    );
     let run = |meet: bool| -> f64 {
         let comms = collective::group(n);
         let secs: Vec<f64> = std::thread::scope(|s| {
@@ -573,107 +588,57 @@ pub fn run(
     warm.schedule.steps = 3;
     train_once(&warm, &corpus)?;
 
-    // 2. in each round: the "GPU" (FLOP/s per core with n cores busy, at every shape a case
-    // multiplies) and the synchronisation point, then every case run; each figure keeps its
-    // best round (the fastest rates, the cheapest point), each case its fastest
-    let c = base.model.n_embd;
-    let t = base.model.block_size;
-    let mut figures: Vec<Figure> = Vec::new();
-    for cfg in all.iter().map(|c| &c.cfg) {
-        let (n, shape) = (cfg.parallel.workers, Shape::of(cfg));
-        let need = [Figure::new(n, Shape::Replica), Figure::new(n, shape)];
-        for f in need {
-            if !figures.iter().any(|g| (g.n, g.shape) == (f.n, f.shape)) {
-                figures.push(f);
-            }
-        }
-    }
-    let mut syncs: Vec<(usize, f64)> = workers
-        .iter()
-        .filter(|&&n| n > 1)
-        .map(|&n| (n, f64::INFINITY))
-        .collect();
-    let mut best: Vec<Option<Summary>> = vec![None; all.len()];
+    // 2. in each round, every case: the figures its prediction needs (the "GPU" at its
+    // shapes with n cores busy, what a synchronisation point costs), measured just before
+    // it runs, then the run; a slow moment of a shared host lands on a case and its figures
+    // together
+    let mut trials: Vec<Vec<Trial>> = all.iter().map(|_| Vec::new()).collect();
     for round in 1..=rounds {
-        for f in figures.iter_mut() {
-            let share = base.parallel.batch / f.n;
-            match f.shape {
-                Shape::Replica | Shape::Micro { .. } => {
-                    let accum = match f.shape {
-                        Shape::Micro { accum } => accum,
-                        _ => 1,
-                    };
-                    let r = rate_per_core(&base, &corpus, f.n, accum)?;
-                    println!(
-                        "  round {round}: {} replica(s) of batch {share}{} side by side: {:.2} GFLOP/s per core",
-                        f.n,
-                        if accum > 1 { format!(" in {accum} micro-batches") } else { String::new() },
-                        r / 1e9
-                    );
-                    f.rate = f.rate.max(r);
-                }
-                Shape::Slice { tp } => {
-                    let rows = base.parallel.batch / (f.n / tp).max(1) * t;
-                    let slice = kernel_rate(f.n, rows, c, tp, KERNEL_REPS);
-                    let whole = kernel_rate(f.n, share * t, c, 1, KERNEL_REPS);
-                    println!(
-                        "  round {round}: block matrix products on {} threads: {:.2} GFLOP/s per core as {tp}-way slices of {rows} rows, {:.2} whole on {} rows",
-                        f.n,
-                        slice / 1e9,
-                        whole / 1e9,
-                        share * t
-                    );
-                    f.slice = f.slice.max(slice);
-                    f.whole = f.whole.max(whole);
-                }
-            }
-        }
-        for (n, cost) in syncs.iter_mut() {
-            let rows = base.parallel.batch / *n * t;
-            let s = sync_cost(*n, rows, c, SYNC_POINTS);
+        for (c, tried) in all.iter().zip(trials.iter_mut()) {
+            let (n, shape) = (c.cfg.parallel.workers, Shape::of(&c.cfg));
+            let rate = measure_rate(&base, &corpus, n, shape)?;
+            let sync_s = if n > 1 {
+                sync_cost(n, &base, SYNC_POINTS)
+            } else {
+                0.0
+            };
+            let summary = train_once(&c.cfg, &corpus)?;
             println!(
-                "  round {round}: {n} threads computing, then meeting at a barrier: {:.1} us per point",
-                s * 1e6
+                "  round {round}: nanodist train {:<56} {:8.2} ms per step  ({:.2} GFLOP/s per core, {:.0} us per point)",
+                c.flags,
+                summary.step_ms_median,
+                rate / 1e9,
+                sync_s * 1e6
             );
-            *cost = cost.min(s);
-        }
-        for (c, b) in all.iter().zip(best.iter_mut()) {
-            let s = train_once(&c.cfg, &corpus)?;
-            println!(
-                "  round {round}: nanodist train {:<56} {:8.2} ms per step",
-                c.flags, s.step_ms_median
-            );
-            if b.as_ref()
-                .is_none_or(|b| s.step_ms_median < b.step_ms_median)
-            {
-                *b = Some(s);
-            }
+            tried.push(Trial {
+                summary,
+                rate,
+                sync_s,
+            });
         }
     }
 
-    // 3. every case predicted from those figures alone
-    let rate_of = |n: usize, shape: Shape| -> f64 {
-        let find = |sh: Shape| figures.iter().find(|f| (f.n, f.shape) == (n, sh));
-        let replica = find(Shape::Replica).map_or(0.0, |f| f.rate);
-        match find(shape) {
-            Some(f) if matches!(shape, Shape::Slice { .. }) => replica * f.slice / f.whole,
-            Some(f) => f.rate,
-            None => replica,
-        }
-    };
-    let sync_of = |n: usize| syncs.iter().find(|s| s.0 == n).map_or(0.0, |s| s.1);
+    // 3. every case predicted from its figures alone; its row shows the fastest round, the
+    // prediction from that round's figures, and the median of every round's ratio
     let rows: Vec<Row> = all
         .iter()
-        .zip(best)
-        .map(|(c, s)| {
+        .zip(trials)
+        .map(|(c, tried)| {
             let n = c.cfg.parallel.workers;
             let fit = fits
                 .iter()
                 .find(|f| f.workers == n && f.algo == c.cfg.parallel.allreduce.name());
-            let shape = Shape::of(&c.cfg);
-            let rate = rate_of(n, shape);
-            let p = predict_case(&c.cfg, rate, fit, sync_of(n), cores);
-            let s = s.expect("every case ran");
+            let pred = |t: &Trial| predict_case(&c.cfg, t.rate, fit, t.sync_s, cores);
+            let mut ratios: Vec<f64> = tried
+                .iter()
+                .map(|t| pred(t).step_s * 1e3 / t.summary.step_ms_median)
+                .collect();
+            ratios.sort_by(f64::total_cmp);
+            let median_ratio = ratios[ratios.len() / 2];
+            let best = (tried.iter())
+                .min_by(|a, b| (a.summary.step_ms_median).total_cmp(&b.summary.step_ms_median))
+                .expect("every case ran");
+            let (p, s) = (pred(best), &best.summary);
             let t = &p.time;
             let exposed = t.dp_s - t.dp_hidden_s + t.tp_s + t.pp_s;
             Row {
@@ -684,13 +649,16 @@ pub fn run(
                 predicted_exchange_ms: exposed * 1e3,
                 predicted_sync_ms: t.sync_s * 1e3,
                 predicted_bubble_ms: t.bubble_s * 1e3,
-                flops_per_core: rate,
-                shape: shape.describe(&c.cfg),
+                sync_points: t.sync_points,
+                flops_per_core: best.rate,
+                sync_s_per_point: best.sync_s,
+                shape: Shape::of(&c.cfg).describe(&c.cfg),
                 measured_ms: s.step_ms_median,
                 measured_compute_ms: s.compute_ms_median,
                 measured_comm_ms: s.comm_ms_median,
                 measured_wait_ms: s.wait_ms_median,
                 ratio: p.step_s * 1e3 / s.step_ms_median,
+                median_ratio,
             }
         })
         .collect();
@@ -706,12 +674,6 @@ pub fn run(
             "cores": cores,
             "steps": steps,
             "rounds": rounds,
-            "flops_per_core": figures.iter().map(|f| serde_json::json!({
-                "busy_cores": f.n,
-                "shape": format!("{:?}", f.shape),
-                "flops": rate_of(f.n, f.shape),
-            })).collect::<Vec<_>>(),
-            "sync_s_per_point": syncs.iter().map(|(n, s)| serde_json::json!({"workers": n, "sync_s": s})).collect::<Vec<_>>(),
             "allreduce_fits": fits,
             "rows": rows,
             "not_modelled": NOT_MODELLED.iter().map(|(f, w)| serde_json::json!({"flag": f, "why": w})).collect::<Vec<_>>(),
@@ -730,14 +692,16 @@ pub fn run(
 /// The table predicted against measured, as markdown.
 fn markdown(rows: &[Row]) -> String {
     let mut s = String::from(
-        "| nanodist train ... | GFLOP/s per core (measured on) | predicted ms/step (compute + exchange + sync + bubble) | measured ms/step (compute, comm, wait) | predicted / measured |\n|---|---|---|---|---|\n",
+        "| nanodist train ... | GFLOP/s per core (measured on), us per sync point | predicted ms/step (compute + exchange + sync + bubble) | measured ms/step (compute, comm, wait) | predicted / measured | median over rounds |\n|---|---|---|---|---|---|\n",
     );
     for r in rows {
         s += &format!(
-            "| `{}` | {:.2} ({}) | {:.2} ({:.2} + {:.2} + {:.2} + {:.2}) | {:.2} ({:.2}, {:.2}, {:.2}) | {:.2} |\n",
+            "| `{}` | {:.2} ({}), {:.0} x {:.0} | {:.2} ({:.2} + {:.2} + {:.2} + {:.2}) | {:.2} ({:.2}, {:.2}, {:.2}) | {:.2} | {:.2} |\n",
             r.flags,
             r.flops_per_core / 1e9,
             r.shape,
+            r.sync_points,
+            r.sync_s_per_point * 1e6,
             r.predicted_ms,
             r.predicted_compute_ms,
             r.predicted_exchange_ms,
@@ -747,7 +711,8 @@ fn markdown(rows: &[Row]) -> String {
             r.measured_compute_ms,
             r.measured_comm_ms,
             r.measured_wait_ms,
-            r.ratio
+            r.ratio,
+            r.median_ratio
         );
     }
     s
