@@ -146,7 +146,13 @@ fn calibrate_runs_and_writes_its_table() {
     assert!(tp["shape"].as_str().unwrap().contains("slice"), "{tp}");
     assert_eq!(tp["sync_points"].as_f64(), Some(16.0), "{tp}");
     let pp = row("--workers 2 --pp 2 --micro 4");
-    assert!(pp["shape"].as_str().unwrap().contains("--accum 2"), "{pp}");
+    assert!(
+        pp["shape"]
+            .as_str()
+            .unwrap()
+            .contains("2 layers x 12, --accum 4"),
+        "{pp}"
+    );
     assert_eq!(
         row("--workers 2 --zero 3")["sync_points"].as_f64(),
         Some(12.0)

@@ -6,7 +6,8 @@
 //!   n replicas side by side      -> FLOP/s per core      the "GPU"   (n cores busy), one
 //!                                                        rate per matrix shape:
 //!       replicas of B/n                 data parallelism, ZeRO
-//!       the same with --accum k         a pipeline stage's micro-batches of B/(dp M)
+//!       replicas of l/P layers, B/dp    a pipeline stage: its layers, its M micro-batches
+//!         sequences, --accum M
 //!       x block kernels T-slice/whole   a tensor-parallel worker's C x C/T slices
 //!   n threads: compute, barrier  -> Hardware::sync_s     what a synchronisation point costs
 //!      vs the same compute alone                         when partners compute up to it
@@ -99,8 +100,9 @@ const NOT_MODELLED: [(&str, &str); 2] = [
     ),
     (
         "--accum K",
-        "not run here; its compute is a pipeline stage's (the rate of replicas with --accum, \
-         measured for the pipeline's row), the rest data parallelism's",
+        "not run here; its compute runs micro-batches as a pipeline stage does (the rate of \
+         replicas with --accum, measured for the pipeline's row), the rest is data \
+         parallelism's",
     ),
 ];
 
@@ -110,10 +112,15 @@ const NOT_MODELLED: [(&str, &str); 2] = [
 enum Shape {
     /// A replica's share, `B / N` sequences in one micro-batch: replicas side by side.
     Replica,
-    /// A pipeline stage: micro-batches of `B / (dp M)` sequences, which a replica of `B / N`
-    /// runs with `--accum accum` (the same FLOPs per core, the same matrices per layer, one
-    /// AdamW over as many parameters per core).
-    Micro { accum: usize },
+    /// A pipeline stage: `l / P` layers over its replica's `B / dp` sequences in `M`
+    /// micro-batches. Replicas of a model of `layers = l / P` layers training `batch = B /
+    /// dp` sequences with `--accum accum = M` multiply exactly those matrices, hold as many
+    /// weights in the caches, and run AdamW over about a stage's parameters.
+    Stage {
+        layers: usize,
+        batch: usize,
+        accum: usize,
+    },
     /// A tensor-parallel worker: `B / dp` sequences over the C x C/T slices of every block:
     /// the replicas' rate, times the ratio of the block's matrix products at the slice's
     /// shapes to theirs at the replica's (both timed side by side on `N` threads).
@@ -124,14 +131,14 @@ impl Shape {
     /// The shapes `cfg`'s workers multiply.
     fn of(cfg: &TrainConfig) -> Shape {
         let p = &cfg.parallel;
-        let share = p.batch / p.workers;
         if p.tp > 1 {
             return Shape::Slice { tp: p.tp };
         }
-        let micro = cfg.micro_batch();
-        if p.pp > 1 && micro > 0 && share % micro == 0 && share / micro > 1 {
-            Shape::Micro {
-                accum: share / micro,
+        if p.pp > 1 && cfg.model.n_layer % p.pp == 0 {
+            Shape::Stage {
+                layers: cfg.model.n_layer / p.pp,
+                batch: p.batch / cfg.data_parallel(),
+                accum: p.micro.max(1),
             }
         } else {
             Shape::Replica
@@ -143,7 +150,11 @@ impl Shape {
         let share = cfg.parallel.batch / cfg.parallel.workers;
         match self {
             Shape::Replica => format!("replicas of {share}"),
-            Shape::Micro { accum } => format!("replicas of {share}, --accum {accum}"),
+            Shape::Stage {
+                layers,
+                batch,
+                accum,
+            } => format!("replicas of {layers} layers x {batch}, --accum {accum}"),
             Shape::Slice { tp } => format!("replicas of {share} x slice/whole kernels (tp {tp})"),
         }
     }
@@ -310,27 +321,28 @@ struct AlphaBetaFit {
     b_us_per_byte: f64,
 }
 
-/// FLOP/s per core of `n` independent one-worker replicas training side by side, each on
-/// `B / n` sequences (the share a worker of an `n`-worker run gets) in `accum` micro-batches,
-/// never communicating: what one "GPU" computes while the others compute too. Megatron's
-/// matrix-product count over the mean of their median steps.
-fn rate_per_core(
-    base: &TrainConfig,
-    corpus: &data::Corpus,
-    n: usize,
-    accum: usize,
-) -> Result<f64, Error> {
+/// One worker's training of `batch` sequences in `accum` micro-batches, on a model of
+/// `layers` layers otherwise `base`'s: a replica the rates are measured on.
+fn replica(base: &TrainConfig, layers: usize, batch: usize, accum: usize) -> TrainConfig {
     let mut one = base.clone();
-    (one.parallel.workers, one.parallel.batch) = (1, base.parallel.batch / n);
+    one.model.n_layer = layers;
+    (one.parallel.workers, one.parallel.batch) = (1, batch);
     one.parallel.accum = accum;
-    let flops = predict_case(&one, 1.0, None, 0.0, 1).model_flops_per_step;
+    one
+}
+
+/// FLOP/s per core of `n` independent copies of the one-worker replica `one` training side
+/// by side, never communicating: what one "GPU" computes while the others compute too.
+/// Megatron's matrix-product count over the mean of their median steps.
+fn rate_per_core(one: &TrainConfig, corpus: &data::Corpus, n: usize) -> Result<f64, Error> {
+    let flops = predict_case(one, 1.0, None, 0.0, 1).model_flops_per_step;
     // Replica 0 runs on this thread, as every case's training does, the others beside it.
     // Rust note: scoped threads may borrow `one` and `corpus`; each returns its own result.
     let steps: Vec<Result<f64, Error>> = std::thread::scope(|s| {
         let others: Vec<_> = (1..n)
-            .map(|_| s.spawn(|| train_once(&one, corpus).map(|s| s.step_ms_median)))
+            .map(|_| s.spawn(|| train_once(one, corpus).map(|s| s.step_ms_median)))
             .collect();
-        let mine = train_once(&one, corpus).map(|s| s.step_ms_median);
+        let mine = train_once(one, corpus).map(|s| s.step_ms_median);
         let others = others
             .into_iter()
             .map(|h| h.join().expect("a replica panicked"));
@@ -348,15 +360,19 @@ fn measure_rate(
     shape: Shape,
 ) -> Result<f64, Error> {
     let share = base.parallel.batch / n;
-    let (c, t) = (base.model.n_embd, base.model.block_size);
+    let (c, t, l) = (base.model.n_embd, base.model.block_size, base.model.n_layer);
     Ok(match shape {
-        Shape::Replica => rate_per_core(base, corpus, n, 1)?,
-        Shape::Micro { accum } => rate_per_core(base, corpus, n, accum)?,
+        Shape::Replica => rate_per_core(&replica(base, l, share, 1), corpus, n)?,
+        Shape::Stage {
+            layers,
+            batch,
+            accum,
+        } => rate_per_core(&replica(base, layers, batch, accum), corpus, n)?,
         Shape::Slice { tp } => {
             let rows = base.parallel.batch / (n / tp).max(1) * t;
             let whole = kernel_rate(n, share * t, c, 1, KERNEL_REPS);
             let slice = kernel_rate(n, rows, c, tp, KERNEL_REPS);
-            rate_per_core(base, corpus, n, 1)? * slice / whole
+            rate_per_core(&replica(base, l, share, 1), corpus, n)? * slice / whole
         }
     })
 }
