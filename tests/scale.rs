@@ -379,3 +379,86 @@ fn megatron_tables_1_and_2_within_25_percent() {
     }
     assert!(worst < 0.25, "worst relative error {:.1}%", 100.0 * worst);
 }
+
+#[test]
+fn synchronisation_points_by_hand() {
+    // The tiny model's 4 layers on 2 workers, as `nanodist scale --calibrate` lays them out.
+    // TP: 4 all-reduces per layer = 16 per micro-batch. PP: 2 hand-offs per micro-batch, 2
+    // barriers a step. DP: ZeRO 0 meets once (the exchange after the backward); 1 three
+    // times (reduce-scatter, norm, weights); 2 at each of its 4 + 2 blocks' reduce-scatters,
+    // then the norm and the weights: 8; 3 at 4 + 1 gathers forward, 4 + 2 backward, and the
+    // norm: 12.
+    let points = |tp, pp, zero, mb| {
+        let cfg = two_cores(tp, pp, zero, mb);
+        sync_points(&cfg, &cfg.layout().unwrap())
+    };
+    let sp = |per_micro_batch, per_step| SyncPoints {
+        per_micro_batch,
+        per_step,
+    };
+    assert_eq!(points(1, 1, 0, 6), sp(0.0, 1.0));
+    assert_eq!(points(1, 1, 1, 6), sp(0.0, 3.0));
+    assert_eq!(points(1, 1, 2, 6), sp(0.0, 8.0));
+    assert_eq!(points(1, 1, 3, 6), sp(0.0, 12.0));
+    assert_eq!(points(2, 1, 0, 12), sp(16.0, 0.0));
+    assert_eq!(points(1, 2, 0, 3), sp(2.0, 2.0));
+    // one worker meets nobody
+    let one = ScaleConfig {
+        gpus: 1,
+        gpus_per_node: 1,
+        ..two_cores(1, 1, 0, 12)
+    };
+    assert_eq!(sync_points(&one, &one.layout().unwrap()), sp(0.0, 0.0));
+}
+
+#[test]
+fn synchronisation_cost_by_hand() {
+    // The same layouts with 100 us per synchronisation point: each step gains its points'
+    // cost, and the pipeline's bubble slots carry their own.
+    let sync = 100e-6;
+    let with = |tp, pp, zero, mb| {
+        let mut cfg = two_cores(tp, pp, zero, mb);
+        cfg.hardware = cfg.hardware.with_sync(sync);
+        (
+            predict(&two_cores(tp, pp, zero, mb)).unwrap(),
+            predict(&cfg).unwrap(),
+        )
+    };
+    for (tp, pp, zero, mb, points) in [
+        (1, 1, 0, 6, 1.0),
+        (1, 1, 1, 6, 3.0),
+        (1, 1, 2, 6, 8.0),
+        (1, 1, 3, 6, 12.0),
+        (2, 1, 0, 12, 16.0),
+    ] {
+        let (without, p) = with(tp, pp, zero, mb);
+        let want = without.step_s + points * sync;
+        assert!(
+            (p.step_s - want).abs() < 1e-12,
+            "tp {tp} zero {zero}: {} vs {want}",
+            p.step_s
+        );
+        assert!((p.time.sync_s - points * sync).abs() < 1e-15);
+        assert_eq!(p.time.sync_points, points);
+    }
+    // --pp 2 --micro 4: 5 slots of t_mb, each with 2 hand-off points, + 2 barriers:
+    // 12 points on the path, 2 of them in the bubble's slot
+    let (without, p) = with(1, 2, 0, 3);
+    let want = without.step_s + 12.0 * sync;
+    assert!((p.step_s - want).abs() < 1e-12, "{} vs {want}", p.step_s);
+    assert!((p.time.sync_s - 10.0 * sync).abs() < 1e-15);
+    assert!((p.time.bubble_s - (without.time.bubble_s + 2.0 * sync)).abs() < 1e-15);
+    let t = &p.time;
+    let parts = t.compute_s + t.tp_s + t.pp_s + t.sync_s + t.bubble_s + t.dp_s - t.dp_hidden_s;
+    assert!((parts - t.step_s).abs() < 1e-12, "{parts} vs {}", t.step_s);
+}
+
+#[test]
+fn gpu_presets_price_no_synchronisation() {
+    // the at-scale predictions are the link's and the compute's alone
+    assert_eq!(Hardware::a100().sync_s, 0.0);
+    assert_eq!(Hardware::h100().sync_s, 0.0);
+    let p = predict(&ScaleConfig::default()).unwrap();
+    assert_eq!(p.time.sync_s, 0.0);
+    assert!(p.time.sync_points > 0.0);
+}

@@ -120,11 +120,44 @@ fn calibrate_runs_and_writes_its_table() {
     let rows = v["rows"].as_array().expect("rows");
     assert!(rows.len() >= 2, "{v}");
     for r in rows {
-        for key in ["flags", "predicted_ms", "measured_ms", "ratio"] {
+        for key in [
+            "flags",
+            "predicted_ms",
+            "measured_ms",
+            "ratio",
+            "median_ratio",
+            "flops_per_core",
+            "sync_s_per_point",
+            "sync_points",
+            "shape",
+        ] {
             assert!(r.get(key).is_some(), "row lacks {key}: {r}");
         }
         assert!(r["ratio"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["flops_per_core"].as_f64().unwrap() > 0.0, "{r}");
     }
+    // each strategy priced at its own shapes, with its own synchronisation points
+    let row = |flags: &str| {
+        rows.iter()
+            .find(|r| r["flags"] == flags)
+            .unwrap_or_else(|| panic!("no row {flags}: {v}"))
+    };
+    let tp = row("--workers 2 --tp 2");
+    assert!(tp["shape"].as_str().unwrap().contains("slice"), "{tp}");
+    assert_eq!(tp["sync_points"].as_f64(), Some(16.0), "{tp}");
+    let pp = row("--workers 2 --pp 2 --micro 4");
+    assert!(
+        pp["shape"]
+            .as_str()
+            .unwrap()
+            .contains("2 layers x 12, --accum 4"),
+        "{pp}"
+    );
+    assert_eq!(
+        row("--workers 2 --zero 3")["sync_points"].as_f64(),
+        Some(12.0)
+    );
+    assert_eq!(row("--workers 1")["sync_points"].as_f64(), Some(0.0));
     let md = std::fs::read_to_string(dir.join("calibration.md")).unwrap();
     assert!(md.contains("| `--workers 2 --allreduce shared` |"), "{md}");
     // every strategy on the two workers has its row

@@ -128,6 +128,15 @@ pub struct Hardware {
     pub intra: Link,
     /// The link between nodes, per device.
     pub inter: Link,
+    /// What one synchronisation point costs a worker whose partners compute up to it, seconds:
+    /// partners never arrive together (one is late by its jitter, or by a time slice when its
+    /// core is shared), and a waiter that slept waits again for a core to be woken on. Charged
+    /// once per point on the critical path ([`super::time::sync_points`]), beyond the link's
+    /// `alpha`, which prices a message between partners that are already there. 0 for the GPU
+    /// presets (each GPU runs its own kernel stream; stragglers are not modelled); measured
+    /// on this machine by `nanodist scale --calibrate` (a pair of threads doing equal compute
+    /// then meeting at a barrier, against the same compute with no barrier).
+    pub sync_s: f64,
 }
 
 impl Hardware {
@@ -149,6 +158,7 @@ impl Hardware {
             memory_bytes_per_s: 2039e9,
             intra: Link::nvlink3(),
             inter: Link::ib_hdr(),
+            sync_s: 0.0,
         }
     }
 
@@ -165,6 +175,7 @@ impl Hardware {
             memory_bytes_per_s: 3350e9,
             intra: Link::nvlink4(),
             inter: Link::ib_ndr(),
+            sync_s: 0.0,
         }
     }
 
@@ -186,6 +197,8 @@ impl Hardware {
     /// - `alpha_s`, `bytes_per_s`: the shared-memory all-reduce fitted as `alpha + n / beta`
     ///   (`nanodist allreduce --algo shared`), used for both links: one node, no network;
     /// - `memory_bytes`: memory per worker (the machine's RAM over the workers).
+    ///
+    /// Its `sync_s` is 0: [`Hardware::with_sync`] sets the measured one.
     pub fn calibrated_cpu(
         flops_per_core: f64,
         alpha_s: f64,
@@ -205,7 +218,14 @@ impl Hardware {
             memory_bytes_per_s: 0.0,
             intra: link.clone(),
             inter: link,
+            sync_s: 0.0,
         }
+    }
+
+    /// The same hardware with `sync_s` seconds per synchronisation point (see
+    /// [`Hardware::sync_s`]).
+    pub fn with_sync(self, sync_s: f64) -> Hardware {
+        Hardware { sync_s, ..self }
     }
 
     /// FLOP/s the matrix products reach: `peak_flops * achievable`.

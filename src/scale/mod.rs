@@ -51,7 +51,7 @@ pub use model::ModelShape;
 pub use reliability::{Reliability, ReliabilityPrediction};
 pub use report::report;
 pub use svg::{goodput_svg, memory_svg, step_svg};
-pub use time::StepTime;
+pub use time::{sync_points, StepTime, SyncPoints};
 
 use serde::Serialize;
 
@@ -138,7 +138,7 @@ pub fn predict(cfg: &ScaleConfig) -> Result<Prediction, ScaleError> {
 fn assumptions(cfg: &ScaleConfig) -> Vec<String> {
     let hw = &cfg.hardware;
     let r = &cfg.reliability;
-    vec![
+    let mut out = vec![
         format!(
             "matrix products run at {:.0}% of the {}'s peak {:.0} TFLOP/s ({} FLOP/s sustained)",
             hw.achievable * 100.0,
@@ -172,7 +172,16 @@ fn assumptions(cfg: &ScaleConfig) -> Vec<String> {
             r.checkpoint_bytes_per_s / 1e9,
             r.restart_s
         ),
-    ]
+    ];
+    out.push(if hw.sync_s > 0.0 {
+        format!(
+            "each synchronisation point (a worker meeting partners that computed up to it) costs {:.0} us beyond the link's latency",
+            hw.sync_s * 1e6
+        )
+    } else {
+        "partners meet without waiting for each other: no stragglers, no jitter".into()
+    });
+    out
 }
 
 /// `1.23e15` as `1.23P`: reports' compact SI numbers.

@@ -93,13 +93,19 @@ pub fn report(p: &Prediction) -> String {
         "compute ({} micro-batches; {:.2} s memory-bound)",
         l.micro_batches, t.elementwise_s
     );
-    for (name, v) in [
+    let sync = format!("synchronisation ({:.0} points)", t.sync_points);
+    let mut parts = vec![
         (compute.as_str(), t.compute_s),
         (tp.as_str(), t.tp_s),
         (pp.as_str(), t.pp_s),
         (bubble.as_str(), t.bubble_s),
         (dp.as_str(), t.dp_s - t.dp_hidden_s),
-    ] {
+    ];
+    // only where partners are priced as waiting for each other (calibrated hardware)
+    if t.sync_s > 0.0 {
+        parts.push((sync.as_str(), t.sync_s));
+    }
+    for (name, v) in parts {
         let _ = writeln!(s, "  {name:<46} {v:>9.3} {:>7.1}%", 100.0 * v / t.step_s);
     }
     let _ = writeln!(s, "  {:<46} {:>9.3}", "step", t.step_s);

@@ -11,7 +11,13 @@
 //!  stage 3  ...|...                 |...........|       (p - 1) / m of the ideal time
 //!                                  ^ DP all-reduce of the gradients, partly hidden behind the
 //!                                    backward of the last micro-batch
-//!  step = (m + p - 1) t_mb + DP time not hidden
+//!  step = (m + p - 1) t_mb + DP time not hidden + per-step synchronisation points
+//!
+//!  synchronisation points (sync_points): where a worker meets partners that computed up
+//!  to it, each charged Hardware::sync_s (0 on the GPU presets, measured on threads):
+//!    per micro-batch (in t_mb):  TP  4 per layer (6 recomputing)   PP  2 hand-offs
+//!    per step:                   PP  2 barriers (the step's start and end)
+//!                                DP  ZeRO 0: 1   1: 3   2: (l/p + 2) m + 2   3: (2 l/p + 3) m + 1
 //! ```
 //! Not modelled (stated in the report): the optimizer step, the imbalance of the first and
 //! last stages (embedding, logits), kernel launch gaps, Megatron's scatter/gather
@@ -24,8 +30,8 @@ use serde::Serialize;
 /// Where the time of one optimizer step goes, seconds unless named otherwise.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct StepTime {
-    /// One micro-batch through one stage: forward and backward, its TP all-reduces and its
-    /// two pipeline sends (t_mb).
+    /// One micro-batch through one stage: forward and backward, its TP all-reduces, its
+    /// two pipeline sends and its synchronisation points (t_mb).
     pub micro_batch_s: f64,
     /// Compute time of the m micro-batches: matrix products at the achievable FLOP/s plus
     /// the memory-bound kernels (`elementwise_s`).
@@ -38,11 +44,16 @@ pub struct StepTime {
     pub pp_s: f64,
     /// The pipeline bubble: (p - 1) t_mb.
     pub bubble_s: f64,
+    /// Synchronisation points on the critical path outside the bubble's slots: the m
+    /// micro-batches' and the step's (see [`sync_points`]).
+    pub sync_points: f64,
+    /// Their cost: `sync_points x Hardware::sync_s` (the bubble's slots carry their own).
+    pub sync_s: f64,
     /// The data-parallel gradient exchange, whole.
     pub dp_s: f64,
     /// The part of `dp_s` hidden behind the backward.
     pub dp_hidden_s: f64,
-    /// The step: (m + p - 1) t_mb + dp_s - dp_hidden_s.
+    /// The step: (m + p - 1) t_mb + dp_s - dp_hidden_s + the step's synchronisation points.
     pub step_s: f64,
     /// Link the TP group uses.
     pub tp_link: String,
@@ -99,7 +110,9 @@ pub fn step_time(cfg: &ScaleConfig, lay: &Layout, hw_flops: f64, params_per_gpu:
         0.0
     };
 
-    let t_mb = compute_mb + tp_mb + pp_mb;
+    let points = sync_points(cfg, lay);
+    let sync_mb = points.per_micro_batch * hw.sync_s;
+    let t_mb = compute_mb + tp_mb + pp_mb + sync_mb;
     // 1F1B and GPipe both take (m + p - 1) slots (Narayanan et al. 2021, section 2.2):
     // bubble fraction (p - 1) / m of the ideal m t_mb.
     let bubble = (p - 1) as f64 * t_mb;
@@ -132,7 +145,9 @@ pub fn step_time(cfg: &ScaleConfig, lay: &Layout, hw_flops: f64, params_per_gpu:
     };
     let hidden = (cfg.dp_overlap.clamp(0.0, 1.0) * dp).min(cap);
 
-    let step = (mb + p - 1) as f64 * t_mb + dp - hidden;
+    // a wait for a partner is not hidden behind compute: it is the compute that is late
+    let sync_step = points.per_step * hw.sync_s;
+    let step = (mb + p - 1) as f64 * t_mb + dp - hidden + sync_step;
     StepTime {
         micro_batch_s: t_mb,
         compute_s: compute_mb * mb as f64,
@@ -140,6 +155,8 @@ pub fn step_time(cfg: &ScaleConfig, lay: &Layout, hw_flops: f64, params_per_gpu:
         tp_s: tp_mb * mb as f64,
         pp_s: pp_mb * mb as f64,
         bubble_s: bubble,
+        sync_points: points.per_micro_batch * mb as f64 + points.per_step,
+        sync_s: sync_mb * mb as f64 + sync_step,
         dp_s: dp,
         dp_hidden_s: hidden,
         step_s: step,
@@ -154,6 +171,58 @@ pub fn step_time(cfg: &ScaleConfig, lay: &Layout, hw_flops: f64, params_per_gpu:
             "-".into()
         },
         dp_peers_per_node: k,
+    }
+}
+
+/// Where a worker meets partners that computed up to that point: counted per micro-batch
+/// (on every slot of the pipeline, bubble included) and per step.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct SyncPoints {
+    /// Points inside one micro-batch's slot: TP's all-reduces and the pipeline's hand-offs.
+    pub per_micro_batch: f64,
+    /// Points once per step: the pipeline's barriers and the data-parallel exchange's.
+    pub per_step: f64,
+}
+
+/// The synchronisation points of a layout, as nanodist's workers meet (`l/p` the layers of
+/// a stage, `m` the micro-batches). Points with no compute between them (the buckets of one
+/// exchange, a reduce-scatter right after a barrier) are one point: the partners are
+/// already together for the second.
+///
+/// - TP: Megatron's f/g all-reduces, 2 per layer forward and 2 backward (2 more when the
+///   forward is recomputed), each after a stretch of the worker's own compute;
+/// - PP: each micro-batch's activation handed forward and its gradient handed back, and the
+///   step's two barriers (the stages start together, and meet after the schedule);
+/// - DP over `d > 1` replicas, by ZeRO stage: 0, the gradient exchange after the backward;
+///   1, the reduce-scatter, the norm's partials after the norm, the weights' all-gather after
+///   AdamW; 2, each block's gradient reduce-scattered as the backward finishes it (the
+///   stage's layers, `ln_f`, the embeddings) per micro-batch, then the norm and the
+///   weights; 3, each block's weights gathered before its forward (the layers and the ends
+///   kept for the step) and again with its gradient's reduce-scatter in the backward, per
+///   micro-batch, then the norm.
+pub fn sync_points(cfg: &ScaleConfig, lay: &Layout) -> SyncPoints {
+    let (t, p, d) = (lay.tp, lay.pp, lay.dp);
+    let m = lay.micro_batches as f64;
+    let ls = (cfg.model.layers / p) as f64;
+    let tp = if t > 1 {
+        ls * if cfg.recompute { 6.0 } else { 4.0 }
+    } else {
+        0.0
+    };
+    let (pp_mb, pp_step) = if p > 1 { (2.0, 2.0) } else { (0.0, 0.0) };
+    let dp = if d > 1 {
+        match cfg.zero {
+            0 => 1.0,
+            1 => 3.0,
+            2 => (ls + 2.0) * m + 2.0,
+            _ => (2.0 * ls + 3.0) * m + 1.0,
+        }
+    } else {
+        0.0
+    };
+    SyncPoints {
+        per_micro_batch: tp + pp_mb,
+        per_step: pp_step + dp,
     }
 }
 

@@ -3,26 +3,42 @@
 //!
 //! ```text
 //!   all-reduce alone, timed      -> a + bytes * b        the "link"  (per n and algorithm)
-//!   n replicas side by side      -> FLOP/s per core      the "GPU"   (n cores busy)
+//!   n replicas side by side      -> FLOP/s per core      the "GPU"   (n cores busy), one
+//!                                                        rate per matrix shape:
+//!       replicas of B/n                 data parallelism, ZeRO
+//!       replicas of l/P layers, B/dp    a pipeline stage: its layers, its M micro-batches
+//!         sequences, --accum M
+//!       x block kernels T-slice/whole   a tensor-parallel worker's C x C/T slices
+//!   n threads: compute, barrier  -> Hardware::sync_s     what a synchronisation point costs
+//!      vs the same compute alone                         when partners compute up to it
 //!   predict(calibrated_cpu(..))  -> step time      vs    nanodist train ... -> step time
 //!
-//!   layout of each case, as the model reads it (2 workers):
-//!     --zero 1|2|3       dp 2, zero stage s     1, 2: one all-reduce's bytes; 3: 1.5 of them
-//!     --tp 2             tp 2, dp 1             4 all-reduces of b x T x C per layer, on the path
-//!     --pp 2 --micro 4   pp 2, m 4, b = B/4     (m + p - 1) slots of t_mb + 2 sends per slot
+//!   layout of each case, as the model reads it (2 workers; points: time::sync_points):
+//!     data parallel      dp 2                   1 all-reduce a step, 1 point
+//!     --zero 1|2|3       dp 2, zero stage s     1, 2: one all-reduce's bytes; 3: 1.5 of them;
+//!                                               3, 8, 12 points
+//!     --tp 2             tp 2, dp 1             4 all-reduces of b x T x C per layer, on the
+//!                                               path, each a point: 16
+//!     --pp 2 --micro 4   pp 2, m 4, b = B/4     (m + p - 1) slots of t_mb, 2 sends and 2
+//!                                               points per slot, 2 barriers a step
 //! ```
 //!
-//! The model is fed only figures measured outside the runs it predicts: the rate comes from
-//! replicas that never communicate, the link from the all-reduce alone. The rates and the
-//! configurations are measured in interleaved rounds (each keeping its fastest round, as
-//! `nanodist bench` does), so a slow moment of a shared host lands on all of them rather than
-//! on one.
+//! The model is fed only figures measured outside the runs it predicts: the rates come from
+//! replicas that never communicate and from the block's matrix products alone, the link from
+//! the all-reduce alone, the synchronisation point from threads that compute and meet at a
+//! barrier. The configurations run in interleaved rounds, each case's figures measured just
+//! before it in the same round, so that a slow moment of a shared host lands on a case and
+//! its figures together; a row shows the case's fastest round beside the prediction from
+//! that round's figures, and the median over the rounds of each round's ratio.
 
 use std::path::Path;
+use std::time::Instant;
 
-use nanodist::collective::Algorithm;
+use nanodist::collective::{self, Algorithm};
 use nanodist::config::TrainConfig;
 use nanodist::metrics::Summary;
+use nanodist::model::linear::{linear_backward, linear_forward};
+use nanodist::model::matmul::Out;
 use nanodist::parallel::buckets;
 use nanodist::scale::{predict, Hardware, ModelShape, Precision, Prediction, ScaleConfig};
 use nanodist::train::{self, RunOptions};
@@ -36,18 +52,36 @@ struct Row {
     flags: String,
     workers: usize,
     predicted_ms: f64,
-    /// Predicted compute, exposed exchange (DP not hidden + TP all-reduces + pipeline sends)
-    /// and pipeline bubble; they add up to `predicted_ms`.
+    /// Predicted compute, exposed exchange (DP not hidden + TP all-reduces + pipeline sends),
+    /// synchronisation points and pipeline bubble; they add up to `predicted_ms`.
     predicted_compute_ms: f64,
     predicted_exchange_ms: f64,
+    predicted_sync_ms: f64,
     predicted_bubble_ms: f64,
+    /// Synchronisation points on the path outside the bubble (`nanodist::scale::sync_points`).
+    sync_points: f64,
+    /// The figures the prediction is fed, measured just before the run: the FLOP/s per
+    /// core its compute is priced at (at its matrix shapes, named in `shape`) and what one
+    /// synchronisation point costs.
+    flops_per_core: f64,
+    sync_s_per_point: f64,
+    shape: String,
     /// The fastest round's median step, and its split.
     measured_ms: f64,
     measured_compute_ms: f64,
     measured_comm_ms: f64,
     measured_wait_ms: f64,
-    /// predicted / measured.
+    /// predicted / measured, in the fastest round.
     ratio: f64,
+    /// The median over the rounds of each round's predicted / measured.
+    median_ratio: f64,
+}
+
+/// One round of one case: its figures, measured just before it, and its run.
+struct Trial {
+    summary: Summary,
+    rate: f64,
+    sync_s: f64,
 }
 
 /// A configuration to run: its label flags and its training configuration.
@@ -57,32 +91,81 @@ struct Case {
 }
 
 /// Configurations nanodist has that the model does not represent, and why.
-const NOT_MODELLED: [(&str, &str); 4] = [
+const NOT_MODELLED: [(&str, &str); 2] = [
     (
         "--deterministic",
         "runs each sequence through forward and backward on its own and sums gradients as i64 \
          fixed point: its rate per FLOP is that of one-row matrix products plus a conversion \
-         per gradient, a rate the one calibrated FLOP/s figure does not hold",
+         per gradient, a rate none of the calibrated FLOP/s figures holds",
     ),
     (
         "--accum K",
-        "splits each worker's share into K smaller micro-batches, whose matrix products run at \
-         another rate than the calibrated one, as --deterministic does",
-    ),
-    (
-        "--tp T, --pp P --micro M (their compute)",
-        "a tensor-parallel worker multiplies C x C/T slices and a pipeline stage micro-batches \
-         of B/M sequences: smaller matrix products than the B/N-sequence replicas the FLOP/s \
-         per core is measured on, so the row's compute is that rate's, not theirs",
-    ),
-    (
-        "--tp T, --pp P (their messages)",
-        "the link is the fitted whole-gradient all-reduce, a + bytes b: the tensor-parallel \
-         all-reduces of one B x T x C activation (4 per layer) and the pipeline's sends are \
-         priced on its a and b, though a thread's small hand-off is a barrier and a copy whose \
-         cost the fit's large-message points do not pin down",
+        "not run here; its compute runs micro-batches as a pipeline stage does (the rate of \
+         replicas with --accum, measured for the pipeline's row), the rest is data \
+         parallelism's",
     ),
 ];
+
+/// The matrix shapes a case's worker multiplies: each has its own FLOP/s per core, measured
+/// in the same rounds as the cases.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shape {
+    /// A replica's share, `B / N` sequences in one micro-batch: replicas side by side.
+    Replica,
+    /// A pipeline stage: `l / P` layers over its replica's `B / dp` sequences in `M`
+    /// micro-batches. Replicas of a model of `layers = l / P` layers training `batch = B /
+    /// dp` sequences with `--accum accum = M` multiply exactly those matrices, hold as many
+    /// weights in the caches, and run AdamW over about a stage's parameters.
+    Stage {
+        layers: usize,
+        batch: usize,
+        accum: usize,
+    },
+    /// A tensor-parallel worker: `B / dp` sequences over the C x C/T slices of every block:
+    /// the replicas' rate, times the ratio of the block's matrix products at the slice's
+    /// shapes to theirs at the replica's (both timed side by side on `N` threads).
+    Slice { tp: usize },
+}
+
+impl Shape {
+    /// The shapes `cfg`'s workers multiply.
+    fn of(cfg: &TrainConfig) -> Shape {
+        let p = &cfg.parallel;
+        if p.tp > 1 {
+            return Shape::Slice { tp: p.tp };
+        }
+        if p.pp > 1 && cfg.model.n_layer % p.pp == 0 {
+            Shape::Stage {
+                layers: cfg.model.n_layer / p.pp,
+                batch: p.batch / cfg.data_parallel(),
+                accum: p.micro.max(1),
+            }
+        } else {
+            Shape::Replica
+        }
+    }
+
+    /// As the table's column says it.
+    fn describe(self, cfg: &TrainConfig) -> String {
+        let share = cfg.parallel.batch / cfg.parallel.workers;
+        match self {
+            Shape::Replica => format!("replicas of {share}"),
+            Shape::Stage {
+                layers,
+                batch,
+                accum,
+            } => format!("replicas of {layers} layers x {batch}, --accum {accum}"),
+            Shape::Slice { tp } => format!("replicas of {share} x slice/whole kernels (tp {tp})"),
+        }
+    }
+}
+
+/// Forward-backward passes of a block's matrix products per [`kernel_rate`] (about 0.1 s
+/// at the default model's size).
+const KERNEL_REPS: usize = 6;
+
+/// Meetings per [`sync_cost`] run (each after a few milliseconds of compute).
+const SYNC_POINTS: usize = 40;
 
 fn cases(workers: &[usize], base: &TrainConfig) -> Vec<Case> {
     let mut out = Vec::new();
@@ -147,9 +230,10 @@ fn predict_case(
     cfg: &TrainConfig,
     flops_per_core: f64,
     fit: Option<&AlphaBetaFit>,
+    sync_s: f64,
     cores: usize,
 ) -> Prediction {
-    predict(&scale_config(cfg, flops_per_core, fit, cores))
+    predict(&scale_config(cfg, flops_per_core, fit, sync_s, cores))
         .expect("the worker counts divide the batch, checked before")
 }
 
@@ -165,10 +249,14 @@ fn predict_case(
 /// The tensor group's all-reduces and the pipeline's sends go over the same fitted link as
 /// the gradients: with one bucket, the model's ring over 2 workers prices one all-reduce at
 /// exactly the fit's `a + bytes b`, and one send at `a/2 + bytes b`.
+///
+/// Synchronisation: `sync_s` per point where the workers meet after computing (measured by
+/// [`sync_cost`]); the model counts the layout's points (`nanodist::scale::sync_points`).
 fn scale_config(
     cfg: &TrainConfig,
     flops_per_core: f64,
     fit: Option<&AlphaBetaFit>,
+    sync_s: f64,
     cores: usize,
 ) -> ScaleConfig {
     let m = &cfg.model;
@@ -204,7 +292,8 @@ fn scale_config(
     let micro = if p.pp > 1 { p.micro.max(1) } else { 1 };
     ScaleConfig {
         model,
-        hardware: Hardware::calibrated_cpu(flops_per_core, alpha_s, bytes_per_s, 8e9),
+        hardware: Hardware::calibrated_cpu(flops_per_core, alpha_s, bytes_per_s, 8e9)
+            .with_sync(if n > 1 { sync_s } else { 0.0 }),
         gpus: n,
         gpus_per_node: n,
         tp: p.tp,
@@ -232,21 +321,28 @@ struct AlphaBetaFit {
     b_us_per_byte: f64,
 }
 
-/// FLOP/s per core of `n` independent one-worker replicas training side by side, each on
-/// `B / n` sequences (the share a worker of an `n`-worker run gets), never communicating: what
-/// one "GPU" computes while the others compute too. Megatron's matrix-product count over the
-/// mean of their median steps.
-fn rate_per_core(base: &TrainConfig, corpus: &data::Corpus, n: usize) -> Result<f64, Error> {
+/// One worker's training of `batch` sequences in `accum` micro-batches, on a model of
+/// `layers` layers otherwise `base`'s: a replica the rates are measured on.
+fn replica(base: &TrainConfig, layers: usize, batch: usize, accum: usize) -> TrainConfig {
     let mut one = base.clone();
-    (one.parallel.workers, one.parallel.batch) = (1, base.parallel.batch / n);
-    let flops = predict_case(&one, 1.0, None, 1).model_flops_per_step;
+    one.model.n_layer = layers;
+    (one.parallel.workers, one.parallel.batch) = (1, batch);
+    one.parallel.accum = accum;
+    one
+}
+
+/// FLOP/s per core of `n` independent copies of the one-worker replica `one` training side
+/// by side, never communicating: what one "GPU" computes while the others compute too.
+/// Megatron's matrix-product count over the mean of their median steps.
+fn rate_per_core(one: &TrainConfig, corpus: &data::Corpus, n: usize) -> Result<f64, Error> {
+    let flops = predict_case(one, 1.0, None, 0.0, 1).model_flops_per_step;
     // Replica 0 runs on this thread, as every case's training does, the others beside it.
     // Rust note: scoped threads may borrow `one` and `corpus`; each returns its own result.
     let steps: Vec<Result<f64, Error>> = std::thread::scope(|s| {
         let others: Vec<_> = (1..n)
-            .map(|_| s.spawn(|| train_once(&one, corpus).map(|s| s.step_ms_median)))
+            .map(|_| s.spawn(|| train_once(one, corpus).map(|s| s.step_ms_median)))
             .collect();
-        let mine = train_once(&one, corpus).map(|s| s.step_ms_median);
+        let mine = train_once(one, corpus).map(|s| s.step_ms_median);
         let others = others
             .into_iter()
             .map(|h| h.join().expect("a replica panicked"));
@@ -254,6 +350,176 @@ fn rate_per_core(base: &TrainConfig, corpus: &data::Corpus, n: usize) -> Result<
     });
     let mean_ms = steps.into_iter().sum::<Result<f64, Error>>()? / n as f64;
     Ok(flops / (mean_ms / 1e3))
+}
+
+/// FLOP/s per core at `shape` with `n` cores busy (see [`Shape`]).
+fn measure_rate(
+    base: &TrainConfig,
+    corpus: &data::Corpus,
+    n: usize,
+    shape: Shape,
+) -> Result<f64, Error> {
+    let share = base.parallel.batch / n;
+    let (c, t, l) = (base.model.n_embd, base.model.block_size, base.model.n_layer);
+    Ok(match shape {
+        Shape::Replica => rate_per_core(&replica(base, l, share, 1), corpus, n)?,
+        Shape::Stage {
+            layers,
+            batch,
+            accum,
+        } => rate_per_core(&replica(base, layers, batch, accum), corpus, n)?,
+        Shape::Slice { tp } => {
+            let rows = base.parallel.batch / (n / tp).max(1) * t;
+            let whole = kernel_rate(n, share * t, c, 1, KERNEL_REPS);
+            let slice = kernel_rate(n, rows, c, tp, KERNEL_REPS);
+            rate_per_core(&replica(base, l, share, 1), corpus, n)? * slice / whole
+        }
+    })
+}
+
+/// A block's four linear layers, as one worker of a tensor group of `tp` holds them, on
+/// `rows` tokens: `(fan_in, fan_out)` of `c_attn` (C, 3C/T), `attn.c_proj` (C/T, C), `c_fc`
+/// (C, 4C/T), `mlp.c_proj` (4C/T, C). `tp = 1` is a whole block.
+struct BlockKernels {
+    rows: usize,
+    layers: Vec<Kernel>,
+}
+
+/// One linear layer's buffers: input, weight, output, and their gradients.
+struct Kernel {
+    inp: Vec<f32>,
+    w: Vec<f32>,
+    out: Vec<f32>,
+    dinp: Vec<f32>,
+    dw: Vec<f32>,
+}
+
+impl BlockKernels {
+    fn new(rows: usize, c: usize, tp: usize) -> BlockKernels {
+        let shapes = [
+            (c, 3 * c / tp),
+            (c / tp, c),
+            (c, 4 * c / tp),
+            (4 * c / tp, c),
+        ];
+        let layers = shapes
+            .iter()
+            .map(|&(fan_in, fan_out)| Kernel {
+                inp: vec![0.01; rows * fan_in],
+                w: vec![0.01; fan_out * fan_in],
+                out: vec![0.0; rows * fan_out],
+                dinp: vec![0.0; rows * fan_in],
+                dw: vec![0.0; fan_out * fan_in],
+            })
+            .collect();
+        BlockKernels { rows, layers }
+    }
+
+    /// FLOPs of one [`BlockKernels::forward_backward`]: 6 per weight per row (2 forward, 4
+    /// backward), Megatron's count.
+    fn flops(&self) -> f64 {
+        let weights: usize = self.layers.iter().map(|k| k.w.len()).sum();
+        6.0 * (self.rows * weights) as f64
+    }
+
+    /// The attention half's linear layers forward: the stretch of compute between two of
+    /// tensor parallelism's all-reduces, as [`sync_cost`] uses it.
+    fn attention_forward(&mut self) {
+        for k in &mut self.layers[..2] {
+            linear_forward(&mut k.out, &k.inp, &k.w, self.rows, Out::Set, 1);
+        }
+    }
+
+    /// Every layer forward, then backward (its output taken as its gradient).
+    fn forward_backward(&mut self) {
+        let rows = self.rows;
+        for k in &mut self.layers {
+            linear_forward(&mut k.out, &k.inp, &k.w, rows, Out::Set, 1);
+            linear_backward(
+                &mut k.dinp,
+                &mut k.dw,
+                &k.out,
+                &k.inp,
+                &k.w,
+                rows,
+                Out::Set,
+                1,
+            );
+        }
+    }
+}
+
+/// FLOP/s per core of the block's matrix products at one shape (`rows` tokens, a `tp`-way
+/// slice), `reps` forward-backward passes on each of `n` threads side by side (the cores as
+/// busy as in the runs): the mean over the threads.
+fn kernel_rate(n: usize, rows: usize, c: usize, tp: usize, reps: usize) -> f64 {
+    let secs: Vec<(f64, f64)> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..n)
+            .map(|_| {
+                s.spawn(move || {
+                    let mut b = BlockKernels::new(rows, c, tp);
+                    b.forward_backward(); // first touch of the buffers, untimed
+                    let t0 = Instant::now();
+                    for _ in 0..reps {
+                        b.forward_backward();
+                    }
+                    (b.flops() * reps as f64, t0.elapsed().as_secs_f64())
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .map(|h| h.join().expect("a kernel thread panicked"))
+            .collect()
+    });
+    let (flops, secs) = (secs[0].0, secs.iter().map(|x| x.1).sum::<f64>() / n as f64);
+    flops / secs
+}
+
+/// Seconds one synchronisation point costs `n` workers that compute up to it: `n` threads
+/// each run `points` stretches of the same compute (the attention half of a block's linear
+/// layers forward at a replica's shape, the order of the stretch between two of tensor
+/// parallelism's all-reduces), once meeting at the collectives' barrier after every
+/// stretch, once not meeting at all; the difference of the threads' mean elapsed times,
+/// per point. It holds what the model's link does not: partners that arrive apart (jitter,
+/// a core taken by another process) and a sleeping waiter's wake-up. Never below 0.
+fn sync_cost(n: usize, base: &TrainConfig, points: usize) -> f64 {
+    let (c, rows) = (
+        base.model.n_embd,
+        base.parallel.batch / n * base.model.block_size,
+    );
+    let run = |meet: bool| -> f64 {
+        let comms = collective::group(n);
+        let secs: Vec<f64> = std::thread::scope(|s| {
+            let hs: Vec<_> = comms
+                .into_iter()
+                .map(|mut comm| {
+                    s.spawn(move || {
+                        let mut b = BlockKernels::new(rows, c, 1);
+                        b.attention_forward(); // first touch of the buffers, untimed
+                        if meet {
+                            comm.barrier().expect("a calibration thread left");
+                        }
+                        let t0 = Instant::now();
+                        for _ in 0..points {
+                            b.attention_forward();
+                            if meet {
+                                comm.barrier().expect("a calibration thread left");
+                            }
+                        }
+                        t0.elapsed().as_secs_f64()
+                    })
+                })
+                .collect();
+            hs.into_iter()
+                .map(|h| h.join().expect("a calibration thread panicked"))
+                .collect()
+        });
+        secs.iter().sum::<f64>() / n as f64
+    };
+    // alternated, so that a change of the host's load between runs falls on both sides
+    let (alone, met) = (run(false), run(true));
+    let (alone, met) = (alone + run(false), met + run(true));
+    ((met - alone) / 2.0 / points as f64).max(0.0)
 }
 
 /// Trains `cfg` for its steps and returns its summary (no final evaluation).
@@ -338,63 +604,77 @@ pub fn run(
     warm.schedule.steps = 3;
     train_once(&warm, &corpus)?;
 
-    // 2. in each round: the "GPU" (FLOP/s per core with n cores busy), then every case run;
-    // each keeps its fastest round
-    let mut rates: Vec<(usize, f64)> = workers.iter().map(|&n| (n, 0.0)).collect();
-    let mut best: Vec<Option<Summary>> = vec![None; all.len()];
+    // 2. in each round, every case: the figures its prediction needs (the "GPU" at its
+    // shapes with n cores busy, what a synchronisation point costs), measured just before
+    // it runs, then the run; a slow moment of a shared host lands on a case and its figures
+    // together
+    let mut trials: Vec<Vec<Trial>> = all.iter().map(|_| Vec::new()).collect();
     for round in 1..=rounds {
-        for (n, rate) in rates.iter_mut() {
-            let r = rate_per_core(&base, &corpus, *n)?;
+        for (c, tried) in all.iter().zip(trials.iter_mut()) {
+            let (n, shape) = (c.cfg.parallel.workers, Shape::of(&c.cfg));
+            let rate = measure_rate(&base, &corpus, n, shape)?;
+            let sync_s = if n > 1 {
+                sync_cost(n, &base, SYNC_POINTS)
+            } else {
+                0.0
+            };
+            let summary = train_once(&c.cfg, &corpus)?;
             println!(
-                "  round {round}: {n} independent replica(s) of batch {} side by side: {:.2} GFLOP/s per core",
-                base.parallel.batch / *n,
-                r / 1e9
+                "  round {round}: nanodist train {:<56} {:8.2} ms per step  ({:.2} GFLOP/s per core, {:.0} us per point)",
+                c.flags,
+                summary.step_ms_median,
+                rate / 1e9,
+                sync_s * 1e6
             );
-            *rate = rate.max(r);
-        }
-        for (c, b) in all.iter().zip(best.iter_mut()) {
-            let s = train_once(&c.cfg, &corpus)?;
-            println!(
-                "  round {round}: nanodist train {:<56} {:8.2} ms per step",
-                c.flags, s.step_ms_median
-            );
-            if b.as_ref()
-                .is_none_or(|b| s.step_ms_median < b.step_ms_median)
-            {
-                *b = Some(s);
-            }
+            tried.push(Trial {
+                summary,
+                rate,
+                sync_s,
+            });
         }
     }
 
-    // 3. every case predicted from those figures alone
-    let preds: Vec<Prediction> = all
+    // 3. every case predicted from its figures alone; its row shows the fastest round, the
+    // prediction from that round's figures, and the median of every round's ratio
+    let rows: Vec<Row> = all
         .iter()
-        .map(|c| {
+        .zip(trials)
+        .map(|(c, tried)| {
             let n = c.cfg.parallel.workers;
             let fit = fits
                 .iter()
                 .find(|f| f.workers == n && f.algo == c.cfg.parallel.allreduce.name());
-            let rate = rates.iter().find(|r| r.0 == n).map_or(0.0, |r| r.1);
-            predict_case(&c.cfg, rate, fit, cores)
-        })
-        .collect();
-    let rows: Vec<Row> = (all.iter().zip(&preds).zip(best))
-        .map(|((c, p), s)| {
-            let s = s.expect("every case ran");
+            let pred = |t: &Trial| predict_case(&c.cfg, t.rate, fit, t.sync_s, cores);
+            let mut ratios: Vec<f64> = tried
+                .iter()
+                .map(|t| pred(t).step_s * 1e3 / t.summary.step_ms_median)
+                .collect();
+            ratios.sort_by(f64::total_cmp);
+            let median_ratio = ratios[ratios.len() / 2];
+            let best = (tried.iter())
+                .min_by(|a, b| (a.summary.step_ms_median).total_cmp(&b.summary.step_ms_median))
+                .expect("every case ran");
+            let (p, s) = (pred(best), &best.summary);
             let t = &p.time;
             let exposed = t.dp_s - t.dp_hidden_s + t.tp_s + t.pp_s;
             Row {
                 flags: c.flags.clone(),
-                workers: c.cfg.parallel.workers,
+                workers: n,
                 predicted_ms: p.step_s * 1e3,
                 predicted_compute_ms: t.compute_s * 1e3,
                 predicted_exchange_ms: exposed * 1e3,
+                predicted_sync_ms: t.sync_s * 1e3,
                 predicted_bubble_ms: t.bubble_s * 1e3,
+                sync_points: t.sync_points,
+                flops_per_core: best.rate,
+                sync_s_per_point: best.sync_s,
+                shape: Shape::of(&c.cfg).describe(&c.cfg),
                 measured_ms: s.step_ms_median,
                 measured_compute_ms: s.compute_ms_median,
                 measured_comm_ms: s.comm_ms_median,
                 measured_wait_ms: s.wait_ms_median,
                 ratio: p.step_s * 1e3 / s.step_ms_median,
+                median_ratio,
             }
         })
         .collect();
@@ -410,7 +690,6 @@ pub fn run(
             "cores": cores,
             "steps": steps,
             "rounds": rounds,
-            "flops_per_core": rates.iter().map(|(n, r)| serde_json::json!({"busy_cores": n, "flops": r})).collect::<Vec<_>>(),
             "allreduce_fits": fits,
             "rows": rows,
             "not_modelled": NOT_MODELLED.iter().map(|(f, w)| serde_json::json!({"flag": f, "why": w})).collect::<Vec<_>>(),
@@ -429,21 +708,27 @@ pub fn run(
 /// The table predicted against measured, as markdown.
 fn markdown(rows: &[Row]) -> String {
     let mut s = String::from(
-        "| nanodist train ... | predicted ms/step (compute + exchange + bubble) | measured ms/step (compute, comm, wait) | predicted / measured |\n|---|---|---|---|\n",
+        "| nanodist train ... | GFLOP/s per core (measured on), us per sync point | predicted ms/step (compute + exchange + sync + bubble) | measured ms/step (compute, comm, wait) | predicted / measured | median over rounds |\n|---|---|---|---|---|---|\n",
     );
     for r in rows {
         s += &format!(
-            "| `{}` | {:.2} ({:.2} + {:.2} + {:.2}) | {:.2} ({:.2}, {:.2}, {:.2}) | {:.2} |\n",
+            "| `{}` | {:.2} ({}), {:.0} x {:.0} | {:.2} ({:.2} + {:.2} + {:.2} + {:.2}) | {:.2} ({:.2}, {:.2}, {:.2}) | {:.2} | {:.2} |\n",
             r.flags,
+            r.flops_per_core / 1e9,
+            r.shape,
+            r.sync_points,
+            r.sync_s_per_point * 1e6,
             r.predicted_ms,
             r.predicted_compute_ms,
             r.predicted_exchange_ms,
+            r.predicted_sync_ms,
             r.predicted_bubble_ms,
             r.measured_ms,
             r.measured_compute_ms,
             r.measured_comm_ms,
             r.measured_wait_ms,
-            r.ratio
+            r.ratio,
+            r.median_ratio
         );
     }
     s

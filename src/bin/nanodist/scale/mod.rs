@@ -5,9 +5,11 @@
 //!   nanodist scale [--model gpt3 --gpu a100 --gpus 1024 --tp 8 --pp 8 ...]
 //!       flags -> ScaleConfig -> predict -> report (or --json, or --out DIR: the pictures)
 //!
-//!   nanodist scale --calibrate [--workers 1,2] [--steps N]
-//!       1 worker, trained:        model FLOPs / step time   = FLOP/s per core   (the "GPU")
+//!   nanodist scale --calibrate [--workers 1,2] [--steps N] [--rounds R]
+//!       replicas, trained:        model FLOPs / step time   = FLOP/s per core   (the "GPU",
+//!                                 one rate per shape the workers multiply)
 //!       all-reduce, timed:        a + bytes * b per worker count and algorithm  (the "link")
+//!       threads meeting:          seconds per synchronisation point             (sync_s)
 //!       each configuration:       predict(calibrated_cpu(...))  vs  train it    -> ratio
 //! ```
 //!
