@@ -6,6 +6,7 @@
 //! - local SGD with H = 2 equals two workers trained alone, averaged by the outer optimizer
 //!   written out here by hand;
 //! - compression sends the bytes it says and trains; deterministic mode repeats it exactly;
+//!   `topk:1` is each worker's own AdamW step, averaged by hand;
 //! - the option checks answer with one line.
 //!
 //! A tiny model keeps each run to a fraction of a second.
