@@ -6,6 +6,7 @@
 //! - local SGD with H = 2 equals two workers trained alone, averaged by the outer optimizer
 //!   written out here by hand;
 //! - compression sends the bytes it says and trains; deterministic mode repeats it exactly;
+//!   `topk:1` is each worker's own AdamW step, averaged by hand;
 //! - the option checks answer with one line.
 //!
 //! A tiny model keeps each run to a fraction of a second.
@@ -182,6 +183,7 @@ fn compression_sends_less_and_trains() {
     let sync = run(&cfg);
     for (codec, most) in [
         (Compression::TopK(0.01), 1.0 / 49.0),
+        (Compression::TopKGrad(0.01), 1.0 / 49.0),
         (Compression::Int8, 0.26),
         (Compression::PowerSgd(2), 0.25),
     ] {
@@ -195,12 +197,57 @@ fn compression_sends_less_and_trains() {
     }
 }
 
+/// `topk:F` keeps error feedback on the update: each worker takes its own AdamW step on its
+/// own gradient, and the mean of the sent changes moves the parameters. With F = 1 all is
+/// sent, so 4 steps on 2 workers are two lone workers (batch 6 on sequences 0..6 and 6..12,
+/// each with its own moments) whose parameters are reset after every step to the start
+/// plus the mean of their changes, here by hand: bit for bit.
+#[test]
+fn top_k_on_the_update_is_each_workers_own_adamw_step_averaged() {
+    let mut cfg = tiny(2);
+    cfg.parallel.compress = Some(Compression::TopK(1.0));
+    let got = run(&cfg);
+
+    let mut alone = cfg.clone();
+    (alone.parallel.workers, alone.parallel.batch) = (1, 6);
+    alone.parallel.compress = None;
+    let init = train::initial_state(&cfg);
+    let mut replicas: Vec<Replica> = (0..2)
+        .map(|r| {
+            let model = nanodist::model::Gpt::from_params(cfg.model.clone(), init.params.clone());
+            Replica::new(r, model, init.adam.clone(), &alone)
+        })
+        .collect();
+    let mut params = init.params.clone();
+    for step in 0..4 {
+        for (r, replica) in replicas.iter_mut().enumerate() {
+            let batch = Batch {
+                tokens: &corpus().train,
+                seed: cfg.seed,
+                step,
+                sequences: r * 6..(r + 1) * 6,
+            };
+            train_step(replica, &alone, &batch, &mut Alone, &mut Unobserved).unwrap();
+        }
+        for (i, p) in params.iter_mut().enumerate() {
+            let d0 = replicas[0].model.params[i] - *p;
+            let d1 = replicas[1].model.params[i] - *p;
+            *p += (d0 + d1) * 0.5;
+        }
+        for r in &mut replicas {
+            r.model.params.copy_from_slice(&params);
+        }
+    }
+    assert_bits_equal(&got.model.params, &params, "topk:1 vs by hand");
+}
+
 /// Compression and local SGD are deterministic strategies: `--deterministic` repeats them
 /// bit for bit.
 #[test]
 fn deterministic_mode_repeats_compressed_and_local_runs() {
-    let setups: [fn(&mut TrainConfig); 3] = [
+    let setups: [fn(&mut TrainConfig); 4] = [
         |c| c.parallel.compress = Some(Compression::TopK(0.05)),
+        |c| c.parallel.compress = Some(Compression::TopKGrad(0.05)),
         |c| c.parallel.compress = Some(Compression::Int8),
         |c| c.parallel.sync_every = 2,
     ];

@@ -16,24 +16,40 @@
 //!   plain all-reduce                                                 4 x P, twice (ring)
 //! ```
 //!
+//! Top-k (`topk:F`) keeps its error feedback on the UPDATE, not the gradient:
+//!
+//! ```text
+//!   topk:F       my AdamW step on MY gradient (clipped, my own moments) -> u = p' - p
+//!                m = u + residual;  send top-k(m);  p += (sum of every worker's sent) / N
+//!   topk-grad:F  m = g + residual;  send top-k(m);  ONE AdamW on the sparse sum
+//! ```
+//!
+//! Why: AdamW divides each coordinate by the root of its own running mean square. Under
+//! `topk-grad` a coordinate gets nothing for ~1/F steps, then the whole delayed sum G at
+//! once; its second moment sees the spike, and its step over those 1/F steps comes to
+//! about sqrt(F) x the dense step (about 1/10 at F = 1%): the model learns as if its
+//! learning rate were ten times lower. Compressing AdamW's output instead keeps each
+//! coordinate's step at the size AdamW chose; error feedback then only delays it.
+//!
 //! Top-k and int8 are all-gathers of packed 64-bit words (`i64`: an index and an f32's bits,
 //! or eight signed bytes): a sparse or quantised gradient cannot be summed on the way as a
 //! ring sums floats, so each worker receives everyone's and adds them itself. PowerSGD is
 //! linear in the gradient and all-reduces its factors.
 //!
-//! [`Compress`] is a [`GradientExchange`]: the one training step runs unchanged around it.
-//! Error feedback (Seide et al. 2014; Karimireddy et al. 2019) is what lets 1% of the
-//! entries train nearly as well as all of them: a small entry is not dropped, it grows in
-//! the residual until it is among the largest and goes out.
+//! [`Compress`] is a [`GradientExchange`]: the one training step runs unchanged around it
+//! (`topk:F` overrides the update, as ZeRO does). Error feedback (Seide et al. 2014;
+//! Karimireddy et al. 2019) is what lets 1% of the entries train at all: a small entry is
+//! not dropped, it grows in the residual until it is among the largest and goes out.
 
 use crate::collective::{Algorithm, Comm};
+use crate::config::OptimConfig;
 use crate::error::Error;
 use crate::model::ParamLayout;
 use crate::parallel::data_parallel::{gone, wait_link};
 use crate::parallel::fixed_point;
 use crate::parallel::powersgd::PowerSgd;
 use crate::parallel::sync_options::Compression;
-use crate::step::{GradientExchange, Observer};
+use crate::step::{GradientExchange, Observer, Replica};
 use crate::trace::Phase;
 
 /// Entries per int8 block, each with its own scale.
@@ -46,7 +62,7 @@ pub struct Compress {
     /// The all-reduce algorithm (PowerSGD's factors, evaluation).
     pub algorithm: Algorithm,
     codec: Compression,
-    /// What was not sent yet, laid out like the gradients.
+    /// What was not sent yet, laid out like the gradients (`topk:F`: like the updates).
     residual: Vec<f32>,
     /// Every worker's packed message, worker w's in chunk w.
     packed: Vec<i64>,
@@ -54,6 +70,8 @@ pub struct Compress {
     mags: Vec<f32>,
     /// Deterministic mode: the fixed-point sum as floats.
     scratch: Vec<f32>,
+    /// `topk:F`: the parameters before this worker's own AdamW step.
+    before: Vec<f32>,
     power: Option<PowerSgd>,
 }
 
@@ -62,7 +80,7 @@ impl Compress {
     pub fn new(comm: Comm, algorithm: Algorithm, codec: Compression, layout: &ParamLayout) -> Self {
         let (n, len) = (comm.size(), layout.len);
         let words = match codec {
-            Compression::TopK(f) => top_k_count(f, len),
+            Compression::TopK(f) | Compression::TopKGrad(f) => top_k_count(f, len),
             Compression::Int8 => int8_words(len),
             Compression::PowerSgd(_) => 0,
         };
@@ -78,30 +96,30 @@ impl Compress {
             packed: vec![0; n * words],
             mags: Vec::with_capacity(len),
             scratch: Vec::new(),
+            before: Vec::new(),
             power,
         }
     }
 
-    /// The compressed sum of `grads` over the workers, in place.
-    fn exchange<O: Observer>(
+    /// Whether error feedback is on the update (`topk:F`): each worker's own AdamW step.
+    fn on_update(&self) -> bool {
+        matches!(self.codec, Compression::TopK(_))
+    }
+
+    /// Sends what the residual holds (top-k or int8), and writes the sum of every worker's
+    /// message into `out`; the residual keeps what was not sent.
+    fn send<O: Observer>(
         &mut self,
-        grads: &mut [f32],
+        out: &mut [f32],
         step: usize,
         obs: &mut O,
     ) -> Result<(), Error> {
         let (n, me) = (self.comm.size(), self.comm.rank());
-        let (residual, packed, mags) = (&mut self.residual, &mut self.packed, &mut self.mags);
-        // m = g + e: the residual buffer becomes m, and then what is left of it
-        for (e, g) in residual.iter_mut().zip(grads.iter()) {
-            *e += g;
-        }
-        if let Some(power) = &mut self.power {
-            return power.exchange(grads, residual, &mut self.comm, self.algorithm, step, obs);
-        }
+        let (residual, mags, packed) = (&mut self.residual, &mut self.mags, &mut self.packed);
         let words = packed.len() / n;
         let mine = &mut packed[me * words..(me + 1) * words];
         obs.time(Phase::Compress, step, || match self.codec {
-            Compression::TopK(_) => top_k_encode(residual, mags, mine),
+            Compression::TopK(_) | Compression::TopKGrad(_) => top_k_encode(residual, mags, mine),
             _ => int8_encode(residual, mine),
         });
         let comm = &mut self.comm;
@@ -112,16 +130,76 @@ impl Compress {
         wait_link(owed, step, obs);
         // every worker adds everyone's message in rank order: identical sums everywhere
         obs.time(Phase::Compress, step, || {
-            grads.fill(0.0);
+            out.fill(0.0);
             for w in 0..n {
                 let msg = &packed[w * words..(w + 1) * words];
                 match self.codec {
-                    Compression::TopK(_) => top_k_add(msg, grads),
-                    _ => int8_add(msg, grads),
+                    Compression::TopK(_) | Compression::TopKGrad(_) => top_k_add(msg, out),
+                    _ => int8_add(msg, out),
                 }
             }
         });
         Ok(())
+    }
+
+    /// The compressed sum of `grads` over the workers, in place.
+    fn exchange<O: Observer>(
+        &mut self,
+        grads: &mut [f32],
+        step: usize,
+        obs: &mut O,
+    ) -> Result<(), Error> {
+        if self.on_update() {
+            // `topk:F` sends in `update`: each worker keeps its own gradient
+            return Ok(());
+        }
+        // m = g + e: the residual buffer becomes m, and then what is left of it
+        let residual = &mut self.residual;
+        for (e, g) in residual.iter_mut().zip(grads.iter()) {
+            *e += g;
+        }
+        if let Some(power) = &mut self.power {
+            return power.exchange(grads, residual, &mut self.comm, self.algorithm, step, obs);
+        }
+        self.send(grads, step, obs)
+    }
+
+    /// `topk:F`: my own clipped AdamW step on my own gradient, its change to the
+    /// parameters added to the residual, the residual's top-k sent, and the mean of every
+    /// worker's sent change applied to the parameters as they were.
+    fn update_on_update<O: Observer>(
+        &mut self,
+        r: &mut Replica,
+        lr: f32,
+        optim: &OptimConfig,
+        step: usize,
+        obs: &mut O,
+    ) -> Result<f32, Error> {
+        let n = self.comm.size();
+        // my gradient is scaled by the global batch: times N it is my own mean gradient
+        r.grads.iter_mut().for_each(|g| *g *= n as f32);
+        self.before.clear();
+        self.before.extend_from_slice(&r.model.params);
+        let norm = obs.time(Phase::Optimizer, step, || crate::step::update(r, lr, optim));
+        if !norm.is_finite() {
+            return Ok(norm);
+        }
+        for ((e, p), b) in (self.residual.iter_mut())
+            .zip(&mut r.model.params)
+            .zip(&self.before)
+        {
+            *e += *p - b;
+            *p = *b;
+        }
+        let mut sum = std::mem::take(&mut self.scratch);
+        sum.resize(self.residual.len(), 0.0);
+        self.send(&mut sum, step, obs)?;
+        let inv = 1.0 / n as f32;
+        for (p, d) in r.model.params.iter_mut().zip(&sum) {
+            *p += d * inv;
+        }
+        self.scratch = sum;
+        Ok(norm)
     }
 }
 
@@ -143,6 +221,10 @@ impl GradientExchange for Compress {
         step: usize,
         obs: &mut O,
     ) -> Result<(), Error> {
+        if self.on_update() {
+            // each worker keeps its own exact gradient: `update` sends
+            return Ok(());
+        }
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.resize(acc.len(), 0.0);
         fixed_point::to_f32(&mut scratch, acc);
@@ -158,6 +240,20 @@ impl GradientExchange for Compress {
             )));
         }
         Ok(())
+    }
+
+    fn update<O: Observer>(
+        &mut self,
+        r: &mut Replica,
+        lr: f32,
+        optim: &OptimConfig,
+        step: usize,
+        obs: &mut O,
+    ) -> Result<f32, Error> {
+        if self.on_update() {
+            return self.update_on_update(r, lr, optim, step, obs);
+        }
+        Ok(obs.time(Phase::Optimizer, step, || crate::step::update(r, lr, optim)))
     }
 }
 

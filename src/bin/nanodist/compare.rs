@@ -4,11 +4,14 @@
 //! ```text
 //!   cargo run --release -- compare --link 50:0.125 --steps 300 --out runs/compare
 //!
-//!   for each strategy (sync, DiLoCo H=8, top-k 1%, int8, PowerSGD 4, async S=2):
-//!     train::train(default model, 2 workers, --link)      periodic val loss every ~steps/20
-//!     curve: (training wall time = sum of step times, bytes sent so far, val loss)
+//!   for each round (--rounds R; round r starts at the r-th strategy):
+//!     for each strategy (sync, DiLoCo H=8, top-k 1%, int8, PowerSGD 4, async S=2):
+//!       train::train(default model, 2 workers, --link)    periodic val loss every ~steps/20
+//!       curve: (training wall time = sum of step times, bytes sent so far, val loss)
 //!   table:  after the same steps: val loss (all windows), bytes, wall time
-//!           at the same wall time T (the fastest strategy's): val loss on each curve at T
+//!           at the same wall time T (the round's fastest strategy's): val loss on each
+//!           curve at T, linear between evaluations; with R > 1, one row per round and
+//!           how many rounds each strategy beat sync in
 //!   compare.svg: val loss against wall time | against bytes sent (log10)
 //! ```
 //!
@@ -45,10 +48,14 @@ pub struct CompareArgs {
     /// Worker threads.
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
-    /// Strategies to run, comma-separated [default: all]: sync, diloco, topk, int8,
-    /// powersgd, async.
+    /// Strategies to run, comma-separated [default: all but topk-grad]: sync, diloco,
+    /// topk, int8, powersgd, async, topk-grad.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
+    /// Run every strategy this many times, in a rotated order each round, and compare them at
+    /// equal wall time round by round: the host's load drifts between runs.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
     /// Where compare.json, compare.md and compare.svg go [default: runs/compare-DATE].
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -60,7 +67,9 @@ struct Strategy {
     apply: fn(&mut TrainConfig),
 }
 
-const STRATEGIES: [Strategy; 6] = [
+/// Every strategy; all but the last run by default (`topk-grad`, top-k's error feedback on
+/// the gradient, runs when `--only` names it).
+const STRATEGIES: [Strategy; 7] = [
     Strategy {
         name: "sync",
         apply: |_| {},
@@ -87,6 +96,10 @@ const STRATEGIES: [Strategy; 6] = [
         name: "async",
         apply: |c| (c.parallel.asynchronous, c.parallel.staleness) = (true, 2),
     },
+    Strategy {
+        name: "topk-grad",
+        apply: |c| c.parallel.compress = Some(Compression::TopKGrad(0.01)),
+    },
 ];
 
 /// One point of a curve.
@@ -102,6 +115,8 @@ struct Point {
 #[derive(Clone, Debug, Serialize)]
 struct Run {
     strategy: String,
+    /// The round it ran in (0-based).
+    round: usize,
     /// What it ran as (the flags beside `--link`).
     flags: String,
     steps: usize,
@@ -112,7 +127,8 @@ struct Run {
     link_ms_median: f64,
     /// Val loss over all windows after its steps (NaN when stopped by --seconds).
     val_loss: f64,
-    /// Val loss (periodic subset) on its curve at the common wall time.
+    /// Val loss (periodic subset) on its curve at its round's common wall time, linear
+    /// between the evaluations on either side.
     val_loss_at_common_wall: f64,
     curve: Vec<Point>,
 }
@@ -142,7 +158,7 @@ pub fn run(args: &CompareArgs) -> Result<(), Error> {
         return Err(Error::Config("--seconds must be a positive number".into()));
     }
     let chosen: Vec<&Strategy> = if args.only.is_empty() {
-        STRATEGIES.iter().collect()
+        STRATEGIES[..STRATEGIES.len() - 1].iter().collect()
     } else {
         let mut v = Vec::new();
         for name in &args.only {
@@ -150,7 +166,7 @@ pub fn run(args: &CompareArgs) -> Result<(), Error> {
                 Some(s) => v.push(s),
                 None => {
                     return Err(Error::Config(format!(
-                        "--only '{name}' is not a strategy: use sync, diloco, topk, int8, powersgd, async"
+                        "--only '{name}' is not a strategy: use sync, diloco, topk, int8, powersgd, async, topk-grad"
                     )))
                 }
             }
@@ -180,21 +196,39 @@ pub fn run(args: &CompareArgs) -> Result<(), Error> {
         args.seconds
             .map_or(String::new(), |s| format!(", at most {s} s each"))
     );
+    if args.rounds == 0 {
+        return Err(Error::Config("--rounds must be at least 1".into()));
+    }
     let mut runs = Vec::new();
-    for s in chosen {
-        let mut cfg = base.clone();
-        (s.apply)(&mut cfg);
-        cfg.validate()?;
-        runs.push(train_one(s.name, &cfg, &corpus, args.seconds)?);
+    for round in 0..args.rounds {
+        if args.rounds > 1 {
+            println!("round {} of {}", round + 1, args.rounds);
+        }
+        // round r starts at strategy r: no strategy always runs first or last
+        let k = round % chosen.len();
+        let order = chosen[k..].iter().chain(&chosen[..k]);
+        let mut this = Vec::new();
+        for s in order {
+            let mut cfg = base.clone();
+            (s.apply)(&mut cfg);
+            cfg.validate()?;
+            let mut run = train_one(s.name, &cfg, &corpus, args.seconds)?;
+            run.round = round;
+            this.push(run);
+        }
+        // back in the order of --only, so every round's rows line up
+        this.sort_by_key(|r| chosen.iter().position(|s| s.name == r.strategy));
+        at_common_wall(&mut this);
+        runs.extend(this);
     }
-    // the common wall time: the shortest run's (every curve reaches it)
-    let common = runs.iter().map(|r| r.wall_s).fold(f64::INFINITY, f64::min);
-    for r in &mut runs {
-        r.val_loss_at_common_wall = (r.curve.iter())
-            .rfind(|p| p.wall_s <= common + 1e-9)
-            .map_or(f64::NAN, |p| p.val_loss);
+    let first: Vec<Run> = runs.iter().filter(|r| r.round == 0).cloned().collect();
+    let common = first.iter().map(|r| r.wall_s).fold(f64::INFINITY, f64::min);
+    let mut table = table(&first, args, common);
+    if args.rounds > 1 {
+        table += &rounds_table(&runs, args.rounds);
     }
-    let table = table(&runs, args, common);
+    let runs_all = runs;
+    let runs = first;
     println!("{table}");
     let write = |name: &str, text: String| {
         std::fs::write(dir.join(name), text).map_err(|e| {
@@ -207,7 +241,7 @@ pub fn run(args: &CompareArgs) -> Result<(), Error> {
     write("compare.md", table)?;
     write(
         "compare.json",
-        serde_json::to_string_pretty(&runs).expect("plain data serialises"),
+        serde_json::to_string_pretty(&runs_all).expect("plain data serialises"),
     )?;
     write("compare.svg", svg(&runs, args))?;
     println!(
@@ -277,6 +311,7 @@ fn train_one(
     );
     Ok(Run {
         strategy: name.into(),
+        round: 0,
         flags: flags_of(cfg),
         steps: outcome.rows.len(),
         wall_s,
@@ -288,6 +323,70 @@ fn train_one(
         val_loss_at_common_wall: f64::NAN,
         curve,
     })
+}
+
+/// Sets every run's loss at the round's common wall time: the shortest run's training time,
+/// which every curve reaches.
+fn at_common_wall(runs: &mut [Run]) {
+    let common = runs.iter().map(|r| r.wall_s).fold(f64::INFINITY, f64::min);
+    for r in runs {
+        r.val_loss_at_common_wall = loss_at(&r.curve, common);
+    }
+}
+
+/// The val loss on `curve` at wall time `t`: linear between the evaluations either side
+/// (NaN before the first).
+fn loss_at(curve: &[Point], t: f64) -> f64 {
+    let Some(i) = curve.iter().rposition(|p| p.wall_s <= t + 1e-9) else {
+        return f64::NAN;
+    };
+    match curve.get(i + 1) {
+        Some(b) if b.wall_s > curve[i].wall_s => {
+            let a = &curve[i];
+            a.val_loss + (b.val_loss - a.val_loss) * (t - a.wall_s) / (b.wall_s - a.wall_s)
+        }
+        _ => curve[i].val_loss,
+    }
+}
+
+/// Every round's loss at its common wall time, and how often each strategy beat sync there.
+fn rounds_table(runs: &[Run], rounds: usize) -> String {
+    let names: Vec<&str> = (runs.iter().filter(|r| r.round == 0))
+        .map(|r| r.strategy.as_str())
+        .collect();
+    let mut t = format!(
+        "\n| round | common wall s | {} |\n|---|---|{}\n",
+        names.join(" | "),
+        "---|".repeat(names.len())
+    );
+    let mut wins = vec![0usize; names.len()];
+    for round in 0..rounds {
+        let this: Vec<&Run> = runs.iter().filter(|r| r.round == round).collect();
+        let common = this.iter().map(|r| r.wall_s).fold(f64::INFINITY, f64::min);
+        let sync = this.iter().find(|r| r.strategy == "sync");
+        let cells: Vec<String> = (this.iter().zip(&mut wins))
+            .map(|(r, w)| {
+                let beat =
+                    sync.is_some_and(|s| r.val_loss_at_common_wall < s.val_loss_at_common_wall);
+                *w += beat as usize;
+                format!(
+                    "{:.4}{}",
+                    r.val_loss_at_common_wall,
+                    if beat { " *" } else { "" }
+                )
+            })
+            .collect();
+        t += &format!("| {} | {common:.1} | {} |\n", round + 1, cells.join(" | "));
+    }
+    t += "\nval loss at each round's common wall time (its shortest run's); * lower than sync's. \
+          Lower than sync in: ";
+    let tally: Vec<String> = (names.iter().zip(&wins))
+        .filter(|(n, _)| **n != "sync")
+        .map(|(n, w)| format!("{n} {w} of {rounds}"))
+        .collect();
+    t += &tally.join(", ");
+    t += ".\n";
+    t
 }
 
 /// The comparison as a Markdown table.
@@ -318,14 +417,15 @@ fn table(runs: &[Run], args: &CompareArgs, common: f64) -> String {
     }
     t += &format!(
         "\n{} workers, link {}; val loss after its steps: all validation windows; at {common:.1} s \
-         (the shortest run's training time): the last periodic evaluation (200 windows) by then.\n",
+         (the shortest run's training time): the periodic evaluations (200 windows) either side, \
+         linear between them.\n",
         args.workers, args.link
     );
     t
 }
 
-const COLOURS: [&str; 6] = [
-    "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#b07aa1",
+const COLOURS: [&str; 7] = [
+    "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#b07aa1", "#9c755f",
 ];
 
 /// Two charts side by side: val loss against training wall time, and against bytes sent.

@@ -25,8 +25,9 @@ pub struct SyncArgs {
     /// Local SGD's outer (Nesterov) momentum [default: 0.9].
     #[arg(long, value_name = "F")]
     pub outer_momentum: Option<f32>,
-    /// Compress gradients, with error feedback: topk:F (e.g. topk:0.01), int8, powersgd:R.
-    #[arg(long, value_name = "topk:F|int8|powersgd:R", value_parser = str::parse::<Compression>)]
+    /// Compress what is sent, with error feedback: topk:F (e.g. topk:0.01; of each worker's
+    /// AdamW update), topk-grad:F (of the gradient), int8, powersgd:R.
+    #[arg(long, value_name = "topk:F|topk-grad:F|int8|powersgd:R", value_parser = str::parse::<Compression>)]
     pub compress: Option<Compression>,
     /// Asynchronous parameter server: workers push gradients without waiting for each other.
     #[arg(long = "async")]
