@@ -47,7 +47,7 @@
 //!
 //! How long to spin, in a group that fits the cores: from [`SPIN`] up to [`SPIN_LONG`],
 //! twice what the waiter's recent waits lasted while they stayed under [`SPIN_LONG`], and
-//! back to [`SPIN`] after a longer one ([`Bell::learn`] says why). A tensor-parallel group
+//! back to [`SPIN`] after a longer one (`Bell::learn` says why). A tensor-parallel group
 //! meets more than 30 times a step, every meeting a few hundred microseconds of compute
 //! after the last: with a fixed 50 us, one OS wake-up turns into a sleep at every one.
 //!
@@ -95,7 +95,7 @@ use std::time::{Duration, Instant};
 /// behind without paying an OS wake-up (10-50 us), short next to a training step.
 pub const SPIN: Duration = Duration::from_micros(50);
 /// The longest a waiter spins, in a group that fits the cores, after waits short enough
-/// for a spin of this length to have caught them (see [`Bell::learn`]).
+/// for a spin of this length to have caught them (see `Bell::learn`).
 pub const SPIN_LONG: Duration = Duration::from_micros(1000);
 /// How long a waiter spins in a group with more workers than cores: its peers probably
 /// are not running, and every spin takes CPU from one that has work.
