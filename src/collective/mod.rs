@@ -124,9 +124,9 @@
 //! A waiting worker spins on an atomic for a moment, then sleeps until a peer wakes it:
 //!
 //! ```text
-//!   waiter:   check ---spin ~50 us (2 us if the group has more workers than cores)---> sleep
-//!                ^                                                                       |
-//!                +------------------------- woken ---------------------------------------+
+//!   waiter:   check ---spin 50 us to 1 ms (2 us if more workers than cores)---> sleep
+//!                ^        (the length: twice the waiter's recent short waits)      |
+//!                +------------------------- woken ---------------------------------+
 //!   notifier: send a message    -> wake its receiver
 //!             last barrier arrival, leaving, failing -> wake everyone
 //! ```

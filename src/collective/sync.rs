@@ -10,7 +10,8 @@
 //!       ready()?        Ok(true)  -> Ok
 //!                       Err(r)    -> poison the group with r, Err(r)
 //!       poisoned by r?            -> ready() once more (it may be done already), else Err(r)
-//!       spinning for less than SPIN (group fits the cores) -> spin_loop(), again
+//!       spinning for less than my budget           -> spin_loop(), again
+//!         (group fits the cores: learnt by my bell, SPIN to SPIN_LONG; else SPIN_OVERSUBSCRIBED)
 //!       not armed yet               -> arm my bell, check ready() again
 //!       armed                       -> sleep until my bell rings, again
 //!     }
@@ -20,6 +21,7 @@
 //!     waiter sleeps: lock; while state == seen | ASLEEP: condvar.wait
 //!     notifier:      change what waiters wait for (a message, an arrival, a departure),
 //!                    then fetch_add(2); if ASLEEP was set: lock, notify
+//!     after a wait:  the owner sets its next spin budget from how long it waited
 //! ```
 //!
 //! No wake-up is lost: the waiter's `fetch_or` and the notifier's `fetch_add` touch the
@@ -42,6 +44,12 @@
 //! sleeping waiter asks for nothing, and the run slows only in proportion to the CPU it
 //! gets. A group larger than the machine's cores spins for [`SPIN_OVERSUBSCRIBED`] only:
 //! its peers are likely not running at all.
+//!
+//! How long to spin, in a group that fits the cores: from [`SPIN`] up to [`SPIN_LONG`],
+//! twice what the waiter's recent waits lasted while they stayed under [`SPIN_LONG`], and
+//! back to [`SPIN`] after a longer one (`Bell::learn` says why). A tensor-parallel group
+//! meets more than 30 times a step, every meeting a few hundred microseconds of compute
+//! after the last: with a fixed 50 us, one OS wake-up turns into a sleep at every one.
 //!
 //! Leaving and failing are different. A worker that drops its endpoint after its last
 //! collective has *left*: that is fine unless someone still needs it (a message from it,
@@ -82,10 +90,13 @@ use std::sync::{Condvar, Mutex};
 use std::sync::PoisonError;
 use std::time::{Duration, Instant};
 
-/// How long a waiter spins before it sleeps, when its group has no more workers than the
-/// machine has cores: long enough to catch a peer that is a few microseconds behind without
-/// paying an OS wake-up (10-50 us), short next to a training step.
+/// How long a waiter spins at least before it sleeps, when its group has no more workers
+/// than the machine has cores: long enough to catch a peer that is a few microseconds
+/// behind without paying an OS wake-up (10-50 us), short next to a training step.
 pub const SPIN: Duration = Duration::from_micros(50);
+/// The longest a waiter spins, in a group that fits the cores, after waits short enough
+/// for a spin of this length to have caught them (see `Bell::learn`).
+pub const SPIN_LONG: Duration = Duration::from_micros(1000);
 /// How long a waiter spins in a group with more workers than cores: its peers probably
 /// are not running, and every spin takes CPU from one that has work.
 pub const SPIN_OVERSUBSCRIBED: Duration = Duration::from_micros(2);
@@ -102,6 +113,11 @@ struct Bell {
     state: AtomicUsize,
     lock: Mutex<()>,
     rung: Condvar,
+    /// How long the owner spins in its next wait, in microseconds, when its group fits the
+    /// cores: learnt from its last waits ([`Bell::learn`]). Only the owner reads or writes
+    /// it, so it orders nothing (Relaxed, and a plain std atomic even under loom, which
+    /// never spins).
+    spin_us: std::sync::atomic::AtomicU32,
 }
 
 impl Bell {
@@ -110,7 +126,40 @@ impl Bell {
             state: AtomicUsize::new(0),
             lock: Mutex::new(()),
             rung: Condvar::new(),
+            spin_us: std::sync::atomic::AtomicU32::new(SPIN.as_micros() as u32),
         }
+    }
+
+    /// The owner's spin budget for its next wait, in a group that fits the cores.
+    fn spin(&self) -> Duration {
+        let us = self.spin_us.load(std::sync::atomic::Ordering::Relaxed);
+        Duration::from_micros(us as u64)
+    }
+
+    /// The owner's wait lasted `waited` (spinning and sleeping): sets the next budget.
+    ///
+    /// ```text
+    ///   waited <= SPIN_LONG:  budget = max(2 x waited, 7/8 x budget), within [SPIN, SPIN_LONG]
+    ///   waited >  SPIN_LONG:  budget = SPIN
+    /// ```
+    ///
+    /// A peer that arrives within a millisecond is running beside the waiter, a few
+    /// microseconds of compute or one OS wake-up behind: spinning twice the last such wait
+    /// catches the next one without a sleep. That matters because a sleep feeds itself:
+    /// the woken waiter starts its next piece of work one wake-up (tens to hundreds of
+    /// microseconds on a virtual machine) after its peer, so at the next barrier its peer
+    /// waits that long, sleeps too if its spin is shorter, and so on at every collective;
+    /// a tensor-parallel step has more than 30. A longer wait means the peer is not
+    /// running (more busy threads than cores, other processes): spinning would hold the
+    /// core it needs, so the budget drops to [`SPIN`] at once.
+    fn learn(&self, waited: Duration) {
+        let next = if waited <= SPIN_LONG {
+            (2 * waited).max(self.spin() * 7 / 8).clamp(SPIN, SPIN_LONG)
+        } else {
+            SPIN
+        };
+        let us = next.as_micros() as u32;
+        (self.spin_us).store(us, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Called by a notifier *after* its change: wakes the owner if it sleeps. AcqRel: the
@@ -165,8 +214,10 @@ pub struct Group {
     poisoned: AtomicUsize,
     /// `bells[r]`: where worker `r` sleeps when it waits.
     bells: Box<[CachePadded<Bell>]>,
-    /// How long a waiter spins before it sleeps ([`SPIN`] or [`SPIN_OVERSUBSCRIBED`]).
-    spin: Duration,
+    /// How long a waiter spins before it sleeps: [`SPIN_OVERSUBSCRIBED`] in a group with
+    /// more workers than cores, zero under loom; `None`: the group fits the cores, and each
+    /// waiter spins for what its bell learnt ([`Bell::learn`]).
+    spin: Option<Duration>,
 }
 
 impl Group {
@@ -183,11 +234,11 @@ impl Group {
             poisoned: AtomicUsize::new(0),
             bells: (0..n).map(|_| CachePadded::new(Bell::new())).collect(),
             spin: if cfg!(loom) {
-                Duration::ZERO
+                Some(Duration::ZERO)
             } else if n <= cores {
-                SPIN
+                None
             } else {
-                SPIN_OVERSUBSCRIBED
+                Some(SPIN_OVERSUBSCRIBED)
             },
         }
     }
@@ -329,6 +380,8 @@ impl Group {
 struct Waiting<'a> {
     bell: &'a Bell,
     spin: Duration,
+    /// The budget is the bell's, and the wait's length teaches the bell the next one.
+    learns: bool,
     /// When the spinning began; `None` until the first round.
     since: Option<Instant>,
     /// Rounds spun so far (the clock is read only every few rounds).
@@ -338,10 +391,12 @@ struct Waiting<'a> {
 }
 
 impl<'a> Waiting<'a> {
-    fn new(bell: &'a Bell, spin: Duration) -> Self {
+    /// `spin`: the group's fixed budget, or `None` for the bell's learnt one.
+    fn new(bell: &'a Bell, spin: Option<Duration>) -> Self {
         Waiting {
             bell,
-            spin,
+            spin: spin.unwrap_or_else(|| bell.spin()),
+            learns: spin.is_none(),
             since: None,
             spins: 0,
             armed: None,
@@ -382,6 +437,10 @@ impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         if self.armed.is_some() {
             self.bell.disarm();
+        }
+        // a wait that was over at the first look says nothing about how long to spin
+        if let (true, Some(since)) = (self.learns, self.since) {
+            self.bell.learn(since.elapsed());
         }
     }
 }

@@ -17,6 +17,9 @@
 //!  tensor-parallel (with --tp T) strong scaling's N workers as N/T replicas of a T-way
 //!                  tensor-parallel model: each block's matrices split over T workers,
 //!                  collectives in every layer. efficiency against strong's 1 worker.
+//!  tensor-parallel-sp  the same with sequence parallelism (`--tp T --sp`): reduce-scatters
+//!                  and all-gathers in place of the all-reduces, activations outside the
+//!                  split matrices 1/T as large.
 //! ```
 //!
 //! The lessons of the comparison:
@@ -324,9 +327,10 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
         "independent",
         "op-parallel",
         "tensor-parallel",
+        "tensor-parallel-sp",
     ] {
         // tensor parallelism has no 1-worker point of its own: its 1 worker is strong's
-        let base = if mode == "tensor-parallel" {
+        let base = if mode.starts_with("tensor-parallel") {
             "strong"
         } else {
             mode
@@ -374,7 +378,13 @@ fn point_configs(
         if args.batch % (n / tp) == 0 {
             let mut cfg = run(args.batch);
             cfg.parallel.tp = tp;
+            // the same grid with sequence parallelism, where T divides a micro-batch's rows
+            let mut sp = cfg.clone();
+            sp.parallel.sp = true;
             cfgs.push(("tensor-parallel", cfg));
+            if sp.validate().is_ok() {
+                cfgs.push(("tensor-parallel-sp", sp));
+            }
         }
     }
     cfgs

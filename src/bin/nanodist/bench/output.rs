@@ -113,11 +113,64 @@ pub(super) fn lessons(points: &[Point]) -> String {
             find("weak", n),
             find("independent", n),
         ));
+        out.push_str(&round_ratios(points, n));
     }
     if out.is_empty() {
         out
     } else {
         format!("What the sweep says:\n{out}")
+    }
+}
+
+/// The line of [`lessons`] that compares the modes at `n` threads with one worker round by
+/// round: each round measured every point one after the other, so the ratio of two points
+/// of the same round sees the host in about the same state, and the median of those ratios
+/// resists a round the host slowed down. Empty with a single round.
+///
+/// ```text
+///   round r:   ratio_r = tokens/s (mode, n threads, round r) / tokens/s (strong, 1, round r)
+///   reported:  median over r, then each ratio_r in round order
+/// ```
+fn round_ratios(points: &[Point], n: usize) -> String {
+    let Some(one) = points.iter().find(|p| p.mode == "strong" && p.workers == 1) else {
+        return String::new();
+    };
+    let modes = [
+        "strong",
+        "tensor-parallel",
+        "tensor-parallel-sp",
+        "op-parallel",
+    ];
+    let mut parts = Vec::new();
+    for mode in modes {
+        let Some(p) = points.iter().find(|p| p.mode == mode && p.workers == n) else {
+            continue;
+        };
+        let ratios: Vec<f64> = (p.tokens_per_s_rounds.iter())
+            .zip(&one.tokens_per_s_rounds)
+            .map(|(&t, &t1)| t / t1)
+            .collect();
+        if ratios.len() < 2 {
+            continue;
+        }
+        let mut sorted = ratios.clone();
+        sorted.sort_by(f64::total_cmp);
+        let mid = sorted.len() / 2;
+        let median = if sorted.len() % 2 == 1 {
+            sorted[mid]
+        } else {
+            (sorted[mid - 1] + sorted[mid]) / 2.0
+        };
+        let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+        parts.push(format!("{mode} {median:.2}x ({})", each.join(", ")));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "  {n} workers against one worker, median of the per-round ratios (each round's): {}\n",
+            parts.join("; ")
+        )
     }
 }
 
@@ -218,6 +271,7 @@ pub(super) fn scaling_svg(points: &[Point], cores: usize) -> String {
         ("independent", "independent (no all-reduce)", "#9467bd"),
         ("op-parallel", "op parallel", "#d62728"),
         ("tensor-parallel", "tensor parallel", "#ff7f0e"),
+        ("tensor-parallel-sp", "tensor parallel + sp", "#8c564b"),
     ];
     let series_of = |value: fn(&Point) -> f64| -> Vec<Series> {
         colors

@@ -6,7 +6,8 @@ use serde::Serialize;
 /// One measured point.
 #[derive(Clone, Debug, Serialize)]
 pub struct Point {
-    /// `strong`, `weak`, `independent` or `op-parallel`.
+    /// `strong`, `weak`, `independent`, `op-parallel`, `tensor-parallel` or
+    /// `tensor-parallel-sp`.
     pub mode: String,
     /// Threads (workers, or kernel threads for op parallel).
     pub workers: usize,
