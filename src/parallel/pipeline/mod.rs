@@ -440,11 +440,7 @@ impl Pipe {
             return self.tensor_forward(m, cfg, batch, comms, obs, loss);
         }
         let (step, t) = (batch.step, cfg.model.block_size);
-        let slot = self
-            .free
-            .pop()
-            .expect("the schedule keeps at most max_in_flight alive");
-        self.slot_of[m] = Some(slot);
+        let slot = self.slot(Action::Forward(m));
         let (s, part) = (self.stage, &self.parts[self.stage]);
         let pieces = &mut self.slots[slot].pieces;
         if !part.first {
@@ -509,9 +505,7 @@ impl Pipe {
             return self.tensor_backward(m, scale, batch, comms, obs);
         }
         let step = batch.step;
-        let slot = self.slot_of[m]
-            .take()
-            .expect("a backward after its forward");
+        let slot = self.slot(Action::Backward(m));
         let (s, part) = (self.stage, &self.parts[self.stage]);
         let last_stage = self.stages - 1;
         let pieces = &mut self.slots[slot].pieces;
@@ -576,8 +570,29 @@ impl Pipe {
                 comms.pp.send(0, w).map_err(gone(step))?;
             }
         }
-        self.free.push(slot);
         Ok(())
+    }
+
+    /// The slot of the activations of `action`'s micro-batch, for a forward or a backward of
+    /// either kind of stage: at its forward a free one, which the micro-batch keeps until its
+    /// backward; at its backward the same one, free again for the next action (a stage runs
+    /// one action at a time, so no forward takes it while this backward reads it).
+    fn slot(&mut self, action: Action) -> usize {
+        match action {
+            Action::Forward(m) => {
+                let slot =
+                    (self.free.pop()).expect("the schedule keeps at most max_in_flight alive");
+                self.slot_of[m] = Some(slot);
+                slot
+            }
+            Action::Backward(m) => {
+                let slot = self.slot_of[m]
+                    .take()
+                    .expect("a backward after its forward");
+                self.free.push(slot);
+                slot
+            }
+        }
     }
 
     /// The global gradient norm, formed exactly as [`crate::optim::clip_scale`] forms it on
