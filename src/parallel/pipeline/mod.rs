@@ -473,12 +473,7 @@ impl Pipe {
             None
         });
         if let Some(value) = bad {
-            return Err(Error::Diverged {
-                step,
-                worker: comms.pp.rank(),
-                tensor: "the loss".into(),
-                value,
-            });
+            return Err(loss_diverged(step, comms.pp.rank(), value));
         }
         if !part.last {
             for ws in pieces.iter() {
@@ -674,6 +669,16 @@ impl Pipe {
         }
         pp.broadcast(&mut out, last).map_err(gone(step))?;
         Ok((out[0], out[1] as f32))
+    }
+}
+
+/// The error of a stage whose loss came out `value`, not finite, on `worker` at `step`.
+fn loss_diverged(step: usize, worker: usize, value: f32) -> Error {
+    Error::Diverged {
+        step,
+        worker,
+        tensor: "the loss".into(),
+        value,
     }
 }
 

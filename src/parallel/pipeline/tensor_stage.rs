@@ -32,7 +32,7 @@
 use std::ops::Range;
 
 use super::schedule::Action;
-use super::{owned, Pipe, PipeComms};
+use super::{loss_diverged, owned, Pipe, PipeComms};
 use crate::collective::{Algorithm, CommError};
 use crate::config::TrainConfig;
 use crate::data::sampler;
@@ -114,12 +114,7 @@ impl Pipe {
         ops.spans.drain(..).for_each(|sp| obs.record(sp));
         if let Some(l) = out.map_err(gone(step))? {
             if !l.is_finite() {
-                return Err(Error::Diverged {
-                    step,
-                    worker: comms.pp.rank(),
-                    tensor: "the loss".into(),
-                    value: l,
-                });
+                return Err(loss_diverged(step, comms.pp.rank(), l));
             }
             *loss += l;
         }
