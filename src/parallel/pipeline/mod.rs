@@ -440,11 +440,7 @@ impl Pipe {
             return self.tensor_forward(m, cfg, batch, comms, obs, loss);
         }
         let (step, t) = (batch.step, cfg.model.block_size);
-        let slot = self
-            .free
-            .pop()
-            .expect("the schedule keeps at most max_in_flight alive");
-        self.slot_of[m] = Some(slot);
+        let slot = self.slot(Action::Forward(m));
         let (s, part) = (self.stage, &self.parts[self.stage]);
         let pieces = &mut self.slots[slot].pieces;
         if !part.first {
@@ -477,12 +473,7 @@ impl Pipe {
             None
         });
         if let Some(value) = bad {
-            return Err(Error::Diverged {
-                step,
-                worker: comms.pp.rank(),
-                tensor: "the loss".into(),
-                value,
-            });
+            return Err(loss_diverged(step, comms.pp.rank(), value));
         }
         if !part.last {
             for ws in pieces.iter() {
@@ -509,9 +500,7 @@ impl Pipe {
             return self.tensor_backward(m, scale, batch, comms, obs);
         }
         let step = batch.step;
-        let slot = self.slot_of[m]
-            .take()
-            .expect("a backward after its forward");
+        let slot = self.slot(Action::Backward(m));
         let (s, part) = (self.stage, &self.parts[self.stage]);
         let last_stage = self.stages - 1;
         let pieces = &mut self.slots[slot].pieces;
@@ -576,8 +565,29 @@ impl Pipe {
                 comms.pp.send(0, w).map_err(gone(step))?;
             }
         }
-        self.free.push(slot);
         Ok(())
+    }
+
+    /// The slot of the activations of `action`'s micro-batch, for a forward or a backward of
+    /// either kind of stage: at its forward a free one, which the micro-batch keeps until its
+    /// backward; at its backward the same one, free again for the next action (a stage runs
+    /// one action at a time, so no forward takes it while this backward reads it).
+    fn slot(&mut self, action: Action) -> usize {
+        match action {
+            Action::Forward(m) => {
+                let slot =
+                    (self.free.pop()).expect("the schedule keeps at most max_in_flight alive");
+                self.slot_of[m] = Some(slot);
+                slot
+            }
+            Action::Backward(m) => {
+                let slot = self.slot_of[m]
+                    .take()
+                    .expect("a backward after its forward");
+                self.free.push(slot);
+                slot
+            }
+        }
     }
 
     /// The global gradient norm, formed exactly as [`crate::optim::clip_scale`] forms it on
@@ -659,6 +669,16 @@ impl Pipe {
         }
         pp.broadcast(&mut out, last).map_err(gone(step))?;
         Ok((out[0], out[1] as f32))
+    }
+}
+
+/// The error of a stage whose loss came out `value`, not finite, on `worker` at `step`.
+fn loss_diverged(step: usize, worker: usize, value: f32) -> Error {
+    Error::Diverged {
+        step,
+        worker,
+        tensor: "the loss".into(),
+        value,
     }
 }
 

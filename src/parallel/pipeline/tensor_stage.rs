@@ -31,7 +31,8 @@
 
 use std::ops::Range;
 
-use super::{owned, Pipe, PipeComms};
+use super::schedule::Action;
+use super::{loss_diverged, owned, Pipe, PipeComms};
 use crate::collective::{Algorithm, CommError};
 use crate::config::TrainConfig;
 use crate::data::sampler;
@@ -90,11 +91,7 @@ impl Pipe {
         loss: &mut f32,
     ) -> Result<(), Error> {
         let (step, t) = (batch.step, cfg.model.block_size);
-        let slot = self
-            .free
-            .pop()
-            .expect("the schedule keeps at most max_in_flight alive");
-        self.slot_of[m] = Some(slot);
+        let slot = self.slot(Action::Forward(m));
         let (s, part) = (self.stage, &self.parts[self.stage]);
         let StageGroup { ops, slots, .. } = self.tensor.as_mut().expect("a tensor stage");
         let st = &mut slots[slot];
@@ -117,12 +114,7 @@ impl Pipe {
         ops.spans.drain(..).for_each(|sp| obs.record(sp));
         if let Some(l) = out.map_err(gone(step))? {
             if !l.is_finite() {
-                return Err(Error::Diverged {
-                    step,
-                    worker: comms.pp.rank(),
-                    tensor: "the loss".into(),
-                    value: l,
-                });
+                return Err(loss_diverged(step, comms.pp.rank(), l));
             }
             *loss += l;
         }
@@ -143,9 +135,7 @@ impl Pipe {
         obs: &mut impl Observer,
     ) -> Result<(), Error> {
         let step = batch.step;
-        let slot = self.slot_of[m]
-            .take()
-            .expect("a backward after its forward");
+        let slot = self.slot(Action::Backward(m));
         let (s, part) = (self.stage, &self.parts[self.stage]);
         let StageGroup { ops, slots, .. } = self.tensor.as_mut().expect("a tensor stage");
         let st = &mut slots[slot];
@@ -163,7 +153,6 @@ impl Pipe {
         if !part.first {
             comms.pp.send(s - 1, st.grad()).map_err(gone(step))?;
         }
-        self.free.push(slot);
         Ok(())
     }
 
@@ -174,21 +163,10 @@ impl Pipe {
         let Some(tp) = self.tensor.as_mut().filter(|t| !t.replicated.is_empty()) else {
             return Ok(());
         };
-        let mut at = 0;
-        for r in &tp.replicated {
-            tp.pack[at..at + r.len()].copy_from_slice(&self.grads[r.clone()]);
-            at += r.len();
-        }
-        let p = tp.ops.comm.size() as u64;
-        tp.ops.floats_sent += 2 * tp.pack.len() as u64 / p * (p - 1);
-        let algorithm = tp.ops.algorithm;
-        (tp.ops.comm.all_reduce(&mut tp.pack, algorithm)).map_err(gone(step))?;
-        let mut at = 0;
-        for r in &tp.replicated {
-            self.grads[r.clone()].copy_from_slice(&tp.pack[at..at + r.len()]);
-            at += r.len();
-        }
-        Ok(())
+        // untimed: a stage hands its tensor group's spans to the observer in its forwards
+        // and backwards only
+        let (ops, ranges, pack) = (&mut tp.ops, &tp.replicated, &mut tp.pack);
+        tensor::sum_whole_copies(ops, ranges, pack, &mut self.grads, None).map_err(gone(step))
     }
 
     /// The global gradient norm of the whole model and the step's loss (which only the last

@@ -20,8 +20,10 @@
 //!
 //! Layer norms, the embeddings and the tied head stay whole on every worker. The operators
 //! f and g that bracket each split region, and their sequence-parallel forms, are drawn in
-//! `ops.rs`; the block in `block.rs`; the whole model in `model.rs`; which floats each
-//! worker holds, and the consolidated checkpoint, in `shard.rs`.
+//! `ops.rs`; the block in `block.rs`; a run of blocks with the embedding before and the
+//! head after (a pipeline stage, or all of them: the whole model) in `stage.rs`; what the
+//! whole model adds to it (the `--sp` sum of the whole copies, the gradient norm) in
+//! `model.rs`; which floats each worker holds, and the consolidated checkpoint, in `shard.rs`.
 //!
 //! Communication per step, forward and backward, with N = B*T tokens per replica:
 //! 4 all-reduces of N x C floats per layer (2 forward, 2 backward), a ring sending
@@ -43,7 +45,7 @@ mod stage;
 pub use model::{activation_bytes, TensorParallel};
 pub use ops::{f_backward, f_forward, g_backward, g_forward, Ops};
 pub use shard::{consolidate, local_layout, runs, shard, Run};
-pub use stage::{stage_activation_bytes, whole_copies, StageGroup, TensorStage};
+pub use stage::{stage_activation_bytes, sum_whole_copies, whole_copies, StageGroup, TensorStage};
 
 use crate::collective::{Comm, CommError};
 use crate::config::TrainConfig;

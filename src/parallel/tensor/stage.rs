@@ -1,5 +1,7 @@
-//! One pipeline stage of tensor-parallel blocks (`--tp` with `--pp`): [`TensorParallel`]'s
-//! forward and backward cut at block boundaries, as `model/stage.rs` cuts the single model's.
+//! A run of tensor-parallel blocks on one rank of a tensor group: the blocks of a pipeline
+//! stage (`--tp` with `--pp`), with the embedding on the first stage and ln_f, the tied head
+//! and the loss on the last. The whole model (`model.rs`) is the one-stage case: all L
+//! blocks, first and last.
 //!
 //! ```text
 //!   --workers 4 --tp 2 --pp 2     (DP = 1; each stage a tensor group of 2)
@@ -10,13 +12,16 @@
 //!                   f, g over {tp 0, tp 1}          f, g over {tp 0, tp 1}
 //!   x_r: the residual stream (m,C) leaving tp rank r, sent to tp rank r of the next stage
 //!        (m = N: every rank holds the same floats; m = N/TP with --sp: rank r's rows)
+//!
+//!   --tp 2 alone: one stage, first and last
+//!   tp r:  embed ─> block 0 ─> ... ─> block L-1 ─> ln_f ─> head ─> loss
 //! ```
 //!
 //! The residual stream between blocks is whole (or, with `--sp`, split by rows) on every rank
 //! of a tensor group, so a stage boundary cuts it where no collective is open: each rank sends
 //! its own copy (or rows) to the same rank of the next stage, and no rank waits on another
 //! rank of its group to do so. The embeddings on the first stage and ln_f and the tied head on
-//! the last are whole copies, as in [`TensorParallel`].
+//! the last are whole copies on every rank of the group.
 //!
 //! One [`TensorStage`] holds one micro-batch's activations; a pipeline keeps one per
 //! micro-batch in flight, and all of them share the stage's [`Ops`] (its tensor group).
@@ -35,7 +40,6 @@ use crate::model::matmul::Out;
 use crate::model::{ParamLayout, StagePart};
 
 use super::block::{self, block_backward, block_forward, weights, Acts, Dims, Scratch};
-use super::model::{embed, embed_backward};
 use super::ops::Ops;
 use super::shard::{local_layout, runs};
 
@@ -54,7 +58,8 @@ pub struct StageGroup {
     pub pack: Vec<f32>,
 }
 
-/// One micro-batch's activations on one rank of a stage's tensor group.
+/// One micro-batch's activations on one rank of a stage's tensor group (for the whole
+/// model: one batch's, on a stage of all the blocks).
 #[derive(Debug)]
 pub struct TensorStage {
     cfg: ModelConfig,
@@ -102,7 +107,9 @@ impl TensorStage {
         let n = batch * seq_len;
         assert_eq!(cfg.n_head % tp, 0, "--tp {tp} must divide the heads");
         assert!(!ops.sp || n % tp == 0, "--sp: {tp} must divide {n} rows");
+        let rows = ops.my_rows(n);
         let d = Dims::new(cfg, batch, seq_len, tp, ops.sp);
+        assert_eq!(d.m, rows.len());
         let (m, c, v) = (d.m, cfg.n_embd, cfg.vocab_size);
         let z = |len: usize| vec![0.0f32; len];
         let head = |len: usize| z(if part.last { len } else { 0 });
@@ -110,7 +117,7 @@ impl TensorStage {
             cfg: cfg.clone(),
             layout: local_layout(cfg, tp),
             part: part.clone(),
-            rows: ops.my_rows(n),
+            rows,
             inputs: vec![0; n],
             targets: vec![0; n],
             has_targets: false,
@@ -150,6 +157,33 @@ impl TensorStage {
     /// d loss / d (the stage's input) after [`TensorStage::backward`].
     pub fn grad(&self) -> &[f32] {
         &self.scratch.dres
+    }
+
+    /// Bytes of the float buffers this rank holds for the stage: every block's activations,
+    /// the scratch of backward, and the ends (input, head, loss and their gradients).
+    pub(super) fn buffer_bytes(&self) -> usize {
+        let s = &self.scratch;
+        let blocks: usize = self.blocks.iter().map(Acts::len).sum();
+        let scratch = s.dres.len()
+            + s.dres_all.len()
+            + s.part.len()
+            + s.datty.len()
+            + s.dqkv.len()
+            + s.datt.len()
+            + s.dfc.len();
+        let ends = [
+            &self.encoded,
+            &self.lnf,
+            &self.dln,
+            &self.lnf_mean,
+            &self.lnf_rstd,
+            &self.logits,
+            &self.dlogits,
+            &self.lse,
+            &self.losses,
+        ];
+        let ends: usize = ends.iter().map(|v| v.len()).sum();
+        4 * (blocks + scratch + ends)
     }
 
     /// Runs the stage with this rank's `params` (its whole shard, in the local layout; only
@@ -207,7 +241,7 @@ impl TensorStage {
         crossentropy_forward(&mut self.losses, &mut self.lse, &self.logits, mine);
         let mut total = [self.losses.iter().map(|&x| x as f64).sum::<f64>()];
         if d.gathers {
-            // each rank has the losses of its rows: their sum is the micro-batch's
+            // each rank has the losses of its rows: their sum is the whole (micro-)batch's
             ops.comm.all_reduce(&mut total, Algorithm::Naive)?;
         }
         Ok(Some((total[0] / n as f64) as f32))
@@ -280,6 +314,79 @@ impl TensorStage {
         let wpe = self.cfg.vocab_size * c;
         (wpe, wpe + self.cfg.block_size * c, self.layout.len - c)
     }
+}
+
+/// `out (m,C)`: rows `first..first+m` of the (B*T) tokens, `wte[id] + wpe[position]`.
+fn embed(out: &mut [f32], ids: &[u32], first: usize, wte: &[f32], wpe: &[f32], t: usize, c: usize) {
+    let v = wte.len() / c;
+    for (i, (row, &id)) in out.chunks_exact_mut(c).zip(ids).enumerate() {
+        assert!((id as usize) < v, "token id outside the vocabulary of {v}");
+        let pos = (first + i) % t;
+        let (te, pe) = (&wte[id as usize * c..][..c], &wpe[pos * c..][..c]);
+        for ((o, &a), &b) in row.iter_mut().zip(te).zip(pe) {
+            *o = a + b;
+        }
+    }
+}
+
+/// Accumulates `dwte`, `dwpe` from `dout (m,C)` of rows `first..first+m`.
+fn embed_backward(
+    dwte: &mut [f32],
+    dwpe: &mut [f32],
+    dout: &[f32],
+    ids: &[u32],
+    first: usize,
+    t: usize,
+    c: usize,
+) {
+    for (i, (drow, &id)) in dout.chunks_exact(c).zip(ids).enumerate() {
+        let pos = (first + i) % t;
+        // forward: out = wte[id] + wpe[pos]  =>  both rows receive dout unchanged
+        for (g, &x) in dwte[id as usize * c..][..c].iter_mut().zip(drow) {
+            *g += x;
+        }
+        for (g, &x) in dwpe[pos * c..][..c].iter_mut().zip(drow) {
+            *g += x;
+        }
+    }
+}
+
+/// `--sp`: adds the tensor group's partial gradients of the whole copies at `ranges` of
+/// `grads` (each rank's came from its own rows) in one all-reduce, packed into `pack` (their
+/// total length), and counts what it sends in `ops.floats_sent`. With `timed_as` and a clock
+/// in `ops`, the all-reduce's span goes to `ops.spans` as that layer's.
+pub fn sum_whole_copies(
+    ops: &mut Ops,
+    ranges: &[Range<usize>],
+    pack: &mut [f32],
+    grads: &mut [f32],
+    timed_as: Option<usize>,
+) -> Result<(), CommError> {
+    let mut at = 0;
+    for r in ranges {
+        pack[at..at + r.len()].copy_from_slice(&grads[r.clone()]);
+        at += r.len();
+    }
+    let p = ops.comm.size() as u64;
+    ops.floats_sent += 2 * pack.len() as u64 / p * (p - 1);
+    let (comm, algorithm) = (&mut ops.comm, ops.algorithm);
+    match (ops.clock, timed_as) {
+        (Some(clock), Some(layer)) => {
+            let phase = crate::trace::Phase::Tensor {
+                layer,
+                op: "all-reduce",
+            };
+            let spans = &mut ops.spans;
+            clock.time(spans, phase, ops.step, || comm.all_reduce(pack, algorithm))?
+        }
+        _ => comm.all_reduce(pack, algorithm)?,
+    }
+    let mut at = 0;
+    for r in ranges {
+        grads[r.clone()].copy_from_slice(&pack[at..at + r.len()]);
+        at += r.len();
+    }
+    Ok(())
 }
 
 /// The local ranges (in rank `rank`'s layout, of a `tp`-way group) of the whole copies (the
