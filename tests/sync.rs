@@ -121,6 +121,30 @@ fn sync_every_one_is_synchronous_data_parallelism() {
     assert_bits_equal(&plain.model.params, &run(&cfg).model.params, "sync-every 1");
 }
 
+/// Two replicas of `cfg`'s initial model, each a one-worker run (`alone`: batch 6).
+fn lone_workers(cfg: &TrainConfig, alone: &TrainConfig) -> Vec<Replica> {
+    let init = train::initial_state(cfg);
+    (0..2)
+        .map(|r| {
+            let model = nanodist::model::Gpt::from_params(cfg.model.clone(), init.params.clone());
+            Replica::new(r, model, init.adam.clone(), alone)
+        })
+        .collect()
+}
+
+/// One step of each lone replica on its half of the global batch: sequences 0..6 and 6..12.
+fn lone_steps(replicas: &mut [Replica], alone: &TrainConfig, step: usize) {
+    for (r, replica) in replicas.iter_mut().enumerate() {
+        let batch = Batch {
+            tokens: &corpus().train,
+            seed: alone.seed,
+            step,
+            sequences: r * 6..(r + 1) * 6,
+        };
+        train_step(replica, alone, &batch, &mut Alone, &mut Unobserved).unwrap();
+    }
+}
+
 /// Local SGD, H = 2, 4 steps, 2 workers: each worker trains alone on its half of every
 /// batch (a one-worker run of batch 6 on sequences 0..6 or 6..12), and after steps 2 and 4
 /// the outer Nesterov step moves the anchor by the mean of the two deltas, here by hand.
@@ -135,24 +159,11 @@ fn local_sgd_with_h_2_is_two_lone_workers_and_a_hand_written_outer_step() {
     let mut alone = cfg.clone();
     (alone.parallel.workers, alone.parallel.batch) = (1, 6);
     let init = train::initial_state(&cfg);
-    let mut replicas: Vec<Replica> = (0..2)
-        .map(|r| {
-            let model = nanodist::model::Gpt::from_params(cfg.model.clone(), init.params.clone());
-            Replica::new(r, model, init.adam.clone(), &alone)
-        })
-        .collect();
+    let mut replicas = lone_workers(&cfg, &alone);
     let mut anchor = init.params.clone();
     let mut v = vec![0.0f32; anchor.len()];
     for step in 0..4 {
-        for (r, replica) in replicas.iter_mut().enumerate() {
-            let batch = Batch {
-                tokens: &corpus().train,
-                seed: cfg.seed,
-                step,
-                sequences: r * 6..(r + 1) * 6,
-            };
-            train_step(replica, &alone, &batch, &mut Alone, &mut Unobserved).unwrap();
-        }
+        lone_steps(&mut replicas, &alone, step);
         if step % 2 == 1 {
             for i in 0..anchor.len() {
                 let d0 = anchor[i] - replicas[0].model.params[i];
@@ -212,23 +223,10 @@ fn top_k_on_the_update_is_each_workers_own_adamw_step_averaged() {
     (alone.parallel.workers, alone.parallel.batch) = (1, 6);
     alone.parallel.compress = None;
     let init = train::initial_state(&cfg);
-    let mut replicas: Vec<Replica> = (0..2)
-        .map(|r| {
-            let model = nanodist::model::Gpt::from_params(cfg.model.clone(), init.params.clone());
-            Replica::new(r, model, init.adam.clone(), &alone)
-        })
-        .collect();
+    let mut replicas = lone_workers(&cfg, &alone);
     let mut params = init.params.clone();
     for step in 0..4 {
-        for (r, replica) in replicas.iter_mut().enumerate() {
-            let batch = Batch {
-                tokens: &corpus().train,
-                seed: cfg.seed,
-                step,
-                sequences: r * 6..(r + 1) * 6,
-            };
-            train_step(replica, &alone, &batch, &mut Alone, &mut Unobserved).unwrap();
-        }
+        lone_steps(&mut replicas, &alone, step);
         for (i, p) in params.iter_mut().enumerate() {
             let d0 = replicas[0].model.params[i] - *p;
             let d1 = replicas[1].model.params[i] - *p;
