@@ -85,7 +85,12 @@ fn assert_close(got: &Outcome, want: &Outcome, tol: f32, what: &str) {
     assert_eq!(got.rows.len(), want_rows.len(), "{what}");
     for (a, b) in got.rows.iter().zip(want_rows) {
         let rel = (a.grad_norm - b.grad_norm).abs() / b.grad_norm;
-        assert!(rel < 1e-5, "{what}: norm {} vs {}", a.grad_norm, b.grad_norm);
+        assert!(
+            rel < 1e-5,
+            "{what}: norm {} vs {}",
+            a.grad_norm,
+            b.grad_norm
+        );
         assert!((a.loss - b.loss).abs() < 1e-5, "{what}: loss");
     }
 }
@@ -112,9 +117,18 @@ fn deterministic_sharded_pipelines_equal_replicated_ones_and_data_parallelism() 
                     "L={layers} C={embd} --workers {} --pp {pp} --micro {micro} {s:?}",
                     replicas * pp
                 );
-                assert_eq!(b.summary.param_hash, a.summary.param_hash, "{what} --zero 1");
-                assert_eq!(a.summary.param_hash, dp.summary.param_hash, "{what} --zero 0");
-                assert_eq!(b.adam, a.adam, "{what}: AdamW state, gathered from the parts");
+                assert_eq!(
+                    b.summary.param_hash, a.summary.param_hash,
+                    "{what} --zero 1"
+                );
+                assert_eq!(
+                    a.summary.param_hash, dp.summary.param_hash,
+                    "{what} --zero 0"
+                );
+                assert_eq!(
+                    b.adam, a.adam,
+                    "{what}: AdamW state, gathered from the parts"
+                );
                 for (x, y) in b.rows.iter().zip(&a.rows) {
                     assert_eq!(x.grad_norm, y.grad_norm, "{what}: step {}", x.step);
                     assert_eq!(x.loss, y.loss, "{what}: step {}", x.step);
@@ -146,6 +160,8 @@ fn sharded_tensor_parallel_pipelines_match_replicated_ones() {
         let zero1 = run(&c);
         let what = format!("--workers 8 --tp 2 --pp 2 --zero 1 (--sp {sp})");
         assert_close(&zero1, &zero0, 1e-6, &what);
+        let m = zero1.summary.memory.expect("the stage's parts recorded");
+        assert_eq!((m.stage, m.workers), (1, 2), "{what}");
     }
 }
 
@@ -178,7 +194,11 @@ fn a_sharded_pipeline_checkpoint_resumes_at_other_layouts_and_back() {
     let straight = run(&with(&base, 4, 2, 2, 1));
     // saved mid-run at --pp 2 --zero 1 (the run goes on past the save)...
     let state = checkpoint_at(&with(&base, 4, 2, 2, 1), 3);
-    assert_eq!(state.adam.m.len(), state.params.len(), "whole AdamW moments");
+    assert_eq!(
+        state.adam.m.len(),
+        state.params.len(),
+        "whole AdamW moments"
+    );
     assert_eq!(state.adam.t, 3);
     // ...continued by data parallelism, a replicated pipeline and a sharded one
     for (workers, pp, micro, zero) in [(2, 1, 1, 0), (4, 2, 2, 0), (4, 2, 2, 1), (6, 3, 2, 1)] {
@@ -210,7 +230,10 @@ fn deterministic_sharded_pipeline_checkpoint_resumes_bit_for_bit() {
 fn summary_memory_holds_the_stage_part_of_adamw() {
     let base = tiny(4, 32);
     let out = run(&with(&base, 4, 2, 2, 1));
-    let m = out.summary.memory.expect("a sharded pipeline records its memory");
+    let m = out
+        .summary
+        .memory
+        .expect("a sharded pipeline records its memory");
     assert_eq!((m.stage, m.workers), (1, 2));
     // rank 0 is stage 0: wte, wpe and 2 of the 4 blocks
     let layout = nanodist::model::ParamLayout::new(&base.model);

@@ -331,8 +331,14 @@ impl Pipe {
     /// that offsets are the model's), which the measured figures count.
     pub fn memory(&self, cfg: &TrainConfig) -> Option<Memory> {
         let acts = peak_activation_bytes(cfg)[self.stage] as u64;
-        (self.zero.as_ref())
-            .map(|z| z.memory(self.model.params.len(), self.grads.len(), self.acc.len(), acts))
+        (self.zero.as_ref()).map(|z| {
+            z.memory(
+                self.model.params.len(),
+                self.grads.len(),
+                self.acc.len(),
+                acts,
+            )
+        })
     }
 
     fn part(&self) -> &StagePart {
@@ -471,8 +477,18 @@ impl Pipe {
         let (model, adam, grads) = (&mut self.model, &mut self.adam, &self.grads);
         if let Some(z) = self.zero.as_mut() {
             let (dp, optim) = (&mut comms.dp.comm, &cfg.optim);
-            (z.update(&mut model.params, grads, &model.layout, lr, optim, clip, dp, step, obs))
-                .map_err(gone(step))?;
+            (z.update(
+                &mut model.params,
+                grads,
+                &model.layout,
+                lr,
+                optim,
+                clip,
+                dp,
+                step,
+                obs,
+            ))
+            .map_err(gone(step))?;
         } else {
             let layout = &self.update_layout;
             obs.time(Phase::Optimizer, step, || {
@@ -755,7 +771,9 @@ impl Pipe {
             let end = (c + NORM_CHUNK).min(mine.end);
             if end - c == NORM_CHUNK {
                 // a whole chunk: its partial, exactly as one worker takes it
-                sums.push(gathered.map_or_else(|| sum_of_squares(&g[c..end]), |p| p[c / NORM_CHUNK]));
+                sums.push(
+                    gathered.map_or_else(|| sum_of_squares(&g[c..end]), |p| p[c / NORM_CHUNK]),
+                );
             } else {
                 norm_lanes(&mut open, g, c..end, body);
             }

@@ -205,7 +205,9 @@ impl Pipe {
         (tp.ops.comm.all_reduce(&mut split, Algorithm::Naive)).map_err(gone(step))?;
         let last = self.stage + 1 == self.stages;
         let mut out = [whole + split[0], if last { loss as f64 } else { 0.0 }];
-        comms.pp.all_reduce(&mut out, Algorithm::Naive)
+        comms
+            .pp
+            .all_reduce(&mut out, Algorithm::Naive)
             .map_err(gone(step))?;
         Ok((out[0].sqrt(), out[1] as f32))
     }

@@ -238,7 +238,9 @@ impl StageShard {
         for (k, s) in self.segments.iter().enumerate() {
             let mine = local(&s.parts[rank], &s.range);
             let w = &mut params[s.range.clone()];
-            obs.time(Phase::AllGather(k), step, || comm.all_gather_ranges(w, mine))?;
+            obs.time(Phase::AllGather(k), step, || {
+                comm.all_gather_ranges(w, mine)
+            })?;
         }
         Ok(())
     }
