@@ -19,6 +19,10 @@
 //!     tied wte: stage 0 and stage P-1 add their two parts (the embedding group)
 //!     global gradient norm: a chain of partial sums of squares, stage 0 -> P-1
 //!     clip + AdamW on my parameters only
+//!
+//!   --zero 1 (`zero::StageShard`): the stage's tensors cut among its `dp` group:
+//!     reduce-scatter over `dp` -> my part summed; tied wte part with part; the norm chain
+//!     from the parts' gathered partials; AdamW on my part (my moments); all-gather over `dp`
 //! ```
 //!
 //! The tied embedding: `wte` is both the token embedding (stage 0) and the output head (the

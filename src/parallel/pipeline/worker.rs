@@ -11,7 +11,8 @@
 //!  between steps (every stage of every replica at once):
 //!    evaluation:  consolidate parameters (over pp, then --tp's shards over tp), then every
 //!                 worker evaluates its share of windows
-//!    checkpoint:  consolidate parameters and AdamW; rank 0 (stage 0 of replica 0) sends it
+//!    checkpoint:  (--zero 1: gather AdamW's parts over dp) consolidate parameters and
+//!                 AdamW; rank 0 (stage 0 of replica 0) sends it
 //!  at the end:    consolidate; rank 0's parameters are the run's model
 //! ```
 //!
