@@ -141,7 +141,7 @@ fn deterministic_sharded_pipelines_equal_replicated_ones_and_data_parallelism() 
 #[test]
 fn default_mode_sharded_pipelines_match_replicated_ones() {
     let base = tiny(4, 32);
-    for (workers, pp, micro) in [(4, 2, 2), (6, 2, 2), (6, 3, 2)] {
+    for (workers, pp, micro) in [(2, 2, 2), (4, 2, 2), (6, 2, 2), (6, 3, 2)] {
         let zero0 = run(&with(&base, workers, pp, micro, 0));
         let zero1 = run(&with(&base, workers, pp, micro, 1));
         let what = format!("--workers {workers} --pp {pp} --micro {micro} --zero 1");
