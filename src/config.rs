@@ -598,7 +598,8 @@ impl TrainConfig {
     }
 
     /// Where `--zero` is meaningful beside the other splits (docs/zero.md): stage 1 with
-    /// `--tp` shards each rank's own shard of the model over the data-parallel group.
+    /// `--tp` shards each rank's own shard of the model over the data-parallel group, and
+    /// with `--pp` each stage's parameters over the stage's data-parallel group.
     fn validate_zero(&self) -> Result<(), Error> {
         let p = &self.parallel;
         let cfg = |msg: String| Err(Error::Config(msg));
@@ -612,11 +613,11 @@ impl TrainConfig {
                 p.zero
             ));
         }
-        if p.pp > 1 {
+        if p.pp > 1 && p.zero > 1 {
             return cfg(format!(
-                "--zero {} with --pp {}: a pipeline stage already holds only its own blocks' \
-                 state and updates it in its own step, which does not shard AdamW over the \
-                 data-parallel group: drop --zero (or use --zero 1 with --tp alone)",
+                "--zero {} with --pp {}: stages 2 and 3 reduce-scatter and gather the whole \
+                 model's blocks one by one as its backward walks them, which a pipeline stage's \
+                 schedule of micro-batches does not run: use --zero 1 with --pp",
                 p.zero, p.pp
             ));
         }

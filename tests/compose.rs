@@ -198,8 +198,8 @@ fn zero_where_it_is_not_built_is_refused_in_one_line() {
     for (workers, tp, pp, zero, needles) in [
         (4, 2, 1, 2, ["--zero 2", "--zero 1 with --tp"]),
         (4, 2, 1, 3, ["--zero 3", "--zero 1 with --tp"]),
-        (4, 1, 2, 1, ["--zero 1", "--pp 2"]),
-        (8, 2, 2, 1, ["--zero 1", "--pp 2"]),
+        (4, 1, 2, 2, ["--zero 2 with --pp 2", "--zero 1 with --pp"]),
+        (8, 2, 2, 3, ["--zero 3 with --pp 2", "--zero 1 with --pp"]),
     ] {
         let mut c = grid(workers, tp, pp, 1, false);
         c.parallel.zero = zero;

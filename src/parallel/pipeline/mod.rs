@@ -19,6 +19,10 @@
 //!     tied wte: stage 0 and stage P-1 add their two parts (the embedding group)
 //!     global gradient norm: a chain of partial sums of squares, stage 0 -> P-1
 //!     clip + AdamW on my parameters only
+//!
+//!   --zero 1 (`zero::StageShard`): the stage's tensors cut among its `dp` group:
+//!     reduce-scatter over `dp` -> my part summed; tied wte part with part; the norm chain
+//!     from the parts' gathered partials; AdamW on my part (my moments); all-gather over `dp`
 //! ```
 //!
 //! The tied embedding: `wte` is both the token embedding (stage 0) and the output head (the
@@ -53,6 +57,7 @@ use crate::model::{Gpt, ParamLayout, StagePart, Workspace};
 use crate::optim::{clip_factor, lr_at, sum_of_squares, AdamW, NORM_CHUNK};
 use crate::parallel::data_parallel::{gone, AllReduce};
 use crate::parallel::fixed_point;
+use crate::parallel::zero::{Memory, StageShard};
 use crate::step::{first_non_finite, Batch, GradientExchange, Observer, StepStats};
 use crate::trace::{Phase, Span};
 
@@ -209,6 +214,9 @@ pub struct Pipe {
     /// `--tp`: the stage is a tensor group, and `model` holds this rank's shard (see
     /// `tensor_stage.rs`); `None`: whole blocks.
     tensor: Option<crate::parallel::tensor::StageGroup>,
+    /// `--zero 1`: the stage's parameters cut among its data-parallel group, and my part's
+    /// AdamW moments ([`StageShard`]); `adam` then holds no moments between consolidations.
+    zero: Option<StageShard>,
 }
 
 /// The communicators a stage talks in.
@@ -277,9 +285,64 @@ impl Pipe {
             wte_theirs: vec![0.0; theirs_len(tied && !exact)],
             norm_sums: Vec::with_capacity(n / NORM_CHUNK + 1),
             tensor: None,
+            zero: None,
             model,
             adam,
         }
+    }
+
+    /// `--zero 1`: keeps AdamW's moments of this member's part of the stage only, as member
+    /// `rank` of the stage's data-parallel group of `size` ([`StageShard`]). The rest of
+    /// the step changes with it: the gradient is reduce-scattered, not all-reduced, and the
+    /// updated weights all-gathered.
+    pub fn shard_optimizer(&mut self, rank: usize, size: usize) {
+        let layout = &self.model.layout;
+        let part = self.part();
+        let tied = (part.last && self.stages > 1)
+            .then(|| (wte_range(layout), owned(layout, &self.parts[0])));
+        let shard = StageShard::new(owned(layout, part), tied, rank, size, &self.adam);
+        self.adam = AdamW {
+            m: Vec::new(),
+            v: Vec::new(),
+            t: self.adam.t,
+        };
+        self.zero = Some(shard);
+    }
+
+    /// `--zero 1`: gathers the moments of the stage's parts from its data-parallel group into
+    /// `adam`, whole-layout buffers with the stage's tensors filled, ready for
+    /// [`Pipe::consolidate`]; nothing to do without ZeRO. A collective of the group.
+    pub fn gather_moments(&mut self, dp: &mut Comm) -> Result<(), CommError> {
+        if let Some(z) = &self.zero {
+            self.adam = z.whole_adam(self.model.layout.len, dp)?;
+        }
+        Ok(())
+    }
+
+    /// `--zero 1`: drops the whole moments [`Pipe::gather_moments`] made (my parts' stay).
+    pub fn release_moments(&mut self) {
+        if let Some(z) = &self.zero {
+            self.adam = AdamW {
+                m: Vec::new(),
+                v: Vec::new(),
+                t: z.t(),
+            };
+        }
+    }
+
+    /// `--zero 1`: what this worker holds for its stage (`summary.json`'s `memory`); `None`
+    /// without ZeRO. Every stage keeps whole-layout buffers of weights and gradients (so
+    /// that offsets are the model's), which the measured figures count.
+    pub fn memory(&self, cfg: &TrainConfig) -> Option<Memory> {
+        let acts = peak_activation_bytes(cfg)[self.stage] as u64;
+        (self.zero.as_ref()).map(|z| {
+            z.memory(
+                self.model.params.len(),
+                self.grads.len(),
+                self.acc.len(),
+                acts,
+            )
+        })
     }
 
     fn part(&self) -> &StagePart {
@@ -370,7 +433,9 @@ impl Pipe {
         let tied = self.stages > 1 && (first || last);
         let other = if first { self.stages - 1 } else { 0 };
         let replicas = comms.dp.comm.size() > 1;
-        if exact {
+        if self.zero.is_some() {
+            self.sum_sharded(comms, step, obs, tied, other)?;
+        } else if exact {
             if replicas {
                 comms.dp.sum_exact(&mut self.acc, step, obs)?;
             }
@@ -398,7 +463,7 @@ impl Pipe {
                 g.iter_mut().zip(theirs.iter()).for_each(|(a, b)| *a += b);
             }
         }
-        let (norm, loss) = self.norm_and_loss(&mut comms.pp, loss, step)?;
+        let (norm, loss) = self.norm_and_loss(comms, loss, step)?;
         let lr = lr_at(step, cfg.schedule.steps, &cfg.optim);
         if !norm.is_finite() {
             let (name, value) = first_non_finite(&self.grads, &self.model.layout).map_or(
@@ -414,15 +479,78 @@ impl Pipe {
         }
         let clip = clip_factor(norm, cfg.optim.grad_clip);
         let (model, adam, grads) = (&mut self.model, &mut self.adam, &self.grads);
-        let layout = &self.update_layout;
-        obs.time(Phase::Optimizer, step, || {
-            adam.step_scaled(&mut model.params, grads, layout, lr, &cfg.optim, clip)
-        });
+        if let Some(z) = self.zero.as_mut() {
+            let (dp, optim) = (&mut comms.dp.comm, &cfg.optim);
+            (z.update(
+                &mut model.params,
+                grads,
+                &model.layout,
+                lr,
+                optim,
+                clip,
+                dp,
+                step,
+                obs,
+            ))
+            .map_err(gone(step))?;
+        } else {
+            let layout = &self.update_layout;
+            obs.time(Phase::Optimizer, step, || {
+                adam.step_scaled(&mut model.params, grads, layout, lr, &cfg.optim, clip)
+            });
+        }
         Ok(StepStats {
             loss,
             lr,
             grad_norm: norm as f32,
         })
+    }
+
+    /// `--zero 1`'s sums: the stage's gradient (deterministic mode: its exact sums)
+    /// reduce-scattered over the replicas, my part of the tied `wte` added with the other
+    /// end's same part (`tied`; `other` is that end's stage), deterministic mode's sums of my
+    /// parts made floats. Afterwards my parts hold the summed gradient.
+    fn sum_sharded(
+        &mut self,
+        comms: &mut PipeComms,
+        step: usize,
+        obs: &mut impl Observer,
+        tied: bool,
+        other: usize,
+    ) -> Result<(), Error> {
+        let z = self.zero.as_ref().expect("a sharded stage");
+        let exact = !self.acc.is_empty();
+        let dp = &mut comms.dp.comm;
+        // the replicas' backwards end at different times: their wait is not the sum's
+        obs.time(Phase::Wait, step, || dp.barrier())
+            .map_err(gone(step))?;
+        if exact {
+            z.reduce_scatter(&mut self.acc, dp, step, obs)
+        } else {
+            z.reduce_scatter(&mut self.grads, dp, step, obs)
+        }
+        .map_err(gone(step))?;
+        let w = z.wte_part(&wte_range(&self.model.layout));
+        if tied && !w.is_empty() {
+            // rank r of the first and the last stage hold the same part of wte
+            let (pp, n) = (&mut comms.pp, w.len());
+            if exact {
+                let (acc, theirs) = (&mut self.acc[w], &mut self.wte_theirs_acc[..n]);
+                (pp.send(other, acc).and_then(|_| pp.recv(other, theirs))).map_err(gone(step))?;
+                acc.iter_mut().zip(theirs.iter()).for_each(|(a, b)| *a += b);
+            } else {
+                let (g, theirs) = (&mut self.grads[w], &mut self.wte_theirs[..n]);
+                (pp.send(other, g).and_then(|_| pp.recv(other, theirs))).map_err(gone(step))?;
+                // a + b == b + a in floats: both copies of my part get the same gradient
+                g.iter_mut().zip(theirs.iter()).for_each(|(a, b)| *a += b);
+            }
+        }
+        if exact {
+            for p in z.parts() {
+                fixed_point::to_f32(&mut self.grads[p.clone()], &self.acc[p]);
+            }
+        }
+        Ok(())
     }
 
     /// Micro-batch `m`'s forward on this stage; the last stage adds its pieces' losses to
@@ -611,17 +739,26 @@ impl Pipe {
     ///   after recv:    continue the open chunk over head, close it, st[0] += p1, ..., pk,
     ///                  open = the partial's lanes  -> send on (the last stage: the total)
     /// ```
+    ///
+    /// With `--zero 1` a member holds the summed gradient of its part of the range only:
+    /// [`StageShard::share_norm_inputs`] first hands it the partials of the other parts'
+    /// whole chunks and the elements of the range's first and last chunk, all this reads.
     fn norm_and_loss(
         &mut self,
-        pp: &mut Comm,
+        comms: &mut PipeComms,
         loss: f32,
         step: usize,
     ) -> Result<(f64, f32), Error> {
         if self.tensor.is_some() {
-            return self.tensor_norm_and_loss(pp, loss, step);
+            return self.tensor_norm_and_loss(comms, loss, step);
         }
         let (s, last) = (self.stage, self.stages - 1);
         let mine = owned(&self.model.layout, self.part());
+        if let Some(z) = self.zero.as_mut() {
+            (z.share_norm_inputs(&mut self.grads, &mut comms.dp.comm)).map_err(gone(step))?;
+        }
+        let gathered = self.zero.as_ref().map(|z| &z.partials[..]);
+        let pp = &mut comms.pp;
         let g = &self.grads;
         let n = g.len();
         // the last chunk's elements past its last multiple of 8 are its tail
@@ -638,7 +775,9 @@ impl Pipe {
             let end = (c + NORM_CHUNK).min(mine.end);
             if end - c == NORM_CHUNK {
                 // a whole chunk: its partial, exactly as one worker takes it
-                sums.push(sum_of_squares(&g[c..end]));
+                sums.push(
+                    gathered.map_or_else(|| sum_of_squares(&g[c..end]), |p| p[c / NORM_CHUNK]),
+                );
             } else {
                 norm_lanes(&mut open, g, c..end, body);
             }

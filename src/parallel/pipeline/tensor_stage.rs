@@ -172,34 +172,42 @@ impl Pipe {
     /// The global gradient norm of the whole model and the step's loss (which only the last
     /// stage knows), on every worker of the replica: the squares of this stage's split
     /// tensors summed over the tensor group, its whole copies' counted once, then every
-    /// stage's total summed over the pipeline group.
+    /// stage's total summed over the pipeline group. With `--zero 1` each member of the
+    /// stage's data-parallel group takes both sums over its part of the stage, and the group
+    /// adds them first.
     pub(super) fn tensor_norm_and_loss(
         &mut self,
-        pp: &mut crate::collective::Comm,
+        comms: &mut PipeComms,
         loss: f32,
         step: usize,
     ) -> Result<(f64, f32), Error> {
         let tp = self.tensor.as_mut().expect("a tensor stage");
         let cfg = &self.model.cfg;
         let (size, rank) = (tp.ops.comm.size(), tp.ops.comm.rank());
-        let mine = owned(&self.model.layout, &self.parts[self.stage]);
+        let owned = owned(&self.model.layout, &self.parts[self.stage]);
+        let mine = self.zero.as_ref().map_or(owned, |z| z.owned_part());
         let squares = |r: Range<usize>| {
             (self.grads[r].iter())
                 .map(|&x| x as f64 * x as f64)
                 .sum::<f64>()
         };
-        let mut split = [squares(mine.clone())];
-        let mut whole = 0.0;
+        // [whole copies, split tensors]
+        let mut sq = [0.0, squares(mine.clone())];
         for r in tensor::whole_copies(cfg, size, rank, &mine) {
             let s = squares(r);
-            whole += s;
-            split[0] -= s;
+            sq[0] += s;
+            sq[1] -= s;
         }
-        split[0] = split[0].max(0.0);
+        if self.zero.is_some() {
+            (comms.dp.comm.all_reduce(&mut sq, Algorithm::Naive)).map_err(gone(step))?;
+        }
+        let (whole, mut split) = (sq[0], [sq[1].max(0.0)]);
         (tp.ops.comm.all_reduce(&mut split, Algorithm::Naive)).map_err(gone(step))?;
         let last = self.stage + 1 == self.stages;
         let mut out = [whole + split[0], if last { loss as f64 } else { 0.0 }];
-        pp.all_reduce(&mut out, Algorithm::Naive)
+        comms
+            .pp
+            .all_reduce(&mut out, Algorithm::Naive)
             .map_err(gone(step))?;
         Ok((out[0].sqrt(), out[1] as f32))
     }

@@ -11,7 +11,8 @@
 //!  between steps (every stage of every replica at once):
 //!    evaluation:  consolidate parameters (over pp, then --tp's shards over tp), then every
 //!                 worker evaluates its share of windows
-//!    checkpoint:  consolidate parameters and AdamW; rank 0 (stage 0 of replica 0) sends it
+//!    checkpoint:  (--zero 1: gather AdamW's parts over dp) consolidate parameters and
+//!                 AdamW; rank 0 (stage 0 of replica 0) sends it
 //!  at the end:    consolidate; rank 0's parameters are the run's model
 //! ```
 //!
@@ -63,6 +64,12 @@ pub fn run_worker(
         pp,
         dp: AllReduce::new(dp, p.allreduce, n, p.bucket_kb, false),
     };
+    if p.zero == 1 {
+        // my part of the stage's AdamW state, over the stage's replicas
+        let dp = &comms.dp.comm;
+        pipe.shard_optimizer(dp.rank(), dp.size());
+    }
+    let mut memory = None;
     let mut world = world;
     // --tp: the whole model and AdamW state, consolidated from the shards when needed
     let mut whole: Option<(Gpt, AdamW)> = None;
@@ -97,6 +104,10 @@ pub fn run_worker(
         };
         let start_us = obs.clock.now_us();
         let stats = pipe.step(cfg, &batch, &mut comms, &mut obs)?;
+        if step + 1 == cfg.schedule.steps {
+            // the memory of training, before the final consolidation
+            memory = pipe.memory(cfg);
+        }
         let traced = step < ctx.init.step + ctx.trace_steps;
         // (bytes on a simulated --link are counted by data parallelism's strategies only)
         let report = obs.report(step, start_us, stats, traced, 0);
@@ -108,8 +119,11 @@ pub fn run_worker(
         let check = s.check_replicas > 0 && done % s.check_replicas == 0;
         let save = (s.checkpoint_every > 0 && done % s.checkpoint_every == 0) || done == s.steps;
         if eval || check || save {
-            let pp = &mut comms.pp;
+            let (pp, dp) = (&mut comms.pp, &mut comms.dp.comm);
             obs.time(Phase::Checkpoint, done, || -> Result<(), CommError> {
+                if save {
+                    pipe.gather_moments(dp)?; // --zero 1: from the stage's parts
+                }
                 pipe.consolidate(pp, save)?;
                 whole = pipe.gather_shards(save)?;
                 Ok(())
@@ -143,8 +157,12 @@ pub fn run_worker(
             let _ = reports.send(Report::Checkpoint(state));
             saved = done;
         }
+        if save && done < s.steps {
+            pipe.release_moments();
+        }
     }
     if stopped_at.is_some() || cfg.schedule.steps == ctx.init.step {
+        (pipe.gather_moments(&mut comms.dp.comm)).map_err(gone(ctx.init.step))?;
         pipe.consolidate(&mut comms.pp, true)
             .map_err(gone(ctx.init.step))?;
         whole = pipe.gather_shards(true).map_err(gone(ctx.init.step))?;
@@ -153,9 +171,10 @@ pub fn run_worker(
         if rank == 0 && saved != step {
             let _ = reports.send(Report::Checkpoint(snapshot(&pipe, &whole, step)));
         }
+        let memory = memory.or_else(|| pipe.memory(cfg));
         let (params, adam) = whole.map_or((pipe.model.params, pipe.adam), |(m, a)| (m.params, a));
         return Ok(WorkerDone {
-            memory: None,
+            memory,
             rank,
             val_loss: f64::NAN,
             params,
@@ -171,9 +190,10 @@ pub fn run_worker(
     } else {
         f64::NAN
     };
+    let memory = memory.or_else(|| pipe.memory(cfg));
     let (params, adam) = whole.map_or((pipe.model.params, pipe.adam), |(m, a)| (m.params, a));
     Ok(WorkerDone {
-        memory: None,
+        memory,
         rank,
         val_loss,
         params,

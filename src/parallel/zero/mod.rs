@@ -55,12 +55,14 @@ use crate::trace::Phase;
 
 mod memory;
 mod shard;
+mod stage;
 mod tensor;
 mod walk;
 
 pub use memory::{peak_rss_bytes, Memory, StateBytes};
 use shard::local;
 pub use shard::shards;
+pub use stage::{cut, StageShard};
 use walk::{Dest, Walk};
 
 /// ZeRO's gradient exchange (`--zero 0|1|2|3`). Stage 0 is [`AllReduce`] itself.
