@@ -53,6 +53,7 @@ use crate::parallel::data_parallel::{gone, AllReduce, TrainState};
 use crate::step::{GradientExchange, Observer, Replica};
 use crate::trace::Phase;
 
+mod lane;
 mod memory;
 mod shard;
 mod tensor;
