@@ -246,7 +246,8 @@ pub struct ParallelConfig {
     #[serde(default)]
     pub zero: u8,
     /// Where stages 2 and 3 run their per-block gathers and reduce-scatters: on a
-    /// communication thread of each worker, or inline on the worker's own thread.
+    /// communication thread of each worker, or inline on the worker's own thread (stages
+    /// 0 and 1 have none: they ignore it, as stages 2 and 3 ignore `overlap`).
     #[serde(default)]
     pub zero_prefetch: ZeroPrefetch,
     /// The simulated network between workers (`--link ALPHA_US:GBPS`); `None`: memory speed.
@@ -659,14 +660,6 @@ impl TrainConfig {
     fn validate_zero(&self) -> Result<(), Error> {
         let p = &self.parallel;
         let cfg = |msg: String| Err(Error::Config(msg));
-        if p.zero < 2 && p.zero_prefetch != ZeroPrefetch::Auto {
-            return cfg(format!(
-                "--zero-prefetch {} places the per-block gathers and reduce-scatters of \
-                 --zero 2 and 3; --zero {} has none: drop --zero-prefetch or use --zero 2 or 3",
-                p.zero_prefetch.name(),
-                p.zero
-            ));
-        }
         if p.zero == 0 {
             return Ok(());
         }

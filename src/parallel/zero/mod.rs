@@ -204,7 +204,10 @@ impl Zero {
 
     /// What this worker holds, by the ZeRO formula and measured (`summary.json`'s `memory`).
     pub fn memory(&self, r: &Replica) -> Memory {
-        Memory::of(self.stage, self.shards.len(), r, self.walk.floats())
+        Memory {
+            prefetch: self.walk.prefetch,
+            ..Memory::of(self.stage, self.shards.len(), r, self.walk.floats())
+        }
     }
 
     /// A whole buffer of `len` from every worker's shard (`shard` is mine).

@@ -66,8 +66,9 @@ pub(crate) struct Walk {
     emb_g: Vec<f32>,
     lnf_g: Vec<f32>,
     block_g: [Vec<f32>; 2],
-    /// Run the gathers and reduce-scatters on a communication thread (`false`: inline).
-    pub(crate) thread: bool,
+    /// Where the gathers and reduce-scatters run (`Thread` or `Inline`); `None`: this
+    /// stage walks nothing (below 2, or stage 2's deterministic mode: the model's backward).
+    pub(crate) prefetch: Option<ZeroPrefetch>,
 }
 
 impl Walk {
@@ -90,7 +91,7 @@ impl Walk {
             emb_g: sized(grads, blocks_at),
             lnf_g: sized(grads, c),
             block_g: [sized(grads, block), sized(grads, block)],
-            thread: cfg.parallel.zero_prefetch.resolve(busy_threads(cfg)) == ZeroPrefetch::Thread,
+            prefetch: (s3 || grads).then(|| cfg.parallel.zero_prefetch.resolve(busy_threads(cfg))),
         }
     }
 
@@ -122,9 +123,10 @@ impl Walk {
             emb_w,
             lnf_w,
             block_w: [a, b],
-            thread,
+            prefetch,
             ..
         } = self;
+        let thread = *prefetch == Some(ZeroPrefetch::Thread);
         obs.time(Phase::AllGather(nl), step, || {
             gather_into(emb_w, shard, mine, &(0..blocks_at), comm)?;
             gather_into(lnf_w, shard, mine, &(lnf_at..layout.len), comm)
@@ -140,7 +142,7 @@ impl Walk {
             mine,
             grads: None,
         };
-        with_lane(*thread, courier, step, obs, |lane, obs| {
+        with_lane(thread, courier, step, obs, |lane, obs| {
             for (l, buf) in [&mut a[..], &mut b[..]].into_iter().enumerate().take(nl) {
                 lane.send(Job::Gather(l, layout.block_range(l), buf), step, obs);
             }
@@ -202,9 +204,10 @@ impl Walk {
             emb_g,
             lnf_g,
             block_g: [ga, gb],
-            thread,
+            prefetch,
             ..
         } = self;
+        let thread = *prefetch == Some(ZeroPrefetch::Thread);
         let (emb_w, lnf_w): (&[f32], &[f32]) = if gathered {
             (emb_w, lnf_w)
         } else {
@@ -227,7 +230,7 @@ impl Walk {
             mine,
             grads: shard_g,
         };
-        with_lane(*thread, courier, step, obs, |lane, obs| {
+        with_lane(thread, courier, step, obs, |lane, obs| {
             if gathered {
                 for (k, buf) in [&mut wa[..], &mut wb[..]].into_iter().enumerate().take(nl) {
                     let l = nl - 1 - k;
