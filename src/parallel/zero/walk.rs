@@ -3,17 +3,27 @@
 //!
 //! The model's own forward and backward (`model/gpt.rs`) read every weight from one flat
 //! buffer and write every gradient into another. Here the same block functions run over
-//! block-sized buffers instead, and a communication thread fills and empties them:
+//! block-sized buffers instead, which gathers fill and reduce-scatters empty. The walk
+//! issues those [`Job`]s in one order; where they run is its lane (`lane.rs`): a
+//! communication thread where a core is free for it, else inline on the worker's thread.
 //!
 //! ```text
 //!  forward (stage 3):   gather the ends (wte, wpe, ln_f): kept until backward is done
+//!   thread lane
 //!    main thread:       embed | wait w0 | block 0 | wait w1 | block 1 | ... | ln_f, head, loss
 //!    comm thread:       gather w0 | gather w1 | gather w2 (into w0's buffer) | ...
 //!                                    ^ prefetch: block l+1's gather runs under block l
+//!   inline lane
+//!    main thread:       embed | gather w0 | gather w1 | block 0 | gather w2 | block 1 | ...
+//!                                    ^ the same gathers, where they are issued
 //!  backward:            head, ln_f -> reduce-scatter ln_f's gradient
+//!   thread lane
 //!    main thread:       wait w3 | block 3 into g_a | wait w2 | block 2 into g_b | wait g_a ...
 //!    comm thread:       gather w3, w2 | reduce-scatter g_a, add my part into my shard, zero
 //!                       g_a, hand it back | gather w1 | reduce-scatter g_b | ...
+//!   inline lane
+//!    main thread:       gather w3, w2 | block 3 into g_a | reduce-scatter g_a | gather w1 |
+//!                       block 2 into g_a | reduce-scatter g_a | gather w0 | ...
 //!                       embeddings last: their gradient (head and lookup) is reduced at the end
 //! ```
 //!
@@ -26,9 +36,9 @@
 //! sequence ([`Dest::Layout`]): the functions and their order are the model's, so the bits
 //! are the model's.
 //!
-//! Rust note: the buffers travel to the communication thread and back as `&mut [f32]`
-//! through channels, inside one `std::thread::scope`: a buffer is either being computed on
-//! or being communicated, never both, and the compiler checks it, as in `buckets.rs`.
+//! Rust note: the buffers travel to the lane and back as `&mut [f32]` (through channels to
+//! the thread, inside one `std::thread::scope`): a buffer is either being computed on or
+//! being communicated, never both, and the compiler checks it, as in `buckets.rs`.
 
 use std::ops::Range;
 
