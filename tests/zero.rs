@@ -91,6 +91,18 @@ fn more_workers_than_chunks_leave_empty_shards_and_the_same_bits() {
     }
 }
 
+/// `other`'s (loss, grad norm) per step equal stage 0's `base` within float noise.
+fn assert_follows(base: &[(f64, f64)], other: &[(f64, f64)], what: &str) {
+    assert_eq!(other.len(), base.len(), "{what}");
+    for (step, (a, b)) in base.iter().zip(other).enumerate() {
+        let close = |x: f64, y: f64| (x - y).abs() <= 1e-4 * x.abs().max(1.0);
+        assert!(
+            close(a.0, b.0) && close(a.1, b.1),
+            "{what}, step {step}: (loss, norm) {b:?} vs stage 0's {a:?}"
+        );
+    }
+}
+
 #[test]
 fn every_stage_follows_stage_0s_loss_curve() {
     // accumulation (stage 2, 3 reduce every micro-batch) and buckets (stage 1's
@@ -107,14 +119,7 @@ fn every_stage_follows_stage_0s_loss_curve() {
         let base = curve(0);
         for zero in 1..=3 {
             let other = curve(zero);
-            assert_eq!(other.len(), base.len());
-            for (step, (a, b)) in base.iter().zip(&other).enumerate() {
-                let close = |x: f64, y: f64| (x - y).abs() <= 1e-4 * x.abs().max(1.0);
-                assert!(
-                    close(a.0, b.0) && close(a.1, b.1),
-                    "--zero {zero}, {workers} workers, step {step}: (loss, norm) {b:?} vs stage 0's {a:?}"
-                );
-            }
+            assert_follows(&base, &other, &format!("--zero {zero}, {workers} workers"));
         }
     }
 }
@@ -287,14 +292,8 @@ fn thread_and_inline_collectives_follow_stage_0s_loss_curve() {
                 thread, inline,
                 "--zero {zero}, {workers} workers: the same sums"
             );
-            assert_eq!(inline.len(), base.len());
-            for (step, (a, b)) in base.iter().zip(&inline).enumerate() {
-                let close = |x: f64, y: f64| (x - y).abs() <= 1e-4 * x.abs().max(1.0);
-                assert!(
-                    close(a.0, b.0) && close(a.1, b.1),
-                    "--zero {zero} inline, {workers} workers, step {step}: (loss, norm) {b:?} vs stage 0's {a:?}"
-                );
-            }
+            let what = format!("--zero {zero} inline, {workers} workers");
+            assert_follows(&base, &inline, &what);
         }
     }
 }
