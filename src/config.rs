@@ -247,8 +247,9 @@ pub struct ParallelConfig {
     pub zero: u8,
     /// Where stages 2 and 3 run their per-block gathers and reduce-scatters: on a
     /// communication thread of each worker, or inline on the worker's own thread (stages
-    /// 0 and 1 have none: they ignore it, as stages 2 and 3 ignore `overlap`).
-    #[serde(default)]
+    /// 0 and 1 have none: they ignore it, as stages 2 and 3 ignore `overlap`). Left out of
+    /// config.json when `auto`.
+    #[serde(default, skip_serializing_if = "ZeroPrefetch::is_auto")]
     pub zero_prefetch: ZeroPrefetch,
     /// The simulated network between workers (`--link ALPHA_US:GBPS`); `None`: memory speed.
     #[serde(default)]
@@ -344,6 +345,11 @@ pub enum ZeroPrefetch {
 }
 
 impl ZeroPrefetch {
+    /// The default, decided per run.
+    pub fn is_auto(&self) -> bool {
+        *self == ZeroPrefetch::Auto
+    }
+
     /// Its name on the command line: `auto`, `thread` or `inline`.
     pub fn name(self) -> &'static str {
         match self {

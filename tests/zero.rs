@@ -364,4 +364,15 @@ fn zero_prefetch_names_parse_and_a_bad_one_is_refused_in_one_line() {
     let below = ZeroPrefetch::Auto.resolve(cores - 1);
     assert_eq!(below, ZeroPrefetch::Thread);
     assert_eq!(ZeroPrefetch::Thread.resolve(cores), ZeroPrefetch::Thread);
+    // config.json keeps a forced mode, and one without the key loads as auto
+    let mut cfg = config(3, 2, false);
+    cfg.parallel.zero_prefetch = ZeroPrefetch::Inline;
+    let json = serde_json::to_value(&cfg).unwrap();
+    assert_eq!(json["zero_prefetch"], "inline");
+    let back: TrainConfig = serde_json::from_value(json.clone()).unwrap();
+    assert_eq!(back, cfg);
+    let mut old = json;
+    old.as_object_mut().unwrap().remove("zero_prefetch");
+    let back: TrainConfig = serde_json::from_value(old).unwrap();
+    assert_eq!(back.parallel.zero_prefetch, ZeroPrefetch::Auto);
 }
