@@ -245,6 +245,12 @@ pub struct ParallelConfig {
     /// reduce-scatter block by block during backward whatever it says.
     #[serde(default)]
     pub zero: u8,
+    /// Where stages 2 and 3 run their per-block gathers and reduce-scatters: on a
+    /// communication thread of each worker, or inline on the worker's own thread (stages
+    /// 0 and 1 have none: they ignore it, as stages 2 and 3 ignore `overlap`). Left out of
+    /// config.json when `auto`.
+    #[serde(default, skip_serializing_if = "ZeroPrefetch::is_auto")]
+    pub zero_prefetch: ZeroPrefetch,
     /// The simulated network between workers (`--link ALPHA_US:GBPS`); `None`: memory speed.
     #[serde(default)]
     pub link: Option<Link>,
@@ -324,6 +330,63 @@ impl std::str::FromStr for PipeSchedule {
     }
 }
 
+/// Where ZeRO stages 2 and 3 run their per-block gathers and reduce-scatters
+/// (`--zero-prefetch`; `parallel::zero`'s `lane.rs`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ZeroPrefetch {
+    /// A thread where a core is free for it, inline where every core computes.
+    #[default]
+    Auto,
+    /// On a communication thread of each worker, overlapped with its compute (prefetch).
+    Thread,
+    /// On the worker's own thread, at the point the walk issues them.
+    Inline,
+}
+
+impl ZeroPrefetch {
+    /// The default, decided per run.
+    pub fn is_auto(&self) -> bool {
+        *self == ZeroPrefetch::Auto
+    }
+
+    /// Its name on the command line: `auto`, `thread` or `inline`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ZeroPrefetch::Auto => "auto",
+            ZeroPrefetch::Thread => "thread",
+            ZeroPrefetch::Inline => "inline",
+        }
+    }
+
+    /// `Thread` or `Inline`, `Auto` decided for `busy` threads computing at once: a
+    /// communication thread only where a core is left for it (overlap needs spare
+    /// hardware; on a CPU whose cores all compute, it would take its core from compute).
+    pub fn resolve(self, busy: usize) -> ZeroPrefetch {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        match self {
+            ZeroPrefetch::Auto if busy < cores => ZeroPrefetch::Thread,
+            ZeroPrefetch::Auto => ZeroPrefetch::Inline,
+            chosen => chosen,
+        }
+    }
+}
+
+impl std::str::FromStr for ZeroPrefetch {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "auto" => Ok(ZeroPrefetch::Auto),
+            "thread" => Ok(ZeroPrefetch::Thread),
+            "inline" => Ok(ZeroPrefetch::Inline),
+            _ => Err(Error::Config(format!(
+                "--zero-prefetch {s} is not a mode: use auto, thread or inline"
+            ))),
+        }
+    }
+}
+
 impl Default for ParallelConfig {
     fn default() -> Self {
         ParallelConfig {
@@ -342,6 +405,7 @@ impl Default for ParallelConfig {
             processes: 1,
             mpi_allreduce: CrossAlgorithm::Mpi,
             zero: 0,
+            zero_prefetch: ZeroPrefetch::Auto,
             link: None,
             sync_every: 1,
             outer: Outer::default(),

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 
 use nanodist::collective::{Algorithm, CrossAlgorithm};
-use nanodist::config::{PipeSchedule, TrainConfig};
+use nanodist::config::{PipeSchedule, TrainConfig, ZeroPrefetch};
 
 /// Training flags. Unset flags take the defaults of `TrainConfig` (or, with
 /// `--resume`, the values of the run being resumed).
@@ -90,6 +90,11 @@ pub struct TrainArgs {
     /// [default: 0].
     #[arg(long, value_name = "0|1|2|3")]
     pub zero: Option<u8>,
+    /// Where --zero 2 and 3 run each block's gather and reduce-scatter: on a communication
+    /// thread per worker (overlapped with compute), or inline on the worker's thread; auto:
+    /// the thread only where the workers leave a core free for it [default: auto].
+    #[arg(long, value_parser = zero_prefetch_parser())]
+    pub zero_prefetch: Option<ZeroPrefetch>,
     /// Validation loss every N steps (0: only at the end) [default: 250].
     #[arg(long, value_name = "N")]
     pub eval_every: Option<usize>,
@@ -154,6 +159,16 @@ pub fn schedule_parser() -> impl TypedValueParser<Value = PipeSchedule> {
         PossibleValue::new("1f1b").help("one forward, one backward: at most P micro-batches alive"),
     ];
     PossibleValuesParser::new(names).try_map(|name| name.parse::<PipeSchedule>())
+}
+
+/// Parses `--zero-prefetch` (`auto`, `thread`, `inline`), listing the three in `--help`.
+pub fn zero_prefetch_parser() -> impl TypedValueParser<Value = ZeroPrefetch> {
+    let names = [
+        PossibleValue::new("auto").help("a thread where a core is free for it, else inline"),
+        PossibleValue::new("thread").help("a communication thread per worker, overlapped"),
+        PossibleValue::new("inline").help("on the worker's own thread, where issued"),
+    ];
+    PossibleValuesParser::new(names).try_map(|name| name.parse::<ZeroPrefetch>())
 }
 
 /// `W:N`, as `--straggler` and `--fault` take it.
@@ -228,6 +243,9 @@ impl TrainArgs {
         }
         if let Some(z) = self.zero {
             cfg.parallel.zero = z;
+        }
+        if let Some(z) = self.zero_prefetch {
+            cfg.parallel.zero_prefetch = z;
         }
         cfg.parallel.overlap |= self.overlap;
         cfg.parallel.deterministic |= self.deterministic;

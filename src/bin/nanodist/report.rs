@@ -166,11 +166,14 @@ pub fn summary_table(s: &Summary) -> String {
         // ZeRO: what each worker holds, against the paper's formula
         let mib = |b: u64| b as f64 / (1 << 20) as f64;
         let (p, h) = (&m.predicted, &m.measured);
+        let lane = m.prefetch.map_or(String::new(), |p| {
+            format!("; block gathers, reduce-scatters: {}", p.name())
+        });
         row(
             &format!("zero {} / worker", m.stage),
             format!(
                 "params {:.1}, grads {:.1}, adamw {:.1}, activations {:.1} MiB \
-                 (formula {:.1}, {:.1}, {:.1} MiB)",
+                 (formula {:.1}, {:.1}, {:.1} MiB){lane}",
                 mib(h.params),
                 mib(h.grads),
                 mib(h.optimizer),

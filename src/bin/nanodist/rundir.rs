@@ -93,11 +93,12 @@ pub fn resume(dir: &Path, overrides: impl FnOnce(&mut TrainConfig)) -> Result<Re
     cfg.parallel.mpi_allreduce = asked.parallel.mpi_allreduce;
     // the checkpoint is consolidated: any ZeRO stage takes its shards of it
     cfg.parallel.zero = asked.parallel.zero;
+    cfg.parallel.zero_prefetch = asked.parallel.zero_prefetch; // where, not what, it computes
     cfg.faults = asked.faults.clone();
     cfg.schedule.check_replicas = asked.schedule.check_replicas;
     if asked != cfg {
         return Err(Error::Config(format!(
-            "--resume {} continues that run with its own configuration: pass only --steps, --workers, --zero, --tp, --sp, --pp, --micro, --schedule, --data (the same file, moved), --quiet, --fault, --straggler or --check-replicas, or start a new run with --out",
+            "--resume {} continues that run with its own configuration: pass only --steps, --workers, --zero, --zero-prefetch, --tp, --sp, --pp, --micro, --schedule, --data (the same file, moved), --quiet, --fault, --straggler or --check-replicas, or start a new run with --out",
             dir.display()
         )));
     }

@@ -17,6 +17,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::ZeroPrefetch;
 use crate::model::Workspace;
 use crate::step::Replica;
 
@@ -55,6 +56,10 @@ pub struct Memory {
     pub measured: StateBytes,
     /// The whole process's peak resident set (VmHWM), where the system reports it.
     pub peak_rss_bytes: Option<u64>,
+    /// Stages 2 and 3: where the per-block gathers and reduce-scatters ran (`thread` or
+    /// `inline`, `--zero-prefetch` resolved); absent where there are none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefetch: Option<ZeroPrefetch>,
 }
 
 impl Memory {
@@ -84,6 +89,7 @@ impl Memory {
             predicted,
             measured,
             peak_rss_bytes: peak_rss_bytes(),
+            prefetch: None,
         }
     }
 }

@@ -53,6 +53,7 @@ use crate::parallel::data_parallel::{gone, AllReduce, TrainState};
 use crate::step::{GradientExchange, Observer, Replica};
 use crate::trace::Phase;
 
+mod lane;
 mod memory;
 mod shard;
 mod stage;
@@ -205,7 +206,10 @@ impl Zero {
 
     /// What this worker holds, by the ZeRO formula and measured (`summary.json`'s `memory`).
     pub fn memory(&self, r: &Replica) -> Memory {
-        Memory::of(self.stage, self.shards.len(), r, self.walk.floats())
+        Memory {
+            prefetch: self.walk.prefetch,
+            ..Memory::of(self.stage, self.shards.len(), r, self.walk.floats())
+        }
     }
 
     /// A whole buffer of `len` from every worker's shard (`shard` is mine).

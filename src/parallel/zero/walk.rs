@@ -3,17 +3,27 @@
 //!
 //! The model's own forward and backward (`model/gpt.rs`) read every weight from one flat
 //! buffer and write every gradient into another. Here the same block functions run over
-//! block-sized buffers instead, and a communication thread fills and empties them:
+//! block-sized buffers instead, which gathers fill and reduce-scatters empty. The walk
+//! issues those [`Job`]s in one order; where they run is its lane (`lane.rs`): a
+//! communication thread where a core is free for it, else inline on the worker's thread.
 //!
 //! ```text
 //!  forward (stage 3):   gather the ends (wte, wpe, ln_f): kept until backward is done
+//!   thread lane
 //!    main thread:       embed | wait w0 | block 0 | wait w1 | block 1 | ... | ln_f, head, loss
 //!    comm thread:       gather w0 | gather w1 | gather w2 (into w0's buffer) | ...
 //!                                    ^ prefetch: block l+1's gather runs under block l
+//!   inline lane
+//!    main thread:       embed | gather w0 | gather w1 | block 0 | gather w2 | block 1 | ...
+//!                                    ^ the same gathers, where they are issued
 //!  backward:            head, ln_f -> reduce-scatter ln_f's gradient
+//!   thread lane
 //!    main thread:       wait w3 | block 3 into g_a | wait w2 | block 2 into g_b | wait g_a ...
 //!    comm thread:       gather w3, w2 | reduce-scatter g_a, add my part into my shard, zero
 //!                       g_a, hand it back | gather w1 | reduce-scatter g_b | ...
+//!   inline lane
+//!    main thread:       gather w3, w2 | block 3 into g_a | reduce-scatter g_a | gather w1 |
+//!                       block 2 into g_b | reduce-scatter g_b | gather w0 | block 1 into g_a ...
 //!                       embeddings last: their gradient (head and lookup) is reduced at the end
 //! ```
 //!
@@ -26,17 +36,15 @@
 //! sequence ([`Dest::Layout`]): the functions and their order are the model's, so the bits
 //! are the model's.
 //!
-//! Rust note: the buffers travel to the communication thread and back as `&mut [f32]`
-//! through channels, inside one `std::thread::scope`: a buffer is either being computed on
-//! or being communicated, never both, and the compiler checks it, as in `buckets.rs`.
+//! Rust note: the buffers travel to the lane and back as `&mut [f32]` (through channels to
+//! the thread, inside one `std::thread::scope`): a buffer is either being computed on or
+//! being communicated, never both, and the compiler checks it, as in `buckets.rs`.
 
 use std::ops::Range;
 
-use crossbeam::channel::{unbounded, Receiver, Sender};
-
-use super::shard::local;
+use super::lane::{gather_into, with_lane, Courier, Job};
 use crate::collective::{Comm, CommError};
-use crate::config::TrainConfig;
+use crate::config::{TrainConfig, ZeroPrefetch};
 use crate::model::block::{block_backward, block_forward, block_grads, block_weights};
 use crate::model::embedding::{encoder_backward, encoder_forward};
 use crate::model::layernorm::{layernorm_backward, layernorm_forward};
@@ -45,7 +53,7 @@ use crate::model::loss::{crossentropy_backward, crossentropy_forward};
 use crate::model::matmul::Out;
 use crate::model::{Gpt, ParamLayout, Workspace};
 use crate::step::Observer;
-use crate::trace::{Clock, Phase, Span};
+use crate::trace::Phase;
 
 /// Where the walk's backward puts the gradient.
 pub(crate) enum Dest<'g> {
@@ -68,15 +76,9 @@ pub(crate) struct Walk {
     emb_g: Vec<f32>,
     lnf_g: Vec<f32>,
     block_g: [Vec<f32>; 2],
-}
-
-/// Work for the communication thread, in the order every worker sends it.
-enum Job<'b> {
-    /// Gather block `.0`'s weights (`.1` in the layout) into the buffer.
-    Gather(usize, Range<usize>, &'b mut [f32]),
-    /// Reduce-scatter the gradient of `.1` (label `.0`), add my part into my shard, zero it;
-    /// a block's buffer goes back to be reused (`.3`), the ends' stay out until next time.
-    Reduce(usize, Range<usize>, &'b mut [f32], bool),
+    /// Where the gathers and reduce-scatters run (`Thread` or `Inline`); `None`: this
+    /// stage walks nothing (below 2, or stage 2's deterministic mode: the model's backward).
+    pub(crate) prefetch: Option<ZeroPrefetch>,
 }
 
 impl Walk {
@@ -99,6 +101,7 @@ impl Walk {
             emb_g: sized(grads, blocks_at),
             lnf_g: sized(grads, c),
             block_g: [sized(grads, block), sized(grads, block)],
+            prefetch: (s3 || grads).then(|| cfg.parallel.zero_prefetch.resolve(busy_threads(cfg))),
         }
     }
 
@@ -130,8 +133,10 @@ impl Walk {
             emb_w,
             lnf_w,
             block_w: [a, b],
+            prefetch,
             ..
         } = self;
+        let thread = *prefetch == Some(ZeroPrefetch::Thread);
         obs.time(Phase::AllGather(nl), step, || {
             gather_into(emb_w, shard, mine, &(0..blocks_at), comm)?;
             gather_into(lnf_w, shard, mine, &(lnf_at..layout.len), comm)
@@ -141,22 +146,19 @@ impl Walk {
             let (wte, wpe) = emb_w.split_at(wpe_at);
             encoder_forward(&mut ws.encoded, inputs, wte, wpe, ws.t, c);
         });
-        let clock = obs.clock();
-        let spans = std::thread::scope(|sc| {
-            let (jobs, jobs_rx) = unbounded();
-            let (weights_tx, weights) = unbounded();
-            let (freed_tx, _) = unbounded();
-            let server = sc.spawn(move || {
-                serve(
-                    jobs_rx, weights_tx, freed_tx, comm, shard, mine, None, clock, step,
-                )
-            });
+        let courier = Courier {
+            comm,
+            shard,
+            mine,
+            grads: None,
+        };
+        with_lane(thread, courier, step, obs, |lane, obs| {
             for (l, buf) in [&mut a[..], &mut b[..]].into_iter().enumerate().take(nl) {
-                let _ = jobs.send(Job::Gather(l, layout.block_range(l), buf));
+                lane.send(Job::Gather(l, layout.block_range(l), buf), step, obs);
             }
             for l in 0..nl {
-                let Ok(w) = obs.time(Phase::Prefetch(l), step, || weights.recv()) else {
-                    break; // the communication thread failed: its error is returned below
+                let Some(w) = lane.weights(l, step, obs) else {
+                    break; // a job failed: its error is returned below
                 };
                 let (done, rest) = ws.blocks.split_at_mut(l);
                 let x_in = if l == 0 {
@@ -168,15 +170,10 @@ impl Walk {
                     block_forward(&mut rest[0], x_in, &block_weights(w, c), s, threads)
                 });
                 if l + 2 < nl {
-                    let _ = jobs.send(Job::Gather(l + 2, layout.block_range(l + 2), w));
+                    lane.send(Job::Gather(l + 2, layout.block_range(l + 2), w), step, obs);
                 }
             }
-            drop(jobs);
-            server
-                .join()
-                .expect("the communication thread does not panic")
         })?;
-        spans.into_iter().for_each(|span| obs.record(span));
         let loss = obs.time(Phase::Forward, step, || {
             let x_last = ws.blocks.last().map_or(&ws.encoded, |b| &b.x_out);
             let (mean, rstd) = (&mut ws.lnf_mean, &mut ws.lnf_rstd);
@@ -217,8 +214,10 @@ impl Walk {
             emb_g,
             lnf_g,
             block_g: [ga, gb],
+            prefetch,
             ..
         } = self;
+        let thread = *prefetch == Some(ZeroPrefetch::Thread);
         let (emb_w, lnf_w): (&[f32], &[f32]) = if gathered {
             (emb_w, lnf_w)
         } else {
@@ -235,20 +234,17 @@ impl Walk {
                 Dest::Shard(g) => (&mut emb_g[..], &mut lnf_g[..], None, Some(g), vec![ga, gb]),
             };
         let d = &mut ws.scratch;
-        let clock = obs.clock();
-        let spans = std::thread::scope(|sc| {
-            let (jobs, jobs_rx) = unbounded();
-            let (weights_tx, weights) = unbounded();
-            let (freed_tx, freed) = unbounded();
-            let server = sc.spawn(move || {
-                serve(
-                    jobs_rx, weights_tx, freed_tx, comm, p, mine, shard_g, clock, step,
-                )
-            });
+        let courier = Courier {
+            comm,
+            shard: p,
+            mine,
+            grads: shard_g,
+        };
+        with_lane(thread, courier, step, obs, |lane, obs| {
             if gathered {
                 for (k, buf) in [&mut wa[..], &mut wb[..]].into_iter().enumerate().take(nl) {
                     let l = nl - 1 - k;
-                    let _ = jobs.send(Job::Gather(l, layout.block_range(l), buf));
+                    lane.send(Job::Gather(l, layout.block_range(l), buf), step, obs);
                 }
             }
             let reducing = blocks_g.is_none();
@@ -274,14 +270,14 @@ impl Walk {
                 );
             });
             if reducing {
-                let _ = jobs.send(Job::Reduce(0, lnf_at..layout.len, lnf_g, false));
+                lane.send(Job::Reduce(0, lnf_at..layout.len, lnf_g, false), step, obs);
             }
             for l in (0..nl).rev() {
                 let range = layout.block_range(l);
                 let w: &mut [f32] = if gathered {
-                    match obs.time(Phase::Prefetch(l), step, || weights.recv()) {
-                        Ok(w) => w,
-                        Err(_) => break,
+                    match lane.weights(l, step, obs) {
+                        Some(w) => w,
+                        None => break,
                     }
                 } else {
                     &mut [] // stage 2 reads the replica's weights
@@ -300,21 +296,17 @@ impl Walk {
                         block_backward(g, d, acts, x_in, &w, s, threads)
                     });
                 } else {
-                    let g = match free.pop() {
-                        Some(g) => g,
-                        None => match obs.time(Phase::CommWait, step, || freed.recv()) {
-                            Ok(g) => g,
-                            Err(_) => break,
-                        },
+                    let Some(g) = free.pop().or_else(|| lane.freed(step, obs)) else {
+                        break;
                     };
                     obs.time(Phase::Backward, step, || {
                         let (w, g) = (block_weights(weights_l, c), block_grads(g, c));
                         block_backward(g, d, acts, x_in, &w, s, threads)
                     });
-                    let _ = jobs.send(Job::Reduce(nl - l, range, g, true));
+                    lane.send(Job::Reduce(nl - l, range, g, true), step, obs);
                 }
                 if gathered && l >= 2 {
-                    let _ = jobs.send(Job::Gather(l - 2, layout.block_range(l - 2), w));
+                    lane.send(Job::Gather(l - 2, layout.block_range(l - 2), w), step, obs);
                 }
             }
             // x_0 = wte[inputs] + wpe: the embeddings' gradient is complete, last
@@ -323,84 +315,13 @@ impl Walk {
                 encoder_backward(dwte, dwpe, &d.dres, &ws.inputs, ws.t, c);
             });
             if reducing {
-                let _ = jobs.send(Job::Reduce(nl + 1, 0..blocks_at, emb_g, false));
+                lane.send(Job::Reduce(nl + 1, 0..blocks_at, emb_g, false), step, obs);
             }
-            drop(jobs);
-            obs.time(Phase::CommWait, step, || {
-                server
-                    .join()
-                    .expect("the communication thread does not panic")
-            })
-        })?;
-        spans.into_iter().for_each(|span| obs.record(span));
-        Ok(())
+        })
     }
 }
 
-/// The communication thread: runs the jobs in order, hands gathered weights back through
-/// `weights` and emptied gradient buffers through `freed`; returns its spans.
-#[allow(clippy::too_many_arguments)]
-fn serve<'b>(
-    jobs: Receiver<Job<'b>>,
-    weights: Sender<&'b mut [f32]>,
-    freed: Sender<&'b mut [f32]>,
-    comm: &mut Comm,
-    shard: &[f32],
-    mine: &Range<usize>,
-    mut grads: Option<&mut [f32]>,
-    clock: Option<Clock>,
-    step: usize,
-) -> Result<Vec<Span>, CommError> {
-    let mut spans = Vec::new();
-    for job in jobs {
-        let start_us = clock.map(|c| c.now_us());
-        let phase = match job {
-            Job::Gather(l, unit, buf) => {
-                gather_into(buf, shard, mine, &unit, comm)?;
-                let _ = weights.send(buf);
-                Phase::AllGather(l)
-            }
-            Job::Reduce(i, unit, buf, reuse) => {
-                let part = local(mine, &unit);
-                comm.reduce_scatter_ranges(buf, part.clone())?;
-                if let (Some(g), false) = (grads.as_deref_mut(), part.is_empty()) {
-                    let from = unit.start + part.start - mine.start;
-                    let g = &mut g[from..from + part.len()];
-                    g.iter_mut().zip(&buf[part]).for_each(|(g, &x)| *g += x);
-                }
-                buf.fill(0.0); // backward adds into it next time
-                if reuse {
-                    let _ = freed.send(buf);
-                }
-                Phase::ReduceScatter(i)
-            }
-        };
-        if let (Some(c), Some(start_us)) = (clock, start_us) {
-            spans.push(Span {
-                phase,
-                step,
-                start_us,
-                dur_us: c.now_us() - start_us,
-                comm_thread: true,
-            });
-        }
-    }
-    Ok(spans)
-}
-
-/// Gathers the weights of `unit` (a range of the layout) into `buf`: my part from my
-/// `shard`, the others' from theirs.
-fn gather_into(
-    buf: &mut [f32],
-    shard: &[f32],
-    mine: &Range<usize>,
-    unit: &Range<usize>,
-    comm: &mut Comm,
-) -> Result<(), CommError> {
-    let part = local(mine, unit);
-    if !part.is_empty() {
-        let from = unit.start + part.start - mine.start;
-        buf[part.clone()].copy_from_slice(&shard[from..from + part.len()]);
-    }
-    comm.all_gather_ranges(buf, part)
+/// The threads that compute in this process: its workers, one compute thread each.
+fn busy_threads(cfg: &TrainConfig) -> usize {
+    cfg.parallel.workers / cfg.parallel.processes.max(1)
 }

@@ -112,6 +112,11 @@ pub struct BenchArgs {
     /// interleaved rounds (`--rounds`) at each `--workers` count (bench/zero.rs).
     #[arg(long, value_delimiter = ',', value_name = "0,1,2,3")]
     pub zero: Vec<u8>,
+    /// With --zero: where stages 2 and 3 run their block collectives, comma-separated
+    /// (auto, thread, inline); each such stage runs once per mode in every round.
+    #[arg(long, value_delimiter = ',', default_value = "auto",
+          value_parser = crate::cli::zero_prefetch_parser())]
+    pub zero_prefetch: Vec<nanodist::config::ZeroPrefetch>,
     /// Instead of the scaling sweep: step time against bucket size, with and without
     /// overlap, on this simulated link (ALPHA_US:GBPS); writes buckets.svg (bucket_sweep.rs).
     #[arg(long, value_name = "ALPHA_US:GBPS", value_parser = str::parse::<nanodist::collective::Link>)]
@@ -200,6 +205,7 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
     if !args.zero.is_empty() {
         return zero::run(&zero::Plan {
             stages: &args.zero,
+            prefetch: &args.zero_prefetch,
             workers: &args.workers,
             rounds: args.rounds,
             steps: args.steps,

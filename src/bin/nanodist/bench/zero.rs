@@ -5,6 +5,9 @@
 //!   round 2:  stage 0 | stage 1 | stage 2 | stage 3      run's median tokens/s
 //!   ...
 //!   ratio of stage k = median over rounds of (tokens/s of k / tokens/s of stage 0 in that round)
+//!
+//!   --zero-prefetch thread,inline: stages 2 and 3 run once per mode in every round
+//!   round 1:  stage 0 | stage 1 | stage 2 thread | stage 2 inline | stage 3 thread | ...
 //! ```
 //! Interleaving puts every stage through the same moments of a host whose speed drifts, and
 //! a ratio taken within a round cancels what drifts slower than a round. The memory columns
@@ -14,7 +17,7 @@
 
 use serde::Serialize;
 
-use nanodist::config::TrainConfig;
+use nanodist::config::{TrainConfig, ZeroPrefetch};
 use nanodist::data;
 use nanodist::parallel::zero::StateBytes;
 use nanodist::train::{self, RunOptions};
@@ -25,6 +28,10 @@ use nanodist::Error;
 pub struct StagePoint {
     /// The ZeRO stage.
     pub zero: u8,
+    /// Stages 2 and 3: `--zero-prefetch` as asked, and where the block collectives ran.
+    pub zero_prefetch: Option<ZeroPrefetch>,
+    /// Where the block collectives ran (`auto` resolved).
+    pub prefetch: Option<ZeroPrefetch>,
     /// Workers.
     pub workers: usize,
     /// tokens/s of each round, in order.
@@ -41,6 +48,8 @@ pub struct StagePoint {
 pub struct Plan<'a> {
     /// The stages, in the order of every round.
     pub stages: &'a [u8],
+    /// Where stages 2 and 3 run their block collectives: each such stage once per mode.
+    pub prefetch: &'a [ZeroPrefetch],
     /// Worker counts.
     pub workers: &'a [usize],
     /// Interleaved rounds.
@@ -60,6 +69,13 @@ pub struct Plan<'a> {
 /// Runs the comparison for each worker count, prints it, writes `zero.json`.
 pub fn run(args: &Plan<'_>) -> Result<(), Error> {
     let stages = args.stages;
+    // every run of a round: stages 0 and 1 once, stages 2 and 3 once per mode
+    let runs: Vec<(u8, Option<ZeroPrefetch>)> = (stages.iter())
+        .flat_map(|&z| match z {
+            0 | 1 => vec![(z, None)],
+            _ => args.prefetch.iter().map(|&p| (z, Some(p))).collect(),
+        })
+        .collect();
     let mut base = TrainConfig {
         data: args.data.to_string(),
         ..TrainConfig::default()
@@ -70,14 +86,15 @@ pub fn run(args: &Plan<'_>) -> Result<(), Error> {
     base.schedule.steps = args.steps + 5;
     let corpus = data::load(&base.data, base.seed)?;
     base.model.vocab_size = corpus.vocab.len();
-    let config = |zero: u8, n: usize| {
+    let config = |(zero, prefetch): (u8, Option<ZeroPrefetch>), n: usize| {
         let mut cfg = base.clone();
         (cfg.parallel.zero, cfg.parallel.workers) = (zero, n);
+        cfg.parallel.zero_prefetch = prefetch.unwrap_or_default();
         cfg
     };
     for &n in args.workers {
-        for &z in stages {
-            config(z, n).validate()?;
+        for &run in &runs {
+            config(run, n).validate()?;
         }
     }
     let dir = args
@@ -91,11 +108,12 @@ pub fn run(args: &Plan<'_>) -> Result<(), Error> {
     );
     let mut points = Vec::new();
     for &n in args.workers {
-        let mut tps = vec![Vec::new(); stages.len()];
-        let mut memory = vec![(StateBytes::default(), StateBytes::default()); stages.len()];
+        let mut tps = vec![Vec::new(); runs.len()];
+        let mut memory = vec![(StateBytes::default(), StateBytes::default()); runs.len()];
+        let mut placed = vec![None; runs.len()];
         for round in 1..=args.rounds {
-            for (i, &z) in stages.iter().enumerate() {
-                let cfg = config(z, n);
+            for (i, &(z, asked)) in runs.iter().enumerate() {
+                let cfg = config((z, asked), n);
                 let opts = RunOptions {
                     final_eval: false,
                     trace_steps: 0,
@@ -103,24 +121,29 @@ pub fn run(args: &Plan<'_>) -> Result<(), Error> {
                 };
                 let s = train::train(&cfg, &corpus, train::initial_state(&cfg), &opts, |_| Ok(()))?
                     .summary;
+                let lane =
+                    asked.map_or(String::new(), |p| format!(" --zero-prefetch {}", p.name()));
                 println!(
-                    "  round {round}, {n} workers, --zero {z}: {:.0} tokens/s",
+                    "  round {round}, {n} workers, --zero {z}{lane}: {:.0} tokens/s",
                     s.tokens_per_s
                 );
                 tps[i].push(s.tokens_per_s);
                 if let Some(m) = s.memory {
                     memory[i] = (m.measured, m.predicted);
+                    placed[i] = m.prefetch;
                 }
             }
         }
         // stage 0's rounds, or the first stage listed, are the reference
-        let reference = stages.iter().position(|&z| z == 0).unwrap_or(0);
-        for (i, &z) in stages.iter().enumerate() {
+        let reference = runs.iter().position(|&(z, _)| z == 0).unwrap_or(0);
+        for (i, &(z, asked)) in runs.iter().enumerate() {
             let ratios = (tps[i].iter().zip(&tps[reference]))
                 .map(|(a, b)| a / b)
                 .collect();
             points.push(StagePoint {
                 zero: z,
+                zero_prefetch: asked,
+                prefetch: placed[i],
                 workers: n,
                 tokens_per_s_rounds: tps[i].clone(),
                 ratio_to_stage_0: median(ratios),
@@ -141,13 +164,20 @@ pub fn run(args: &Plan<'_>) -> Result<(), Error> {
 pub fn table(points: &[StagePoint]) -> String {
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
     let mut out = String::from(
-        "  workers  zero  tokens/s (median)  vs stage 0   state/worker MiB: params  grads  adamw  (formula total)\n",
+        "  workers  zero  collectives     tokens/s (median)  vs stage 0   state/worker MiB: params  grads  adamw  (formula total)\n",
     );
     for p in points {
         let (m, f) = (&p.measured, &p.predicted);
         let formula = mib(f.params + f.grads + f.optimizer);
+        // where stages 2 and 3 ran their block collectives: "thread", "auto: inline"
+        let lane = match (p.zero_prefetch, p.prefetch) {
+            (Some(ZeroPrefetch::Auto), Some(got)) => format!("auto: {}", got.name()),
+            (_, Some(got)) => got.name().to_string(),
+            (Some(asked), None) => asked.name().to_string(),
+            (None, None) => "-".to_string(),
+        };
         out.push_str(&format!(
-            "  {:>7}  {:>4}  {:>17.0}  {:>9.3}x   {:>22.2} {:>6.2} {:>6.2}  ({formula:.2})\n",
+            "  {:>7}  {:>4}  {lane:<14}  {:>17.0}  {:>9.3}x   {:>22.2} {:>6.2} {:>6.2}  ({formula:.2})\n",
             p.workers,
             p.zero,
             median(p.tokens_per_s_rounds.clone()),
