@@ -293,6 +293,7 @@ impl StageShard {
                 activations,
             },
             peak_rss_bytes: super::peak_rss_bytes(),
+            prefetch: None, // stage 1 walks no blocks
         }
     }
 }
