@@ -97,6 +97,10 @@ pub struct ScaleArgs {
     /// With --calibrate: interleaved rounds; each configuration keeps its fastest.
     #[arg(long, default_value_t = 2)]
     pub rounds: usize,
+    /// With --calibrate: only the configurations whose flags contain one of these,
+    /// comma-separated (e.g. `--cases overlap,--pp`); all when not given.
+    #[arg(long, value_delimiter = ',')]
+    pub cases: Vec<String>,
 }
 
 /// Runs `nanodist scale`.
@@ -105,7 +109,13 @@ pub fn run(args: &ScaleArgs) -> Result<(), Error> {
         check_out(dir)?;
     }
     if args.calibrate {
-        return calibrate::run(&args.workers, args.steps, args.rounds, args.out.as_deref());
+        return calibrate::run(
+            &args.workers,
+            args.steps,
+            args.rounds,
+            &args.cases,
+            args.out.as_deref(),
+        );
     }
     let cfg = config(args)?;
     let p = predict(&cfg).map_err(|e| Error::Config(e.0))?;
