@@ -50,9 +50,10 @@ pub struct ScaleConfig {
     /// backward of the last micro-batch. Default 1: as much as that backward allows.
     pub dp_overlap: f64,
     /// Buckets the data-parallel exchange is cut into (nanodist's `--bucket-kb`): with the
-    /// exchange overlapped on hardware with no core for communication, each is a hand-off
-    /// to the communication thread ([`Hardware::handoff_s`]). 1 for the presets: the link
-    /// terms price the exchange as one all-reduce.
+    /// exchange overlapped on hardware with no core for communication, backward hands them
+    /// to the communication thread as it finishes them, `min(buckets, l/p + 2)` hand-offs a
+    /// step ([`Hardware::handoff_s`] each). 1 for the presets: the link terms price the
+    /// exchange as one all-reduce.
     pub buckets: usize,
     /// Failure rate, checkpoint bandwidth, restart time.
     pub reliability: Reliability,

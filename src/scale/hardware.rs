@@ -142,13 +142,14 @@ pub struct Hardware {
     /// (true for the presets); on the calibrated CPU, a core beyond the workers' compute
     /// threads for the communication thread to run on (`cores > workers`).
     pub comm_core: bool,
-    /// What one overlapped bucket costs the compute when `comm_core` is false, seconds: the
-    /// communication thread is woken on a core a worker computes on, meets its partners'
-    /// threads there, and the worker's backward waits for the core meanwhile. Charged once
-    /// per bucket ([`super::ScaleConfig::buckets`]) of an overlapped exchange, beside the
-    /// exchange itself, which nothing hides. 0 for the presets; measured on this machine by
-    /// `nanodist scale --calibrate` (workers handing each stretch of compute to a thread
-    /// that meets its partners', against the same compute meeting once).
+    /// What one hand-off of finished buckets to the communication thread costs the compute
+    /// when `comm_core` is false, seconds: the thread is woken on a core a worker computes
+    /// on, meets its partners' threads there, and the worker's backward waits for the core
+    /// meanwhile. Charged per hand-off of an overlapped exchange (see
+    /// [`super::ScaleConfig::buckets`]), beside the exchange itself, which nothing hides. 0
+    /// for the presets; measured on this machine by `nanodist scale --calibrate` (workers
+    /// handing a message to such a thread after each block's backward, against the same
+    /// backward meeting once at its end).
     pub handoff_s: f64,
 }
 

@@ -12,10 +12,11 @@
 //!                                  ^ DP all-reduce of the gradients, partly hidden behind the
 //!                                    backward of the last micro-batch
 //!  step = (m + p - 1) t_mb + DP time not hidden + per-step synchronisation points
-//!         + hand-offs (overlap with no core for communication: buckets x handoff_s)
+//!         + hand-offs (overlap with no core for communication)
 //!
 //!  overlap:  comm_core (GPU: copy engines, links)   hidden = min(dp_overlap x DP, backward)
-//!            no comm_core (every core computes)     hidden = 0, + buckets x handoff_s
+//!            no comm_core (every core computes)     hidden = 0, + hand-offs x handoff_s
+//!                                                   (min(buckets, l/p + 2) hand-offs)
 //!
 //!  synchronisation points (sync_points): where a worker meets partners that computed up
 //!  to it, each charged Hardware::sync_s (0 on the GPU presets, measured on threads):
@@ -58,7 +59,9 @@ pub struct StepTime {
     /// The part of `dp_s` hidden behind the backward.
     pub dp_hidden_s: f64,
     /// An overlapped exchange's hand-offs to a communication thread that has no core of its
-    /// own (`buckets x Hardware::handoff_s`); 0 where communication has its own hardware.
+    /// own: `min(buckets, l/p + 2) x Hardware::handoff_s` (backward hands over what it has
+    /// finished after the head, each block and the embeddings); 0 where communication has
+    /// hardware of its own.
     pub handoff_s: f64,
     /// The step: (m + p - 1) t_mb + dp_s - dp_hidden_s + handoff_s + the step's
     /// synchronisation points.
@@ -153,13 +156,16 @@ pub fn step_time(cfg: &ScaleConfig, lay: &Layout, hw_flops: f64, params_per_gpu:
     };
     // That needs something to run the exchange while the compute runs: a GPU's copy
     // engines and links (`comm_core`). On cores that all compute, the communication thread
-    // takes its time from the backward: nothing is hidden, and each bucket handed to it
-    // costs the backward a wake-up and a meeting on a busy core (`handoff_s`).
+    // takes its time from the backward: nothing is hidden, and each hand-off of buckets to
+    // it costs the backward a wake-up and a meeting on a busy core (`handoff_s`). Backward
+    // hands over what it has finished after the head, after each block and after the
+    // embeddings: l/p + 2 hand-offs a step at most, however many buckets.
     let overlap = cfg.dp_overlap.clamp(0.0, 1.0);
     let (hidden, handoffs) = if hw.comm_core {
         ((overlap * dp).min(cap), 0.0)
     } else if overlap > 0.0 && d > 1 {
-        (0.0, cfg.buckets.max(1) as f64 * hw.handoff_s)
+        let n = cfg.buckets.clamp(1, m.layers / p + 2);
+        (0.0, n as f64 * hw.handoff_s)
     } else {
         (0.0, 0.0)
     };

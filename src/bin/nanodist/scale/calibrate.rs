@@ -414,8 +414,10 @@ fn rate_per_core(one: &TrainConfig, corpus: &data::Corpus, n: usize) -> Result<f
 /// micro-batches of `B / (dp M)` sequences (each in the activation slot the pipeline gives
 /// it: GPipe keeps all `M` alive), a received input and gradient copied in where the
 /// pipeline receives them, then AdamW over the stage's tensors (the last stage's include the
-/// tied `wte`). The model prices a stage at the step's FLOPs over the `n` workers, so the
-/// rate is those FLOPs over the workers' mean median step.
+/// tied `wte`). The model prices a stage at the step's FLOPs over the `n` workers, and a
+/// pipeline runs at the pace of its slowest stage (the last one holds the head and the
+/// loss, the first the embeddings: their steps differ), so the rate is those FLOPs over the
+/// slowest stage's median step (the mean over its replicas).
 fn stage_rate(
     base: &TrainConfig,
     n: usize,
@@ -506,7 +508,13 @@ fn stage_rate(
             .map(|h| h.join().expect("a stage thread panicked"))
             .collect()
     });
-    flops / n as f64 / (secs.iter().sum::<f64>() / n as f64)
+    let slowest = (0..stages)
+        .map(|st| {
+            let mine: Vec<f64> = secs.iter().skip(st).step_by(stages).copied().collect();
+            mine.iter().sum::<f64>() / mine.len() as f64
+        })
+        .fold(0.0, f64::max);
+    flops / n as f64 / slowest
 }
 
 /// FLOP/s per core at `shape` with `n` cores busy (see [`Shape`]).
