@@ -6,15 +6,22 @@
 //!   n replicas side by side      -> FLOP/s per core      the "GPU"   (n cores busy), one
 //!                                                        rate per matrix shape:
 //!       replicas of B/n                 data parallelism, ZeRO
-//!       replicas of l/P layers, B/dp    a pipeline stage: its layers, its M micro-batches
-//!         sequences, --accum M
+//!       P stages side by side, no       a pipeline stage: its layers and ends, its M
+//!         communication, in the           micro-batches in the schedule's order, its
+//!         schedule's order                AdamW; the slowest stage sets the pace
 //!       x block kernels T-slice/whole   a tensor-parallel worker's C x C/T slices
 //!   n threads: compute, barrier  -> Hardware::sync_s     what a synchronisation point costs
 //!      vs the same compute alone                         when partners compute up to it
+//!   n threads: block backwards,  -> Hardware::handoff_s  what a hand-off to a communication
+//!      each handed to a comm thread                      thread costs when no core is free
+//!      that meets its partners'                          for it (overlap, cores <= workers)
+//!      vs the same, meeting once
 //!   predict(calibrated_cpu(..))  -> step time      vs    nanodist train ... -> step time
 //!
 //!   layout of each case, as the model reads it (2 workers; points: time::sync_points):
 //!     data parallel      dp 2                   1 all-reduce a step, 1 point
+//!     --overlap          dp 2, 2 cores          nothing hidden, + min(buckets, l + 2)
+//!                                               hand-offs
 //!     --zero 1|2|3       dp 2, zero stage s     1, 2: one all-reduce's bytes; 3: 1.5 of them;
 //!                                               3, 8, 12 points
 //!     --tp 2             tp 2, dp 1             4 all-reduces of b x T x C per layer, on the
@@ -24,9 +31,9 @@
 //! ```
 //!
 //! The model is fed only figures measured outside the runs it predicts: the rates come from
-//! replicas that never communicate and from the block's matrix products alone, the link from
-//! the all-reduce alone, the synchronisation point from threads that compute and meet at a
-//! barrier. The configurations run in interleaved rounds, each case's figures measured just
+//! replicas and stages that never communicate and from the block's matrix products alone,
+//! the link from the all-reduce alone, the synchronisation point from threads that compute
+//! and meet at a barrier, the hand-off from threads that hand work to a meeting thread. The configurations run in interleaved rounds, each case's figures measured just
 //! before it in the same round, so that a slow moment of a shared host lands on a case and
 //! its figures together; a row shows the case's fastest round beside the prediction from
 //! that round's figures, and the median over the rounds of each round's ratio.
@@ -137,8 +144,9 @@ const NOT_MODELLED: [(&str, &str); 2] = [
     ),
     (
         "--accum K",
-        "not run here; its compute runs micro-batches as a pipeline stage does (the rate of \
-         replicas with --accum, measured for the pipeline's row), the rest is data \
+        "not run here; a replica with --accum K runs its K micro-batches one after another, \
+         each forward then backward: replicas trained with --accum K give its rate (the \
+         calibration's replica measurement takes an accumulation count), the rest is data \
          parallelism's",
     ),
 ];

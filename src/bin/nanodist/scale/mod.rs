@@ -5,11 +5,12 @@
 //!   nanodist scale [--model gpt3 --gpu a100 --gpus 1024 --tp 8 --pp 8 ...]
 //!       flags -> ScaleConfig -> predict -> report (or --json, or --out DIR: the pictures)
 //!
-//!   nanodist scale --calibrate [--workers 1,2] [--steps N] [--rounds R]
+//!   nanodist scale --calibrate [--workers 1,2] [--steps N] [--rounds R] [--cases A,B]
 //!       replicas, trained:        model FLOPs / step time   = FLOP/s per core   (the "GPU",
 //!                                 one rate per shape the workers multiply)
 //!       all-reduce, timed:        a + bytes * b per worker count and algorithm  (the "link")
 //!       threads meeting:          seconds per synchronisation point             (sync_s)
+//!       hand-offs to a thread:    seconds per hand-off on a busy core           (handoff_s)
 //!       each configuration:       predict(calibrated_cpu(...))  vs  train it    -> ratio
 //! ```
 //!
