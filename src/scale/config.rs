@@ -51,7 +51,7 @@ pub struct ScaleConfig {
     pub dp_overlap: f64,
     /// Buckets the data-parallel exchange is cut into (nanodist's `--bucket-kb`): with the
     /// exchange overlapped on hardware with no core for communication, backward hands them
-    /// to the communication thread as it finishes them, `min(buckets, l/p + 2)` hand-offs a
+    /// to the communication thread as it finishes them, `min(buckets, l/p + 1)` hand-offs a
     /// step ([`Hardware::handoff_s`] each). 1 for the presets: the link terms price the
     /// exchange as one all-reduce.
     pub buckets: usize,

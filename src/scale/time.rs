@@ -16,7 +16,7 @@
 //!
 //!  overlap:  comm_core (GPU: copy engines, links)   hidden = min(dp_overlap x DP, backward)
 //!            no comm_core (every core computes)     hidden = 0, + hand-offs x handoff_s
-//!                                                   (min(buckets, l/p + 2) hand-offs)
+//!                                                   (min(buckets, l/p + 1) hand-offs)
 //!
 //!  synchronisation points (sync_points): where a worker meets partners that computed up
 //!  to it, each charged Hardware::sync_s (0 on the GPU presets, measured on threads):
@@ -59,8 +59,8 @@ pub struct StepTime {
     /// The part of `dp_s` hidden behind the backward.
     pub dp_hidden_s: f64,
     /// An overlapped exchange's hand-offs to a communication thread that has no core of its
-    /// own: `min(buckets, l/p + 2) x Hardware::handoff_s` (backward hands over what it has
-    /// finished after the head, each block and the embeddings); 0 where communication has
+    /// own: `min(buckets, l/p + 1) x Hardware::handoff_s` (backward hands over what it has
+    /// finished after each block and after the embeddings); 0 where communication has
     /// hardware of its own.
     pub handoff_s: f64,
     /// The step: (m + p - 1) t_mb + dp_s - dp_hidden_s + handoff_s + the step's
@@ -158,13 +158,14 @@ pub fn step_time(cfg: &ScaleConfig, lay: &Layout, hw_flops: f64, params_per_gpu:
     // engines and links (`comm_core`). On cores that all compute, the communication thread
     // takes its time from the backward: nothing is hidden, and each hand-off of buckets to
     // it costs the backward a wake-up and a meeting on a busy core (`handoff_s`). Backward
-    // hands over what it has finished after the head, after each block and after the
-    // embeddings: l/p + 2 hand-offs a step at most, however many buckets.
+    // hands over what it has finished after each block and after the embeddings (after
+    // the head it has finished only ln_f, less than a bucket): l/p + 1 hand-offs a step at
+    // most, however many buckets.
     let overlap = cfg.dp_overlap.clamp(0.0, 1.0);
     let (hidden, handoffs) = if hw.comm_core {
         ((overlap * dp).min(cap), 0.0)
     } else if overlap > 0.0 && d > 1 {
-        let n = cfg.buckets.clamp(1, m.layers / p + 2);
+        let n = cfg.buckets.clamp(1, m.layers / p + 1);
         (0.0, n as f64 * hw.handoff_s)
     } else {
         (0.0, 0.0)
