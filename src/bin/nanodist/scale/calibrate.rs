@@ -825,7 +825,7 @@ pub fn run(
         .collect();
     if all.is_empty() {
         return Err(Error::Config(format!(
-            "--cases {}: no configuration's flags contain it; use parts of the table's flags, e.g. --cases overlap,--pp",
+            "--only {}: no configuration's flags contain it; use parts of the table's flags, e.g. --only overlap,\"pp 2\"",
             only.join(",")
         )));
     }

@@ -5,7 +5,7 @@
 //!   nanodist scale [--model gpt3 --gpu a100 --gpus 1024 --tp 8 --pp 8 ...]
 //!       flags -> ScaleConfig -> predict -> report (or --json, or --out DIR: the pictures)
 //!
-//!   nanodist scale --calibrate [--workers 1,2] [--steps N] [--rounds R] [--cases A,B]
+//!   nanodist scale --calibrate [--workers 1,2] [--steps N] [--rounds R] [--only A,B]
 //!       replicas, trained:        model FLOPs / step time   = FLOP/s per core   (the "GPU",
 //!                                 one rate per shape the workers multiply)
 //!       all-reduce, timed:        a + bytes * b per worker count and algorithm  (the "link")
@@ -99,9 +99,9 @@ pub struct ScaleArgs {
     #[arg(long, default_value_t = 2)]
     pub rounds: usize,
     /// With --calibrate: only the configurations whose flags contain one of these,
-    /// comma-separated (e.g. `--cases overlap,--pp`); all when not given.
+    /// comma-separated (e.g. `--only overlap,"pp 2"`); all when not given.
     #[arg(long, value_delimiter = ',')]
-    pub cases: Vec<String>,
+    pub only: Vec<String>,
 }
 
 /// Runs `nanodist scale`.
@@ -114,7 +114,7 @@ pub fn run(args: &ScaleArgs) -> Result<(), Error> {
             &args.workers,
             args.steps,
             args.rounds,
-            &args.cases,
+            &args.only,
             args.out.as_deref(),
         );
     }
