@@ -498,9 +498,11 @@ fn overlap_without_a_core_for_communication_by_hand() {
     assert!((p.step_s - want).abs() < 1e-12, "{} vs {want}", p.step_s);
     assert_eq!(p.time.dp_hidden_s, 0.0);
     assert!((p.time.handoff_s - 5.0 * 200e-6).abs() < 1e-15);
+    assert_eq!(p.time.handoffs, 5.0);
     // 3 buckets: 3 hand-offs (fewer buckets than release points)
     let p = shared(3);
     assert!((p.step_s - (compute + allreduce + 3.0 * 200e-6)).abs() < 1e-12);
+    assert_eq!(p.time.handoffs, 3.0);
     // no overlap: no communication thread, no hand-offs, whatever the hardware
     let mut plain = two_cores(1, 1, 0, 6);
     plain.buckets = 13;

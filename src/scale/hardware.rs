@@ -250,7 +250,8 @@ impl Hardware {
     }
 
     /// The same hardware with no core for communication: an overlapped exchange's thread
-    /// shares the workers' cores, `handoff_s` seconds per bucket (see [`Hardware::handoff_s`]).
+    /// shares the workers' cores, `handoff_s` seconds per hand-off of buckets to it (see
+    /// [`Hardware::handoff_s`]).
     pub fn with_shared_comm(self, handoff_s: f64) -> Hardware {
         Hardware {
             comm_core: false,

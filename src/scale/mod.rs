@@ -185,8 +185,8 @@ fn assumptions(cfg: &ScaleConfig) -> Vec<String> {
         "communication has hardware of its own (copy engines, links): an overlapped exchange runs beside the compute".into()
     } else {
         format!(
-            "no core for communication: an overlapped exchange hides nothing, and each of its {} bucket(s) costs the backward {:.0} us handed to the communication thread",
-            cfg.buckets.max(1),
+            "no core for communication: an overlapped exchange hides nothing, and each of its {} hand-off(s) of buckets to the communication thread costs the backward {:.0} us",
+            cfg.buckets.clamp(1, cfg.model.layers / cfg.pp.max(1) + 1),
             hw.handoff_s * 1e6
         )
     });

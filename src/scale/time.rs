@@ -58,10 +58,12 @@ pub struct StepTime {
     pub dp_s: f64,
     /// The part of `dp_s` hidden behind the backward.
     pub dp_hidden_s: f64,
-    /// An overlapped exchange's hand-offs to a communication thread that has no core of its
-    /// own: `min(buckets, l/p + 1) x Hardware::handoff_s` (backward hands over what it has
+    /// Hand-offs of buckets to a communication thread that has no core of its own, a step:
+    /// `min(buckets, l/p + 1)` with the exchange overlapped (backward hands over what it has
     /// finished after each block and after the embeddings); 0 where communication has
-    /// hardware of its own.
+    /// hardware of its own, or nothing overlaps.
+    pub handoffs: f64,
+    /// Their cost: `handoffs x Hardware::handoff_s`.
     pub handoff_s: f64,
     /// The step: (m + p - 1) t_mb + dp_s - dp_hidden_s + handoff_s + the step's
     /// synchronisation points.
@@ -165,15 +167,14 @@ pub fn step_time(cfg: &ScaleConfig, lay: &Layout, hw_flops: f64, params_per_gpu:
     let (hidden, handoffs) = if hw.comm_core {
         ((overlap * dp).min(cap), 0.0)
     } else if overlap > 0.0 && d > 1 {
-        let n = cfg.buckets.clamp(1, m.layers / p + 1);
-        (0.0, n as f64 * hw.handoff_s)
+        (0.0, cfg.buckets.clamp(1, m.layers / p + 1) as f64)
     } else {
         (0.0, 0.0)
     };
 
     // a wait for a partner is not hidden behind compute: it is the compute that is late
     let sync_step = points.per_step * hw.sync_s;
-    let step = (mb + p - 1) as f64 * t_mb + dp - hidden + handoffs + sync_step;
+    let step = (mb + p - 1) as f64 * t_mb + dp - hidden + handoffs * hw.handoff_s + sync_step;
     StepTime {
         micro_batch_s: t_mb,
         compute_s: compute_mb * mb as f64,
@@ -185,7 +186,8 @@ pub fn step_time(cfg: &ScaleConfig, lay: &Layout, hw_flops: f64, params_per_gpu:
         sync_s: sync_mb * mb as f64 + sync_step,
         dp_s: dp,
         dp_hidden_s: hidden,
-        handoff_s: handoffs,
+        handoffs,
+        handoff_s: handoffs * hw.handoff_s,
         step_s: step,
         tp_link: if t > 1 {
             tp_link.name.clone()

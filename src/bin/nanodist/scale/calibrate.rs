@@ -936,7 +936,6 @@ pub fn run(
             let (p, s) = (pred(best), &best.summary);
             let t = &p.time;
             let exposed = t.dp_s - t.dp_hidden_s + t.handoff_s + t.tp_s + t.pp_s;
-            let handoff_each = p.config.hardware.handoff_s;
             Row {
                 flags: c.flags.clone(),
                 workers: n,
@@ -947,11 +946,7 @@ pub fn run(
                 predicted_bubble_ms: t.bubble_s * 1e3,
                 predicted_handoff_ms: t.handoff_s * 1e3,
                 sync_points: t.sync_points,
-                handoffs: if handoff_each > 0.0 {
-                    t.handoff_s / handoff_each
-                } else {
-                    0.0
-                },
+                handoffs: t.handoffs,
                 flops_per_core: best.figures.rate,
                 sync_s_per_point: best.figures.sync_s,
                 handoff_s: best.figures.handoff_s,
