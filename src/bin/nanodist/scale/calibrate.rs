@@ -33,10 +33,11 @@
 //! The model is fed only figures measured outside the runs it predicts: the rates come from
 //! replicas and stages that never communicate and from the block's matrix products alone,
 //! the link from the all-reduce alone, the synchronisation point from threads that compute
-//! and meet at a barrier, the hand-off from threads that hand work to a meeting thread. The configurations run in interleaved rounds, each case's figures measured just
-//! before it in the same round, so that a slow moment of a shared host lands on a case and
-//! its figures together; a row shows the case's fastest round beside the prediction from
-//! that round's figures, and the median over the rounds of each round's ratio.
+//! and meet at a barrier, the hand-off from threads that hand work to a meeting thread. The
+//! configurations run in interleaved rounds, each case's figures measured just before it in
+//! the same round, so that a slow moment of a shared host lands on a case and its figures
+//! together; a row shows the case's fastest round beside the prediction from that round's
+//! figures, the median over the rounds of each round's ratio, and every round's ratio.
 
 use std::path::Path;
 use std::time::Instant;
@@ -145,9 +146,8 @@ const NOT_MODELLED: [(&str, &str); 2] = [
     (
         "--accum K",
         "not run here; a replica with --accum K runs its K micro-batches one after another, \
-         each forward then backward: replicas trained with --accum K give its rate (the \
-         calibration's replica measurement takes an accumulation count), the rest is data \
-         parallelism's",
+         each forward then backward in one workspace: replicas trained with --accum K would \
+         give its rate, the rest is data parallelism's",
     ),
 ];
 
