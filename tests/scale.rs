@@ -462,3 +462,80 @@ fn gpu_presets_price_no_synchronisation() {
     assert_eq!(p.time.sync_s, 0.0);
     assert!(p.time.sync_points > 0.0);
 }
+
+#[test]
+fn overlap_without_a_core_for_communication_by_hand() {
+    // Data parallelism on 2 calibrated cores, the exchange overlapped in 13 buckets (the
+    // default model's 3.2 MB in 256 KiB). With a core for the communication thread (the
+    // default), the all-reduce hides behind the backward: step = compute. With none, it
+    // hides nothing and backward hands its finished buckets over after each of the 4 blocks
+    // and after the embeddings (after the head only ln_f is finished, less than a bucket):
+    // min(13, 4 + 1) = 5 hand-offs of 200 us each.
+    let overlapped = |buckets: usize| ScaleConfig {
+        dp_overlap: 1.0,
+        buckets,
+        ..two_cores(1, 1, 0, 6)
+    };
+    let compute = ModelShape::tiny().step_flops(12, false) / 2.0 / 10e9;
+    let link = Hardware::calibrated_cpu(10e9, 1e-6, 5e9, 4e9).intra;
+    let own = predict(&overlapped(13)).unwrap();
+    let allreduce = link.ring_allreduce_s(2, own.memory.params_per_gpu * 4.0);
+    assert!(Hardware::calibrated_cpu(10e9, 1e-6, 5e9, 4e9).comm_core);
+    assert!(
+        (own.step_s - compute).abs() < 1e-12,
+        "{} vs {compute}",
+        own.step_s
+    );
+    assert!((own.time.dp_hidden_s - allreduce).abs() < 1e-15);
+    assert_eq!(own.time.handoff_s, 0.0);
+    let shared = |buckets: usize| {
+        let mut cfg = overlapped(buckets);
+        cfg.hardware = cfg.hardware.with_shared_comm(200e-6);
+        predict(&cfg).unwrap()
+    };
+    let p = shared(13);
+    let want = compute + allreduce + 5.0 * 200e-6;
+    assert!((p.step_s - want).abs() < 1e-12, "{} vs {want}", p.step_s);
+    assert_eq!(p.time.dp_hidden_s, 0.0);
+    assert!((p.time.handoff_s - 5.0 * 200e-6).abs() < 1e-15);
+    assert_eq!(p.time.handoffs, 5.0);
+    // 3 buckets: 3 hand-offs (fewer buckets than release points)
+    let p = shared(3);
+    assert!((p.step_s - (compute + allreduce + 3.0 * 200e-6)).abs() < 1e-12);
+    assert_eq!(p.time.handoffs, 3.0);
+    // no overlap: no communication thread, no hand-offs, whatever the hardware
+    let mut plain = two_cores(1, 1, 0, 6);
+    plain.buckets = 13;
+    plain.hardware = plain.hardware.with_shared_comm(200e-6);
+    let p = predict(&plain).unwrap();
+    assert!((p.step_s - (compute + allreduce)).abs() < 1e-12);
+    assert_eq!(p.time.handoff_s, 0.0);
+}
+
+#[test]
+fn gpu_presets_have_communication_hardware() {
+    // a GPU's copy engines and links run the exchange beside the compute: overlap hides
+    // what the backward covers, and no hand-off is charged
+    for hw in [Hardware::a100(), Hardware::h100()] {
+        assert!(hw.comm_core, "{}", hw.name);
+        assert_eq!(hw.handoff_s, 0.0);
+    }
+    let gpt2 = ScaleConfig {
+        model: ModelShape::gpt2(),
+        gpus: 8,
+        tp: 1,
+        pp: 1,
+        batch: 64,
+        micro_batch: 8,
+        recompute: false,
+        buckets: 40,
+        ..ScaleConfig::default()
+    };
+    let p = predict(&gpt2).unwrap();
+    assert_eq!(p.time.handoff_s, 0.0);
+    assert!(
+        (p.time.dp_hidden_s - p.time.dp_s).abs() < 1e-15,
+        "{:?}",
+        p.time
+    );
+}

@@ -150,9 +150,22 @@ fn calibrate_runs_and_writes_its_table() {
         pp["shape"]
             .as_str()
             .unwrap()
-            .contains("2 layers x 12, --accum 4"),
+            .contains("stages of 2 layers, 4 micro-batches of 3, gpipe"),
         "{pp}"
     );
+    // every round's ratio and step, for telling the host's spread from the model's bias
+    assert_eq!(pp["round_ratios"].as_array().map(Vec::len), Some(1), "{pp}");
+    assert_eq!(pp["round_measured_ms"].as_array().map(Vec::len), Some(1));
+    assert!(v["load_average_start"].is_string(), "{v}");
+    // the overlapped exchange: hand-offs after each of the 4 blocks and the embeddings
+    // when no core is free for the communication thread, none when one is
+    let overlap = row("--workers 2 --allreduce shared --bucket-kb 256 --overlap");
+    let handoffs = if v["cores"].as_u64().unwrap() > 2 {
+        0.0
+    } else {
+        5.0
+    };
+    assert_eq!(overlap["handoffs"].as_f64(), Some(handoffs), "{overlap}");
     assert_eq!(
         row("--workers 2 --zero 3")["sync_points"].as_f64(),
         Some(12.0)
@@ -171,6 +184,39 @@ fn calibrate_runs_and_writes_its_table() {
         assert!(md.contains(&format!("| `--workers 2 {flags}` |")), "{md}");
     }
     assert!(!v["not_modelled"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn calibrate_only_runs_the_chosen_configurations() {
+    let tmp = TempDir::new("scale-calibrate-only");
+    let dir = tmp.path("cal");
+    let out = nanodist(&[
+        "scale",
+        "--calibrate",
+        "--workers",
+        "2",
+        "--steps",
+        "3",
+        "--rounds",
+        "1",
+        "--only",
+        "pp 2",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("calibration.json")).unwrap())
+            .unwrap();
+    let rows = v["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), 1, "{v}");
+    assert_eq!(rows[0]["flags"], "--workers 2 --pp 2 --micro 4");
+    let none = nanodist(&["scale", "--calibrate", "--only", "no-such-case"]);
+    assert_one_line_error(&none, &["--only", "no configuration"]);
 }
 
 #[test]

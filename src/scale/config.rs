@@ -49,6 +49,12 @@ pub struct ScaleConfig {
     /// Fraction (0..1) of the DP exchange the software overlaps with the backward, up to the
     /// backward of the last micro-batch. Default 1: as much as that backward allows.
     pub dp_overlap: f64,
+    /// Buckets the data-parallel exchange is cut into (nanodist's `--bucket-kb`): with the
+    /// exchange overlapped on hardware with no core for communication, backward hands them
+    /// to the communication thread as it finishes them, `min(buckets, l/p + 1)` hand-offs a
+    /// step ([`Hardware::handoff_s`] each). 1 for the presets: the link terms price the
+    /// exchange as one all-reduce.
+    pub buckets: usize,
     /// Failure rate, checkpoint bandwidth, restart time.
     pub reliability: Reliability,
 }
@@ -72,6 +78,7 @@ impl Default for ScaleConfig {
             tokens: 300e9,
             precision: Precision::Mixed,
             dp_overlap: 1.0,
+            buckets: 1,
             reliability: Reliability::default(),
         }
     }

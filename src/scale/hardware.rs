@@ -137,6 +137,20 @@ pub struct Hardware {
     /// on this machine by `nanodist scale --calibrate` (a pair of threads doing equal compute
     /// then meeting at a barrier, against the same compute with no barrier).
     pub sync_s: f64,
+    /// Whether communication runs on resources of its own beside the compute, so that an
+    /// overlapped exchange can hide behind the backward: a GPU's copy engines and links
+    /// (true for the presets); on the calibrated CPU, a core beyond the workers' compute
+    /// threads for the communication thread to run on (`cores > workers`).
+    pub comm_core: bool,
+    /// What one hand-off of finished buckets to the communication thread costs the compute
+    /// when `comm_core` is false, seconds: the thread is woken on a core a worker computes
+    /// on, meets its partners' threads there, and the worker's backward waits for the core
+    /// meanwhile. Charged per hand-off of an overlapped exchange (see
+    /// [`super::ScaleConfig::buckets`]), beside the exchange itself, which nothing hides. 0
+    /// for the presets; measured on this machine by `nanodist scale --calibrate` (workers
+    /// handing a message to such a thread after each block's backward, against the same
+    /// backward meeting once at its end).
+    pub handoff_s: f64,
 }
 
 impl Hardware {
@@ -159,6 +173,8 @@ impl Hardware {
             intra: Link::nvlink3(),
             inter: Link::ib_hdr(),
             sync_s: 0.0,
+            comm_core: true,
+            handoff_s: 0.0,
         }
     }
 
@@ -176,6 +192,8 @@ impl Hardware {
             intra: Link::nvlink4(),
             inter: Link::ib_ndr(),
             sync_s: 0.0,
+            comm_core: true,
+            handoff_s: 0.0,
         }
     }
 
@@ -198,7 +216,8 @@ impl Hardware {
     ///   (`nanodist allreduce --algo shared`), used for both links: one node, no network;
     /// - `memory_bytes`: memory per worker (the machine's RAM over the workers).
     ///
-    /// Its `sync_s` is 0: [`Hardware::with_sync`] sets the measured one.
+    /// Its `sync_s` is 0: [`Hardware::with_sync`] sets the measured one. It has a core for
+    /// communication (`comm_core`): [`Hardware::with_shared_comm`] says it has none.
     pub fn calibrated_cpu(
         flops_per_core: f64,
         alpha_s: f64,
@@ -219,6 +238,8 @@ impl Hardware {
             intra: link.clone(),
             inter: link,
             sync_s: 0.0,
+            comm_core: true,
+            handoff_s: 0.0,
         }
     }
 
@@ -226,6 +247,17 @@ impl Hardware {
     /// [`Hardware::sync_s`]).
     pub fn with_sync(self, sync_s: f64) -> Hardware {
         Hardware { sync_s, ..self }
+    }
+
+    /// The same hardware with no core for communication: an overlapped exchange's thread
+    /// shares the workers' cores, `handoff_s` seconds per hand-off of buckets to it (see
+    /// [`Hardware::handoff_s`]).
+    pub fn with_shared_comm(self, handoff_s: f64) -> Hardware {
+        Hardware {
+            comm_core: false,
+            handoff_s,
+            ..self
+        }
     }
 
     /// FLOP/s the matrix products reach: `peak_flops * achievable`.

@@ -181,6 +181,15 @@ fn assumptions(cfg: &ScaleConfig) -> Vec<String> {
     } else {
         "partners meet without waiting for each other: no stragglers, no jitter".into()
     });
+    out.push(if hw.comm_core {
+        "communication has hardware of its own (copy engines, links): an overlapped exchange runs beside the compute".into()
+    } else {
+        format!(
+            "no core for communication: an overlapped exchange hides nothing, and each of its {} hand-off(s) of buckets to the communication thread costs the backward {:.0} us",
+            cfg.buckets.clamp(1, cfg.model.layers / cfg.pp.max(1) + 1),
+            hw.handoff_s * 1e6
+        )
+    });
     out
 }
 

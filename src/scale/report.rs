@@ -105,6 +105,10 @@ pub fn report(p: &Prediction) -> String {
     if t.sync_s > 0.0 {
         parts.push((sync.as_str(), t.sync_s));
     }
+    // only where the communication thread shares the workers' cores (calibrated hardware)
+    if t.handoff_s > 0.0 {
+        parts.push(("hand-offs to the communication thread", t.handoff_s));
+    }
     for (name, v) in parts {
         let _ = writeln!(s, "  {name:<46} {v:>9.3} {:>7.1}%", 100.0 * v / t.step_s);
     }

@@ -86,7 +86,8 @@ pub fn step_svg(p: &Prediction) -> String {
     // forward share of one micro-batch: 1 of 3 passes, 1 of 4 with recomputation
     let fwd = t.micro_batch_s * if p.config.recompute { 0.25 } else { 1.0 / 3.0 };
     let busy = mb * t.micro_batch_s;
-    let dp_exposed = t.dp_s - t.dp_hidden_s;
+    // the exchange's exposed part and, on shared cores, its hand-offs: both after the backward
+    let dp_exposed = t.dp_s - t.dp_hidden_s + t.handoff_s;
     for lane in 0..lanes {
         // with more than 8 stages, draw the first 7 and the last
         let k = if lane == 7 && pp > 8 { pp - 1 } else { lane };

@@ -12,6 +12,11 @@
 //!                                  ^ DP all-reduce of the gradients, partly hidden behind the
 //!                                    backward of the last micro-batch
 //!  step = (m + p - 1) t_mb + DP time not hidden + per-step synchronisation points
+//!         + hand-offs (overlap with no core for communication)
+//!
+//!  overlap:  comm_core (GPU: copy engines, links)   hidden = min(dp_overlap x DP, backward)
+//!            no comm_core (every core computes)     hidden = 0, + hand-offs x handoff_s
+//!                                                   (min(buckets, l/p + 1) hand-offs)
 //!
 //!  synchronisation points (sync_points): where a worker meets partners that computed up
 //!  to it, each charged Hardware::sync_s (0 on the GPU presets, measured on threads):
@@ -53,7 +58,15 @@ pub struct StepTime {
     pub dp_s: f64,
     /// The part of `dp_s` hidden behind the backward.
     pub dp_hidden_s: f64,
-    /// The step: (m + p - 1) t_mb + dp_s - dp_hidden_s + the step's synchronisation points.
+    /// Hand-offs of buckets to a communication thread that has no core of its own, a step:
+    /// `min(buckets, l/p + 1)` with the exchange overlapped (backward hands over what it has
+    /// finished after each block and after the embeddings); 0 where communication has
+    /// hardware of its own, or nothing overlaps.
+    pub handoffs: f64,
+    /// Their cost: `handoffs x Hardware::handoff_s`.
+    pub handoff_s: f64,
+    /// The step: (m + p - 1) t_mb + dp_s - dp_hidden_s + handoff_s + the step's
+    /// synchronisation points.
     pub step_s: f64,
     /// Link the TP group uses.
     pub tp_link: String,
@@ -143,11 +156,25 @@ pub fn step_time(cfg: &ScaleConfig, lay: &Layout, hw_flops: f64, params_per_gpu:
     } else {
         backward_mb
     };
-    let hidden = (cfg.dp_overlap.clamp(0.0, 1.0) * dp).min(cap);
+    // That needs something to run the exchange while the compute runs: a GPU's copy
+    // engines and links (`comm_core`). On cores that all compute, the communication thread
+    // takes its time from the backward: nothing is hidden, and each hand-off of buckets to
+    // it costs the backward a wake-up and a meeting on a busy core (`handoff_s`). Backward
+    // hands over what it has finished after each block and after the embeddings (after
+    // the head it has finished only ln_f, less than a bucket): l/p + 1 hand-offs a step at
+    // most, however many buckets.
+    let overlap = cfg.dp_overlap.clamp(0.0, 1.0);
+    let (hidden, handoffs) = if hw.comm_core {
+        ((overlap * dp).min(cap), 0.0)
+    } else if overlap > 0.0 && d > 1 {
+        (0.0, cfg.buckets.clamp(1, m.layers / p + 1) as f64)
+    } else {
+        (0.0, 0.0)
+    };
 
     // a wait for a partner is not hidden behind compute: it is the compute that is late
     let sync_step = points.per_step * hw.sync_s;
-    let step = (mb + p - 1) as f64 * t_mb + dp - hidden + sync_step;
+    let step = (mb + p - 1) as f64 * t_mb + dp - hidden + handoffs * hw.handoff_s + sync_step;
     StepTime {
         micro_batch_s: t_mb,
         compute_s: compute_mb * mb as f64,
@@ -159,6 +186,8 @@ pub fn step_time(cfg: &ScaleConfig, lay: &Layout, hw_flops: f64, params_per_gpu:
         sync_s: sync_mb * mb as f64 + sync_step,
         dp_s: dp,
         dp_hidden_s: hidden,
+        handoffs,
+        handoff_s: handoffs * hw.handoff_s,
         step_s: step,
         tp_link: if t > 1 {
             tp_link.name.clone()

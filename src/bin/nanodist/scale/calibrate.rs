@@ -6,15 +6,22 @@
 //!   n replicas side by side      -> FLOP/s per core      the "GPU"   (n cores busy), one
 //!                                                        rate per matrix shape:
 //!       replicas of B/n                 data parallelism, ZeRO
-//!       replicas of l/P layers, B/dp    a pipeline stage: its layers, its M micro-batches
-//!         sequences, --accum M
+//!       P stages side by side, no       a pipeline stage: its layers and ends, its M
+//!         communication, in the           micro-batches in the schedule's order, its
+//!         schedule's order                AdamW
 //!       x block kernels T-slice/whole   a tensor-parallel worker's C x C/T slices
 //!   n threads: compute, barrier  -> Hardware::sync_s     what a synchronisation point costs
 //!      vs the same compute alone                         when partners compute up to it
+//!   n threads: block backwards,  -> Hardware::handoff_s  what a hand-off to a communication
+//!      each handed to a comm thread                      thread costs when no core is free
+//!      that meets its partners'                          for it (overlap, cores <= workers)
+//!      vs the same, meeting once
 //!   predict(calibrated_cpu(..))  -> step time      vs    nanodist train ... -> step time
 //!
 //!   layout of each case, as the model reads it (2 workers; points: time::sync_points):
 //!     data parallel      dp 2                   1 all-reduce a step, 1 point
+//!     --overlap          dp 2, 2 cores          nothing hidden, + min(buckets, l + 1)
+//!                                               hand-offs
 //!     --zero 1|2|3       dp 2, zero stage s     1, 2: one all-reduce's bytes; 3: 1.5 of them;
 //!                                               3, 8, 12 points
 //!     --tp 2             tp 2, dp 1             4 all-reduces of b x T x C per layer, on the
@@ -24,22 +31,26 @@
 //! ```
 //!
 //! The model is fed only figures measured outside the runs it predicts: the rates come from
-//! replicas that never communicate and from the block's matrix products alone, the link from
-//! the all-reduce alone, the synchronisation point from threads that compute and meet at a
-//! barrier. The configurations run in interleaved rounds, each case's figures measured just
-//! before it in the same round, so that a slow moment of a shared host lands on a case and
-//! its figures together; a row shows the case's fastest round beside the prediction from
-//! that round's figures, and the median over the rounds of each round's ratio.
+//! replicas and stages that never communicate and from the block's matrix products alone,
+//! the link from the all-reduce alone, the synchronisation point from threads that compute
+//! and meet at a barrier, the hand-off from threads that hand work to a meeting thread. The
+//! configurations run in interleaved rounds, each case's figures measured just before it in
+//! the same round, so that a slow moment of a shared host lands on a case and its figures
+//! together; a row shows the case's fastest round beside the prediction from that round's
+//! figures, the median over the rounds of each round's ratio, and every round's ratio.
 
 use std::path::Path;
 use std::time::Instant;
 
 use nanodist::collective::{self, Algorithm};
-use nanodist::config::TrainConfig;
+use nanodist::config::{PipeSchedule, TrainConfig};
 use nanodist::metrics::Summary;
 use nanodist::model::linear::{linear_backward, linear_forward};
 use nanodist::model::matmul::Out;
+use nanodist::model::{Gpt, ParamLayout, Workspace};
+use nanodist::optim::AdamW;
 use nanodist::parallel::buckets;
+use nanodist::parallel::pipeline::{self, schedule};
 use nanodist::scale::{predict, Hardware, ModelShape, Precision, Prediction, ScaleConfig};
 use nanodist::train::{self, RunOptions};
 use nanodist::{data, Error};
@@ -52,19 +63,26 @@ struct Row {
     flags: String,
     workers: usize,
     predicted_ms: f64,
-    /// Predicted compute, exposed exchange (DP not hidden + TP all-reduces + pipeline sends),
-    /// synchronisation points and pipeline bubble; they add up to `predicted_ms`.
+    /// Predicted compute, exposed exchange (DP not hidden + hand-offs to the communication
+    /// thread + TP all-reduces + pipeline sends), synchronisation points and pipeline
+    /// bubble; they add up to `predicted_ms`.
     predicted_compute_ms: f64,
     predicted_exchange_ms: f64,
     predicted_sync_ms: f64,
     predicted_bubble_ms: f64,
+    /// The hand-offs' part of `predicted_exchange_ms` (overlap on shared cores).
+    predicted_handoff_ms: f64,
     /// Synchronisation points on the path outside the bubble (`nanodist::scale::sync_points`).
     sync_points: f64,
+    /// Hand-offs of buckets to the communication thread a step (0 unless overlapped on
+    /// cores that all compute).
+    handoffs: f64,
     /// The figures the prediction is fed, measured just before the run: the FLOP/s per
-    /// core its compute is priced at (at its matrix shapes, named in `shape`) and what one
-    /// synchronisation point costs.
+    /// core its compute is priced at (at its matrix shapes, named in `shape`), what one
+    /// synchronisation point costs and what one hand-off costs.
     flops_per_core: f64,
     sync_s_per_point: f64,
+    handoff_s: f64,
     shape: String,
     /// The fastest round's median step, and its split.
     measured_ms: f64,
@@ -75,13 +93,40 @@ struct Row {
     ratio: f64,
     /// The median over the rounds of each round's predicted / measured.
     median_ratio: f64,
+    /// Every round's predicted / measured and measured ms per step, in round order: a
+    /// spread of the measured steps that the ratios follow is the host; ratios that stay
+    /// on one side of 1 round after round are the model.
+    round_ratios: Vec<f64>,
+    round_measured_ms: Vec<f64>,
+}
+
+/// The figures a case's prediction is fed, measured outside its run.
+#[derive(Clone, Copy, Debug)]
+struct Figures {
+    /// FLOP/s per core at the case's matrix shapes ([`Shape`]).
+    rate: f64,
+    /// Seconds per synchronisation point ([`sync_cost`]).
+    sync_s: f64,
+    /// Seconds per hand-off to a communication thread on a busy core ([`handoff_cost`]);
+    /// measured for the overlapped cases only (0 otherwise, and unused).
+    handoff_s: f64,
+}
+
+impl Figures {
+    /// A rate alone: no meetings, no hand-offs (one worker).
+    fn rate(rate: f64) -> Figures {
+        Figures {
+            rate,
+            sync_s: 0.0,
+            handoff_s: 0.0,
+        }
+    }
 }
 
 /// One round of one case: its figures, measured just before it, and its run.
 struct Trial {
     summary: Summary,
-    rate: f64,
-    sync_s: f64,
+    figures: Figures,
 }
 
 /// A configuration to run: its label flags and its training configuration.
@@ -100,9 +145,9 @@ const NOT_MODELLED: [(&str, &str); 2] = [
     ),
     (
         "--accum K",
-        "not run here; its compute runs micro-batches as a pipeline stage does (the rate of \
-         replicas with --accum, measured for the pipeline's row), the rest is data \
-         parallelism's",
+        "not run here; a replica with --accum K runs its K micro-batches one after another, \
+         each forward then backward in one workspace: replicas trained with --accum K would \
+         give its rate, the rest is data parallelism's",
     ),
 ];
 
@@ -112,14 +157,15 @@ const NOT_MODELLED: [(&str, &str); 2] = [
 enum Shape {
     /// A replica's share, `B / N` sequences in one micro-batch: replicas side by side.
     Replica,
-    /// A pipeline stage: `l / P` layers over its replica's `B / dp` sequences in `M`
-    /// micro-batches. Replicas of a model of `layers = l / P` layers training `batch = B /
-    /// dp` sequences with `--accum accum = M` multiply exactly those matrices, hold as many
-    /// weights in the caches, and run AdamW over about a stage's parameters.
+    /// A pipeline stage: `l / P` layers, the embeddings on the first and the head on the
+    /// last, over `M` micro-batches of `B / (dp M)` sequences in the schedule's order (GPipe
+    /// keeps all `M` micro-batches' activations alive, 1F1B at most `P`), then AdamW over
+    /// its own tensors: `P` stages computing side by side with no communication, each as
+    /// the pipeline's worker runs it ([`stage_rate`]).
     Stage {
-        layers: usize,
-        batch: usize,
-        accum: usize,
+        stages: usize,
+        micro: usize,
+        schedule: PipeSchedule,
     },
     /// A tensor-parallel worker: `B / dp` sequences over the C x C/T slices of every block:
     /// the replicas' rate, times the ratio of the block's matrix products at the slice's
@@ -136,9 +182,9 @@ impl Shape {
         }
         if p.pp > 1 && cfg.model.n_layer % p.pp == 0 {
             Shape::Stage {
-                layers: cfg.model.n_layer / p.pp,
-                batch: p.batch / cfg.data_parallel(),
-                accum: p.micro.max(1),
+                stages: p.pp,
+                micro: p.micro.max(1),
+                schedule: p.schedule,
             }
         } else {
             Shape::Replica
@@ -151,10 +197,15 @@ impl Shape {
         match self {
             Shape::Replica => format!("replicas of {share}"),
             Shape::Stage {
-                layers,
-                batch,
-                accum,
-            } => format!("replicas of {layers} layers x {batch}, --accum {accum}"),
+                stages,
+                micro,
+                schedule,
+            } => format!(
+                "stages of {} layers, {micro} micro-batches of {}, {}",
+                cfg.model.n_layer / stages,
+                cfg.parallel.batch / cfg.data_parallel() / micro,
+                schedule_name(schedule)
+            ),
             Shape::Slice { tp } => format!("replicas of {share} x slice/whole kernels (tp {tp})"),
         }
     }
@@ -166,6 +217,19 @@ const KERNEL_REPS: usize = 6;
 
 /// Meetings per [`sync_cost`] run (each after a few milliseconds of compute).
 const SYNC_POINTS: usize = 40;
+
+/// Backward passes per [`handoff_cost`] run (each with a hand-off after every block), and
+/// runs of each kind (the fastest kept).
+const HANDOFF_STEPS: usize = 8;
+const HANDOFF_ROUNDS: usize = 3;
+
+/// A pipeline schedule as `--schedule` spells it.
+fn schedule_name(s: PipeSchedule) -> &'static str {
+    match s {
+        PipeSchedule::GPipe => "gpipe",
+        PipeSchedule::OneFOneB => "1f1b",
+    }
+}
 
 fn cases(workers: &[usize], base: &TrainConfig) -> Vec<Case> {
     let mut out = Vec::new();
@@ -228,21 +292,22 @@ fn cases(workers: &[usize], base: &TrainConfig) -> Vec<Case> {
 /// (its tensor and pipeline degrees, micro-batches and ZeRO stage): see [`scale_config`].
 fn predict_case(
     cfg: &TrainConfig,
-    flops_per_core: f64,
+    figures: &Figures,
     fit: Option<&AlphaBetaFit>,
-    sync_s: f64,
     cores: usize,
 ) -> Prediction {
-    predict(&scale_config(cfg, flops_per_core, fit, sync_s, cores))
+    predict(&scale_config(cfg, figures, fit, cores))
         .expect("the worker counts divide the batch, checked before")
 }
 
 /// The cost model's configuration of one case: what [`predict_case`] predicts.
 ///
 /// Overlap: the shared-memory and ring all-reduces are copies and sums done by the cores
-/// themselves, not by a separate engine as a GPU's NVLink transfers are. With a core per
-/// worker and no core to spare, an overlapped exchange takes its time from the backward it
-/// runs beside, so the model hides none of it (`dp_overlap` 0); with spare cores, all it can.
+/// themselves, not by a separate engine as a GPU's NVLink transfers are. Each worker's
+/// communication thread needs a core of its own to run beside the backward: the model has
+/// one (`Hardware::comm_core`) only when the machine has more cores than workers (each
+/// worker computes on one thread). Without one the model hides nothing and charges each
+/// hand-off of buckets to the thread its measured cost (`Hardware::with_shared_comm`).
 ///
 /// Layout: `dp = N / (tp pp)` replicas; a pipeline's `--micro M` are its micro-batches, so
 /// the model's micro-batch is `B / (dp M)` sequences (one micro-batch of `B / N` otherwise).
@@ -254,9 +319,8 @@ fn predict_case(
 /// [`sync_cost`]); the model counts the layout's points (`nanodist::scale::sync_points`).
 fn scale_config(
     cfg: &TrainConfig,
-    flops_per_core: f64,
+    figures: &Figures,
     fit: Option<&AlphaBetaFit>,
-    sync_s: f64,
     cores: usize,
 ) -> ScaleConfig {
     let m = &cfg.model;
@@ -272,13 +336,14 @@ fn scale_config(
     // The fit is the whole all-reduce, `a + bytes * b`; the model's ring over one node of n
     // costs 2(n-1) alpha + 2(n-1)/n bytes / beta and pays alpha once per message, so with k
     // buckets: alpha = k a / (2(n-1)), beta = 2(n-1)/n / b.
+    let k = buckets::plan(
+        m.num_params(),
+        buckets::floats_for_kb(cfg.parallel.bucket_kb),
+    )
+    .len();
     let (alpha_s, bytes_per_s) = match fit {
         Some(f) if n > 1 => {
-            let k = buckets::plan(
-                m.num_params(),
-                buckets::floats_for_kb(cfg.parallel.bucket_kb),
-            )
-            .len() as f64;
+            let k = k as f64;
             let hops = 2.0 * (n - 1) as f64;
             (
                 k * f.a_us * 1e-6 / hops,
@@ -290,10 +355,14 @@ fn scale_config(
     let p = &cfg.parallel;
     let dp = (n / (p.tp * p.pp)).max(1);
     let micro = if p.pp > 1 { p.micro.max(1) } else { 1 };
+    let mut hardware = Hardware::calibrated_cpu(figures.rate, alpha_s, bytes_per_s, 8e9)
+        .with_sync(if n > 1 { figures.sync_s } else { 0.0 });
+    if cores <= n {
+        hardware = hardware.with_shared_comm(figures.handoff_s);
+    }
     ScaleConfig {
         model,
-        hardware: Hardware::calibrated_cpu(flops_per_core, alpha_s, bytes_per_s, 8e9)
-            .with_sync(if n > 1 { sync_s } else { 0.0 }),
+        hardware,
         gpus: n,
         gpus_per_node: n,
         tp: p.tp,
@@ -303,11 +372,8 @@ fn scale_config(
         batch: cfg.parallel.batch,
         recompute: false,
         precision: Precision::Fp32,
-        dp_overlap: if cfg.parallel.overlap && n < cores {
-            1.0
-        } else {
-            0.0
-        },
+        dp_overlap: if cfg.parallel.overlap { 1.0 } else { 0.0 },
+        buckets: k,
         ..ScaleConfig::default()
     }
 }
@@ -335,7 +401,7 @@ fn replica(base: &TrainConfig, layers: usize, batch: usize, accum: usize) -> Tra
 /// by side, never communicating: what one "GPU" computes while the others compute too.
 /// Megatron's matrix-product count over the mean of their median steps.
 fn rate_per_core(one: &TrainConfig, corpus: &data::Corpus, n: usize) -> Result<f64, Error> {
-    let flops = predict_case(one, 1.0, None, 0.0, 1).model_flops_per_step;
+    let flops = predict_case(one, &Figures::rate(1.0), None, 1).model_flops_per_step;
     // Replica 0 runs on this thread, as every case's training does, the others beside it.
     // Rust note: scoped threads may borrow `one` and `corpus`; each returns its own result.
     let steps: Vec<Result<f64, Error>> = std::thread::scope(|s| {
@@ -352,6 +418,110 @@ fn rate_per_core(one: &TrainConfig, corpus: &data::Corpus, n: usize) -> Result<f
     Ok(flops / (mean_ms / 1e3))
 }
 
+/// FLOP/s per core of `n` pipeline workers' stages computing side by side, with no
+/// communication: worker `i` runs stage `i mod P` of the model split as the pipeline
+/// splits it ([`pipeline::split`]), the schedule's forwards and backwards of `micro`
+/// micro-batches of `B / (dp M)` sequences (each in the activation slot the pipeline gives
+/// it: GPipe keeps all `M` alive), a received input and gradient copied in where the
+/// pipeline receives them, then AdamW over the stage's tensors (the last stage's include the
+/// tied `wte`). The model prices a stage at the step's FLOPs over the `n` workers, so the
+/// rate is those FLOPs over the workers' mean median step. (The last stage holds the head
+/// and the loss, the first the embeddings; with the default model their steps differ by a
+/// few percent, less than one measurement's spread on a shared host, so the mean is taken,
+/// not the slowest.)
+fn stage_rate(
+    base: &TrainConfig,
+    n: usize,
+    stages: usize,
+    micro: usize,
+    order: PipeSchedule,
+) -> f64 {
+    let mut cfg = base.clone();
+    cfg.parallel.workers = n;
+    (cfg.parallel.pp, cfg.parallel.micro, cfg.parallel.schedule) = (stages, micro, order);
+    let flops = predict_case(&cfg, &Figures::rate(1.0), None, 1).model_flops_per_step;
+    let (m, t, steps) = (&cfg.model, cfg.model.block_size, cfg.schedule.steps);
+    let rows = cfg.parallel.batch / (n / stages).max(1) / micro;
+    let parts = pipeline::split(m.n_layer, stages);
+    let whole = Gpt::new(m.clone(), cfg.seed);
+    let layout = whole.layout.clone();
+    let secs: Vec<f64> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..n)
+            .map(|i| {
+                let (part, cfg, layout) = (&parts[i % stages], &cfg, &layout);
+                let mut model = whole.clone();
+                s.spawn(move || {
+                    let actions = schedule::actions(order, stages, i % stages, micro);
+                    let mut slots: Vec<Workspace> = (0..schedule::max_in_flight(&actions))
+                        .map(|_| Workspace::for_stage(&cfg.model, part, rows, t))
+                        .collect();
+                    // the tensors this stage updates, as the pipeline's AdamW sees them
+                    let mine = pipeline::owned(layout, part);
+                    let tensors = (layout.tensors.iter())
+                        .filter(|x| mine.contains(&x.offset) || (part.last && x.offset == 0))
+                        .cloned()
+                        .collect();
+                    let update = ParamLayout {
+                        tensors,
+                        len: layout.len,
+                    };
+                    let mut adam = AdamW::new(layout.len);
+                    let mut grads = vec![0.0f32; layout.len];
+                    let tokens: Vec<u32> = (0..rows * t)
+                        .map(|k| (k * 7 % cfg.model.vocab_size) as u32)
+                        .collect();
+                    let received: Vec<f32> = (0..rows * t * cfg.model.n_embd)
+                        .map(|k| 0.01 * ((k % 13) as f32 - 6.0))
+                        .collect();
+                    let mut one_step = |model: &mut Gpt| {
+                        grads.fill(0.0);
+                        let (mut free, mut slot_of): (Vec<usize>, Vec<usize>) =
+                            ((0..slots.len()).rev().collect(), vec![0; micro]);
+                        for a in &actions {
+                            match *a {
+                                schedule::Action::Forward(mb) => {
+                                    slot_of[mb] = free.pop().expect("a free slot");
+                                    let ws = &mut slots[slot_of[mb]];
+                                    if !part.first {
+                                        ws.stage_input_mut().copy_from_slice(&received);
+                                    }
+                                    let x = part.first.then_some(&tokens[..]);
+                                    let y = part.last.then_some(&tokens[..]);
+                                    model.stage_forward(ws, part, x, y);
+                                }
+                                schedule::Action::Backward(mb) => {
+                                    let ws = &mut slots[slot_of[mb]];
+                                    if !part.last {
+                                        ws.stage_grad_mut().copy_from_slice(&received);
+                                    }
+                                    model.stage_backward(ws, part, 1e-3, &mut grads);
+                                    free.push(slot_of[mb]);
+                                }
+                            }
+                        }
+                        let o = &cfg.optim;
+                        adam.step_scaled(&mut model.params, &grads, &update, 1e-4, o, 1.0);
+                    };
+                    one_step(&mut model); // first touch of the buffers, untimed
+                    let mut times: Vec<f64> = (0..steps)
+                        .map(|_| {
+                            let t0 = Instant::now();
+                            one_step(&mut model);
+                            t0.elapsed().as_secs_f64()
+                        })
+                        .collect();
+                    times.sort_by(f64::total_cmp);
+                    times[times.len() / 2]
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .map(|h| h.join().expect("a stage thread panicked"))
+            .collect()
+    });
+    flops / n as f64 / (secs.iter().sum::<f64>() / n as f64)
+}
+
 /// FLOP/s per core at `shape` with `n` cores busy (see [`Shape`]).
 fn measure_rate(
     base: &TrainConfig,
@@ -364,10 +534,10 @@ fn measure_rate(
     Ok(match shape {
         Shape::Replica => rate_per_core(&replica(base, l, share, 1), corpus, n)?,
         Shape::Stage {
-            layers,
-            batch,
-            accum,
-        } => rate_per_core(&replica(base, layers, batch, accum), corpus, n)?,
+            stages,
+            micro,
+            schedule,
+        } => stage_rate(base, n, stages, micro, schedule),
         Shape::Slice { tp } => {
             let rows = base.parallel.batch / (n / tp).max(1) * t;
             let whole = kernel_rate(n, share * t, c, 1, KERNEL_REPS);
@@ -427,6 +597,24 @@ impl BlockKernels {
     fn attention_forward(&mut self) {
         for k in &mut self.layers[..2] {
             linear_forward(&mut k.out, &k.inp, &k.w, self.rows, Out::Set, 1);
+        }
+    }
+
+    /// Every layer backward, last first (its output taken as its gradient): the stretch of
+    /// compute between two of backward's hand-offs of buckets, as [`handoff_cost`] uses it.
+    fn backward(&mut self) {
+        let rows = self.rows;
+        for k in self.layers.iter_mut().rev() {
+            linear_backward(
+                &mut k.dinp,
+                &mut k.dw,
+                &k.out,
+                &k.inp,
+                &k.w,
+                rows,
+                Out::Set,
+                1,
+            );
         }
     }
 
@@ -522,6 +710,73 @@ fn sync_cost(n: usize, base: &TrainConfig, points: usize) -> f64 {
     ((met - alone) / 2.0 / points as f64).max(0.0)
 }
 
+/// Seconds one hand-off of buckets to a communication thread costs a worker whose core the
+/// thread shares: `n` threads each run [`HANDOFF_STEPS`] backwards of `stretches` block
+/// backwards (the linear layers' backward at a replica's shape), once as an overlapped
+/// exchange runs them (each step a scoped communication thread, as the worker spawns one;
+/// after every block a message down a channel wakes it and it meets its partners' threads at
+/// the collectives' barrier; the worker joins it at the step's end) and once as the plain
+/// exchange does (the workers meet once after the backward); alternated three times, the
+/// difference of the fastest runs' mean elapsed times (over the threads), per hand-off. With as many workers as cores it holds
+/// the thread's wake-up on a busy core, its meeting there, and what the backward loses to
+/// both; the all-reduce's own work is not in it (the model charges that as the exchange).
+/// Never below 0.
+fn handoff_cost(n: usize, base: &TrainConfig, stretches: usize) -> f64 {
+    let (c, rows) = (
+        base.model.n_embd,
+        base.parallel.batch / n * base.model.block_size,
+    );
+    let run = |handed: bool| -> f64 {
+        let comms = collective::group(n);
+        let secs: Vec<f64> = std::thread::scope(|s| {
+            let hs: Vec<_> = comms
+                .into_iter()
+                .map(|mut comm| {
+                    s.spawn(move || {
+                        let mut b = BlockKernels::new(rows, c, 1);
+                        b.backward(); // first touch of the buffers, untimed
+                        comm.barrier().expect("a calibration thread left");
+                        let t0 = Instant::now();
+                        for _ in 0..HANDOFF_STEPS {
+                            if !handed {
+                                (0..stretches).for_each(|_| b.backward());
+                                comm.barrier().expect("a calibration thread left");
+                                continue;
+                            }
+                            let comm = &mut comm;
+                            std::thread::scope(|s| {
+                                let (tx, rx) = crossbeam::channel::unbounded::<()>();
+                                s.spawn(move || {
+                                    for () in rx {
+                                        comm.barrier().expect("a calibration thread left");
+                                    }
+                                });
+                                for _ in 0..stretches {
+                                    b.backward();
+                                    tx.send(()).expect("the communication thread is there");
+                                }
+                            });
+                        }
+                        t0.elapsed().as_secs_f64()
+                    })
+                })
+                .collect();
+            hs.into_iter()
+                .map(|h| h.join().expect("a calibration thread panicked"))
+                .collect()
+        });
+        secs.iter().sum::<f64>() / n as f64
+    };
+    // alternated, so that a change of the host's load between runs falls on both sides,
+    // and the fastest of each kept: a burst of another process's work lands on one run
+    let (mut plain, mut handed) = (f64::INFINITY, f64::INFINITY);
+    for _ in 0..HANDOFF_ROUNDS {
+        plain = plain.min(run(false));
+        handed = handed.min(run(true));
+    }
+    ((handed - plain) / (HANDOFF_STEPS * stretches) as f64).max(0.0)
+}
+
 /// Trains `cfg` for its steps and returns its summary (no final evaluation).
 fn train_once(cfg: &TrainConfig, corpus: &data::Corpus) -> Result<Summary, Error> {
     let opts = RunOptions {
@@ -532,12 +787,14 @@ fn train_once(cfg: &TrainConfig, corpus: &data::Corpus) -> Result<Summary, Error
     Ok(train::train(cfg, corpus, init, &opts, |_| Ok(()))?.summary)
 }
 
-/// Runs the calibration: `workers` counts, `steps` per run, `rounds` interleaved; writes
-/// calibration.json and calibration.md into `out` when given.
+/// Runs the calibration: `workers` counts, `steps` per run, `rounds` interleaved, the cases
+/// whose flags contain one of `only` (all when empty); writes calibration.json and
+/// calibration.md into `out` when given.
 pub fn run(
     workers: &[usize],
     steps: usize,
     rounds: usize,
+    only: &[String],
     out: Option<&Path>,
 ) -> Result<(), Error> {
     if workers.is_empty() || workers.contains(&0) {
@@ -562,14 +819,24 @@ pub fn run(
     }
     let corpus = data::load(&base.data, base.seed)?;
     base.model.vocab_size = corpus.vocab.len();
-    let all = cases(workers, &base);
+    let all: Vec<Case> = cases(workers, &base)
+        .into_iter()
+        .filter(|c| only.is_empty() || only.iter().any(|o| c.flags.contains(o.as_str())))
+        .collect();
+    if all.is_empty() {
+        return Err(Error::Config(format!(
+            "--only {}: no configuration's flags contain it; use parts of the table's flags, e.g. --only overlap,\"pp 2\"",
+            only.join(",")
+        )));
+    }
     for c in &all {
         c.cfg.validate()?;
         nanodist::config::check_memory(&c.cfg)?;
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let load_start = load_average();
     println!(
-        "nanodist scale --calibrate: {} ({cores} cores), {} steps per run, {} round(s)",
+        "nanodist scale --calibrate: {} ({cores} cores), {} steps per run, {} round(s); load average {load_start}",
         cpu_model(),
         steps,
         rounds
@@ -605,9 +872,9 @@ pub fn run(
     train_once(&warm, &corpus)?;
 
     // 2. in each round, every case: the figures its prediction needs (the "GPU" at its
-    // shapes with n cores busy, what a synchronisation point costs), measured just before
-    // it runs, then the run; a slow moment of a shared host lands on a case and its figures
-    // together
+    // shapes with n cores busy, what a synchronisation point costs, what a hand-off to the
+    // communication thread costs), measured just before it runs, then the run; a slow
+    // moment of a shared host lands on a case and its figures together
     let mut trials: Vec<Vec<Trial>> = all.iter().map(|_| Vec::new()).collect();
     for round in 1..=rounds {
         for (c, tried) in all.iter().zip(trials.iter_mut()) {
@@ -618,24 +885,35 @@ pub fn run(
             } else {
                 0.0
             };
+            // backward hands buckets over where it finishes a block and after the embeddings
+            // block, the embeddings
+            let handoff_s = if n > 1 && c.cfg.parallel.overlap {
+                handoff_cost(n, &base, base.model.n_layer + 1)
+            } else {
+                0.0
+            };
             let summary = train_once(&c.cfg, &corpus)?;
             println!(
-                "  round {round}: nanodist train {:<56} {:8.2} ms per step  ({:.2} GFLOP/s per core, {:.0} us per point)",
+                "  round {round}: nanodist train {:<56} {:8.2} ms per step  ({:.2} GFLOP/s per core, {:.0} us per point, {:.0} us per hand-off)",
                 c.flags,
                 summary.step_ms_median,
                 rate / 1e9,
-                sync_s * 1e6
+                sync_s * 1e6,
+                handoff_s * 1e6
             );
             tried.push(Trial {
                 summary,
-                rate,
-                sync_s,
+                figures: Figures {
+                    rate,
+                    sync_s,
+                    handoff_s,
+                },
             });
         }
     }
 
     // 3. every case predicted from its figures alone; its row shows the fastest round, the
-    // prediction from that round's figures, and the median of every round's ratio
+    // prediction from that round's figures, and every round's ratio
     let rows: Vec<Row> = all
         .iter()
         .zip(trials)
@@ -644,19 +922,20 @@ pub fn run(
             let fit = fits
                 .iter()
                 .find(|f| f.workers == n && f.algo == c.cfg.parallel.allreduce.name());
-            let pred = |t: &Trial| predict_case(&c.cfg, t.rate, fit, t.sync_s, cores);
-            let mut ratios: Vec<f64> = tried
+            let pred = |t: &Trial| predict_case(&c.cfg, &t.figures, fit, cores);
+            let round_ratios: Vec<f64> = tried
                 .iter()
                 .map(|t| pred(t).step_s * 1e3 / t.summary.step_ms_median)
                 .collect();
-            ratios.sort_by(f64::total_cmp);
-            let median_ratio = ratios[ratios.len() / 2];
+            let mut sorted = round_ratios.clone();
+            sorted.sort_by(f64::total_cmp);
+            let median_ratio = sorted[sorted.len() / 2];
             let best = (tried.iter())
                 .min_by(|a, b| (a.summary.step_ms_median).total_cmp(&b.summary.step_ms_median))
                 .expect("every case ran");
             let (p, s) = (pred(best), &best.summary);
             let t = &p.time;
-            let exposed = t.dp_s - t.dp_hidden_s + t.tp_s + t.pp_s;
+            let exposed = t.dp_s - t.dp_hidden_s + t.handoff_s + t.tp_s + t.pp_s;
             Row {
                 flags: c.flags.clone(),
                 workers: n,
@@ -665,9 +944,12 @@ pub fn run(
                 predicted_exchange_ms: exposed * 1e3,
                 predicted_sync_ms: t.sync_s * 1e3,
                 predicted_bubble_ms: t.bubble_s * 1e3,
+                predicted_handoff_ms: t.handoff_s * 1e3,
                 sync_points: t.sync_points,
-                flops_per_core: best.rate,
-                sync_s_per_point: best.sync_s,
+                handoffs: t.handoffs,
+                flops_per_core: best.figures.rate,
+                sync_s_per_point: best.figures.sync_s,
+                handoff_s: best.figures.handoff_s,
                 shape: Shape::of(&c.cfg).describe(&c.cfg),
                 measured_ms: s.step_ms_median,
                 measured_compute_ms: s.compute_ms_median,
@@ -675,11 +957,21 @@ pub fn run(
                 measured_wait_ms: s.wait_ms_median,
                 ratio: p.step_s * 1e3 / s.step_ms_median,
                 median_ratio,
+                round_ratios,
+                round_measured_ms: tried.iter().map(|t| t.summary.step_ms_median).collect(),
             }
         })
         .collect();
+    let load_end = load_average();
     let md = markdown(&rows);
     println!("\n{md}");
+    let within = |f: fn(&Row) -> f64| rows.iter().filter(|r| (f(r) - 1.0).abs() <= 0.15).count();
+    println!(
+        "within 15%: {} of {} rows on the fastest round, {} on the medians; load average {load_start} at the start, {load_end} at the end",
+        within(|r| r.ratio),
+        rows.len(),
+        within(|r| r.median_ratio)
+    );
     for (flag, why) in NOT_MODELLED {
         println!("  not modelled: {flag}: {why}");
     }
@@ -690,6 +982,8 @@ pub fn run(
             "cores": cores,
             "steps": steps,
             "rounds": rounds,
+            "load_average_start": load_start,
+            "load_average_end": load_end,
             "allreduce_fits": fits,
             "rows": rows,
             "not_modelled": NOT_MODELLED.iter().map(|(f, w)| serde_json::json!({"flag": f, "why": w})).collect::<Vec<_>>(),
@@ -708,11 +1002,20 @@ pub fn run(
 /// The table predicted against measured, as markdown.
 fn markdown(rows: &[Row]) -> String {
     let mut s = String::from(
-        "| nanodist train ... | GFLOP/s per core (measured on), us per sync point | predicted ms/step (compute + exchange + sync + bubble) | measured ms/step (compute, comm, wait) | predicted / measured | median over rounds |\n|---|---|---|---|---|---|\n",
+        "| nanodist train ... | GFLOP/s per core (measured on); sync points x us; hand-offs x us | predicted ms/step (compute + exchange + sync + bubble) | measured ms/step (compute, comm, wait) | predicted / measured | median over rounds | each round: ratio (measured ms) |\n|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
+        let handoffs = if r.handoffs > 0.0 {
+            format!("; {:.0} x {:.0}", r.handoffs, r.handoff_s * 1e6)
+        } else {
+            String::new()
+        };
+        let rounds: Vec<String> = (r.round_ratios.iter())
+            .zip(&r.round_measured_ms)
+            .map(|(q, ms)| format!("{q:.2} ({ms:.1})"))
+            .collect();
         s += &format!(
-            "| `{}` | {:.2} ({}), {:.0} x {:.0} | {:.2} ({:.2} + {:.2} + {:.2} + {:.2}) | {:.2} ({:.2}, {:.2}, {:.2}) | {:.2} | {:.2} |\n",
+            "| `{}` | {:.2} ({}); {:.0} x {:.0}{handoffs} | {:.2} ({:.2} + {:.2} + {:.2} + {:.2}) | {:.2} ({:.2}, {:.2}, {:.2}) | {:.2} | {:.2} | {} |\n",
             r.flags,
             r.flops_per_core / 1e9,
             r.shape,
@@ -728,10 +1031,20 @@ fn markdown(rows: &[Row]) -> String {
             r.measured_comm_ms,
             r.measured_wait_ms,
             r.ratio,
-            r.median_ratio
+            r.median_ratio,
+            rounds.join(", ")
         );
     }
     s
+}
+
+/// The host's load averages over 1, 5 and 15 minutes as /proc/loadavg gives them (Linux),
+/// or "unknown": how busy the machine was while the figures were measured.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// The CPU's model name as `lscpu` shows it (Linux), or "unknown CPU".

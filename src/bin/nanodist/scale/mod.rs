@@ -5,11 +5,12 @@
 //!   nanodist scale [--model gpt3 --gpu a100 --gpus 1024 --tp 8 --pp 8 ...]
 //!       flags -> ScaleConfig -> predict -> report (or --json, or --out DIR: the pictures)
 //!
-//!   nanodist scale --calibrate [--workers 1,2] [--steps N] [--rounds R]
+//!   nanodist scale --calibrate [--workers 1,2] [--steps N] [--rounds R] [--only A,B]
 //!       replicas, trained:        model FLOPs / step time   = FLOP/s per core   (the "GPU",
 //!                                 one rate per shape the workers multiply)
 //!       all-reduce, timed:        a + bytes * b per worker count and algorithm  (the "link")
 //!       threads meeting:          seconds per synchronisation point             (sync_s)
+//!       hand-offs to a thread:    seconds per hand-off on a busy core           (handoff_s)
 //!       each configuration:       predict(calibrated_cpu(...))  vs  train it    -> ratio
 //! ```
 //!
@@ -97,6 +98,10 @@ pub struct ScaleArgs {
     /// With --calibrate: interleaved rounds; each configuration keeps its fastest.
     #[arg(long, default_value_t = 2)]
     pub rounds: usize,
+    /// With --calibrate: only the configurations whose flags contain one of these,
+    /// comma-separated (e.g. `--only overlap,"pp 2"`); all when not given.
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
 }
 
 /// Runs `nanodist scale`.
@@ -105,7 +110,13 @@ pub fn run(args: &ScaleArgs) -> Result<(), Error> {
         check_out(dir)?;
     }
     if args.calibrate {
-        return calibrate::run(&args.workers, args.steps, args.rounds, args.out.as_deref());
+        return calibrate::run(
+            &args.workers,
+            args.steps,
+            args.rounds,
+            &args.only,
+            args.out.as_deref(),
+        );
     }
     let cfg = config(args)?;
     let p = predict(&cfg).map_err(|e| Error::Config(e.0))?;
