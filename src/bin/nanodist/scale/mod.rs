@@ -95,7 +95,8 @@ pub struct ScaleArgs {
     /// With --calibrate: steps per training run (the median step is compared).
     #[arg(long, default_value_t = 20)]
     pub steps: usize,
-    /// With --calibrate: interleaved rounds; each configuration keeps its fastest.
+    /// With --calibrate: interleaved rounds; each configuration reports the median of its
+    /// per-round predicted/measured and its fastest round.
     #[arg(long, default_value_t = 2)]
     pub rounds: usize,
     /// With --calibrate: only the configurations whose flags contain one of these,
