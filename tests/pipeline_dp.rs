@@ -11,7 +11,8 @@
 //! replicas, 2 and 3 stages, with and without `--tp`) train as plain data parallelism
 //! accumulating the same micro-batches, within the tolerances of `tests/pipeline.rs` and
 //! `tests/compose.rs`; and the bytes the data-parallel groups send per step are those of the
-//! written ranges only (about 1/P of the model per stage, plus the last stage's `wte`).
+//! written ranges only (about 1/P of the model per stage, plus the last stage's `wte`), as
+//! summary.json's `comm_per_step` reports them.
 //!
 //! Up to 8 workers on a 2-core host are oversubscribed: correct, slower; the runs are a few
 //! steps of a tiny model.
@@ -21,7 +22,7 @@ mod common;
 use common::corpus;
 use nanodist::config::{ModelConfig, TrainConfig};
 use nanodist::parallel::pipeline;
-use nanodist::parallel::tensor::local_layout;
+use nanodist::parallel::tensor::{comm_per_step, local_layout};
 use nanodist::train::{self, Outcome, RunOptions};
 
 /// 4 blocks of 4 heads (TP 2 holds 2 heads each), trained 4 steps on batches of 12 with a
@@ -122,5 +123,23 @@ fn replicated_pipelines_sum_every_range_their_stages_write() {
         );
         assert_eq!(got.summary.bytes_sent, steps * each, "{what}");
         assert!(each < whole, "{what}");
+        // summary.json's comm_per_step: one worker's, of the largest stage
+        let layout = local_layout(&cfg.model, tp);
+        let largest = (pipeline::split(cfg.model.n_layer, pp).iter())
+            .map(|part| {
+                let tied = part.last && !part.first;
+                pipeline::owned(&layout, part).len() + if tied { layout.tensors[0].len } else { 0 }
+            })
+            .max()
+            .unwrap();
+        let want = 2.0 * (d - 1) as f64 / d as f64 * (4 * largest) as f64;
+        let reported = comm_per_step(&cfg);
+        let off = (reported.dp_bytes as f64 - want).abs();
+        assert!(
+            off <= 8.0,
+            "{what}: comm_per_step {} vs {want}: {}",
+            reported.dp_bytes,
+            reported.dp_formula
+        );
     }
 }
