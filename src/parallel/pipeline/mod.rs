@@ -55,6 +55,7 @@ use crate::data::sampler;
 use crate::error::Error;
 use crate::model::{Gpt, ParamLayout, StagePart, Workspace};
 use crate::optim::{clip_factor, lr_at, sum_of_squares, AdamW, NORM_CHUNK};
+use crate::parallel::buckets;
 use crate::parallel::data_parallel::{gone, AllReduce};
 use crate::parallel::fixed_point;
 use crate::parallel::zero::{Memory, StageShard};
@@ -223,8 +224,37 @@ pub struct Pipe {
 pub struct PipeComms {
     /// The other stages of my replica, ranked by stage.
     pub pp: Comm,
-    /// The same stage in the other replicas: the gradient all-reduce.
+    /// The same stage in the other replicas: the gradient all-reduce, whose buckets cover
+    /// only the ranges the stage writes ([`Pipe::written`]).
     pub dp: AllReduce,
+}
+
+impl PipeComms {
+    /// `pipe`'s communicators: `pp` its replica's stages, `dp` the same stage in the other
+    /// replicas, over which the gradient sum runs in buckets of `--bucket-kb` cut from each
+    /// range the stage writes, the last range first (backward finishes the end of the
+    /// layout first):
+    ///
+    /// ```text
+    ///   layout:        [ wte | wpe | h.0 h.1 | h.2 h.3 | ln_f ]
+    ///   stage 0 sums:  [ wte | wpe | h.0 h.1 ]                      (its range holds wte)
+    ///   stage 1 sums:  [ wte ]               [ h.2 h.3 | ln_f ]     (its range, then its wte)
+    /// ```
+    /// The rest of a stage's buffer is zero on every replica: its sum would be zero too.
+    pub fn new(pp: Comm, dp: Comm, pipe: &Pipe, cfg: &TrainConfig) -> PipeComms {
+        let p = &cfg.parallel;
+        let mut dp = AllReduce::new(dp, p.allreduce, 0, p.bucket_kb, false);
+        let floats = buckets::floats_for_kb(p.bucket_kb);
+        dp.plan = (pipe.written().into_iter().rev())
+            .flat_map(|r| {
+                let start = r.start;
+                buckets::plan(r.len(), floats)
+                    .into_iter()
+                    .map(move |b| start + b.start..start + b.end)
+            })
+            .collect();
+        PipeComms { pp, dp }
+    }
 }
 
 impl Pipe {
@@ -349,6 +379,19 @@ impl Pipe {
         &self.parts[self.stage]
     }
 
+    /// The ranges of the gradient buffer this stage writes, in layout order: its own
+    /// ([`owned`]), after the tied `wte` on the last stage of P > 1 (stage 0's own range
+    /// begins with `wte`). The rest of the buffer stays zero.
+    pub fn written(&self) -> Vec<Range<usize>> {
+        let (layout, part) = (&self.model.layout, self.part());
+        let mine = owned(layout, part);
+        if part.last && !part.first {
+            vec![wte_range(layout), mine]
+        } else {
+            vec![mine]
+        }
+    }
+
     /// Every stage's owned range, by stage.
     fn ranges(&self) -> Vec<Range<usize>> {
         let layout = &self.model.layout;
@@ -384,11 +427,7 @@ impl Pipe {
         let scale = 1.0 / cfg.tokens_per_step() as f32;
         // a stage writes gradients of its own range and, on the last stage, of the tied
         // wte; the rest of the buffer stays zero from the start
-        let written = [
-            owned(&self.model.layout, self.part()),
-            wte_range(&self.model.layout),
-        ];
-        for r in written {
+        for r in self.written() {
             self.grads[r.clone()].fill(0.0);
             if exact {
                 self.acc[r].fill(0);
@@ -437,6 +476,7 @@ impl Pipe {
             self.sum_sharded(comms, step, obs, tied, other)?;
         } else if exact {
             if replicas {
+                // (over the ranges this stage writes: `PipeComms::new`'s plan)
                 comms.dp.sum_exact(&mut self.acc, step, obs)?;
             }
             if tied {

@@ -6,8 +6,8 @@
 //!  grid = Grid::new(world, Layout(workers, tp, pp))       -> my stage, my replica (--tp:
 //!                                                            my shard, `tensor_stage.rs`)
 //!  for each step:
-//!    Pipe::step (schedule, dp all-reduce, tied wte, global norm, my update)
-//!    report the step (every stage reports the same loss and norm)
+//!    Pipe::step (schedule, dp all-reduce of my ranges, tied wte, global norm, my update)
+//!    report the step (every stage reports the same loss and norm; bytes: my dp group's)
 //!  between steps (every stage of every replica at once):
 //!    evaluation:  consolidate parameters (over pp, then --tp's shards over tp), then every
 //!                 worker evaluates its share of windows
@@ -27,7 +27,7 @@ use crate::error::Error;
 use crate::model::Gpt;
 use crate::optim::AdamW;
 use crate::parallel::data_parallel::{
-    gone, replicas_differ, AllReduce, Context, Evaluator, Report, Telemetry, TrainState, WorkerDone,
+    gone, replicas_differ, Context, Evaluator, Report, Telemetry, TrainState, WorkerDone,
 };
 use crate::parallel::grid::{Grid, Layout};
 use crate::parallel::tensor::{self, Ops};
@@ -59,11 +59,7 @@ pub fn run_worker(
     } else {
         Pipe::new(stage, model, ctx.init.adam.clone(), cfg)
     };
-    let n = pipe.model.layout.len;
-    let mut comms = PipeComms {
-        pp,
-        dp: AllReduce::new(dp, p.allreduce, n, p.bucket_kb, false),
-    };
+    let mut comms = PipeComms::new(pp, dp, &pipe, cfg);
     if p.zero == 1 {
         // my part of the stage's AdamW state, over the stage's replicas
         let dp = &comms.dp.comm;
@@ -102,15 +98,17 @@ pub fn run_worker(
             step,
             sequences: replica * per_replica..(replica + 1) * per_replica,
         };
-        let start_us = obs.clock.now_us();
+        let (start_us, sent) = (obs.clock.now_us(), comms.dp.comm.bytes_sent());
         let stats = pipe.step(cfg, &batch, &mut comms, &mut obs)?;
         if step + 1 == cfg.schedule.steps {
             // the memory of training, before the final consolidation
             memory = pipe.memory(cfg);
         }
         let traced = step < ctx.init.step + ctx.trace_steps;
-        // (bytes on a simulated --link are counted by data parallelism's strategies only)
-        let report = obs.report(step, start_us, stats, traced, 0);
+        // the bytes of the step's data-parallel group (the gradient sum over the replicas),
+        // as data parallelism counts its exchange's; activations between stages are not counted
+        let bytes = comms.dp.comm.bytes_sent() - sent;
+        let report = obs.report(step, start_us, stats, traced, bytes);
         let _ = reports.send(Report::Step(report));
 
         let done = step + 1;

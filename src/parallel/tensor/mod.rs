@@ -161,7 +161,12 @@ pub fn comm_per_step(cfg: &TrainConfig) -> CommPerStep {
     // (a pipeline stage adds its whole copies' gradients once a step, not per micro-batch)
     let sp_passes = if p.pp > 1 { 1 } else { passes };
     let tp_floats = passes * l * per_layer + sp_passes * sp_sum;
-    let shard = local_layout(m, p.tp).len as u64;
+    let local = local_layout(m, p.tp);
+    let shard = if p.pp > 1 {
+        stage_sum_floats(&local, m.n_layer, p.pp)
+    } else {
+        local.len
+    } as u64;
     let elem = if p.deterministic { 8 } else { 4 };
     CommPerStep {
         tp_bytes: 4 * tp_floats,
@@ -177,8 +182,53 @@ pub fn comm_per_step(cfg: &TrainConfig) -> CommPerStep {
         ),
         dp_bytes: elem * 2 * (shard / dp) * (dp - 1),
         dp_formula: format!(
-            "{elem} bytes x 2 (DP-1)/DP x P/TP ({shard} parameters of this worker's shard), \
-             DP = {dp}"
+            "{elem} bytes x 2 (DP-1)/DP x P/TP{} ({shard} parameters of this worker's shard{}), \
+             DP = {dp}",
+            if p.pp > 1 {
+                " of the largest stage"
+            } else {
+                ""
+            },
+            if p.pp > 1 {
+                " that its stage writes"
+            } else {
+                ""
+            }
         ),
     }
+}
+
+/// The most floats a worker's data-parallel sum covers with `--pp` (`pp > 1`): a stage sums
+/// only the gradients it writes (`parallel::pipeline::Pipe::written`): stage 0 the
+/// embeddings and its blocks, a middle stage its blocks, the last stage its blocks, `ln_f`
+/// and its copy of the tied `wte`; the largest stage's, in `layout` (a worker's shard), with
+/// the blocks split as `parallel::pipeline::split` splits them (the first `L % P` stages one
+/// more). `tests/pipeline_dp.rs` holds it to the pipeline's own ranges.
+fn stage_sum_floats(layout: &crate::model::ParamLayout, n_layer: usize, pp: usize) -> usize {
+    let (base, extra) = (n_layer / pp, n_layer % pp);
+    let mut start = 0;
+    (0..pp)
+        .map(|s| {
+            let (first, last) = (s == 0, s + 1 == pp);
+            let blocks = start..start + base + usize::from(s < extra);
+            start = blocks.end;
+            let from = if first {
+                0
+            } else {
+                layout.block_range(blocks.start).start
+            };
+            let to = if last {
+                layout.len
+            } else {
+                layout.block_range(blocks.end - 1).end
+            };
+            let wte = if last && !first {
+                layout.tensors[0].len
+            } else {
+                0
+            };
+            to - from + wte
+        })
+        .max()
+        .unwrap_or(layout.len)
 }
