@@ -20,27 +20,13 @@
 mod common;
 
 use common::corpus;
-use nanodist::config::{ModelConfig, PipeSchedule, TrainConfig};
+use nanodist::config::{PipeSchedule, TrainConfig};
 use nanodist::train::{self, Outcome, RunOptions, TrainState};
 
 /// 4 blocks of 4 heads (so TP 2 holds 2 heads each and PP 2 two blocks each), trained 4
 /// steps on batches of 12 with a small clip, so that the global norm matters every step.
 fn tiny() -> TrainConfig {
-    let mut cfg = TrainConfig {
-        model: ModelConfig {
-            vocab_size: corpus().vocab.len(),
-            block_size: 16,
-            n_layer: 4,
-            n_head: 4,
-            n_embd: 32,
-        },
-        seed: 3,
-        ..TrainConfig::default()
-    };
-    cfg.parallel.batch = 12;
-    (cfg.schedule.steps, cfg.schedule.eval_every) = (4, 0);
-    (cfg.optim.warmup, cfg.optim.grad_clip) = (2, 0.05);
-    cfg
+    common::clipped(4, 4, 32)
 }
 
 fn grid(workers: usize, tp: usize, pp: usize, micro: usize, sp: bool) -> TrainConfig {

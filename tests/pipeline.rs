@@ -8,34 +8,17 @@
 //!
 //! Tiny models keep each run to a fraction of a second.
 
-use nanodist::config::{ModelConfig, PipeSchedule, TrainConfig};
-use nanodist::data::{self, Corpus};
+mod common;
+
+use common::corpus;
+use nanodist::config::{PipeSchedule, TrainConfig};
 use nanodist::parallel::pipeline;
 use nanodist::train::{self, Outcome, RunOptions, TrainState};
-
-fn corpus() -> &'static Corpus {
-    static CORPUS: std::sync::OnceLock<Corpus> = std::sync::OnceLock::new();
-    CORPUS.get_or_init(|| data::load("tales", 7).expect("built-in corpus"))
-}
 
 /// A model of `layers` blocks and `embd` channels, trained 4 steps on batches of 12, with a
 /// small clip so that clipping (and so the global norm's bits) matters every step.
 fn tiny(layers: usize, embd: usize) -> TrainConfig {
-    let mut cfg = TrainConfig {
-        model: ModelConfig {
-            vocab_size: corpus().vocab.len(),
-            block_size: 16,
-            n_layer: layers,
-            n_head: 2,
-            n_embd: embd,
-        },
-        seed: 3,
-        ..TrainConfig::default()
-    };
-    cfg.parallel.batch = 12;
-    (cfg.schedule.steps, cfg.schedule.eval_every) = (4, 0);
-    (cfg.optim.warmup, cfg.optim.grad_clip) = (2, 0.05);
-    cfg
+    common::clipped(layers, 2, embd)
 }
 
 fn with(

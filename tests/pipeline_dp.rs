@@ -19,39 +19,15 @@
 
 mod common;
 
-use common::corpus;
-use nanodist::config::{ModelConfig, TrainConfig};
+use common::run;
+use nanodist::config::TrainConfig;
 use nanodist::parallel::pipeline;
 use nanodist::parallel::tensor::{comm_per_step, local_layout};
-use nanodist::train::{self, Outcome, RunOptions};
 
 /// 4 blocks of 4 heads (TP 2 holds 2 heads each), trained 4 steps on batches of 12 with a
 /// small clip, so that the global norm matters every step.
 fn tiny() -> TrainConfig {
-    let mut cfg = TrainConfig {
-        model: ModelConfig {
-            vocab_size: corpus().vocab.len(),
-            block_size: 16,
-            n_layer: 4,
-            n_head: 4,
-            n_embd: 32,
-        },
-        seed: 3,
-        ..TrainConfig::default()
-    };
-    cfg.parallel.batch = 12;
-    (cfg.schedule.steps, cfg.schedule.eval_every) = (4, 0);
-    (cfg.optim.warmup, cfg.optim.grad_clip) = (2, 0.05);
-    cfg
-}
-
-fn run(cfg: &TrainConfig) -> Outcome {
-    let opts = RunOptions {
-        final_eval: false,
-        ..RunOptions::default()
-    };
-    let init = train::initial_state(cfg);
-    train::train(cfg, corpus(), init, &opts, |_| Ok(())).expect("training runs")
+    common::clipped(4, 4, 32)
 }
 
 /// The bytes every worker of a `--workers W --tp T --pp P` run sends in its data-parallel

@@ -26,7 +26,7 @@ use std::ops::Range;
 
 use super::block::{block_backward, block_forward, block_grads, block_weights};
 use super::embedding::{encoder_backward, encoder_forward};
-use super::{Gpt, Workspace};
+use super::{Gpt, ParamLayout, Workspace};
 use crate::config::ModelConfig;
 
 /// What one pipeline stage runs: blocks `layers`, the embeddings when `first`, and the
@@ -39,6 +39,55 @@ pub struct StagePart {
     pub first: bool,
     /// Holds `ln_f`, applies the tied head and computes the loss.
     pub last: bool,
+}
+
+/// The blocks of each of `stages` stages: `n_layer` blocks as evenly as possible, the
+/// first `n_layer % stages` stages taking one more.
+///
+/// ```
+/// use nanodist::model::split;
+/// let parts = split(6, 4);
+/// let layers: Vec<_> = parts.iter().map(|p| p.layers.clone()).collect();
+/// assert_eq!(layers, [0..2, 2..4, 4..5, 5..6]);
+/// assert!(parts[0].first && parts[3].last && !parts[1].first && !parts[1].last);
+/// ```
+pub fn split(n_layer: usize, stages: usize) -> Vec<StagePart> {
+    assert!(
+        stages >= 1 && stages <= n_layer.max(1),
+        "{stages} stages of {n_layer} blocks"
+    );
+    let (base, extra) = (n_layer / stages, n_layer % stages);
+    let mut start = 0;
+    (0..stages)
+        .map(|s| {
+            let len = base + usize::from(s < extra);
+            let part = StagePart {
+                layers: start..start + len,
+                first: s == 0,
+                last: s + 1 == stages,
+            };
+            start += len;
+            part
+        })
+        .collect()
+}
+
+/// The contiguous range of the flat layout that a stage owns: stage 0 the embeddings and
+/// its blocks, the last stage its blocks and `ln_f`, a middle stage its blocks. The ranges
+/// of all stages tile the layout. (The last stage also keeps a copy of the tied `wte`,
+/// which stage 0 owns.)
+pub fn owned(layout: &ParamLayout, part: &StagePart) -> Range<usize> {
+    let start = if part.first {
+        0
+    } else {
+        layout.block_range(part.layers.start).start
+    };
+    let end = if part.last {
+        layout.len
+    } else {
+        layout.block_range(part.layers.end - 1).end
+    };
+    start..end
 }
 
 impl Workspace {

@@ -90,6 +90,28 @@ pub fn tiny(workers: usize) -> TrainConfig {
     cfg
 }
 
+/// `layers` blocks of `heads` heads and `embd` channels, trained 4 steps on batches of 12
+/// with a small clip (0.05), so that clipping, and with it the global norm's bits, matters
+/// every step: the model of the grid's tests (pipeline, tensor, their compositions). The
+/// layout (workers, --tp, --pp) is each test's.
+pub fn clipped(layers: usize, heads: usize, embd: usize) -> TrainConfig {
+    let mut cfg = TrainConfig {
+        model: ModelConfig {
+            vocab_size: corpus().vocab.len(),
+            block_size: 16,
+            n_layer: layers,
+            n_head: heads,
+            n_embd: embd,
+        },
+        seed: 3,
+        ..TrainConfig::default()
+    };
+    cfg.parallel.batch = 12;
+    (cfg.schedule.steps, cfg.schedule.eval_every) = (4, 0);
+    (cfg.optim.warmup, cfg.optim.grad_clip) = (2, 0.05);
+    cfg
+}
+
 /// Trains `cfg` in-process on the built-in corpus, without the final evaluation.
 pub fn run(cfg: &TrainConfig) -> Outcome {
     let opts = RunOptions {

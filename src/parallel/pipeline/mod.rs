@@ -66,40 +66,10 @@ pub mod schedule;
 mod tensor_stage;
 mod worker;
 
+pub use crate::model::{owned, split};
 pub use worker::run_worker;
 
 use schedule::Action;
-
-/// The blocks of each of `stages` stages: `n_layer` blocks as evenly as possible, the
-/// first `n_layer % stages` stages taking one more.
-///
-/// ```
-/// use nanodist::parallel::pipeline::split;
-/// let parts = split(6, 4);
-/// let layers: Vec<_> = parts.iter().map(|p| p.layers.clone()).collect();
-/// assert_eq!(layers, [0..2, 2..4, 4..5, 5..6]);
-/// assert!(parts[0].first && parts[3].last && !parts[1].first && !parts[1].last);
-/// ```
-pub fn split(n_layer: usize, stages: usize) -> Vec<StagePart> {
-    assert!(
-        stages >= 1 && stages <= n_layer.max(1),
-        "{stages} stages of {n_layer} blocks"
-    );
-    let (base, extra) = (n_layer / stages, n_layer % stages);
-    let mut start = 0;
-    (0..stages)
-        .map(|s| {
-            let len = base + usize::from(s < extra);
-            let part = StagePart {
-                layers: start..start + len,
-                first: s == 0,
-                last: s + 1 == stages,
-            };
-            start += len;
-            part
-        })
-        .collect()
-}
 
 /// The one-line description of an uneven split, e.g. `"5 blocks over 2 stages: 3, 2"`, or
 /// `None` when every stage has the same number of blocks.
@@ -114,24 +84,6 @@ pub fn uneven(n_layer: usize, stages: usize) -> Option<String> {
         "{n_layer} blocks over {stages} stages: {} (as even as it goes)",
         sizes.join(", ")
     ))
-}
-
-/// The contiguous range of the flat layout that a stage owns: stage 0 the embeddings and
-/// its blocks, the last stage its blocks and `ln_f`, a middle stage its blocks. The ranges
-/// of all stages tile the layout. (The last stage also keeps a copy of the tied `wte`,
-/// which stage 0 owns.)
-pub fn owned(layout: &ParamLayout, part: &StagePart) -> Range<usize> {
-    let start = if part.first {
-        0
-    } else {
-        layout.block_range(part.layers.start).start
-    };
-    let end = if part.last {
-        layout.len
-    } else {
-        layout.block_range(part.layers.end - 1).end
-    };
-    start..end
 }
 
 /// The range of the tied `wte` (V,C) in the flat layout.

@@ -49,7 +49,7 @@ pub use stage::{stage_activation_bytes, sum_whole_copies, whole_copies, StageGro
 
 use crate::collective::{Comm, CommError};
 use crate::config::TrainConfig;
-use crate::model::Gpt;
+use crate::model::{owned, split, Gpt};
 use crate::optim::AdamW;
 
 use super::grid::{Grid, Layout};
@@ -199,35 +199,21 @@ pub fn comm_per_step(cfg: &TrainConfig) -> CommPerStep {
 }
 
 /// The most floats a worker's data-parallel sum covers with `--pp` (`pp > 1`): a stage sums
-/// only the gradients it writes (`parallel::pipeline::Pipe::written`): stage 0 the
-/// embeddings and its blocks, a middle stage its blocks, the last stage its blocks, `ln_f`
-/// and its copy of the tied `wte`; the largest stage's, in `layout` (a worker's shard), with
-/// the blocks split as `parallel::pipeline::split` splits them (the first `L % P` stages one
-/// more). `tests/pipeline_dp.rs` holds it to the pipeline's own ranges.
+/// only the gradients it writes (`parallel::pipeline::Pipe::written`): the range it owns
+/// ([`owned`]: stage 0 the embeddings and its blocks, a middle stage its blocks, the last
+/// its blocks and `ln_f`) and, on the last stage, its copy of the tied `wte`; the largest
+/// stage's, in `layout` (a worker's shard). `tests/pipeline_dp.rs` holds it to the
+/// pipeline's own ranges.
 fn stage_sum_floats(layout: &crate::model::ParamLayout, n_layer: usize, pp: usize) -> usize {
-    let (base, extra) = (n_layer / pp, n_layer % pp);
-    let mut start = 0;
-    (0..pp)
-        .map(|s| {
-            let (first, last) = (s == 0, s + 1 == pp);
-            let blocks = start..start + base + usize::from(s < extra);
-            start = blocks.end;
-            let from = if first {
-                0
-            } else {
-                layout.block_range(blocks.start).start
-            };
-            let to = if last {
-                layout.len
-            } else {
-                layout.block_range(blocks.end - 1).end
-            };
-            let wte = if last && !first {
+    split(n_layer, pp)
+        .iter()
+        .map(|part| {
+            let tied = if part.last && !part.first {
                 layout.tensors[0].len
             } else {
                 0
             };
-            to - from + wte
+            owned(layout, part).len() + tied
         })
         .max()
         .unwrap_or(layout.len)
