@@ -42,7 +42,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use nanodist::collective::{self, Algorithm};
+use nanodist::collective::{self, Algorithm, Comm};
 use nanodist::config::{PipeSchedule, TrainConfig};
 use nanodist::metrics::Summary;
 use nanodist::model::linear::{linear_backward, linear_forward};
@@ -663,6 +663,27 @@ fn kernel_rate(n: usize, rows: usize, c: usize, tp: usize, reps: usize) -> f64 {
     flops / secs
 }
 
+/// The mean over `n` threads side by side of the seconds `body` returns; each thread gets its
+/// endpoint of a fresh group of `n` and its own kernels at a replica's shape (`rows` tokens,
+/// `c` channels).
+fn mean_over_threads(
+    n: usize,
+    rows: usize,
+    c: usize,
+    body: impl Fn(Comm, BlockKernels) -> f64 + Sync,
+) -> f64 {
+    let body = &body;
+    let secs: Vec<f64> = std::thread::scope(|s| {
+        let hs: Vec<_> = (collective::group(n).into_iter())
+            .map(|comm| s.spawn(move || body(comm, BlockKernels::new(rows, c, 1))))
+            .collect();
+        hs.into_iter()
+            .map(|h| h.join().expect("a calibration thread panicked"))
+            .collect()
+    });
+    secs.iter().sum::<f64>() / n as f64
+}
+
 /// Seconds one synchronisation point costs `n` workers that compute up to it: `n` threads
 /// each run `points` stretches of the same compute (the attention half of a block's linear
 /// layers forward at a replica's shape, the order of the stretch between two of tensor
@@ -676,33 +697,20 @@ fn sync_cost(n: usize, base: &TrainConfig, points: usize) -> f64 {
         base.parallel.batch / n * base.model.block_size,
     );
     let run = |meet: bool| -> f64 {
-        let comms = collective::group(n);
-        let secs: Vec<f64> = std::thread::scope(|s| {
-            let hs: Vec<_> = comms
-                .into_iter()
-                .map(|mut comm| {
-                    s.spawn(move || {
-                        let mut b = BlockKernels::new(rows, c, 1);
-                        b.attention_forward(); // first touch of the buffers, untimed
-                        if meet {
-                            comm.barrier().expect("a calibration thread left");
-                        }
-                        let t0 = Instant::now();
-                        for _ in 0..points {
-                            b.attention_forward();
-                            if meet {
-                                comm.barrier().expect("a calibration thread left");
-                            }
-                        }
-                        t0.elapsed().as_secs_f64()
-                    })
-                })
-                .collect();
-            hs.into_iter()
-                .map(|h| h.join().expect("a calibration thread panicked"))
-                .collect()
-        });
-        secs.iter().sum::<f64>() / n as f64
+        mean_over_threads(n, rows, c, |mut comm, mut b| {
+            b.attention_forward(); // first touch of the buffers, untimed
+            if meet {
+                comm.barrier().expect("a calibration thread left");
+            }
+            let t0 = Instant::now();
+            for _ in 0..points {
+                b.attention_forward();
+                if meet {
+                    comm.barrier().expect("a calibration thread left");
+                }
+            }
+            t0.elapsed().as_secs_f64()
+        })
     };
     // alternated, so that a change of the host's load between runs falls on both sides
     let (alone, met) = (run(false), run(true));
@@ -727,45 +735,32 @@ fn handoff_cost(n: usize, base: &TrainConfig, stretches: usize) -> f64 {
         base.parallel.batch / n * base.model.block_size,
     );
     let run = |handed: bool| -> f64 {
-        let comms = collective::group(n);
-        let secs: Vec<f64> = std::thread::scope(|s| {
-            let hs: Vec<_> = comms
-                .into_iter()
-                .map(|mut comm| {
+        mean_over_threads(n, rows, c, |mut comm, mut b| {
+            b.backward(); // first touch of the buffers, untimed
+            comm.barrier().expect("a calibration thread left");
+            let t0 = Instant::now();
+            for _ in 0..HANDOFF_STEPS {
+                if !handed {
+                    (0..stretches).for_each(|_| b.backward());
+                    comm.barrier().expect("a calibration thread left");
+                    continue;
+                }
+                let comm = &mut comm;
+                std::thread::scope(|s| {
+                    let (tx, rx) = crossbeam::channel::unbounded::<()>();
                     s.spawn(move || {
-                        let mut b = BlockKernels::new(rows, c, 1);
-                        b.backward(); // first touch of the buffers, untimed
-                        comm.barrier().expect("a calibration thread left");
-                        let t0 = Instant::now();
-                        for _ in 0..HANDOFF_STEPS {
-                            if !handed {
-                                (0..stretches).for_each(|_| b.backward());
-                                comm.barrier().expect("a calibration thread left");
-                                continue;
-                            }
-                            let comm = &mut comm;
-                            std::thread::scope(|s| {
-                                let (tx, rx) = crossbeam::channel::unbounded::<()>();
-                                s.spawn(move || {
-                                    for () in rx {
-                                        comm.barrier().expect("a calibration thread left");
-                                    }
-                                });
-                                for _ in 0..stretches {
-                                    b.backward();
-                                    tx.send(()).expect("the communication thread is there");
-                                }
-                            });
+                        for () in rx {
+                            comm.barrier().expect("a calibration thread left");
                         }
-                        t0.elapsed().as_secs_f64()
-                    })
-                })
-                .collect();
-            hs.into_iter()
-                .map(|h| h.join().expect("a calibration thread panicked"))
-                .collect()
-        });
-        secs.iter().sum::<f64>() / n as f64
+                    });
+                    for _ in 0..stretches {
+                        b.backward();
+                        tx.send(()).expect("the communication thread is there");
+                    }
+                });
+            }
+            t0.elapsed().as_secs_f64()
+        })
     };
     // alternated, so that a change of the host's load between runs falls on both sides,
     // and the fastest of each kept: a burst of another process's work lands on one run
