@@ -10,10 +10,10 @@
 
 mod common;
 
-use common::corpus;
+use common::{run, run_from};
 use nanodist::config::{PipeSchedule, TrainConfig};
 use nanodist::parallel::pipeline;
-use nanodist::train::{self, Outcome, RunOptions, TrainState};
+use nanodist::train::TrainState;
 
 /// A model of `layers` blocks and `embd` channels, trained 4 steps on batches of 12, with a
 /// small clip so that clipping (and so the global norm's bits) matters every step.
@@ -32,18 +32,6 @@ fn with(
     (c.parallel.workers, c.parallel.pp, c.parallel.micro) = (workers, pp, micro);
     c.parallel.schedule = s;
     c
-}
-
-fn run_from(cfg: &TrainConfig, init: TrainState) -> Outcome {
-    let opts = RunOptions {
-        final_eval: false,
-        ..RunOptions::default()
-    };
-    train::train(cfg, corpus(), init, &opts, |_| Ok(())).expect("training runs")
-}
-
-fn run(cfg: &TrainConfig) -> Outcome {
-    run_from(cfg, train::initial_state(cfg))
 }
 
 fn assert_close(a: &[f32], b: &[f32], tol: f32, what: &str) {

@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::corpus;
+use common::{corpus, run, run_from};
 use nanodist::config::{PipeSchedule, TrainConfig};
 use nanodist::parallel::pipeline;
 use nanodist::train::{self, Event, Outcome, RunOptions, TrainState};
@@ -29,18 +29,6 @@ fn with(base: &TrainConfig, workers: usize, pp: usize, micro: usize, zero: u8) -
     let p = &mut c.parallel;
     (p.workers, p.pp, p.micro, p.zero) = (workers, pp, micro, zero);
     c
-}
-
-fn run_from(cfg: &TrainConfig, init: TrainState) -> Outcome {
-    let opts = RunOptions {
-        final_eval: false,
-        ..RunOptions::default()
-    };
-    train::train(cfg, corpus(), init, &opts, |_| Ok(())).expect("training runs")
-}
-
-fn run(cfg: &TrainConfig) -> Outcome {
-    run_from(cfg, train::initial_state(cfg))
 }
 
 /// The largest absolute difference between two buffers.

@@ -114,10 +114,14 @@ pub fn clipped(layers: usize, heads: usize, embd: usize) -> TrainConfig {
 
 /// Trains `cfg` in-process on the built-in corpus, without the final evaluation.
 pub fn run(cfg: &TrainConfig) -> Outcome {
+    run_from(cfg, train::initial_state(cfg))
+}
+
+/// [`run`] from the state `init` (a resumed run).
+pub fn run_from(cfg: &TrainConfig, init: train::TrainState) -> Outcome {
     let opts = RunOptions {
         final_eval: false,
         ..RunOptions::default()
     };
-    let init = train::initial_state(cfg);
     train::train(cfg, corpus(), init, &opts, |_| Ok(())).expect("training runs")
 }
