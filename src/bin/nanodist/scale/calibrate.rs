@@ -604,18 +604,7 @@ impl BlockKernels {
     /// compute between two of backward's hand-offs of buckets, as [`handoff_cost`] uses it.
     fn backward(&mut self) {
         let rows = self.rows;
-        for k in self.layers.iter_mut().rev() {
-            linear_backward(
-                &mut k.dinp,
-                &mut k.dw,
-                &k.out,
-                &k.inp,
-                &k.w,
-                rows,
-                Out::Set,
-                1,
-            );
-        }
+        self.layers.iter_mut().rev().for_each(|k| k.backward(rows));
     }
 
     /// Every layer forward, then backward (its output taken as its gradient).
@@ -623,17 +612,25 @@ impl BlockKernels {
         let rows = self.rows;
         for k in &mut self.layers {
             linear_forward(&mut k.out, &k.inp, &k.w, rows, Out::Set, 1);
-            linear_backward(
-                &mut k.dinp,
-                &mut k.dw,
-                &k.out,
-                &k.inp,
-                &k.w,
-                rows,
-                Out::Set,
-                1,
-            );
+            k.backward(rows);
         }
+    }
+}
+
+impl Kernel {
+    /// The layer's backward on `rows` rows, its output taken as its gradient.
+    fn backward(&mut self, rows: usize) {
+        let k = self;
+        linear_backward(
+            &mut k.dinp,
+            &mut k.dw,
+            &k.out,
+            &k.inp,
+            &k.w,
+            rows,
+            Out::Set,
+            1,
+        );
     }
 }
 
