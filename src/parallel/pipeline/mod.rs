@@ -195,9 +195,9 @@ impl PipeComms {
     /// The rest of a stage's buffer is zero on every replica: its sum would be zero too.
     pub fn new(pp: Comm, dp: Comm, pipe: &Pipe, cfg: &TrainConfig) -> PipeComms {
         let p = &cfg.parallel;
-        let mut dp = AllReduce::new(dp, p.allreduce, 0, p.bucket_kb, false);
         let floats = buckets::floats_for_kb(p.bucket_kb);
-        dp.plan = (pipe.written().into_iter().rev())
+        let plan = (pipe.written().into_iter().rev())
+            .filter(|r| !r.is_empty())
             .flat_map(|r| {
                 let start = r.start;
                 buckets::plan(r.len(), floats)
@@ -205,6 +205,12 @@ impl PipeComms {
                     .map(move |b| start + b.start..start + b.end)
             })
             .collect();
+        let dp = AllReduce {
+            comm: dp,
+            algorithm: p.allreduce,
+            plan,
+            overlap: false,
+        };
         PipeComms { pp, dp }
     }
 }
@@ -331,17 +337,17 @@ impl Pipe {
         &self.parts[self.stage]
     }
 
-    /// The ranges of the gradient buffer this stage writes, in layout order: its own
-    /// ([`owned`]), after the tied `wte` on the last stage of P > 1 (stage 0's own range
-    /// begins with `wte`). The rest of the buffer stays zero.
-    pub fn written(&self) -> Vec<Range<usize>> {
+    /// The ranges of the gradient buffer this stage writes, in layout order: the tied `wte`
+    /// on the last stage of P > 1 (empty elsewhere: stage 0's own range begins with `wte`),
+    /// then its own ([`owned`]). The rest of the buffer stays zero.
+    pub fn written(&self) -> [Range<usize>; 2] {
         let (layout, part) = (&self.model.layout, self.part());
-        let mine = owned(layout, part);
-        if part.last && !part.first {
-            vec![wte_range(layout), mine]
+        let tied = if part.last && !part.first {
+            wte_range(layout)
         } else {
-            vec![mine]
-        }
+            0..0
+        };
+        [tied, owned(layout, part)]
     }
 
     /// Every stage's owned range, by stage.
