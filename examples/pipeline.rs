@@ -63,6 +63,7 @@ fn main() -> Result<(), Error> {
                     let label = match sp.phase {
                         Phase::StageForward(m) => format!("F{m}"),
                         Phase::StageBackward(m) => format!("B{m}"),
+                        Phase::StageWeight(m) => format!("W{m}"),
                         _ => return None,
                     };
                     Some(format!(

@@ -304,14 +304,19 @@ pub enum PipeSchedule {
     /// One forward, one backward (PipeDream-flush): at most P activations alive per stage.
     #[serde(rename = "1f1b")]
     OneFOneB,
+    /// 1F1B with each backward split into B (input gradient) and W (weight gradients),
+    /// W's filling the stage's waits (zero bubble): one more micro-batch alive per stage.
+    #[serde(rename = "zb")]
+    ZeroBubble,
 }
 
 impl PipeSchedule {
-    /// Its name on the command line: `gpipe` or `1f1b`.
+    /// Its name on the command line: `gpipe`, `1f1b` or `zb`.
     pub fn name(self) -> &'static str {
         match self {
             PipeSchedule::GPipe => "gpipe",
             PipeSchedule::OneFOneB => "1f1b",
+            PipeSchedule::ZeroBubble => "zb",
         }
     }
 }
@@ -323,8 +328,9 @@ impl std::str::FromStr for PipeSchedule {
         match s {
             "gpipe" => Ok(PipeSchedule::GPipe),
             "1f1b" => Ok(PipeSchedule::OneFOneB),
+            "zb" => Ok(PipeSchedule::ZeroBubble),
             _ => Err(Error::Config(format!(
-                "--schedule {s} is not a pipeline schedule: use gpipe or 1f1b"
+                "--schedule {s} is not a pipeline schedule: use gpipe, 1f1b or zb"
             ))),
         }
     }
@@ -724,6 +730,14 @@ impl TrainConfig {
             ));
         }
         let layout = crate::parallel::grid::Layout::new(p.workers, p.tp.max(1), p.pp)?;
+        if p.schedule == PipeSchedule::ZeroBubble && p.tp > 1 {
+            return cfg(format!(
+                "--schedule zb with --tp {}: the split backward (input gradient, then weight \
+                 gradients) of a tensor-parallel stage is not built: use --schedule 1f1b with \
+                 --tp, or zb with --tp 1",
+                p.tp
+            ));
+        }
         if p.accum > 1 {
             return cfg(format!(
                 "--accum {} with --pp {}: a pipeline accumulates over its micro-batches \

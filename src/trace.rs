@@ -48,8 +48,11 @@ pub enum Phase {
     },
     /// A pipeline stage's forward of micro-batch `m` through its blocks.
     StageForward(usize),
-    /// A pipeline stage's backward of micro-batch `m` through its blocks.
+    /// A pipeline stage's backward of micro-batch `m` through its blocks (under `zb`, the
+    /// input gradient only).
     StageBackward(usize),
+    /// A pipeline stage's weight gradients of micro-batch `m` (`--schedule zb`).
+    StageWeight(usize),
     /// A pipeline stage's whole schedule of one step, from the stages' common start to
     /// their common end: the window its bubble is measured in (it encloses the stage's
     /// forwards, backwards and waits, and is not itself a box on the timeline).
@@ -87,6 +90,7 @@ impl Phase {
             Phase::Tensor { layer, op } => format!("tp {op} layer {layer}"),
             Phase::StageForward(m) => format!("forward m{m}"),
             Phase::StageBackward(m) => format!("backward m{m}"),
+            Phase::StageWeight(m) => format!("weight gradients m{m}"),
             Phase::Pipeline => "pipeline schedule".into(),
             Phase::ReduceScatter(b) => format!("reduce-scatter bucket {b}"),
             Phase::AllGather(b) => format!("all-gather {b}"),

@@ -1,8 +1,9 @@
 //! Pipeline parallelism proves its equivalences.
 //!
-//! - `--deterministic`: P stages x M micro-batches (GPipe or 1F1B) end with the same bits as
-//!   one worker with `--accum M`, and DP x PP replicas as data parallelism alone;
-//! - default mode: the same within float tolerance, the gradient norm of every step too;
+//! - `--deterministic`: P stages x M micro-batches (GPipe, 1F1B or zero bubble) end with the
+//!   same bits as one worker with `--accum M`, and DP x PP replicas as data parallelism alone;
+//! - default mode: the same within float tolerance, the gradient norm of every step too; and
+//!   zero bubble, whose W's run whenever a stage would wait, the same bits as 1F1B;
 //! - a pipeline's checkpoint state is the whole model: it resumes at another layout;
 //! - 1F1B holds at most P/M of GPipe's activations on every stage.
 //!
@@ -45,7 +46,11 @@ fn assert_close(a: &[f32], b: &[f32], tol: f32, what: &str) {
     assert!(worst <= tol, "{what}: largest difference {worst:e} at {at}");
 }
 
-const BOTH: [PipeSchedule; 2] = [PipeSchedule::GPipe, PipeSchedule::OneFOneB];
+const ALL: [PipeSchedule; 3] = [
+    PipeSchedule::GPipe,
+    PipeSchedule::OneFOneB,
+    PipeSchedule::ZeroBubble,
+];
 
 #[test]
 fn deterministic_pipelines_equal_one_worker_bit_for_bit() {
@@ -59,7 +64,7 @@ fn deterministic_pipelines_equal_one_worker_bit_for_bit() {
             one.parallel.accum = micro;
             let one = run(&one);
             for pp in [2, 4] {
-                for s in BOTH {
+                for s in ALL {
                     let p = run(&with(&base, pp, pp, micro, s));
                     let what = format!("L={layers} C={embd} --pp {pp} --micro {micro} {s:?}");
                     assert_eq!(p.summary.param_hash, one.summary.param_hash, "{what}");
@@ -79,7 +84,7 @@ fn deterministic_replicated_pipelines_equal_data_parallelism() {
     let mut base = tiny(4, 32);
     base.parallel.deterministic = true;
     let dp = run(&with(&base, 2, 1, 1, PipeSchedule::GPipe));
-    for s in BOTH {
+    for s in ALL {
         let both = run(&with(&base, 4, 2, 2, s));
         assert_eq!(both.summary.param_hash, dp.summary.param_hash, "{s:?}");
     }
@@ -94,7 +99,7 @@ fn default_mode_pipelines_match_within_float_tolerance() {
         let mut one = with(&base, workers / pp, 1, 1, PipeSchedule::GPipe);
         one.parallel.accum = micro;
         let one = run(&one);
-        for s in BOTH {
+        for s in ALL {
             let p = run(&with(&base, workers, pp, micro, s));
             let what = format!("--workers {workers} --pp {pp} --micro {micro} {s:?}");
             // the tied wte's two parts are added once per step instead of per micro-batch:
@@ -110,6 +115,24 @@ fn default_mode_pipelines_match_within_float_tolerance() {
                 );
                 assert!((a.loss - b.loss).abs() < 1e-5, "{what}: loss");
             }
+        }
+    }
+}
+
+/// zb runs 1F1B's forwards and backwards with the blocks' weight gradients split off and
+/// run later, whenever a stage would wait: the same products on the same bits, added to each
+/// tensor in the same micro-batch order, so the same model bit for bit without
+/// `--deterministic` too, however the W's fall in time.
+#[test]
+fn zero_bubble_equals_one_f_one_b_bit_for_bit() {
+    for (layers, workers, pp, micro) in [(4, 2, 2, 6), (4, 4, 4, 3), (5, 4, 2, 3)] {
+        let base = tiny(layers, 32);
+        let o = run(&with(&base, workers, pp, micro, PipeSchedule::OneFOneB));
+        let z = run(&with(&base, workers, pp, micro, PipeSchedule::ZeroBubble));
+        let what = format!("L={layers} --workers {workers} --pp {pp} --micro {micro}");
+        assert_eq!(z.summary.param_hash, o.summary.param_hash, "{what}");
+        for (a, b) in z.rows.iter().zip(&o.rows) {
+            assert_eq!(a.grad_norm, b.grad_norm, "{what}: step {}", a.step);
         }
     }
 }
@@ -147,6 +170,48 @@ fn one_f_one_b_holds_at_most_p_over_m_of_gpipe_activations() {
                 "P={pp} M={micro} stage {s}: {o:?} {g:?}"
             );
         }
+    }
+}
+
+/// zb keeps one micro-batch more than 1F1B alive (until its W), and the output gradients
+/// its W's read (9C floats a row a block, about half a micro-batch's activations again):
+/// more than 1F1B, and less than GPipe where M is well past P + 1.
+#[test]
+fn zero_bubble_holds_between_one_f_one_b_and_gpipe() {
+    let base = tiny(4, 32);
+    for (pp, micro) in [(2, 6), (4, 8), (2, 12)] {
+        let bytes = |s| pipeline::peak_activation_bytes(&with(&base, pp, pp, micro, s));
+        let (g, o) = (bytes(PipeSchedule::GPipe), bytes(PipeSchedule::OneFOneB));
+        let z = bytes(PipeSchedule::ZeroBubble);
+        for s in 0..pp {
+            assert!(
+                o[s] < z[s] && z[s] < g[s],
+                "P={pp} M={micro} stage {s}: {o:?} {z:?} {g:?}"
+            );
+        }
+    }
+}
+
+/// A zb run draws its W boxes, one per micro-batch per stage, and records its own theory.
+#[test]
+fn a_zero_bubble_run_records_its_weight_gradients() {
+    let cfg = with(&tiny(4, 32), 2, 2, 4, PipeSchedule::ZeroBubble);
+    let out = run(&cfg);
+    let f = pipeline::figures(&cfg, &out.tracks);
+    assert_eq!(f.schedule, "zb");
+    assert!(
+        (f.bubble_theory - 1.0 / 13.0).abs() < 1e-12,
+        "{}",
+        f.bubble_theory
+    );
+    for spans in &out.tracks {
+        let count = |prefix: &str| {
+            (spans.iter())
+                .filter(|s| s.step == 1 && s.phase.name().starts_with(prefix))
+                .count()
+        };
+        assert_eq!(count("weight gradients m"), 4);
+        assert_eq!(count("backward m"), 4);
     }
 }
 
@@ -188,6 +253,10 @@ fn bad_pipeline_layouts_are_refused_in_one_line() {
     c.parallel.accum = 2;
     let e = err(c);
     assert!(e.contains("--accum 2") && e.contains("--micro 4"), "{e}");
+    let mut c = with(&base, 4, 2, 2, PipeSchedule::ZeroBubble);
+    c.parallel.tp = 2;
+    let e = err(c);
+    assert!(e.contains("--schedule zb") && e.contains("--tp 2"), "{e}");
     for e in [
         err(with(&base, 8, 8, 1, PipeSchedule::GPipe)),
         err(with(&base, 2, 2, 5, PipeSchedule::GPipe)),

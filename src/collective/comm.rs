@@ -365,6 +365,14 @@ impl Comm {
         r
     }
 
+    /// Whether a message from worker `from` has arrived, so that [`Comm::recv`] would not
+    /// wait for it: a pipeline stage asks before it waits, and does other work if not
+    /// (MPI's `MPI_Iprobe`).
+    pub fn probe(&self, from: usize) -> bool {
+        self.local_only("probe");
+        self.ep.probe(from)
+    }
+
     /// Waits until every worker has called `barrier`.
     pub fn barrier(&mut self) -> Result<(), CommError> {
         self.ep.barrier()?;

@@ -201,6 +201,12 @@ impl Endpoint {
         Ok(())
     }
 
+    /// Whether a message from worker `from` is waiting, so that [`Endpoint::recv`] would
+    /// not block (MPI's `MPI_Iprobe`).
+    pub fn probe(&self, from: usize) -> bool {
+        !self.from[from].is_empty()
+    }
+
     /// Moves `value` to worker `to` (which takes it with [`Endpoint::recv_value`]).
     pub fn send_value<V: Any + Send>(&mut self, to: usize, value: V) -> Result<(), CommError> {
         self.post(to, Box::new(value))

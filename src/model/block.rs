@@ -17,7 +17,7 @@ use super::attention::{
 };
 use super::gelu::{gelu_backward, gelu_forward};
 use super::layernorm::{layernorm_backward, layernorm_forward};
-use super::linear::{linear_backward, linear_forward, linear_weight_grad};
+use super::linear::{linear_forward, linear_input_grad, linear_weight_grad};
 use super::matmul::Out;
 use super::workspace::{BlockActs, Scratch};
 
@@ -103,8 +103,60 @@ pub(crate) fn block_forward(
     linear_forward(&mut a.x_out, &a.fcg, w.mlp_proj, n, Out::Add, threads);
 }
 
+/// The output gradients of a block's four matrix products, kept by a backward that leaves
+/// the weight gradients for later ([`block_backward`] with `later`): all
+/// [`block_weight_grads`] needs besides the block's activations. A zero-bubble pipeline
+/// schedule runs that second half when its stage would otherwise wait (see
+/// `parallel::pipeline::schedule`).
+#[derive(Clone, Debug)]
+pub struct BlockDouts {
+    /// (N,3C) d loss / d qkv, the output of c_attn
+    pub(crate) qkv: Vec<f32>,
+    /// (N,C) d loss / d x_mid, the output of attn.c_proj
+    pub(crate) attn_proj: Vec<f32>,
+    /// (N,4C) d loss / d fch, the output of c_fc
+    pub(crate) fc: Vec<f32>,
+    /// (N,C) d loss / d x_out, the output of mlp.c_proj
+    pub(crate) mlp_proj: Vec<f32>,
+}
+
+impl BlockDouts {
+    /// Buffers for `n` rows of `c` channels.
+    pub(crate) fn new(n: usize, c: usize) -> Self {
+        BlockDouts {
+            qkv: vec![0.0; n * 3 * c],
+            attn_proj: vec![0.0; n * c],
+            fc: vec![0.0; n * 4 * c],
+            mlp_proj: vec![0.0; n * c],
+        }
+    }
+
+    /// Floats held: 9C per row.
+    pub(crate) fn len(&self) -> usize {
+        self.qkv.len() + self.attn_proj.len() + self.fc.len() + self.mlp_proj.len()
+    }
+}
+
+/// A weight gradient now, `dw += dout^T @ inp`, or, with `keep`, a copy of `dout` for
+/// [`block_weight_grads`] to use later (the same product on the same bits then).
+fn weight_grad(
+    dw: &mut [f32],
+    dout: &[f32],
+    inp: &[f32],
+    keep: Option<&mut Vec<f32>>,
+    n: usize,
+    threads: usize,
+) {
+    match keep {
+        Some(k) => k.copy_from_slice(dout),
+        None => linear_weight_grad(dw, dout, inp, n, threads),
+    }
+}
+
 /// Backward through one block: on entry `d.dres` holds d loss / d x_out, on exit d loss / d x_in.
-/// Accumulates the block's parameter gradients into `g`.
+/// Accumulates the block's parameter gradients into `g`; with `later`, only its layer
+/// norms', and the four products' output gradients go to `later` for
+/// [`block_weight_grads`] (the split backward of zero-bubble schedules: "B" here, "W" there).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn block_backward(
     g: BlockTensors<&mut [f32]>,
@@ -114,32 +166,19 @@ pub(crate) fn block_backward(
     w: &BlockTensors<&[f32]>,
     s: AttnShape,
     threads: usize,
+    mut later: Option<&mut BlockDouts>,
 ) {
     let n = s.b * s.t;
     // x_out = x_mid + fcg @ mlp_proj^T: the residual passes dres through to x_mid unchanged
-    linear_backward(
-        &mut d.dfc,
-        g.mlp_proj,
-        &d.dres,
-        &a.fcg,
-        w.mlp_proj,
-        n,
-        Out::Set,
-        threads,
-    );
+    linear_input_grad(&mut d.dfc, &d.dres, w.mlp_proj, n, Out::Set, threads);
+    let k = later.as_deref_mut().map(|l| &mut l.mlp_proj);
+    weight_grad(g.mlp_proj, &d.dres, &a.fcg, k, n, threads);
     // fcg = gelu(fch): dfc holds d fcg on entry, d fch on exit
     gelu_backward(&mut d.dfc, &a.fch, threads);
     // fch = ln2 @ c_fc^T
-    linear_backward(
-        &mut d.dln,
-        g.c_fc,
-        &d.dfc,
-        &a.ln2,
-        w.c_fc,
-        n,
-        Out::Set,
-        threads,
-    );
+    linear_input_grad(&mut d.dln, &d.dfc, w.c_fc, n, Out::Set, threads);
+    let k = later.as_deref_mut().map(|l| &mut l.fc);
+    weight_grad(g.c_fc, &d.dfc, &a.ln2, k, n, threads);
     // ln2 = ln_2(x_mid): add this branch's gradient to the residual's; dres is now d x_mid
     let (mean, rstd) = (&a.ln2_mean, &a.ln2_rstd);
     layernorm_backward(
@@ -155,7 +194,8 @@ pub(crate) fn block_backward(
 
     // x_mid = x_in + atty @ attn_proj^T; datty head-major, as attention's backward reads it
     proj_backward_heads(&mut d.datty, &d.dres, w.attn_proj, s, threads);
-    linear_weight_grad(g.attn_proj, &d.dres, &a.atty, n, threads);
+    let k = later.as_deref_mut().map(|l| &mut l.attn_proj);
+    weight_grad(g.attn_proj, &d.dres, &a.atty, k, n, threads);
     // atty = attention(qkv)
     attention_backward(
         &mut d.dqkv,
@@ -167,16 +207,9 @@ pub(crate) fn block_backward(
         threads,
     );
     // qkv = ln1 @ c_attn^T (stored head-major; its gradient dqkv is (N,3C), the plain layout)
-    linear_backward(
-        &mut d.dln,
-        g.c_attn,
-        &d.dqkv,
-        &a.ln1,
-        w.c_attn,
-        n,
-        Out::Set,
-        threads,
-    );
+    linear_input_grad(&mut d.dln, &d.dqkv, w.c_attn, n, Out::Set, threads);
+    let k = later.map(|l| &mut l.qkv);
+    weight_grad(g.c_attn, &d.dqkv, &a.ln1, k, n, threads);
     // ln1 = ln_1(x_in); dres is now d x_in
     let (mean, rstd) = (&a.ln1_mean, &a.ln1_rstd);
     layernorm_backward(
@@ -189,4 +222,19 @@ pub(crate) fn block_backward(
         rstd,
         threads,
     );
+}
+
+/// The weight gradients [`block_backward`] left in `kept`: the four products
+/// `dw += dout^T @ inp`, each on the bits the backward would have used.
+pub(crate) fn block_weight_grads(
+    g: BlockTensors<&mut [f32]>,
+    a: &BlockActs,
+    kept: &BlockDouts,
+    n: usize,
+    threads: usize,
+) {
+    linear_weight_grad(g.mlp_proj, &kept.mlp_proj, &a.fcg, n, threads);
+    linear_weight_grad(g.c_fc, &kept.fc, &a.ln2, n, threads);
+    linear_weight_grad(g.attn_proj, &kept.attn_proj, &a.atty, n, threads);
+    linear_weight_grad(g.c_attn, &kept.qkv, &a.ln1, n, threads);
 }

@@ -200,6 +200,7 @@ impl Gpt {
                 &w,
                 s,
                 threads,
+                None,
             );
             grads.finished(range.start);
         }

@@ -54,17 +54,33 @@ pub fn linear_backward(
     assert_eq!(dinp.len(), n * fan_in);
     assert_eq!(w.len(), fan_out * fan_in);
     assert_eq!(dw.len(), fan_out * fan_in);
-    let dout_m = Mat::dense(dout, n, fan_out);
+    linear_input_grad(dinp, dout, w, n, dinp_mode, threads);
+    linear_weight_grad(dw, dout, inp, n, threads);
+}
+
+/// Writes (`Out::Set`) or accumulates (`Out::Add`) `dinp (N,IN)` from `dout (N,OUT)`: the
+/// input's half of [`linear_backward`].
+pub fn linear_input_grad(
+    dinp: &mut [f32],
+    dout: &[f32],
+    w: &[f32],
+    n: usize,
+    dinp_mode: Out,
+    threads: usize,
+) {
+    let (fan_in, fan_out) = (dinp.len() / n, dout.len() / n);
+    assert_eq!(dinp.len(), n * fan_in);
+    assert_eq!(dout.len(), n * fan_out);
+    assert_eq!(w.len(), fan_out * fan_in);
     // forward: out = inp @ w^T  =>  dinp (+)= dout @ w      (N,OUT) @ (OUT,IN)
     matmul(
         MatMut::dense(dinp, n, fan_in),
-        dout_m,
+        Mat::dense(dout, n, fan_out),
         Mat::dense(w, fan_out, fan_in),
         dinp_mode,
         1.0,
         threads,
     );
-    linear_weight_grad(dw, dout, inp, n, threads);
 }
 
 /// Accumulates `dw (OUT,IN)` from `dout (N,OUT)` and `inp (N,IN)`: the weight's half of

@@ -29,7 +29,7 @@ mod workspace;
 
 pub use gpt::{Gpt, GradSink};
 pub use layout::{ParamLayout, TensorInfo};
-pub use stage::{owned, split, StagePart};
+pub use stage::{owned, split, Deferred, StagePart};
 pub use workspace::Workspace;
 
 /// Rows per parallel task, so that `threads` tasks cover `rows` rows.

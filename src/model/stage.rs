@@ -24,7 +24,9 @@
 
 use std::ops::Range;
 
-use super::block::{block_backward, block_forward, block_grads, block_weights};
+use super::block::{
+    block_backward, block_forward, block_grads, block_weight_grads, block_weights, BlockDouts,
+};
 use super::embedding::{encoder_backward, encoder_forward};
 use super::{Gpt, ParamLayout, Workspace};
 use crate::config::ModelConfig;
@@ -88,6 +90,33 @@ pub fn owned(layout: &ParamLayout, part: &StagePart) -> Range<usize> {
         layout.block_range(part.layers.end - 1).end
     };
     start..end
+}
+
+/// What a split backward ([`Gpt::stage_backward_input`]) keeps for the stage's weight
+/// gradients ([`Gpt::stage_weight_grads`]): the output gradients of each block's four
+/// matrix products, 9C floats a row. With the block's activations, which the micro-batch's
+/// workspace still holds, they are all the weight gradients need.
+#[derive(Clone, Debug)]
+pub struct Deferred {
+    blocks: Vec<BlockDouts>,
+}
+
+impl Deferred {
+    /// Buffers for a stage running `part` on batches of `batch` sequences of `seq_len`.
+    pub fn for_stage(cfg: &ModelConfig, part: &StagePart, batch: usize, seq_len: usize) -> Self {
+        let n = batch * seq_len;
+        Deferred {
+            blocks: (part.layers.clone())
+                .map(|_| BlockDouts::new(n, cfg.n_embd))
+                .collect(),
+        }
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        let floats: usize = self.blocks.iter().map(BlockDouts::len).sum();
+        floats * std::mem::size_of::<f32>()
+    }
 }
 
 impl Workspace {
@@ -228,6 +257,51 @@ impl Gpt {
         grad_scale: f32,
         grads: &mut [f32],
     ) {
+        self.stage_backward_split(ws, part, grad_scale, grads, None);
+    }
+
+    /// [`Gpt::stage_backward`] without the blocks' four weight gradients each (`c_attn`,
+    /// `attn.c_proj`, `c_fc`, `mlp.c_proj`): the input gradient the previous stage waits
+    /// for, sooner. What those products need is kept in `later`; [`Gpt::stage_weight_grads`]
+    /// adds them to `grads` afterwards, with the same bits as the whole backward. (The zero-bubble
+    /// schedule's "B"; the head's and the embedding's gradients are small and stay here.)
+    pub fn stage_backward_input(
+        &self,
+        ws: &mut Workspace,
+        part: &StagePart,
+        grad_scale: f32,
+        grads: &mut [f32],
+        later: &mut Deferred,
+    ) {
+        self.stage_backward_split(ws, part, grad_scale, grads, Some(later));
+    }
+
+    /// ACCUMULATES into `grads` the weight gradients [`Gpt::stage_backward_input`] left in
+    /// `kept`, from the activations `ws` still holds for the same micro-batch (the schedule's
+    /// "W": no message waits for it, so it can fill a stage's idle time).
+    pub fn stage_weight_grads(
+        &self,
+        ws: &Workspace,
+        part: &StagePart,
+        grads: &mut [f32],
+        kept: &Deferred,
+    ) {
+        let (c, n, threads) = (self.cfg.n_embd, ws.b * ws.t, ws.threads);
+        assert_eq!(kept.blocks.len(), part.layers.len(), "kept by this stage");
+        for (i, l) in part.layers.clone().enumerate() {
+            let g = block_grads(&mut grads[self.layout.block_range(l)], c);
+            block_weight_grads(g, &ws.blocks[i], &kept.blocks[i], n, threads);
+        }
+    }
+
+    fn stage_backward_split(
+        &self,
+        ws: &mut Workspace,
+        part: &StagePart,
+        grad_scale: f32,
+        grads: &mut [f32],
+        mut later: Option<&mut Deferred>,
+    ) {
         let (c, threads) = (self.cfg.n_embd, ws.threads);
         assert_eq!(
             grads.len(),
@@ -253,6 +327,7 @@ impl Gpt {
                 &ws.blocks[i - 1].x_out
             };
             let w = block_weights(&p[range.clone()], c);
+            let keep = later.as_deref_mut().map(|k| &mut k.blocks[i]);
             block_backward(
                 block_grads(&mut grads[range], c),
                 d,
@@ -261,6 +336,7 @@ impl Gpt {
                 &w,
                 s,
                 threads,
+                keep,
             );
         }
         if part.first {

@@ -55,8 +55,8 @@ pub struct TrainArgs {
     /// gradient accumulation; use it instead of --accum with --pp) [default: 1].
     #[arg(long, value_name = "M")]
     pub micro: Option<usize>,
-    /// Pipeline schedule: all forwards then all backwards, or one forward one backward
-    /// [default: gpipe].
+    /// Pipeline schedule: all forwards then all backwards, one forward one backward, or
+    /// 1F1B with the weight gradients filling the waits (zero bubble) [default: gpipe].
     #[arg(long, value_parser = schedule_parser())]
     pub schedule: Option<PipeSchedule>,
     /// Seed for weights, batches and the built-in corpus [default: 1337].
@@ -152,11 +152,13 @@ pub fn algorithm_parser() -> impl TypedValueParser<Value = Algorithm> {
     PossibleValuesParser::new(names).try_map(|name| name.parse::<Algorithm>())
 }
 
-/// Parses a pipeline schedule's name (`gpipe`, `1f1b`), listing both in `--help`.
+/// Parses a pipeline schedule's name (`gpipe`, `1f1b`, `zb`), listing them in `--help`.
 pub fn schedule_parser() -> impl TypedValueParser<Value = PipeSchedule> {
     let names = [
         PossibleValue::new("gpipe").help("all forwards, then all backwards"),
         PossibleValue::new("1f1b").help("one forward, one backward: at most P micro-batches alive"),
+        PossibleValue::new("zb")
+            .help("1F1B with weight gradients split off to fill the waits (zero bubble)"),
     ];
     PossibleValuesParser::new(names).try_map(|name| name.parse::<PipeSchedule>())
 }

@@ -70,6 +70,12 @@ fn look(phase: Phase) -> Look {
         // a pipeline stage's micro-batches: the classic diagram's F m / B m boxes
         Phase::StageForward(_) => ("forward of micro-batch m", "#4e79a7", "white", 11),
         Phase::StageBackward(_) => ("backward of micro-batch m", "#f28e2b", "white", 12),
+        Phase::StageWeight(_) => (
+            "weight gradients of micro-batch m",
+            "#ffbe7d",
+            "#222222",
+            12,
+        ),
         Phase::Pipeline => ("pipeline schedule", "#ffffff", "#222222", 13),
         // ZeRO's collectives: the reduce-scatter in the all-reduce's greens, gathers in teal
         Phase::ReduceScatter(b) if b % 2 == 1 => ("reduce-scatter", "#8cc97a", "#1d3d17", 14),
@@ -103,6 +109,7 @@ fn short_label(phase: Phase) -> String {
         Phase::Tensor { layer, .. } => format!("L{layer}"),
         Phase::StageForward(m) => format!("F{m}"),
         Phase::StageBackward(m) => format!("B{m}"),
+        Phase::StageWeight(m) => format!("W{m}"),
         other => look(other).name.into(),
     }
 }

@@ -10,11 +10,13 @@
 //!               (each replica trains on its half of the batch: B/2 sequences in 4 micro-batches)
 //!
 //!   one step on a stage:
-//!     for action in schedule::actions(gpipe | 1f1b, P, s, M):     (see `schedule`)
+//!     for action in schedule::actions(gpipe | 1f1b | zb, P, s, M):     (see `schedule`)
 //!       Forward(m):  recv x from s-1 (stage 0: embed tokens) -> blocks -> send x to s+1
 //!                    (last stage: ln_f, head, loss)
 //!       Backward(m): recv dx from s+1 (last: from the loss) -> blocks backward -> send dx to s-1
-//!                    my parameters' gradients += ...
+//!                    my parameters' gradients += ...   (zb: all but the blocks' products')
+//!       Weight(m):   (zb) the blocks' products' weight gradients += ...; and before a recv
+//!                    whose message has not come (`Comm::probe`), the oldest pending W's
 //!     all-reduce my gradients over `dp` (the same stage in the other replicas)
 //!     tied wte: stage 0 and stage P-1 add their two parts (the embedding group)
 //!     global gradient norm: a chain of partial sums of squares, stage 0 -> P-1
@@ -50,10 +52,11 @@ use std::ops::Range;
 use serde::Serialize;
 
 use crate::collective::{Comm, CommError};
+use crate::config::PipeSchedule;
 use crate::config::TrainConfig;
 use crate::data::sampler;
 use crate::error::Error;
-use crate::model::{Gpt, ParamLayout, StagePart, Workspace};
+use crate::model::{Deferred, Gpt, ParamLayout, StagePart, Workspace};
 use crate::optim::{clip_factor, lr_at, sum_of_squares, AdamW, NORM_CHUNK};
 use crate::parallel::buckets;
 use crate::parallel::data_parallel::{gone, AllReduce};
@@ -112,6 +115,13 @@ pub fn peak_activation_bytes(cfg: &TrainConfig) -> Vec<usize> {
             } else {
                 Workspace::for_stage(&cfg.model, part, rows, t).activation_bytes(part)
             };
+            // zb: and the output gradients its weight gradients read, kept from B to W
+            let one = one
+                + if p.schedule == PipeSchedule::ZeroBubble {
+                    Deferred::for_stage(&cfg.model, part, rows, t).bytes()
+                } else {
+                    0
+                };
             let acts = schedule::actions(p.schedule, p.pp, s, p.micro);
             one * schedule::max_in_flight(&acts)
         })
@@ -119,9 +129,11 @@ pub fn peak_activation_bytes(cfg: &TrainConfig) -> Vec<usize> {
 }
 
 /// One micro-batch's activations on a stage: one workspace of all its rows, or, in
-/// deterministic mode, one per sequence (each sequence's gradient is formed alone).
+/// deterministic mode, one per sequence (each sequence's gradient is formed alone); under
+/// `zb` each piece's [`Deferred`] output gradients too, from its B to its W.
 struct Slot {
     pieces: Vec<Workspace>,
+    later: Vec<Deferred>,
 }
 
 /// A pipeline stage's training state and buffers, allocated once.
@@ -149,6 +161,11 @@ pub struct Pipe {
     slot_of: Vec<Option<usize>>,
     /// This stage's actions of every step.
     actions: Vec<Action>,
+    /// `zb`: backwards leave the blocks' weight gradients to [`Action::Weight`]s; the
+    /// micro-batches `w_next..b_done` have had their B and wait for their W.
+    split: bool,
+    w_next: usize,
+    b_done: usize,
     /// Sequences per micro-batch, and rows per piece (1 in deterministic mode).
     per_micro: usize,
     rows: usize,
@@ -237,11 +254,16 @@ impl Pipe {
         let rows = if exact { 1 } else { per_micro };
         let actions = schedule::actions(p.schedule, stages, stage, p.micro);
         let t = cfg.model.block_size;
+        let split = p.schedule == PipeSchedule::ZeroBubble;
+        // (a tensor-parallel stage keeps its activations in `tensor` instead)
+        let pieces = if p.tp > 1 { 0 } else { per_micro / rows };
         let slots = (0..schedule::max_in_flight(&actions))
             .map(|_| Slot {
-                // (a tensor-parallel stage keeps its activations in `tensor` instead)
-                pieces: (0..if p.tp > 1 { 0 } else { per_micro / rows })
+                pieces: (0..pieces)
                     .map(|_| Workspace::for_stage(&cfg.model, &part, rows, t))
+                    .collect(),
+                later: (0..if split { pieces } else { 0 })
+                    .map(|_| Deferred::for_stage(&cfg.model, &part, rows, t))
                     .collect(),
             })
             .collect::<Vec<_>>();
@@ -264,6 +286,9 @@ impl Pipe {
             acc: if exact { vec![0; n] } else { Vec::new() },
             update_layout,
             actions,
+            split,
+            w_next: 0,
+            b_done: 0,
             per_micro,
             rows,
             inputs: vec![0; rows * t],
@@ -396,10 +421,25 @@ impl Pipe {
             .map_err(gone(step))?;
         let mut loss = 0.0f32;
         let start_us = obs.clock().map(|c| c.now_us());
+        (self.w_next, self.b_done) = (0, 0);
+        let (s, first, last) = (self.stage, self.part().first, self.part().last);
         for a in 0..self.actions.len() {
             match self.actions[a] {
-                Action::Forward(m) => self.forward(m, cfg, batch, comms, obs, &mut loss)?,
-                Action::Backward(m) => self.backward(m, scale, batch, comms, obs)?,
+                Action::Forward(m) => {
+                    if !first {
+                        self.weights_while_waiting(s - 1, step, comms, obs)?;
+                    }
+                    self.forward(m, cfg, batch, comms, obs, &mut loss)?
+                }
+                Action::Backward(m) => {
+                    if !last {
+                        self.weights_while_waiting(s + 1, step, comms, obs)?;
+                    }
+                    self.backward(m, scale, batch, comms, obs)?
+                }
+                // (unless it ran sooner, in a wait)
+                Action::Weight(m) if m >= self.w_next => self.weights(m, step, comms, obs)?,
+                Action::Weight(_) => {}
             }
         }
         obs.time(Phase::Wait, step, || comms.pp.barrier())
@@ -629,7 +669,7 @@ impl Pipe {
         let slot = self.slot(Action::Backward(m));
         let (s, part) = (self.stage, &self.parts[self.stage]);
         let last_stage = self.stages - 1;
-        let pieces = &mut self.slots[slot].pieces;
+        let Slot { pieces, later } = &mut self.slots[slot];
         let exact = !self.acc.is_empty();
         let handoff = exact && self.stages > 1;
         let wte = wte_range(&self.model.layout);
@@ -657,7 +697,10 @@ impl Pipe {
                     // one worker's wte gradient of this sequence starts as the head's part
                     grads[wte.clone()].copy_from_slice(&wte_parts[j]);
                 }
-                model.stage_backward(ws, part, scale, grads);
+                match later.get_mut(j) {
+                    Some(keep) => model.stage_backward_input(ws, part, scale, grads, keep),
+                    None => model.stage_backward(ws, part, scale, grads),
+                }
                 if handoff && part.last {
                     wte_parts[j].copy_from_slice(&grads[wte.clone()]);
                     grads[wte.clone()].fill(0.0);
@@ -691,13 +734,71 @@ impl Pipe {
                 comms.pp.send(0, w).map_err(gone(step))?;
             }
         }
+        if self.split {
+            self.b_done = m + 1;
+        }
+        Ok(())
+    }
+
+    /// `zb`: micro-batch `m`'s weight gradients on this stage (its [`Action::Weight`]): the
+    /// products [`Gpt::stage_backward_input`] left, added to `grads` in micro-batch order
+    /// (or, in deterministic mode, each piece's into the exact sum `acc`). Its slot is free
+    /// afterwards.
+    fn weights(
+        &mut self,
+        m: usize,
+        step: usize,
+        comms: &PipeComms,
+        obs: &mut impl Observer,
+    ) -> Result<(), Error> {
+        debug_assert_eq!(m, self.w_next, "W's run in micro-batch order");
+        let slot = self.slot(Action::Weight(m));
+        let (model, part) = (&self.model, &self.parts[self.stage]);
+        let Slot { pieces, later } = &self.slots[slot];
+        let (grads, acc) = (&mut self.grads, &mut self.acc);
+        let mine = owned(&model.layout, part);
+        let ok = obs.time(Phase::StageWeight(m), step, || {
+            pieces.iter().zip(later).all(|(ws, kept)| {
+                model.stage_weight_grads(ws, part, grads, kept);
+                acc.is_empty()
+                    || fixed_point::accumulate_and_zero(
+                        &mut acc[mine.clone()],
+                        &mut grads[mine.clone()],
+                    )
+            })
+        });
+        if !ok {
+            return Err(Error::Diverged {
+                step,
+                worker: comms.pp.rank(),
+                tensor: format!("weight gradient of stage {} (micro-batch {m})", self.stage),
+                value: f32::NAN,
+            });
+        }
+        self.w_next = m + 1;
+        Ok(())
+    }
+
+    /// `zb`: while the message this stage waits for next (from stage `from`) has not come,
+    /// runs its oldest pending W ([`Pipe::weights`]): the idle time of GPipe and 1F1B,
+    /// filled with work nobody waits for. Nothing to do under the other schedules.
+    fn weights_while_waiting(
+        &mut self,
+        from: usize,
+        step: usize,
+        comms: &PipeComms,
+        obs: &mut impl Observer,
+    ) -> Result<(), Error> {
+        while self.w_next < self.b_done && !comms.pp.probe(from) {
+            self.weights(self.w_next, step, comms, obs)?;
+        }
         Ok(())
     }
 
     /// The slot of the activations of `action`'s micro-batch, for a forward or a backward of
     /// either kind of stage: at its forward a free one, which the micro-batch keeps until its
-    /// backward; at its backward the same one, free again for the next action (a stage runs
-    /// one action at a time, so no forward takes it while this backward reads it).
+    /// backward (under zb, its W); then the same one, free again for the next action (a
+    /// stage runs one action at a time, so no forward takes it while this one reads it).
     fn slot(&mut self, action: Action) -> usize {
         match action {
             Action::Forward(m) => {
@@ -706,10 +807,14 @@ impl Pipe {
                 self.slot_of[m] = Some(slot);
                 slot
             }
-            Action::Backward(m) => {
+            // under zb the micro-batch keeps its slot for its W
+            Action::Backward(m) if self.split => {
+                self.slot_of[m].expect("a backward after its forward")
+            }
+            Action::Backward(m) | Action::Weight(m) => {
                 let slot = self.slot_of[m]
                     .take()
-                    .expect("a backward after its forward");
+                    .expect("a backward (and W) after its forward");
                 self.free.push(slot);
                 slot
             }
@@ -857,7 +962,7 @@ pub struct Figures {
     /// The idle fraction of each stage's schedule window, the median over stages and
     /// traced steps (the first step, a warm-up, left out); `None` without spans.
     pub bubble_measured: Option<f64>,
-    /// (P-1)/(M+P-1).
+    /// (P-1)/(M+P-1); under `zb`, the simulated schedule's ([`schedule::theoretical_bubble`]).
     pub bubble_theory: f64,
     /// Each stage's peak bytes of activations held for backward ([`peak_activation_bytes`]).
     pub peak_activation_bytes: Vec<usize>,
@@ -874,7 +979,7 @@ pub fn figures(cfg: &TrainConfig, tracks: &[Vec<Span>]) -> Figures {
             .map(|s| s.layers.len())
             .collect(),
         bubble_measured: measured_bubble(tracks),
-        bubble_theory: schedule::theoretical_bubble(p.pp, p.micro),
+        bubble_theory: schedule::theoretical_bubble(p.schedule, p.pp, p.micro),
         peak_activation_bytes: peak_activation_bytes(cfg),
     }
 }
@@ -906,7 +1011,12 @@ pub fn measured_bubble(tracks: &[Vec<Span>]) -> Option<f64> {
             }
             let busy: f64 = (spans.iter())
                 .filter(|s| s.step == w.step)
-                .filter(|s| matches!(s.phase, Phase::StageForward(_) | Phase::StageBackward(_)))
+                .filter(|s| {
+                    matches!(
+                        s.phase,
+                        Phase::StageForward(_) | Phase::StageBackward(_) | Phase::StageWeight(_)
+                    )
+                })
                 .map(|s| s.dur_us)
                 .sum();
             if w.dur_us > 0.0 {

@@ -1,6 +1,7 @@
 //! Pipeline schedules: the order in which each stage runs its micro-batches' forwards (F)
-//! and backwards (B). A schedule is a plain list of [`Action`]s per stage, so it can be
-//! printed, tested and replayed without running a model.
+//! and backwards (B), and under the zero-bubble schedule their weight gradients (W). A
+//! schedule is a plain list of [`Action`]s per stage, so it can be printed, tested and
+//! replayed without running a model.
 //!
 //! ```text
 //!  GPipe, P = 4, M = 6 (unit time: F and B one slot each; '.' is the bubble)
@@ -20,27 +21,54 @@
 //! bubble, (P-1)/(M+P-1) of the step when F and B take the same time on every stage. They
 //! differ in memory: a stage keeps a micro-batch's activations from its forward to its
 //! backward, M of them at once under GPipe, at most P-s under 1F1B.
+//!
+//! **Zero bubble** (`zb`, after Qi et al., 2023, "Zero Bubble Pipeline Parallelism"): a
+//! backward is two jobs. B, the gradient with respect to the stage's input, is what the
+//! previous stage waits for; W, the gradients of the weights, nobody waits for until the
+//! update. So `zb` runs 1F1B's order of F and B with B alone, and W one micro-batch late;
+//! and a stage whose next F or B would wait for a message runs its oldest pending W instead
+//! (the rule the picture simulates, and the pipeline runs). The drain's idle slots fill with
+//! W's, and B reaches the previous stage a W sooner. The price: a micro-batch's activations
+//! live until its W, one micro-batch more than 1F1B, plus the products' output gradients
+//! that W reads.
+//!
+//! ```text
+//!  zb, P = 2, M = 6 (unit time: F, B and W one slot each; 1F1B's backward is B + W)
+//!  stage 0 F0 F1  . B0 F2 B1 W0 F3 B2 W1 F4 B3 W2 F5 B4 W3 W4 B5 W5
+//!  stage 1  . F0 B0 F1 B1 W0 F2 B2 W1 F3 B3 W2 F4 B4 W3 F5 B5 W4 W5
+//!  (1F1B in the same units: 21 slots, 3 of them idle on each stage; zb: 19, 1)
+//! ```
 
 use crate::config::PipeSchedule;
 
-/// One unit of a stage's work: micro-batch `m`'s forward or backward through its blocks.
+/// One unit of a stage's work: micro-batch `m`'s forward, backward or weight gradients
+/// through its blocks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
     /// Forward of micro-batch `m`: receive its input, run the blocks, send the output on.
     Forward(usize),
     /// Backward of micro-batch `m`: receive d loss / d output, run the blocks backward,
-    /// send d loss / d input back.
+    /// send d loss / d input back. Under GPipe and 1F1B it also forms the weight gradients;
+    /// under `zb` it leaves them to [`Action::Weight`].
     Backward(usize),
+    /// The weight gradients of micro-batch `m` (`zb` only): no message in or out; the
+    /// micro-batch's activations are free after it.
+    Weight(usize),
 }
 
 /// Stage `stage`'s actions, in order, under `schedule` with `stages` stages and `micro`
-/// micro-batches.
+/// micro-batches. Under `zb` a [`Action::Weight`] is the latest point at which that W
+/// runs: the stage may run it sooner, in place of waiting (see the module docs).
 ///
 /// ```
 /// use nanodist::config::PipeSchedule;
 /// use nanodist::parallel::pipeline::schedule::{actions, Action::*};
 /// assert_eq!(actions(PipeSchedule::GPipe, 2, 0, 2), [Forward(0), Forward(1), Backward(0), Backward(1)]);
 /// assert_eq!(actions(PipeSchedule::OneFOneB, 2, 1, 2), [Forward(0), Backward(0), Forward(1), Backward(1)]);
+/// assert_eq!(
+///     actions(PipeSchedule::ZeroBubble, 2, 1, 2),
+///     [Forward(0), Backward(0), Forward(1), Backward(1), Weight(0), Weight(1)]
+/// );
 /// ```
 pub fn actions(schedule: PipeSchedule, stages: usize, stage: usize, micro: usize) -> Vec<Action> {
     assert!(stage < stages, "stage {stage} of {stages}");
@@ -60,12 +88,30 @@ pub fn actions(schedule: PipeSchedule, stages: usize, stage: usize, micro: usize
             out.extend((micro - warm..micro).map(Action::Backward));
             out
         }
+        PipeSchedule::ZeroBubble => {
+            // 1F1B's order, each B followed by the W of the micro-batch before it
+            let mut out = Vec::with_capacity(3 * micro);
+            for a in actions(PipeSchedule::OneFOneB, stages, stage, micro) {
+                out.push(a);
+                if let Action::Backward(m) = a {
+                    if m > 0 {
+                        out.push(Action::Weight(m - 1));
+                    }
+                }
+            }
+            if micro > 0 {
+                out.push(Action::Weight(micro - 1));
+            }
+            out
+        }
     }
 }
 
-/// The most micro-batches whose activations a stage holds at once (forward run, backward
-/// not yet): M under GPipe, min(P - s, M) under 1F1B.
+/// The most micro-batches whose activations a stage holds at once (from its forward to
+/// its backward, or to its weight gradients where the list has them): M under GPipe,
+/// min(P - s, M) under 1F1B, one more under `zb`.
 pub fn max_in_flight(actions: &[Action]) -> usize {
+    let split = actions.iter().any(|a| matches!(a, Action::Weight(_)));
     let (mut alive, mut most) = (0usize, 0usize);
     for a in actions {
         match a {
@@ -73,36 +119,67 @@ pub fn max_in_flight(actions: &[Action]) -> usize {
                 alive += 1;
                 most = most.max(alive);
             }
-            Action::Backward(_) => alive -= 1,
+            Action::Backward(_) if !split => alive -= 1,
+            Action::Backward(_) => {}
+            Action::Weight(_) => alive -= 1,
         }
     }
     most
 }
 
-/// The bubble of a pipeline whose forward and backward take the same time on every stage:
-/// (P-1)/(M+P-1) of the step is idle on each stage (the fill and the drain).
-pub fn theoretical_bubble(stages: usize, micro: usize) -> f64 {
-    (stages - 1) as f64 / (micro + stages - 1) as f64
+/// The bubble of `schedule` when every job takes the same time on every stage: for GPipe
+/// and 1F1B the textbook (P-1)/(M+P-1) of the step, whatever the ratio of F to B; for `zb`
+/// the idle share of the simulated schedule with F, B and W one unit each (the zero-bubble
+/// paper's assumption), e.g. 1/19 at P = 2, M = 6.
+pub fn theoretical_bubble(schedule: PipeSchedule, stages: usize, micro: usize) -> f64 {
+    match schedule {
+        PipeSchedule::GPipe | PipeSchedule::OneFOneB => {
+            (stages - 1) as f64 / (micro + stages - 1) as f64
+        }
+        PipeSchedule::ZeroBubble => {
+            let slots = simulate(schedule, stages, micro)
+                .iter()
+                .map(|row| row.last().map_or(0, |&(t, _)| t + 1))
+                .max()
+                .unwrap_or(0);
+            let busy = 3 * micro;
+            if slots == 0 {
+                0.0
+            } else {
+                1.0 - busy as f64 / slots as f64
+            }
+        }
+    }
 }
 
-/// The schedule as a picture in unit time steps (F and B one unit each): one line per
-/// stage, `F3`/`B3` boxes and `.` for idle slots, as in the module docs. Simulated with the
-/// pipeline's dependencies: F m on stage s after F m on s-1, B m after B m on s+1.
-pub fn draw(schedule: PipeSchedule, stages: usize, micro: usize) -> String {
+/// Each stage's actions with their start times, in unit time (every action one unit),
+/// as the pipeline runs them: F m on stage s after F m on s-1, B m after B m on s+1 (on the
+/// last stage after its own F m), W m after B m on the same stage; and under `zb`, a
+/// stage whose next F or B is not ready runs its oldest pending W first.
+pub fn simulate(schedule: PipeSchedule, stages: usize, micro: usize) -> Vec<Vec<(usize, Action)>> {
     let lists: Vec<Vec<Action>> = (0..stages)
         .map(|s| actions(schedule, stages, s, micro))
         .collect();
-    // finish[s][(kind, m)]: the unit time step after which stage s finished that action
+    // the unit time step after which stage s finished that action (MAX: not yet)
     let mut f_done = vec![vec![usize::MAX; micro]; stages];
     let mut b_done = vec![vec![usize::MAX; micro]; stages];
+    let mut w_run = vec![vec![false; micro]; stages];
+    // the W's stage s may run early: micro-batches next_w[s]..b_count[s]
+    let (mut next_w, mut b_count) = (vec![0usize; stages], vec![0usize; stages]);
     let (mut next, mut free) = (vec![0usize; stages], vec![0usize; stages]);
-    let mut rows = vec![Vec::<String>::new(); stages];
-    let total = 2 * micro * stages;
-    for _ in 0..total {
-        // every stage whose next action is ready starts it at its earliest time; take the
-        // earliest start of all (ties: lower stage) so that the simulation is in time order
-        let mut best: Option<(usize, usize)> = None;
+    let mut rows = vec![Vec::new(); stages];
+    loop {
+        // every stage's next job at its earliest time; the earliest of all runs (ties:
+        // the lower stage), so the simulation goes forward in time and a job that is not
+        // ready now cannot become ready before the stage's free time
+        let mut best: Option<(usize, usize, Action)> = None;
         for s in 0..stages {
+            while let Some(&Action::Weight(m)) = lists[s].get(next[s]) {
+                if !w_run[s][m] {
+                    break;
+                }
+                next[s] += 1; // ran early
+            }
             let Some(&a) = lists[s].get(next[s]) else {
                 continue;
             };
@@ -111,32 +188,62 @@ pub fn draw(schedule: PipeSchedule, stages: usize, micro: usize) -> String {
                 Action::Backward(m) if s + 1 < stages => b_done[s + 1][m],
                 Action::Backward(m) => f_done[s][m],
                 Action::Forward(_) => 0,
+                Action::Weight(_) => 0,
             };
-            if ready == usize::MAX {
+            let pending = next_w[s] < b_count[s];
+            let job = if (ready == usize::MAX || ready > free[s]) && pending {
+                (free[s], s, Action::Weight(next_w[s]))
+            } else if ready == usize::MAX {
                 continue;
-            }
-            let start = ready.max(free[s]);
-            if best.is_none_or(|(t, _)| start < t) {
-                best = Some((start, s));
+            } else {
+                (ready.max(free[s]), s, a)
+            };
+            if best.is_none_or(|(t, _, _)| job.0 < t) {
+                best = Some(job);
             }
         }
-        let Some((start, s)) = best else { break };
-        let a = lists[s][next[s]];
-        next[s] += 1;
-        while rows[s].len() < start {
-            rows[s].push(" .".into());
+        let Some((start, s, a)) = best else { break };
+        match a {
+            Action::Forward(m) => f_done[s][m] = start + 1,
+            Action::Backward(m) => {
+                b_done[s][m] = start + 1;
+                if schedule == PipeSchedule::ZeroBubble {
+                    b_count[s] += 1;
+                }
+            }
+            Action::Weight(m) => {
+                w_run[s][m] = true;
+                next_w[s] = m + 1;
+            }
         }
-        let (label, done) = match a {
-            Action::Forward(m) => (format!("F{m}"), &mut f_done[s][m]),
-            Action::Backward(m) => (format!("B{m}"), &mut b_done[s][m]),
-        };
-        rows[s].push(format!("{label:>2}"));
-        *done = start + 1;
+        if !matches!(a, Action::Weight(_)) {
+            next[s] += 1;
+        }
+        rows[s].push((start, a));
         free[s] = start + 1;
     }
+    rows
+}
+
+/// The schedule as a picture in unit time steps (every action one unit): one line per
+/// stage, `F3`/`B3`/`W3` boxes and `.` for idle slots, as in the module docs
+/// ([`simulate`]).
+pub fn draw(schedule: PipeSchedule, stages: usize, micro: usize) -> String {
     let mut out = String::new();
-    for (s, row) in rows.iter().enumerate() {
-        out += &format!("stage {s} {}\n", row.join(" "));
+    for (s, row) in simulate(schedule, stages, micro).iter().enumerate() {
+        let mut cells: Vec<String> = Vec::new();
+        for &(start, a) in row {
+            while cells.len() < start {
+                cells.push(" .".into());
+            }
+            cells.push(match a {
+                Action::Forward(m) => format!("F{m}"),
+                Action::Backward(m) => format!("B{m}"),
+                Action::Weight(m) => format!("W{m}"),
+            });
+        }
+        let cells: Vec<String> = cells.iter().map(|c| format!("{c:>2}")).collect();
+        out += &format!("stage {s} {}\n", cells.join(" "));
     }
     out
 }
@@ -146,29 +253,89 @@ mod tests {
     use super::*;
 
     const BOTH: [PipeSchedule; 2] = [PipeSchedule::GPipe, PipeSchedule::OneFOneB];
+    const ALL: [PipeSchedule; 3] = [
+        PipeSchedule::GPipe,
+        PipeSchedule::OneFOneB,
+        PipeSchedule::ZeroBubble,
+    ];
 
-    /// Every stage runs every micro-batch's forward and backward exactly once, each forward
-    /// before its backward, and forwards (and backwards) in micro-batch order, the order
-    /// the neighbouring stages send them in.
+    /// Every stage runs every micro-batch's forward and backward exactly once (and under
+    /// zb its W), each forward before its backward before its W, and each kind in
+    /// micro-batch order, the order the neighbouring stages send them in.
     #[test]
     fn every_stage_does_every_forward_before_its_backward() {
-        for schedule in BOTH {
+        for schedule in ALL {
+            let split = schedule == PipeSchedule::ZeroBubble;
             for stages in 1..6 {
                 for micro in 1..9 {
                     for s in 0..stages {
                         let a = actions(schedule, stages, s, micro);
-                        assert_eq!(a.len(), 2 * micro);
+                        assert_eq!(a.len(), if split { 3 } else { 2 } * micro);
                         let pos = |x: Action| a.iter().position(|&y| y == x).unwrap();
                         for m in 0..micro {
                             assert!(pos(Action::Forward(m)) < pos(Action::Backward(m)));
+                            if split {
+                                assert!(pos(Action::Backward(m)) < pos(Action::Weight(m)));
+                            }
                             if m > 0 {
                                 assert!(pos(Action::Forward(m - 1)) < pos(Action::Forward(m)));
                                 assert!(pos(Action::Backward(m - 1)) < pos(Action::Backward(m)));
+                                if split {
+                                    assert!(pos(Action::Weight(m - 1)) < pos(Action::Weight(m)));
+                                }
                             }
+                        }
+                        // zb's F and B come in 1F1B's order
+                        if split {
+                            let fb: Vec<Action> = (a.iter().copied())
+                                .filter(|x| !matches!(x, Action::Weight(_)))
+                                .collect();
+                            assert_eq!(fb, actions(PipeSchedule::OneFOneB, stages, s, micro));
                         }
                     }
                 }
             }
+        }
+    }
+
+    /// zb holds one micro-batch more than 1F1B (its activations wait for their W), never
+    /// more than M.
+    #[test]
+    fn zero_bubble_holds_one_more_than_one_f_one_b() {
+        for stages in 1..6 {
+            for micro in 1..13 {
+                for s in 0..stages {
+                    let o = max_in_flight(&actions(PipeSchedule::OneFOneB, stages, s, micro));
+                    let z = max_in_flight(&actions(PipeSchedule::ZeroBubble, stages, s, micro));
+                    assert_eq!(z, (o + 1).min(micro), "P={stages} M={micro} s={s}");
+                }
+            }
+        }
+    }
+
+    /// In unit time (F, B and W one slot each, 1F1B's backward being B + W), zb fills the
+    /// waits: at P = 2 and M >= 2 only the first F is idle time, 3M + 1 slots against
+    /// 1F1B's 3(M + 1); deeper, it still beats 1F1B's bubble.
+    #[test]
+    fn zero_bubble_fills_the_waits() {
+        let z = draw(PipeSchedule::ZeroBubble, 2, 6);
+        assert_eq!(
+            z,
+            "stage 0 F0 F1  . B0 F2 B1 W0 F3 B2 W1 F4 B3 W2 F5 B4 W3 W4 B5 W5\n\
+             stage 1  . F0 B0 F1 B1 W0 F2 B2 W1 F3 B3 W2 F4 B4 W3 F5 B5 W4 W5\n",
+            "{z}"
+        );
+        for micro in 2..10 {
+            let zb = theoretical_bubble(PipeSchedule::ZeroBubble, 2, micro);
+            assert!(
+                (zb - 1.0 / (3 * micro + 1) as f64).abs() < 1e-12,
+                "M={micro}: {zb}"
+            );
+        }
+        for (stages, micro) in [(3, 6), (4, 4), (4, 8), (5, 9)] {
+            let zb = theoretical_bubble(PipeSchedule::ZeroBubble, stages, micro);
+            let one = theoretical_bubble(PipeSchedule::OneFOneB, stages, micro);
+            assert!(zb < one, "P={stages} M={micro}: zb {zb} 1f1b {one}");
         }
     }
 
@@ -210,12 +377,17 @@ mod tests {
     /// The dependencies never deadlock: each stage's list can be run to the end.
     #[test]
     fn schedules_never_deadlock() {
-        for schedule in BOTH {
+        for schedule in ALL {
+            let jobs = if schedule == PipeSchedule::ZeroBubble {
+                3
+            } else {
+                2
+            };
             for stages in 1..6 {
                 for micro in 1..9 {
                     let picture = draw(schedule, stages, micro);
-                    let boxes = picture.matches(['F', 'B']).count();
-                    assert_eq!(boxes, 2 * stages * micro, "{picture}");
+                    let boxes = picture.matches(['F', 'B', 'W']).count();
+                    assert_eq!(boxes, jobs * stages * micro, "{picture}");
                 }
             }
         }

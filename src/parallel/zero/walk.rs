@@ -293,7 +293,7 @@ impl Walk {
                     let g = &mut blocks[range.start - blocks_at..range.end - blocks_at];
                     obs.time(Phase::Backward, step, || {
                         let (w, g) = (block_weights(weights_l, c), block_grads(g, c));
-                        block_backward(g, d, acts, x_in, &w, s, threads)
+                        block_backward(g, d, acts, x_in, &w, s, threads, None)
                     });
                 } else {
                     let Some(g) = free.pop().or_else(|| lane.freed(step, obs)) else {
@@ -301,7 +301,7 @@ impl Walk {
                     };
                     obs.time(Phase::Backward, step, || {
                         let (w, g) = (block_weights(weights_l, c), block_grads(g, c));
-                        block_backward(g, d, acts, x_in, &w, s, threads)
+                        block_backward(g, d, acts, x_in, &w, s, threads, None)
                     });
                     lane.send(Job::Reduce(nl - l, range, g, true), step, obs);
                 }

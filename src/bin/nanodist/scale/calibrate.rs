@@ -47,7 +47,7 @@ use nanodist::config::{PipeSchedule, TrainConfig};
 use nanodist::metrics::Summary;
 use nanodist::model::linear::{linear_backward, linear_forward};
 use nanodist::model::matmul::Out;
-use nanodist::model::{Gpt, ParamLayout, Workspace};
+use nanodist::model::{Deferred, Gpt, ParamLayout, Workspace};
 use nanodist::optim::AdamW;
 use nanodist::parallel::buckets;
 use nanodist::parallel::pipeline::{self, schedule};
@@ -204,7 +204,7 @@ impl Shape {
                 "stages of {} layers, {micro} micro-batches of {}, {}",
                 cfg.model.n_layer / stages,
                 cfg.parallel.batch / cfg.data_parallel() / micro,
-                schedule_name(schedule)
+                schedule.name()
             ),
             Shape::Slice { tp } => format!("replicas of {share} x slice/whole kernels (tp {tp})"),
         }
@@ -222,14 +222,6 @@ const SYNC_POINTS: usize = 40;
 /// runs of each kind (the fastest kept).
 const HANDOFF_STEPS: usize = 8;
 const HANDOFF_ROUNDS: usize = 3;
-
-/// A pipeline schedule as `--schedule` spells it.
-fn schedule_name(s: PipeSchedule) -> &'static str {
-    match s {
-        PipeSchedule::GPipe => "gpipe",
-        PipeSchedule::OneFOneB => "1f1b",
-    }
-}
 
 fn cases(workers: &[usize], base: &TrainConfig) -> Vec<Case> {
     let mut out = Vec::new();
@@ -452,8 +444,14 @@ fn stage_rate(
                 let mut model = whole.clone();
                 s.spawn(move || {
                     let actions = schedule::actions(order, stages, i % stages, micro);
-                    let mut slots: Vec<Workspace> = (0..schedule::max_in_flight(&actions))
+                    let in_flight = schedule::max_in_flight(&actions);
+                    let mut slots: Vec<Workspace> = (0..in_flight)
                         .map(|_| Workspace::for_stage(&cfg.model, part, rows, t))
+                        .collect();
+                    // zb: each slot's kept output gradients, from its B to its W
+                    let split = order == PipeSchedule::ZeroBubble;
+                    let mut later: Vec<Deferred> = (0..if split { in_flight } else { 0 })
+                        .map(|_| Deferred::for_stage(&cfg.model, part, rows, t))
                         .collect();
                     // the tensors this stage updates, as the pipeline's AdamW sees them
                     let mine = pipeline::owned(layout, part);
@@ -494,7 +492,18 @@ fn stage_rate(
                                     if !part.last {
                                         ws.stage_grad_mut().copy_from_slice(&received);
                                     }
-                                    model.stage_backward(ws, part, 1e-3, &mut grads);
+                                    match later.get_mut(slot_of[mb]) {
+                                        Some(keep) => model
+                                            .stage_backward_input(ws, part, 1e-3, &mut grads, keep),
+                                        None => {
+                                            model.stage_backward(ws, part, 1e-3, &mut grads);
+                                            free.push(slot_of[mb]);
+                                        }
+                                    }
+                                }
+                                schedule::Action::Weight(mb) => {
+                                    let (ws, kept) = (&slots[slot_of[mb]], &later[slot_of[mb]]);
+                                    model.stage_weight_grads(ws, part, &mut grads, kept);
                                     free.push(slot_of[mb]);
                                 }
                             }
