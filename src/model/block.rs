@@ -138,7 +138,9 @@ impl BlockDouts {
 }
 
 /// A weight gradient now, `dw += dout^T @ inp`, or, with `keep`, a copy of `dout` for
-/// [`block_weight_grads`] to use later (the same product on the same bits then).
+/// [`block_weight_grads`] to use later (the same product on the same bits then). For the
+/// residual stream's gradient `dres`, which the backward goes on changing; the block's
+/// other two output gradients are kept by swapping buffers, without a copy.
 fn weight_grad(
     dw: &mut [f32],
     dout: &[f32],
@@ -177,8 +179,11 @@ pub(crate) fn block_backward(
     gelu_backward(&mut d.dfc, &a.fch, threads);
     // fch = ln2 @ c_fc^T
     linear_input_grad(&mut d.dln, &d.dfc, w.c_fc, n, Out::Set, threads);
-    let k = later.as_deref_mut().map(|l| &mut l.fc);
-    weight_grad(g.c_fc, &d.dfc, &a.ln2, k, n, threads);
+    match later.as_deref_mut() {
+        // dfc is not read again (the next block writes it outright): keep it by a swap
+        Some(l) => std::mem::swap(&mut d.dfc, &mut l.fc),
+        None => linear_weight_grad(g.c_fc, &d.dfc, &a.ln2, n, threads),
+    }
     // ln2 = ln_2(x_mid): add this branch's gradient to the residual's; dres is now d x_mid
     let (mean, rstd) = (&a.ln2_mean, &a.ln2_rstd);
     layernorm_backward(
@@ -208,8 +213,11 @@ pub(crate) fn block_backward(
     );
     // qkv = ln1 @ c_attn^T (stored head-major; its gradient dqkv is (N,3C), the plain layout)
     linear_input_grad(&mut d.dln, &d.dqkv, w.c_attn, n, Out::Set, threads);
-    let k = later.map(|l| &mut l.qkv);
-    weight_grad(g.c_attn, &d.dqkv, &a.ln1, k, n, threads);
+    match later {
+        // (as dfc: attention's backward writes dqkv outright)
+        Some(l) => std::mem::swap(&mut d.dqkv, &mut l.qkv),
+        None => linear_weight_grad(g.c_attn, &d.dqkv, &a.ln1, n, threads),
+    }
     // ln1 = ln_1(x_in); dres is now d x_in
     let (mean, rstd) = (&a.ln1_mean, &a.ln1_rstd);
     layernorm_backward(

@@ -2,13 +2,15 @@
 //! and its speed against one worker.
 //!
 //! ```text
-//!  for M in --micro (2,4,6), for gpipe and 1f1b:
+//!  for M in --micro (2,4,6), for gpipe, 1f1b and zb:
 //!    train --workers P --pp P --micro M, warm-up steps, then --steps timed ones
 //!    bubble: each stage's idle share of its schedule window (median over stages and steps)
-//!            next to (P-1)/(M+P-1); peak activation bytes per stage; tokens/s
-//!  speed, interleaved (one worker, the pipeline, one worker, ...; --rounds times):
+//!            next to (P-1)/(M+P-1) (zb: its simulated schedule's); peak activation bytes
+//!            per stage; tokens/s
+//!  speed, interleaved (one worker, 1f1b, zb, one worker, ...; --rounds times):
 //!    1 worker (the default model, --accum 1)  against  --workers P --pp P --micro max(M)
-//!    ratio = median over rounds of (pipeline tokens/s / one worker's in the same round)
+//!    under 1f1b and under zb; each ratio = median over rounds of (the pipeline's tokens/s
+//!    / one worker's in the same round), and zb / 1f1b likewise
 //! ```
 //!
 //! The bubble formula assumes each stage's forward and backward take the same time and the
@@ -114,7 +116,11 @@ pub fn run(args: &Options<'_>) -> Result<(), Error> {
         "M", "schedule", "bubble measured", "theory", "peak activations/stage (MiB)", "tokens/s"
     );
     for &m in args.micro {
-        for s in [PipeSchedule::GPipe, PipeSchedule::OneFOneB] {
+        for s in [
+            PipeSchedule::GPipe,
+            PipeSchedule::OneFOneB,
+            PipeSchedule::ZeroBubble,
+        ] {
             let cfg = pipe(pp, m, s);
             let out = train::train(&cfg, &corpus, train::initial_state(&cfg), &opts, |_| Ok(()))?;
             let timed: Vec<Vec<_>> = (out.tracks.iter())
@@ -142,51 +148,60 @@ pub fn run(args: &Options<'_>) -> Result<(), Error> {
             });
         }
     }
-    // speed: one worker and the pipeline, interleaved; a round's ratio compares two runs
+    // speed: one worker and the two pipelines, interleaved; a round's ratios compare runs
     // that saw the same load, and the median ignores a round the host disturbed
     let mut one = base.clone();
     (one.parallel.workers, one.parallel.batch) = (1, args.batch);
     one.schedule.steps = args.steps + WARM;
-    let piped = pipe(pp, most, PipeSchedule::OneFOneB);
+    let schedules = [PipeSchedule::OneFOneB, PipeSchedule::ZeroBubble];
+    let piped = schedules.map(|s| pipe(pp, most, s));
     let fast = RunOptions {
         trace_steps: 0,
         ..opts.clone()
     };
-    let (mut ones, mut pipes, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..args.rounds {
-        let speed = |cfg: &TrainConfig| -> Result<f64, Error> {
-            let s = train::train(cfg, &corpus, train::initial_state(cfg), &fast, |_| Ok(()))?;
-            Ok(s.summary.tokens_per_s)
-        };
-        let (a, b) = (speed(&one)?, speed(&piped)?);
-        ones.push(a);
-        pipes.push(b);
-        ratios.push(b / a);
+    let speed = |cfg: &TrainConfig| -> Result<f64, Error> {
+        let s = train::train(cfg, &corpus, train::initial_state(cfg), &fast, |_| Ok(()))?;
+        Ok(s.summary.tokens_per_s)
+    };
+    // tokens/s by round: [one worker, 1f1b, zb]
+    let mut rounds: Vec<[f64; 3]> = Vec::new();
+    for r in 0..args.rounds {
+        let a = speed(&one)?;
+        let (b, c) = (speed(&piped[0])?, speed(&piped[1])?);
+        rounds.push([a, b, c]);
+        eprint!("\r  speed round {}/{}: {:.2}x / {:.2}x", r + 1, args.rounds, b / a, c / a);
     }
-    let (med_one, med_pipe) = (median(ones.clone()), median(pipes.clone()));
-    let ratio = median(ratios.clone());
+    eprintln!();
+    let column = |k: usize| median(rounds.iter().map(|r| r[k]).collect());
+    let ratio = |k: usize, of: usize| median(rounds.iter().map(|r| r[k] / r[of]).collect());
+    let (r1, rz, zb_over) = (ratio(1, 0), ratio(2, 0), ratio(2, 1));
     let mut line = String::new();
     let _ = write!(
         line,
-        "speed ({} round(s), interleaved, median of each): 1 worker {med_one:.0} tokens/s; \
-         --workers {pp} --pp {pp} --micro {most} --schedule 1f1b {med_pipe:.0} tokens/s; \
-         median of per-round ratios {ratio:.2}x",
+        "speed ({} round(s), interleaved, median of each): 1 worker {:.0} tokens/s; \
+         --workers {pp} --pp {pp} --micro {most}: --schedule 1f1b {:.0} tokens/s, {r1:.2}x; \
+         --schedule zb {:.0} tokens/s, {rz:.2}x (medians of per-round ratios; zb / 1f1b {zb_over:.2}x)",
         args.rounds,
+        column(0),
+        column(1),
+        column(2),
     );
     println!("{line}");
     if let Some(dir) = args.out {
         let json = serde_json::json!({
             "stages": pp,
+            "micro": most,
             "batch": args.batch,
             "steps": args.steps,
             "cores": cores,
             "rows": rows,
-            "one_worker_tokens_per_s": med_one,
-            "pipeline_tokens_per_s": med_pipe,
-            "one_worker_tokens_per_s_rounds": ones,
-            "pipeline_tokens_per_s_rounds": pipes,
-            "ratio_rounds": ratios,
-            "speedup": ratio,
+            "one_worker_tokens_per_s": column(0),
+            "one_f_one_b_tokens_per_s": column(1),
+            "zb_tokens_per_s": column(2),
+            "rounds_tokens_per_s": rounds,
+            "speedup_1f1b": r1,
+            "speedup_zb": rz,
+            "zb_over_1f1b": zb_over,
         });
         let path = dir.join("pipeline.json");
         let text = serde_json::to_string_pretty(&json).expect("figures serialise");
