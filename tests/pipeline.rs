@@ -173,13 +173,13 @@ fn one_f_one_b_holds_at_most_p_over_m_of_gpipe_activations() {
     }
 }
 
-/// zb keeps one micro-batch more than 1F1B alive (until its W), and the output gradients
-/// its W's read (9C floats a row a block, about half a micro-batch's activations again):
-/// more than 1F1B, and less than GPipe where M is well past P + 1.
+/// zb keeps up to P-1 micro-batches more than 1F1B alive (until their W), and the output
+/// gradients its W's read (9C floats a row a block, about half a micro-batch's activations
+/// again): more than 1F1B, and less than GPipe where M is well past 2P.
 #[test]
 fn zero_bubble_holds_between_one_f_one_b_and_gpipe() {
     let base = tiny(4, 32);
-    for (pp, micro) in [(2, 6), (4, 8), (2, 12)] {
+    for (pp, micro) in [(2, 6), (3, 12), (2, 12)] {
         let bytes = |s| pipeline::peak_activation_bytes(&with(&base, pp, pp, micro, s));
         let (g, o) = (bytes(PipeSchedule::GPipe), bytes(PipeSchedule::OneFOneB));
         let z = bytes(PipeSchedule::ZeroBubble);

@@ -25,18 +25,26 @@
 //! **Zero bubble** (`zb`, after Qi et al., 2023, "Zero Bubble Pipeline Parallelism"): a
 //! backward is two jobs. B, the gradient with respect to the stage's input, is what the
 //! previous stage waits for; W, the gradients of the weights, nobody waits for until the
-//! update. So `zb` runs 1F1B's order of F and B with B alone, and W one micro-batch late;
-//! and a stage whose next F or B would wait for a message runs its oldest pending W instead
-//! (the rule the picture simulates, and the pipeline runs). The drain's idle slots fill with
-//! W's, and B reaches the previous stage a W sooner. The price: a micro-batch's activations
-//! live until its W, one micro-batch more than 1F1B, plus the products' output gradients
-//! that W reads.
+//! update. So `zb` runs 1F1B's order of F and B with B alone, and each W at the latest
+//! P-1 micro-batches after its B; a stage whose next F or B would wait for a message runs
+//! its oldest pending W instead (the rule the picture simulates, and the pipeline runs).
+//! B reaches the previous stage a W sooner, and the drain's idle slots fill with W's: for
+//! M >= P the step takes 3M + P - 1 units, the bound of the paper's ZB-H1, (P-1)(F+B-W) of
+//! bubble, against 1F1B's 3(M + P - 1). The price: a micro-batch's activations live until
+//! its W, up to P-1 micro-batches more than 1F1B, plus the products' output gradients that
+//! W reads.
 //!
 //! ```text
 //!  zb, P = 2, M = 6 (unit time: F, B and W one slot each; 1F1B's backward is B + W)
 //!  stage 0 F0 F1  . B0 F2 B1 W0 F3 B2 W1 F4 B3 W2 F5 B4 W3 W4 B5 W5
 //!  stage 1  . F0 B0 F1 B1 W0 F2 B2 W1 F3 B3 W2 F4 B4 W3 F5 B5 W4 W5
 //!  (1F1B in the same units: 21 slots, 3 of them idle on each stage; zb: 19, 1)
+//!
+//!  zb, P = 4, M = 8: 27 slots (1F1B: 33); only the fill is idle
+//!  stage 0 F0 F1 F2 F3  .  .  . B0 F4 B1 F5 B2 F6 B3 W0 F7 B4 W1 W2 B5 W3 W4 B6 W5 W6 B7 W7
+//!  stage 1  . F0 F1 F2  .  . B0 F3 B1 F4 B2 F5 B3 W0 F6 B4 W1 F7 B5 W2 W3 B6 W4 W5 B7 W6 W7
+//!  stage 2  .  . F0 F1  . B0 F2 B1 F3 B2 F4 B3 W0 F5 B4 W1 F6 B5 W2 F7 B6 W3 W4 B7 W5 W6 W7
+//!  stage 3  .  .  . F0 B0 F1 B1 F2 B2 F3 B3 W0 F4 B4 W1 F5 B5 W2 F6 B6 W3 F7 B7 W4 W5 W6 W7
 //! ```
 
 use crate::config::PipeSchedule;
@@ -89,19 +97,18 @@ pub fn actions(schedule: PipeSchedule, stages: usize, stage: usize, micro: usize
             out
         }
         PipeSchedule::ZeroBubble => {
-            // 1F1B's order, each B followed by the W of the micro-batch before it
+            // 1F1B's order, each B followed by the W of the micro-batch P-1 before it
+            let lag = stages - 1;
             let mut out = Vec::with_capacity(3 * micro);
             for a in actions(PipeSchedule::OneFOneB, stages, stage, micro) {
                 out.push(a);
                 if let Action::Backward(m) = a {
-                    if m > 0 {
-                        out.push(Action::Weight(m - 1));
+                    if m >= lag {
+                        out.push(Action::Weight(m - lag));
                     }
                 }
             }
-            if micro > 0 {
-                out.push(Action::Weight(micro - 1));
-            }
+            out.extend((micro.saturating_sub(lag)..micro).map(Action::Weight));
             out
         }
     }
@@ -109,7 +116,7 @@ pub fn actions(schedule: PipeSchedule, stages: usize, stage: usize, micro: usize
 
 /// The most micro-batches whose activations a stage holds at once (from its forward to
 /// its backward, or to its weight gradients where the list has them): M under GPipe,
-/// min(P - s, M) under 1F1B, one more under `zb`.
+/// min(P - s, M) under 1F1B, min(2P - 1 - s, M) under `zb`.
 pub fn max_in_flight(actions: &[Action]) -> usize {
     let split = actions.iter().any(|a| matches!(a, Action::Weight(_)));
     let (mut alive, mut most) = (0usize, 0usize);
@@ -129,8 +136,9 @@ pub fn max_in_flight(actions: &[Action]) -> usize {
 
 /// The bubble of `schedule` when every job takes the same time on every stage: for GPipe
 /// and 1F1B the textbook (P-1)/(M+P-1) of the step, whatever the ratio of F to B; for `zb`
-/// the idle share of the simulated schedule with F, B and W one unit each (the zero-bubble
-/// paper's assumption), e.g. 1/19 at P = 2, M = 6.
+/// the idle share of the simulated schedule ([`simulate`]) with F, B and W one unit each
+/// (the zero-bubble paper's assumption): (P-1)/(3M+P-1) when M >= P, e.g. 1/19 at P = 2,
+/// M = 6.
 pub fn theoretical_bubble(schedule: PipeSchedule, stages: usize, micro: usize) -> f64 {
     match schedule {
         PipeSchedule::GPipe | PipeSchedule::OneFOneB => {
@@ -298,24 +306,26 @@ mod tests {
         }
     }
 
-    /// zb holds one micro-batch more than 1F1B (its activations wait for their W), never
-    /// more than M.
+    /// zb holds up to P-1 micro-batches more than 1F1B (their activations wait for their
+    /// W), never more than M.
     #[test]
-    fn zero_bubble_holds_one_more_than_one_f_one_b() {
+    fn zero_bubble_holds_p_minus_one_more_than_one_f_one_b() {
         for stages in 1..6 {
             for micro in 1..13 {
                 for s in 0..stages {
                     let o = max_in_flight(&actions(PipeSchedule::OneFOneB, stages, s, micro));
                     let z = max_in_flight(&actions(PipeSchedule::ZeroBubble, stages, s, micro));
-                    assert_eq!(z, (o + 1).min(micro), "P={stages} M={micro} s={s}");
+                    let want = (o + stages - 1).min(micro);
+                    assert_eq!(z, want, "P={stages} M={micro} s={s}");
                 }
             }
         }
     }
 
     /// In unit time (F, B and W one slot each, 1F1B's backward being B + W), zb fills the
-    /// waits: at P = 2 and M >= 2 only the first F is idle time, 3M + 1 slots against
-    /// 1F1B's 3(M + 1); deeper, it still beats 1F1B's bubble.
+    /// waits: with M >= P only the fill is idle, P - 1 slots of 3M + P - 1 (ZB-H1's
+    /// bound), against 1F1B's 3(P - 1) of 3(M + P - 1); with fewer micro-batches than
+    /// stages it still beats 1F1B.
     #[test]
     fn zero_bubble_fills_the_waits() {
         let z = draw(PipeSchedule::ZeroBubble, 2, 6);
@@ -325,17 +335,17 @@ mod tests {
              stage 1  . F0 B0 F1 B1 W0 F2 B2 W1 F3 B3 W2 F4 B4 W3 F5 B5 W4 W5\n",
             "{z}"
         );
-        for micro in 2..10 {
-            let zb = theoretical_bubble(PipeSchedule::ZeroBubble, 2, micro);
-            assert!(
-                (zb - 1.0 / (3 * micro + 1) as f64).abs() < 1e-12,
-                "M={micro}: {zb}"
-            );
-        }
-        for (stages, micro) in [(3, 6), (4, 4), (4, 8), (5, 9)] {
-            let zb = theoretical_bubble(PipeSchedule::ZeroBubble, stages, micro);
-            let one = theoretical_bubble(PipeSchedule::OneFOneB, stages, micro);
-            assert!(zb < one, "P={stages} M={micro}: zb {zb} 1f1b {one}");
+        for stages in 1..7 {
+            for micro in 1..13 {
+                let zb = theoretical_bubble(PipeSchedule::ZeroBubble, stages, micro);
+                let one = theoretical_bubble(PipeSchedule::OneFOneB, stages, micro);
+                let what = format!("P={stages} M={micro}: zb {zb} 1f1b {one}");
+                if micro >= stages {
+                    let bound = (stages - 1) as f64 / (3 * micro + stages - 1) as f64;
+                    assert!((zb - bound).abs() < 1e-12, "{what}");
+                }
+                assert!(zb < one || stages == 1, "{what}");
+            }
         }
     }
 

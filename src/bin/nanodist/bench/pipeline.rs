@@ -169,7 +169,13 @@ pub fn run(args: &Options<'_>) -> Result<(), Error> {
         let a = speed(&one)?;
         let (b, c) = (speed(&piped[0])?, speed(&piped[1])?);
         rounds.push([a, b, c]);
-        eprint!("\r  speed round {}/{}: {:.2}x / {:.2}x", r + 1, args.rounds, b / a, c / a);
+        eprint!(
+            "\r  speed round {}/{}: {:.2}x / {:.2}x",
+            r + 1,
+            args.rounds,
+            b / a,
+            c / a
+        );
     }
     eprintln!();
     let column = |k: usize| median(rounds.iter().map(|r| r[k]).collect());
