@@ -1,15 +1,16 @@
-//! Pipeline parallelism in one screen: the two schedules drawn, then a real 2-stage
-//! pipeline trained a few steps, with each stage's forwards and backwards printed in the
-//! order they ran, and its weights compared with one worker's.
+//! Pipeline parallelism in one screen: the three schedules drawn, then a real 2-stage
+//! pipeline trained a few steps, with each stage's forwards, backwards (and, under zb,
+//! weight gradients) printed in the order they ran, and its weights compared with one
+//! worker's.
 //!
 //! ```text
 //! cargo run --release --example pipeline
 //! ```
 //!
-//! It prints the textbook pictures of GPipe and 1F1B (`schedule::draw`), then for each
-//! schedule a run of `--workers 2 --pp 2 --micro 4 --deterministic`: every stage's actions
-//! of one step, with their start and length in ms, the measured bubble next to
-//! (P-1)/(M+P-1), each stage's peak activation memory, and the param_hash, which is the one
+//! It prints the textbook pictures of GPipe, 1F1B and zero bubble (`schedule::draw`), then
+//! for each schedule a run of `--workers 2 --pp 2 --micro 4 --deterministic`: every stage's
+//! actions of one step, with their start and length in ms, the measured bubble next to the
+//! theory, each stage's peak activation memory, and the param_hash, which is the one
 //! worker's (`--accum 4`): a pipeline computes the same step, split by layers.
 
 use nanodist::config::{PipeSchedule, TrainConfig};
@@ -18,8 +19,14 @@ use nanodist::trace::Phase;
 use nanodist::train::{self, RunOptions};
 use nanodist::{data, Error};
 
+const ALL: [PipeSchedule; 3] = [
+    PipeSchedule::GPipe,
+    PipeSchedule::OneFOneB,
+    PipeSchedule::ZeroBubble,
+];
+
 fn main() -> Result<(), Error> {
-    for s in [PipeSchedule::GPipe, PipeSchedule::OneFOneB] {
+    for s in ALL {
         println!(
             "{} with P = 4 stages, M = 6 micro-batches (unit time, '.' = idle):",
             s.name()
@@ -43,7 +50,7 @@ fn main() -> Result<(), Error> {
         "one worker, --accum 4: param_hash {}",
         reference.summary.param_hash
     );
-    for s in [PipeSchedule::GPipe, PipeSchedule::OneFOneB] {
+    for s in ALL {
         let mut cfg = base.clone();
         (cfg.parallel.workers, cfg.parallel.pp, cfg.parallel.micro) = (2, 2, 4);
         cfg.parallel.schedule = s;
