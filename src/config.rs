@@ -734,7 +734,7 @@ impl TrainConfig {
             return cfg(format!(
                 "--schedule zb with --tp {}: the split backward (input gradient, then weight \
                  gradients) of a tensor-parallel stage is not built: use --schedule 1f1b with \
-                 --tp, or zb with --tp 1",
+                 --tp, or zb without --tp",
                 p.tp
             ));
         }
