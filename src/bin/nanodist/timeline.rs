@@ -70,11 +70,12 @@ fn look(phase: Phase) -> Look {
         // a pipeline stage's micro-batches: the classic diagram's F m / B m boxes
         Phase::StageForward(_) => ("forward of micro-batch m", "#4e79a7", "white", 11),
         Phase::StageBackward(_) => ("backward of micro-batch m", "#f28e2b", "white", 12),
+        // (its own legend entry: the legend keeps one phase per order)
         Phase::StageWeight(_) => (
             "weight gradients of micro-batch m",
             "#ffbe7d",
             "#222222",
-            12,
+            17,
         ),
         Phase::Pipeline => ("pipeline schedule", "#ffffff", "#222222", 13),
         // ZeRO's collectives: the reduce-scatter in the all-reduce's greens, gathers in teal
