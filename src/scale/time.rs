@@ -11,8 +11,16 @@
 //!  stage 3  ...|...                 |...........|       (p - 1) / m of the ideal time
 //!                                  ^ DP all-reduce of the gradients, partly hidden behind the
 //!                                    backward of the last micro-batch
-//!  step = (m + p - 1) t_mb + DP time not hidden + per-step synchronisation points
+//!  step = m t_mb + bubble + DP time not hidden + per-step synchronisation points
 //!         + hand-offs (overlap with no core for communication)
+//!
+//!  zero bubble (--schedule zb): each backward split into B (input gradient, what the stage
+//!  before waits for) and W (the weight gradients dW += dy^T x, nobody waits for them);
+//!  W's fill the waits, so a stage idles (p - 1)(F + B - W) instead of (p - 1)(F + B + W):
+//!    F = B = W = compute/3   (recompute: F = W = compute/4, B = recompute + backward = 1/2)
+//!    W = the weight-gradient third of the matrix products, un-recomputed
+//!    bubble = (p - 1)(t_mb - 2W)  +  (p - m) W  when m < p (too few B's to hide the W's)
+//!    1F1B:   (p - 1) t_mb;   zb, no communication, no recompute:  (p - 1) t_mb / 3
 //!
 //!  overlap:  comm_core (GPU: copy engines, links)   hidden = min(dp_overlap x DP, backward)
 //!            no comm_core (every core computes)     hidden = 0, + hand-offs x handoff_s
@@ -26,10 +34,13 @@
 //! ```
 //! Not modelled (stated in the report): the optimizer step, the imbalance of the first and
 //! last stages (embedding, logits), kernel launch gaps, Megatron's scatter/gather
-//! optimisation of pipeline sends, and the interleaved schedule.
+//! optimisation of pipeline sends, the interleaved schedule, and under `zb` the W's
+//! element-wise share (W is taken as matrix products only, so the memory-bound kernels and
+//! the communication of a micro-batch stay in F and B) and any imbalance of F, B and W.
 
 use super::config::{Layout, ScaleConfig};
 use super::hardware::{hierarchical_allreduce_s, Link};
+use crate::config::PipeSchedule;
 use serde::Serialize;
 
 /// Where the time of one optimizer step goes, seconds unless named otherwise.
@@ -47,8 +58,13 @@ pub struct StepTime {
     pub tp_s: f64,
     /// Pipeline point-to-point sends of the m micro-batches (on the critical path).
     pub pp_s: f64,
-    /// The pipeline bubble: (p - 1) t_mb.
+    /// The pipeline bubble: (p - 1) t_mb under 1F1B and GPipe; under `zb`
+    /// (p - 1)(t_mb - 2W) + max(p - m, 0) W, W the weight-gradient share of t_mb
+    /// (`weight_grad_s`).
     pub bubble_s: f64,
+    /// W: one micro-batch's weight-gradient products on one stage, the part of t_mb the
+    /// `zb` schedule moves into the waits; a third of the un-recomputed matrix products.
+    pub weight_grad_s: f64,
     /// Synchronisation points on the critical path outside the bubble's slots: the m
     /// micro-batches' and the step's (see [`sync_points`]).
     pub sync_points: f64,
@@ -65,7 +81,7 @@ pub struct StepTime {
     pub handoffs: f64,
     /// Their cost: `handoffs x Hardware::handoff_s`.
     pub handoff_s: f64,
-    /// The step: (m + p - 1) t_mb + dp_s - dp_hidden_s + handoff_s + the step's
+    /// The step: m t_mb + bubble_s + dp_s - dp_hidden_s + handoff_s + the step's
     /// synchronisation points.
     pub step_s: f64,
     /// Link the TP group uses.
@@ -126,9 +142,28 @@ pub fn step_time(cfg: &ScaleConfig, lay: &Layout, hw_flops: f64, params_per_gpu:
     let points = sync_points(cfg, lay);
     let sync_mb = points.per_micro_batch * hw.sync_s;
     let t_mb = compute_mb + tp_mb + pp_mb + sync_mb;
+    // W, the weight gradients dW += dy^T x of the blocks' four products: a third of the
+    // matrix products without recomputation (forward, input gradient, weight gradient are
+    // 2 FLOPs per weight and token each); with it `gemm_mb` holds a fourth pass (the
+    // recomputed forward) and W is still the same work, a fourth of it. The element-wise
+    // kernels, the TP all-reduces and the sends stay in F and B.
+    let weight_mb = gemm_mb / if cfg.recompute { 4.0 } else { 3.0 };
     // 1F1B and GPipe both take (m + p - 1) slots (Narayanan et al. 2021, section 2.2):
-    // bubble fraction (p - 1) / m of the ideal m t_mb.
-    let bubble = (p - 1) as f64 * t_mb;
+    // bubble fraction (p - 1) / m of the ideal m t_mb. Zero bubble (ZB-H1, Qi et al. 2023):
+    // each stage fills its waits with pending W's, leaving (p - 1)(F + B - W) =
+    // (p - 1)(t_mb - 2W); with m < p micro-batches the last W's have too few B's to hide
+    // behind, p - m more W's stay exposed (`schedule::simulate` in unit time: 2p - 1 - m
+    // idle units, against p - 1 for m >= p).
+    let (bubble, pipeline) = match cfg.schedule {
+        PipeSchedule::ZeroBubble => {
+            let bubble =
+                (p - 1) as f64 * (t_mb - 2.0 * weight_mb) + p.saturating_sub(mb) as f64 * weight_mb;
+            (bubble, mb as f64 * t_mb + bubble)
+        }
+        PipeSchedule::OneFOneB | PipeSchedule::GPipe => {
+            ((p - 1) as f64 * t_mb, (mb + p - 1) as f64 * t_mb)
+        }
+    };
 
     // DP: gradients of this GPU's parameters, summed over the d replicas. Ring all-reduce
     // (2 halves of volume) for ZeRO 0-2 (stage 1/2's reduce-scatter + all-gather of weights
@@ -174,7 +209,7 @@ pub fn step_time(cfg: &ScaleConfig, lay: &Layout, hw_flops: f64, params_per_gpu:
 
     // a wait for a partner is not hidden behind compute: it is the compute that is late
     let sync_step = points.per_step * hw.sync_s;
-    let step = (mb + p - 1) as f64 * t_mb + dp - hidden + handoffs * hw.handoff_s + sync_step;
+    let step = pipeline + dp - hidden + handoffs * hw.handoff_s + sync_step;
     StepTime {
         micro_batch_s: t_mb,
         compute_s: compute_mb * mb as f64,
@@ -182,6 +217,7 @@ pub fn step_time(cfg: &ScaleConfig, lay: &Layout, hw_flops: f64, params_per_gpu:
         tp_s: tp_mb * mb as f64,
         pp_s: pp_mb * mb as f64,
         bubble_s: bubble,
+        weight_grad_s: weight_mb,
         sync_points: points.per_micro_batch * mb as f64 + points.per_step,
         sync_s: sync_mb * mb as f64 + sync_step,
         dp_s: dp,
@@ -259,6 +295,21 @@ pub fn sync_points(cfg: &ScaleConfig, lay: &Layout) -> SyncPoints {
 /// GPipe; Narayanan et al. 2021, eq. 1).
 pub fn bubble_fraction(pp: usize, micro_batches: usize) -> f64 {
     (pp.saturating_sub(1)) as f64 / micro_batches.max(1) as f64
+}
+
+/// The pipeline bubble of `schedule` as a fraction of the ideal time, F, B and W one unit
+/// each (a micro-batch 3 units, no communication, no recomputation): `(p - 1) / m` for
+/// 1F1B and GPipe, `(p - 1) / (3m)` for `zb` when `m >= p` (ZB-H1, Qi et al. 2023), and
+/// `(2p - 1 - m) / (3m)` for `zb` when `m < p`.
+pub fn schedule_bubble_fraction(schedule: PipeSchedule, pp: usize, micro_batches: usize) -> f64 {
+    match schedule {
+        PipeSchedule::GPipe | PipeSchedule::OneFOneB => bubble_fraction(pp, micro_batches),
+        PipeSchedule::ZeroBubble => {
+            let (p, m) = (pp.max(1), micro_batches.max(1));
+            let idle = (p - 1) + p.saturating_sub(m);
+            idle as f64 / (3 * m) as f64
+        }
+    }
 }
 
 #[cfg(test)]

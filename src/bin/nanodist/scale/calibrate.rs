@@ -363,6 +363,7 @@ fn scale_config(
         micro_batch: p.batch / (dp * micro),
         batch: cfg.parallel.batch,
         recompute: false,
+        schedule: p.schedule,
         precision: Precision::Fp32,
         dp_overlap: if cfg.parallel.overlap { 1.0 } else { 0.0 },
         buckets: k,
