@@ -218,4 +218,43 @@ mod tests {
         let z1 = memory(&ScaleConfig { zero: 1, ..cfg }, &lay);
         assert_eq!(z1.weights + z1.grads + z1.optimizer, 8_096_000.0);
     }
+
+    #[test]
+    fn zero_bubble_holds_2p_minus_1_and_the_pending_gradients() {
+        // The tiny GPT on 2 stages (2 layers each), 4 micro-batches of 1, mixed precision:
+        // 360,448 activation bytes per layer per micro-batch (see tiny_case_by_hand).
+        // 1F1B: min(2, 4) = 2 in flight: 2 layers x 2 x 360,448 = 1,441,792
+        // GPipe: all 4: 2,883,584
+        // zb: min(3, 4) = 3 in flight: 2,162,688, plus the output gradients of min(2, 4) = 2
+        //     pending W's: 2 layers x 2 x 64 tokens x 9 x 128 x 2 bytes = 589,824
+        let cfg = ScaleConfig {
+            model: ModelShape::tiny(),
+            gpus: 2,
+            tp: 1,
+            pp: 2,
+            micro_batch: 1,
+            batch: 4,
+            recompute: false,
+            ..ScaleConfig::default()
+        };
+        let lay = cfg.layout().unwrap();
+        let with = |schedule| {
+            memory(
+                &ScaleConfig {
+                    schedule,
+                    ..cfg.clone()
+                },
+                &lay,
+            )
+        };
+        let one = with(PipeSchedule::OneFOneB);
+        assert_eq!(one.activations, 1_441_792.0);
+        assert_eq!(with(PipeSchedule::GPipe).activations, 2_883_584.0);
+        let zb = with(PipeSchedule::ZeroBubble);
+        assert_eq!(zb.activations, 2_162_688.0 + 589_824.0);
+        assert_eq!(zb.total - one.total, zb.activations - one.activations);
+        assert_eq!(in_flight(PipeSchedule::ZeroBubble, 8, 96), 15);
+        assert_eq!(in_flight(PipeSchedule::ZeroBubble, 8, 4), 4);
+        assert_eq!(in_flight(PipeSchedule::OneFOneB, 8, 96), 8);
+    }
 }

@@ -358,4 +358,93 @@ mod tests {
         assert!((st.step_s - (compute + ar)).abs() < 1e-12, "{st:?}");
         assert_eq!(st.dp_peers_per_node, 8);
     }
+
+    /// A pipeline with nothing but matrix products: no links, no memory-bound kernels,
+    /// no meetings, so t_mb is compute alone and F = B = W = t_mb / 3.
+    fn compute_only(pp: usize, batch: usize, recompute: bool, schedule: PipeSchedule) -> StepTime {
+        let cfg = ScaleConfig {
+            model: ModelShape::gpt2(),
+            hardware: crate::scale::Hardware::calibrated_cpu(1e12, 0.0, f64::INFINITY, 80e9),
+            gpus: pp,
+            gpus_per_node: pp,
+            tp: 1,
+            pp,
+            micro_batch: 1,
+            batch,
+            recompute,
+            schedule,
+            dp_overlap: 0.0,
+            ..ScaleConfig::default()
+        };
+        let lay = cfg.layout().unwrap();
+        let flops = cfg.model.step_flops(cfg.batch, cfg.recompute);
+        step_time(&cfg, &lay, flops, 1e8)
+    }
+
+    #[test]
+    fn zero_bubble_is_a_third_of_1f1b_at_m_at_least_p() {
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * b.abs().max(1e-30);
+        for (p, m) in [(2, 2), (4, 4), (4, 16), (6, 96)] {
+            let one = compute_only(p, m, false, PipeSchedule::OneFOneB);
+            let zb = compute_only(p, m, false, PipeSchedule::ZeroBubble);
+            let t = one.micro_batch_s;
+            assert!(close(zb.micro_batch_s, t));
+            assert!(close(zb.weight_grad_s, t / 3.0), "{zb:?}");
+            assert!(close(one.bubble_s, (p - 1) as f64 * t));
+            assert!(
+                close(zb.bubble_s, one.bubble_s / 3.0),
+                "p {p} m {m}: {zb:?}"
+            );
+            // the step drops by 2 (p - 1) t_mb / 3
+            let drop = 2.0 * (p - 1) as f64 * t / 3.0;
+            assert!(close(one.step_s - zb.step_s, drop), "p {p} m {m}");
+            assert!(close(zb.step_s, (3 * m + p - 1) as f64 * t / 3.0));
+        }
+        // GPipe's time is 1F1B's
+        let g = compute_only(4, 8, false, PipeSchedule::GPipe);
+        assert_eq!(g, compute_only(4, 8, false, PipeSchedule::OneFOneB));
+    }
+
+    #[test]
+    fn zero_bubble_with_recomputation_and_few_micro_batches() {
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * b.abs();
+        // recomputation: F = W = t_mb/4, B = recompute + input gradient = t_mb/2:
+        // bubble (p - 1)(F + B - W) = (p - 1) t_mb / 2
+        let zb = compute_only(4, 8, true, PipeSchedule::ZeroBubble);
+        assert!(close(zb.weight_grad_s, zb.micro_batch_s / 4.0));
+        assert!(close(zb.bubble_s, 3.0 * zb.micro_batch_s / 2.0), "{zb:?}");
+        // m < p: p - m more W's exposed: p = 4, m = 2: (3 + 2) t_mb / 3
+        let zb = compute_only(4, 2, false, PipeSchedule::ZeroBubble);
+        assert!(close(zb.bubble_s, 5.0 * zb.micro_batch_s / 3.0), "{zb:?}");
+        assert!(close(
+            zb.bubble_s / (2.0 * zb.micro_batch_s),
+            schedule_bubble_fraction(PipeSchedule::ZeroBubble, 4, 2)
+        ));
+    }
+
+    #[test]
+    fn zero_bubble_fraction_matches_the_simulated_schedule() {
+        // in unit time (F = B = W = 1) the simulated zb schedule of the pipeline idles
+        // slots - 3m units: the model's (p - 1) + max(p - m, 0)
+        use crate::parallel::pipeline::schedule::simulate;
+        for p in 1..=6 {
+            for m in 1..=12 {
+                let slots = simulate(PipeSchedule::ZeroBubble, p, m)
+                    .iter()
+                    .map(|row| row.last().map_or(0, |&(t, _)| t + 1))
+                    .max()
+                    .unwrap();
+                let idle = (slots - 3 * m) as f64 / (3 * m) as f64;
+                let model = schedule_bubble_fraction(PipeSchedule::ZeroBubble, p, m);
+                assert!(
+                    (idle - model).abs() < 1e-12,
+                    "p {p} m {m}: {idle} vs {model}"
+                );
+            }
+        }
+        assert_eq!(
+            schedule_bubble_fraction(PipeSchedule::OneFOneB, 8, 96),
+            bubble_fraction(8, 96)
+        );
+    }
 }
