@@ -165,10 +165,6 @@ fn assumptions(cfg: &ScaleConfig) -> Vec<String> {
         ),
         "collectives are rings (hierarchical when replicas share a node) moving whole tensors in one message".into(),
         "TP all-reduces and pipeline sends sit on the critical path; no scatter/gather optimisation, no interleaving".into(),
-        match cfg.schedule {
-            PipeSchedule::ZeroBubble => "zb: W (weight gradients) is a third of the un-recomputed matrix products and fills the waits; bubble (p - 1)(F + B - W)".into(),
-            PipeSchedule::OneFOneB | PipeSchedule::GPipe => format!("{} pipeline schedule: bubble (p - 1) micro-batch slots", cfg.schedule.name()),
-        },
         format!("the DP exchange overlaps the last micro-batch's backward by a fraction {:.2}", cfg.dp_overlap),
         format!(
             "the first pipeline stage is the most loaded (embedding, {}); stage imbalance in time is ignored",
@@ -187,6 +183,9 @@ fn assumptions(cfg: &ScaleConfig) -> Vec<String> {
             r.restart_s
         ),
     ];
+    if cfg.schedule == PipeSchedule::ZeroBubble {
+        out.push("zb: W (the weight gradients) is a third of the un-recomputed matrix products and fills the pipeline's waits: bubble (p - 1)(F + B - W), + (p - m) W when m < p".into());
+    }
     out.push(if hw.sync_s > 0.0 {
         format!(
             "each synchronisation point (a worker meeting partners that computed up to it) costs {:.0} us beyond the link's latency",
