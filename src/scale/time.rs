@@ -36,7 +36,8 @@
 //! last stages (embedding, logits), kernel launch gaps, Megatron's scatter/gather
 //! optimisation of pipeline sends, the interleaved schedule, and under `zb` the W's
 //! element-wise share (W is taken as matrix products only, so the memory-bound kernels and
-//! the communication of a micro-batch stay in F and B) and any imbalance of F, B and W.
+//! the communication of a micro-batch stay in F and B; the attention scores' products, which
+//! have no weights, are counted in its third) and any imbalance of F, B and W.
 
 use super::config::{Layout, ScaleConfig};
 use super::hardware::{hierarchical_allreduce_s, Link};
