@@ -539,3 +539,32 @@ fn gpu_presets_have_communication_hardware() {
         p.time
     );
 }
+
+#[test]
+fn zero_bubble_on_megatrons_layout() {
+    // GPT-3 175B, TP 8 x PP 8 x DP 16, m = 96, recomputation on: zb keeps the micro-batch's
+    // time, shortens the bubble to (p - 1)(t_mb - 2W) and the step by 2 (p - 1) W, and holds
+    // 2p - 1 = 15 micro-batches on the first stage plus the pending W's
+    let one = predict(&ScaleConfig::default()).unwrap();
+    let zb = predict(&ScaleConfig {
+        schedule: PipeSchedule::ZeroBubble,
+        ..ScaleConfig::default()
+    })
+    .unwrap();
+    let (t1, tz) = (&one.time, &zb.time);
+    assert_eq!(t1.micro_batch_s, tz.micro_batch_s);
+    let w = tz.weight_grad_s;
+    assert!(w > 0.0 && w < tz.micro_batch_s / 4.0 + 1e-15, "{tz:?}");
+    assert!((tz.bubble_s - 7.0 * (tz.micro_batch_s - 2.0 * w)).abs() < 1e-9);
+    assert!(
+        ((t1.step_s - tz.step_s) - 14.0 * w).abs() < 1e-9,
+        "{t1:?} {tz:?}"
+    );
+    assert!(zb.tflops_per_gpu > one.tflops_per_gpu);
+    assert!(zb.memory.activations > one.memory.activations);
+    assert_eq!(zb.memory.weights, one.memory.weights);
+    // the report names the schedule and the bubble's share
+    let text = report(&zb);
+    assert!(text.contains("schedule zb"), "{text}");
+    assert!(text.contains("pipeline bubble (zb, "), "{text}");
+}

@@ -78,6 +78,18 @@ fn presets_and_layouts_that_do_not_fit() {
 }
 
 #[test]
+fn schedule_zb_shortens_the_step_and_holds_more() {
+    let one = scale_json(&["--schedule", "1f1b"]);
+    assert_eq!(one, scale_json(&[]), "1f1b is the default");
+    let zb = scale_json(&["--schedule", "zb"]);
+    assert_keys(&zb);
+    assert_eq!(zb["config"]["schedule"], "zb");
+    let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap();
+    assert!(f(&zb, "step_s") < f(&one, "step_s"));
+    assert!(f(&zb, "memory_gib_per_gpu") > f(&one, "memory_gib_per_gpu"));
+}
+
+#[test]
 fn out_writes_the_pictures_and_refuses_a_full_directory() {
     let tmp = TempDir::new("scale-out");
     let dir = tmp.path("pred");
@@ -248,6 +260,7 @@ fn bad_input_is_one_line() {
     for args in [
         &["scale", "--gpus", "many"][..],
         &["scale", "--recompute", "maybe"],
+        &["scale", "--schedule", "zbv"],
     ] {
         let out = nanodist(args);
         assert_one_line_error(&out, &["--"]);

@@ -4,6 +4,8 @@
 
 use serde::Serialize;
 
+use crate::config::PipeSchedule;
+
 use super::hardware::Hardware;
 use super::model::ModelShape;
 use super::reliability::Reliability;
@@ -42,6 +44,11 @@ pub struct ScaleConfig {
     pub batch: usize,
     /// Full activation recomputation (`--recompute`).
     pub recompute: bool,
+    /// Pipeline schedule (`--schedule 1f1b|zb|gpipe`), default 1F1B. GPipe takes 1F1B's
+    /// time ((m + p - 1) slots) and holds all m micro-batches on a stage; `zb` shortens the
+    /// bubble to (p - 1)(F + B - W) and holds up to 2p - 1 micro-batches (see
+    /// [`super::time`] and [`super::memory`]).
+    pub schedule: PipeSchedule,
     /// Tokens to train on, for the days (`--tokens`).
     pub tokens: f64,
     /// Number formats.
@@ -75,6 +82,7 @@ impl Default for ScaleConfig {
             micro_batch: 1,
             batch: 1536,
             recompute: true,
+            schedule: PipeSchedule::OneFOneB,
             tokens: 300e9,
             precision: Precision::Mixed,
             dp_overlap: 1.0,

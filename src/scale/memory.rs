@@ -9,10 +9,19 @@
 //!   parameters per GPU: a 1/PP slice of the layers, each a 1/TP slice of its matrices
 //!   activations: per layer s b h (10 + 24/t + 5 a s/(h t)) bytes (Korthikanti et al. 2022),
 //!                or 2 s b h kept per layer with full recomputation,
-//!                times the micro-batches in flight (1F1B: PP of them on the first stage)
+//!                times the micro-batches in flight on the first stage:
+//!                  1F1B min(p, m)    GPipe m    zb min(2p - 1, m) (held from F to W)
+//!   zb also keeps, per layer, for the min(p, m) micro-batches whose W is pending:
+//!     the four products' output gradients dy   s b h (2 + 7/t) elements (9h at t = 1:
+//!                                               qkv 3h/t, attn proj h, fc 4h/t, mlp proj h)
+//!     with recomputation also their inputs x   s b h (2 + 5/t) elements (ln_1 h, attn
+//!                                               y h/t, ln_2 h, gelu 4h/t), recomputed
+//!                                               for B and kept for W
+//!   at the activations' precision (2 bytes mixed, 4 f32)
 //! ```
 
 use super::config::{Layout, Precision, ScaleConfig};
+use crate::config::PipeSchedule;
 use serde::Serialize;
 
 /// Bytes of one GPU's memory, by what holds them.
@@ -26,7 +35,8 @@ pub struct Memory {
     pub grads: f64,
     /// Optimizer state (fp32 master weights and Adam moments in mixed precision), bytes.
     pub optimizer: f64,
-    /// Activations kept for the backward, bytes.
+    /// Activations kept for the backward (under `zb` also what the pending W's keep:
+    /// [`pending_weight_bytes`]), bytes.
     pub activations: f64,
     /// Sum of the four, bytes.
     pub total: f64,
@@ -74,8 +84,9 @@ pub fn memory(cfg: &ScaleConfig, lay: &Layout) -> Memory {
     let grads = params * gb / shard(2);
     let optimizer = params * ob / shard(1);
 
-    // activations: micro-batches in flight on the first stage under 1F1B: min(p, m)
-    let in_flight = lay.pp.min(lay.micro_batches) as f64;
+    // activations: micro-batches in flight on the first stage, from their forward to their
+    // backward (to their W under zb)
+    let in_flight = in_flight(cfg.schedule, lay.pp, lay.micro_batches) as f64;
     let layers_here = m.layers as f64 / p;
     let full = layer_activation_bytes(cfg, cfg.micro_batch, lay.tp);
     let activations = if cfg.recompute {
@@ -88,6 +99,7 @@ pub fn memory(cfg: &ScaleConfig, lay: &Layout) -> Memory {
     } else {
         layers_here * full * in_flight
     };
+    let activations = activations + pending_weight_bytes(cfg, lay);
     let total = weights + grads + optimizer + activations;
     let capacity = cfg.hardware.memory_bytes;
     Memory {
@@ -100,6 +112,39 @@ pub fn memory(cfg: &ScaleConfig, lay: &Layout) -> Memory {
         capacity,
         fits: total <= capacity,
     }
+}
+
+/// Micro-batches whose activations the first of `pp` stages holds at once under `schedule`
+/// over `micro_batches`: 1F1B min(p, m), GPipe m, `zb` min(2p - 1, m) (W at most p - 1
+/// micro-batches after its B; `parallel::pipeline::schedule::max_in_flight` on stage 0).
+pub fn in_flight(schedule: PipeSchedule, pp: usize, micro_batches: usize) -> usize {
+    match schedule {
+        PipeSchedule::OneFOneB => pp.min(micro_batches),
+        PipeSchedule::GPipe => micro_batches,
+        PipeSchedule::ZeroBubble => (2 * pp).saturating_sub(1).max(1).min(micro_batches),
+    }
+}
+
+/// What `zb` keeps on the first stage for the W's not yet run, bytes: for each of the
+/// stage's layers and each of the min(p, m) micro-batches whose W is pending, the four
+/// products' output gradients, `s b h (2 + 7/t)` elements, and with recomputation their
+/// inputs too, `s b h (2 + 5/t)` (without it the inputs are among the activations already
+/// counted). 0 under 1F1B and GPipe, whose backward uses its gradients at once.
+pub fn pending_weight_bytes(cfg: &ScaleConfig, lay: &Layout) -> f64 {
+    if cfg.schedule != PipeSchedule::ZeroBubble {
+        return 0.0;
+    }
+    let m = &cfg.model;
+    let t = lay.tp as f64;
+    let per_token = if cfg.recompute {
+        (2.0 + 7.0 / t) + (2.0 + 5.0 / t)
+    } else {
+        2.0 + 7.0 / t
+    } * m.hidden as f64;
+    let tokens = (m.seq * cfg.micro_batch) as f64;
+    let pending = lay.pp.min(lay.micro_batches) as f64;
+    let layers_here = (m.layers / lay.pp) as f64;
+    layers_here * pending * tokens * per_token * cfg.precision.element_bytes()
 }
 
 impl Precision {
@@ -172,5 +217,44 @@ mod tests {
         // ZeRO-1 halves only the 12: 809,600 * (2 + 2 + 6) = 8,096,000
         let z1 = memory(&ScaleConfig { zero: 1, ..cfg }, &lay);
         assert_eq!(z1.weights + z1.grads + z1.optimizer, 8_096_000.0);
+    }
+
+    #[test]
+    fn zero_bubble_holds_2p_minus_1_and_the_pending_gradients() {
+        // The tiny GPT on 2 stages (2 layers each), 4 micro-batches of 1, mixed precision:
+        // 360,448 activation bytes per layer per micro-batch (see tiny_case_by_hand).
+        // 1F1B: min(2, 4) = 2 in flight: 2 layers x 2 x 360,448 = 1,441,792
+        // GPipe: all 4: 2,883,584
+        // zb: min(3, 4) = 3 in flight: 2,162,688, plus the output gradients of min(2, 4) = 2
+        //     pending W's: 2 layers x 2 x 64 tokens x 9 x 128 x 2 bytes = 589,824
+        let cfg = ScaleConfig {
+            model: ModelShape::tiny(),
+            gpus: 2,
+            tp: 1,
+            pp: 2,
+            micro_batch: 1,
+            batch: 4,
+            recompute: false,
+            ..ScaleConfig::default()
+        };
+        let lay = cfg.layout().unwrap();
+        let with = |schedule| {
+            memory(
+                &ScaleConfig {
+                    schedule,
+                    ..cfg.clone()
+                },
+                &lay,
+            )
+        };
+        let one = with(PipeSchedule::OneFOneB);
+        assert_eq!(one.activations, 1_441_792.0);
+        assert_eq!(with(PipeSchedule::GPipe).activations, 2_883_584.0);
+        let zb = with(PipeSchedule::ZeroBubble);
+        assert_eq!(zb.activations, 2_162_688.0 + 589_824.0);
+        assert_eq!(zb.total - one.total, zb.activations - one.activations);
+        assert_eq!(in_flight(PipeSchedule::ZeroBubble, 8, 96), 15);
+        assert_eq!(in_flight(PipeSchedule::ZeroBubble, 8, 4), 4);
+        assert_eq!(in_flight(PipeSchedule::OneFOneB, 8, 96), 8);
     }
 }

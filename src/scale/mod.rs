@@ -8,6 +8,7 @@
 //!   1. does it fit?    memory per GPU = weights + grads + optimizer (/ZeRO) + activations
 //!                      ........................................ vs 80 GB      memory.rs
 //!   2. how fast?       step = (m + p - 1) * (compute + TP all-reduces + PP sends)
+//!                             (zb: the bubble's p - 1 slots less the W's they hide)
 //!                             + DP all-reduce not hidden by the backward        time.rs
 //!                      => tokens/s, TFLOP/s per GPU, MFU, days for T tokens
 //!   3. how often does it stop?   MTBI = MTBF / N, Young/Daly checkpoint interval,
@@ -44,6 +45,7 @@ pub mod report;
 pub mod svg;
 pub mod time;
 
+pub use crate::config::PipeSchedule;
 pub use config::{Layout, Precision, ScaleConfig, ScaleError};
 pub use hardware::{Hardware, Link};
 pub use memory::Memory;
@@ -164,7 +166,15 @@ fn assumptions(cfg: &ScaleConfig) -> Vec<String> {
         "collectives are rings (hierarchical when replicas share a node) moving whole tensors in one message".into(),
         "TP all-reduces and pipeline sends sit on the critical path; no scatter/gather optimisation, no interleaving".into(),
         format!("the DP exchange overlaps the last micro-batch's backward by a fraction {:.2}", cfg.dp_overlap),
-        "the first pipeline stage is the most loaded (embedding, p micro-batches in flight under 1F1B); stage imbalance in time is ignored".into(),
+        format!(
+            "the first pipeline stage is the most loaded (embedding, {}); stage imbalance in time is ignored",
+            match cfg.schedule {
+                PipeSchedule::OneFOneB => "p micro-batches in flight under 1F1B",
+                PipeSchedule::GPipe => "all m micro-batches in flight under GPipe",
+                PipeSchedule::ZeroBubble =>
+                    "2p - 1 micro-batches in flight under zb, and the pending W's output gradients",
+            }
+        ),
         "memory counts model states and activations only: no framework workspace, fragmentation or communication buffers".into(),
         format!(
             "GPU MTBF {:.0} h (Llama 3: 419 interruptions in 54 days on 16,384 GPUs), checkpoint storage {:.0} GB/s, restart {:.0} s",
@@ -173,6 +183,9 @@ fn assumptions(cfg: &ScaleConfig) -> Vec<String> {
             r.restart_s
         ),
     ];
+    if cfg.schedule == PipeSchedule::ZeroBubble {
+        out.push("zb: W (the weight gradients) is a third of the un-recomputed matrix products and fills the pipeline's waits: bubble (p - 1)(F + B - W), + (p - m) W when m < p".into());
+    }
     out.push(if hw.sync_s > 0.0 {
         format!(
             "each synchronisation point (a worker meeting partners that computed up to it) costs {:.0} us beyond the link's latency",

@@ -9,7 +9,7 @@
 //! ```
 
 use super::memory::GIB;
-use super::{fmt_si, Prediction};
+use super::{fmt_si, PipeSchedule, Prediction};
 use std::fmt::Write;
 
 /// A readable breakdown of a prediction: memory, step, throughput, days, failures, assumptions.
@@ -30,7 +30,7 @@ pub fn report(p: &Prediction) -> String {
     );
     let _ = writeln!(
         s,
-        "on {} x {} ({} per node): DP {} x PP {} x TP {}, ZeRO {}, batch {} = {} replicas x {} micro-batches of {}, recompute {}",
+        "on {} x {} ({} per node): DP {} x PP {} x TP {}, ZeRO {}, batch {} = {} replicas x {} micro-batches of {}, recompute {}{}",
         c.gpus,
         c.hardware.name,
         c.gpus_per_node,
@@ -42,7 +42,12 @@ pub fn report(p: &Prediction) -> String {
         l.dp,
         l.micro_batches,
         c.micro_batch,
-        if c.recompute { "on" } else { "off" }
+        if c.recompute { "on" } else { "off" },
+        if l.pp > 1 {
+            format!(", schedule {}", c.schedule.name())
+        } else {
+            String::new()
+        }
     );
     let gib = |b: f64| b / GIB;
     let _ = writeln!(
@@ -78,11 +83,18 @@ pub fn report(p: &Prediction) -> String {
         s,
         "\nstep                                                  s    share"
     );
-    let bubble = format!(
-        "pipeline bubble ({}/{} of ideal)",
-        l.pp - 1,
-        l.micro_batches
-    );
+    // 1F1B and GPipe: (p - 1)/m exactly; zb: the bubble's share of the ideal m t_mb
+    let bubble = match c.schedule {
+        PipeSchedule::ZeroBubble => format!(
+            "pipeline bubble (zb, {:.3} of ideal)",
+            t.bubble_s / (t.micro_batch_s * l.micro_batches as f64)
+        ),
+        PipeSchedule::OneFOneB | PipeSchedule::GPipe => format!(
+            "pipeline bubble ({}/{} of ideal)",
+            l.pp - 1,
+            l.micro_batches
+        ),
+    };
     let dp = format!(
         "DP exchange exposed ({:.2} s, {:.2} hidden)",
         t.dp_s, t.dp_hidden_s

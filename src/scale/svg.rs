@@ -12,7 +12,7 @@
 
 use super::memory::GIB;
 use super::reliability::goodput;
-use super::Prediction;
+use super::{PipeSchedule, Prediction};
 use std::fmt::Write;
 
 const W: f64 = 760.0;
@@ -102,7 +102,12 @@ pub fn step_svg(p: &Prediction) -> String {
             rect(&mut s, sx(x), y, sx(x + w) - sx(x), 20.0, color);
             x += w;
         }
-        let end = (mb + pp as f64 - 1.0) * t.micro_batch_s;
+        // the pipeline's end: (m + p - 1) slots, or under zb m slots and the shorter bubble
+        let end = if p.config.schedule == PipeSchedule::ZeroBubble {
+            busy + t.bubble_s
+        } else {
+            (mb + pp as f64 - 1.0) * t.micro_batch_s
+        };
         rect(&mut s, sx(x), y, sx(end) - sx(x), 20.0, BUBBLE);
         rect(&mut s, sx(end), y, sx(end + dp_exposed) - sx(end), 20.0, DP);
     }

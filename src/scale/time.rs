@@ -11,8 +11,16 @@
 //!  stage 3  ...|...                 |...........|       (p - 1) / m of the ideal time
 //!                                  ^ DP all-reduce of the gradients, partly hidden behind the
 //!                                    backward of the last micro-batch
-//!  step = (m + p - 1) t_mb + DP time not hidden + per-step synchronisation points
+//!  step = m t_mb + bubble + DP time not hidden + per-step synchronisation points
 //!         + hand-offs (overlap with no core for communication)
+//!
+//!  zero bubble (--schedule zb): each backward split into B (input gradient, what the stage
+//!  before waits for) and W (the weight gradients dW += dy^T x, nobody waits for them);
+//!  W's fill the waits, so a stage idles (p - 1)(F + B - W) instead of (p - 1)(F + B + W):
+//!    F = B = W = compute/3   (recompute: F = W = compute/4, B = recompute + backward = 1/2)
+//!    W = the weight-gradient third of the matrix products, un-recomputed
+//!    bubble = (p - 1)(t_mb - 2W)  +  (p - m) W  when m < p (too few B's to hide the W's)
+//!    1F1B:   (p - 1) t_mb;   zb, no communication, no recompute:  (p - 1) t_mb / 3
 //!
 //!  overlap:  comm_core (GPU: copy engines, links)   hidden = min(dp_overlap x DP, backward)
 //!            no comm_core (every core computes)     hidden = 0, + hand-offs x handoff_s
@@ -26,10 +34,14 @@
 //! ```
 //! Not modelled (stated in the report): the optimizer step, the imbalance of the first and
 //! last stages (embedding, logits), kernel launch gaps, Megatron's scatter/gather
-//! optimisation of pipeline sends, and the interleaved schedule.
+//! optimisation of pipeline sends, the interleaved schedule, and under `zb` the W's
+//! element-wise share (W is taken as matrix products only, so the memory-bound kernels and
+//! the communication of a micro-batch stay in F and B; the attention scores' products, which
+//! have no weights, are counted in its third) and any imbalance of F, B and W.
 
 use super::config::{Layout, ScaleConfig};
 use super::hardware::{hierarchical_allreduce_s, Link};
+use crate::config::PipeSchedule;
 use serde::Serialize;
 
 /// Where the time of one optimizer step goes, seconds unless named otherwise.
@@ -47,8 +59,13 @@ pub struct StepTime {
     pub tp_s: f64,
     /// Pipeline point-to-point sends of the m micro-batches (on the critical path).
     pub pp_s: f64,
-    /// The pipeline bubble: (p - 1) t_mb.
+    /// The pipeline bubble: (p - 1) t_mb under 1F1B and GPipe; under `zb`
+    /// (p - 1)(t_mb - 2W) + max(p - m, 0) W, W the weight-gradient share of t_mb
+    /// (`weight_grad_s`).
     pub bubble_s: f64,
+    /// W: one micro-batch's weight-gradient products on one stage, the part of t_mb the
+    /// `zb` schedule moves into the waits; a third of the un-recomputed matrix products.
+    pub weight_grad_s: f64,
     /// Synchronisation points on the critical path outside the bubble's slots: the m
     /// micro-batches' and the step's (see [`sync_points`]).
     pub sync_points: f64,
@@ -65,7 +82,7 @@ pub struct StepTime {
     pub handoffs: f64,
     /// Their cost: `handoffs x Hardware::handoff_s`.
     pub handoff_s: f64,
-    /// The step: (m + p - 1) t_mb + dp_s - dp_hidden_s + handoff_s + the step's
+    /// The step: m t_mb + bubble_s + dp_s - dp_hidden_s + handoff_s + the step's
     /// synchronisation points.
     pub step_s: f64,
     /// Link the TP group uses.
@@ -126,9 +143,28 @@ pub fn step_time(cfg: &ScaleConfig, lay: &Layout, hw_flops: f64, params_per_gpu:
     let points = sync_points(cfg, lay);
     let sync_mb = points.per_micro_batch * hw.sync_s;
     let t_mb = compute_mb + tp_mb + pp_mb + sync_mb;
+    // W, the weight gradients dW += dy^T x of the blocks' four products: a third of the
+    // matrix products without recomputation (forward, input gradient, weight gradient are
+    // 2 FLOPs per weight and token each); with it `gemm_mb` holds a fourth pass (the
+    // recomputed forward) and W is still the same work, a fourth of it. The element-wise
+    // kernels, the TP all-reduces and the sends stay in F and B.
+    let weight_mb = gemm_mb / if cfg.recompute { 4.0 } else { 3.0 };
     // 1F1B and GPipe both take (m + p - 1) slots (Narayanan et al. 2021, section 2.2):
-    // bubble fraction (p - 1) / m of the ideal m t_mb.
-    let bubble = (p - 1) as f64 * t_mb;
+    // bubble fraction (p - 1) / m of the ideal m t_mb. Zero bubble (ZB-H1, Qi et al. 2023):
+    // each stage fills its waits with pending W's, leaving (p - 1)(F + B - W) =
+    // (p - 1)(t_mb - 2W); with m < p micro-batches the last W's have too few B's to hide
+    // behind, p - m more W's stay exposed (`schedule::simulate` in unit time: 2p - 1 - m
+    // idle units, against p - 1 for m >= p).
+    let (bubble, pipeline) = match cfg.schedule {
+        PipeSchedule::ZeroBubble => {
+            let bubble =
+                (p - 1) as f64 * (t_mb - 2.0 * weight_mb) + p.saturating_sub(mb) as f64 * weight_mb;
+            (bubble, mb as f64 * t_mb + bubble)
+        }
+        PipeSchedule::OneFOneB | PipeSchedule::GPipe => {
+            ((p - 1) as f64 * t_mb, (mb + p - 1) as f64 * t_mb)
+        }
+    };
 
     // DP: gradients of this GPU's parameters, summed over the d replicas. Ring all-reduce
     // (2 halves of volume) for ZeRO 0-2 (stage 1/2's reduce-scatter + all-gather of weights
@@ -174,7 +210,7 @@ pub fn step_time(cfg: &ScaleConfig, lay: &Layout, hw_flops: f64, params_per_gpu:
 
     // a wait for a partner is not hidden behind compute: it is the compute that is late
     let sync_step = points.per_step * hw.sync_s;
-    let step = (mb + p - 1) as f64 * t_mb + dp - hidden + handoffs * hw.handoff_s + sync_step;
+    let step = pipeline + dp - hidden + handoffs * hw.handoff_s + sync_step;
     StepTime {
         micro_batch_s: t_mb,
         compute_s: compute_mb * mb as f64,
@@ -182,6 +218,7 @@ pub fn step_time(cfg: &ScaleConfig, lay: &Layout, hw_flops: f64, params_per_gpu:
         tp_s: tp_mb * mb as f64,
         pp_s: pp_mb * mb as f64,
         bubble_s: bubble,
+        weight_grad_s: weight_mb,
         sync_points: points.per_micro_batch * mb as f64 + points.per_step,
         sync_s: sync_mb * mb as f64 + sync_step,
         dp_s: dp,
@@ -261,6 +298,21 @@ pub fn bubble_fraction(pp: usize, micro_batches: usize) -> f64 {
     (pp.saturating_sub(1)) as f64 / micro_batches.max(1) as f64
 }
 
+/// The pipeline bubble of `schedule` as a fraction of the ideal time, F, B and W one unit
+/// each (a micro-batch 3 units, no communication, no recomputation): `(p - 1) / m` for
+/// 1F1B and GPipe, `(p - 1) / (3m)` for `zb` when `m >= p` (ZB-H1, Qi et al. 2023), and
+/// `(2p - 1 - m) / (3m)` for `zb` when `m < p`.
+pub fn schedule_bubble_fraction(schedule: PipeSchedule, pp: usize, micro_batches: usize) -> f64 {
+    match schedule {
+        PipeSchedule::GPipe | PipeSchedule::OneFOneB => bubble_fraction(pp, micro_batches),
+        PipeSchedule::ZeroBubble => {
+            let (p, m) = (pp.max(1), micro_batches.max(1));
+            let idle = (p - 1) + p.saturating_sub(m);
+            idle as f64 / (3 * m) as f64
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::{ModelShape, ScaleConfig};
@@ -306,5 +358,94 @@ mod tests {
         let ar = cfg.hardware.intra.ring_allreduce_s(8, params * 2.0);
         assert!((st.step_s - (compute + ar)).abs() < 1e-12, "{st:?}");
         assert_eq!(st.dp_peers_per_node, 8);
+    }
+
+    /// A pipeline with nothing but matrix products: no links, no memory-bound kernels,
+    /// no meetings, so t_mb is compute alone and F = B = W = t_mb / 3.
+    fn compute_only(pp: usize, batch: usize, recompute: bool, schedule: PipeSchedule) -> StepTime {
+        let cfg = ScaleConfig {
+            model: ModelShape::gpt2(),
+            hardware: crate::scale::Hardware::calibrated_cpu(1e12, 0.0, f64::INFINITY, 80e9),
+            gpus: pp,
+            gpus_per_node: pp,
+            tp: 1,
+            pp,
+            micro_batch: 1,
+            batch,
+            recompute,
+            schedule,
+            dp_overlap: 0.0,
+            ..ScaleConfig::default()
+        };
+        let lay = cfg.layout().unwrap();
+        let flops = cfg.model.step_flops(cfg.batch, cfg.recompute);
+        step_time(&cfg, &lay, flops, 1e8)
+    }
+
+    #[test]
+    fn zero_bubble_is_a_third_of_1f1b_at_m_at_least_p() {
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * b.abs().max(1e-30);
+        for (p, m) in [(2, 2), (4, 4), (4, 16), (6, 96)] {
+            let one = compute_only(p, m, false, PipeSchedule::OneFOneB);
+            let zb = compute_only(p, m, false, PipeSchedule::ZeroBubble);
+            let t = one.micro_batch_s;
+            assert!(close(zb.micro_batch_s, t));
+            assert!(close(zb.weight_grad_s, t / 3.0), "{zb:?}");
+            assert!(close(one.bubble_s, (p - 1) as f64 * t));
+            assert!(
+                close(zb.bubble_s, one.bubble_s / 3.0),
+                "p {p} m {m}: {zb:?}"
+            );
+            // the step drops by 2 (p - 1) t_mb / 3
+            let drop = 2.0 * (p - 1) as f64 * t / 3.0;
+            assert!(close(one.step_s - zb.step_s, drop), "p {p} m {m}");
+            assert!(close(zb.step_s, (3 * m + p - 1) as f64 * t / 3.0));
+        }
+        // GPipe's time is 1F1B's
+        let g = compute_only(4, 8, false, PipeSchedule::GPipe);
+        assert_eq!(g, compute_only(4, 8, false, PipeSchedule::OneFOneB));
+    }
+
+    #[test]
+    fn zero_bubble_with_recomputation_and_few_micro_batches() {
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * b.abs();
+        // recomputation: F = W = t_mb/4, B = recompute + input gradient = t_mb/2:
+        // bubble (p - 1)(F + B - W) = (p - 1) t_mb / 2
+        let zb = compute_only(4, 8, true, PipeSchedule::ZeroBubble);
+        assert!(close(zb.weight_grad_s, zb.micro_batch_s / 4.0));
+        assert!(close(zb.bubble_s, 3.0 * zb.micro_batch_s / 2.0), "{zb:?}");
+        // m < p: p - m more W's exposed: p = 4, m = 2: (3 + 2) t_mb / 3
+        let zb = compute_only(4, 2, false, PipeSchedule::ZeroBubble);
+        assert!(close(zb.bubble_s, 5.0 * zb.micro_batch_s / 3.0), "{zb:?}");
+        assert!(close(
+            zb.bubble_s / (2.0 * zb.micro_batch_s),
+            schedule_bubble_fraction(PipeSchedule::ZeroBubble, 4, 2)
+        ));
+    }
+
+    #[test]
+    fn zero_bubble_fraction_matches_the_simulated_schedule() {
+        // in unit time (F = B = W = 1) the simulated zb schedule of the pipeline idles
+        // slots - 3m units: the model's (p - 1) + max(p - m, 0)
+        use crate::parallel::pipeline::schedule::simulate;
+        for p in 1..=6 {
+            for m in 1..=12 {
+                let slots = simulate(PipeSchedule::ZeroBubble, p, m)
+                    .iter()
+                    .map(|row| row.last().map_or(0, |&(t, _)| t + 1))
+                    .max()
+                    .unwrap();
+                let idle = (slots - 3 * m) as f64 / (3 * m) as f64;
+                let model = schedule_bubble_fraction(PipeSchedule::ZeroBubble, p, m);
+                assert!(
+                    (idle - model).abs() < 1e-12,
+                    "p {p} m {m}: {idle} vs {model}"
+                );
+            }
+        }
+        assert_eq!(
+            schedule_bubble_fraction(PipeSchedule::OneFOneB, 8, 96),
+            bubble_fraction(8, 96)
+        );
     }
 }

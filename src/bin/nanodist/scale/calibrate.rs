@@ -30,6 +30,11 @@
 //!                                               points per slot, 2 barriers a step
 //! ```
 //!
+//! Each case is predicted under its own `--schedule` (the model's [`ScaleConfig::schedule`]).
+//! The list has no `--schedule zb` case: one more pipeline case and its stage rate would
+//! lengthen a calibration of ten cases by a tenth or more (the zb bubble formula is checked
+//! against the schedule's unit-time simulation in the model's tests instead).
+//!
 //! The model is fed only figures measured outside the runs it predicts: the rates come from
 //! replicas and stages that never communicate and from the block's matrix products alone,
 //! the link from the all-reduce alone, the synchronisation point from threads that compute
@@ -363,6 +368,7 @@ fn scale_config(
         micro_batch: p.batch / (dp * micro),
         batch: cfg.parallel.batch,
         recompute: false,
+        schedule: p.schedule,
         precision: Precision::Fp32,
         dp_overlap: if cfg.parallel.overlap { 1.0 } else { 0.0 },
         buckets: k,

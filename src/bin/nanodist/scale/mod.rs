@@ -19,8 +19,8 @@
 use std::path::{Path, PathBuf};
 
 use nanodist::scale::{
-    goodput_svg, memory_svg, predict, report, step_svg, Hardware, ModelShape, Prediction,
-    ScaleConfig,
+    goodput_svg, memory_svg, predict, report, step_svg, Hardware, ModelShape, PipeSchedule,
+    Prediction, ScaleConfig,
 };
 use nanodist::Error;
 
@@ -75,6 +75,10 @@ pub struct ScaleArgs {
     #[arg(long, default_value = "on", num_args = 0..=1, default_missing_value = "on",
           value_parser = ["on", "off"])]
     pub recompute: String,
+    /// Pipeline schedule: 1f1b, zb (zero bubble: weight gradients fill the waits, up to
+    /// 2P - 1 micro-batches in flight) or gpipe (1F1B's time, all micro-batches in flight).
+    #[arg(long, default_value = "1f1b", value_parser = crate::cli::schedule_parser())]
+    pub schedule: PipeSchedule,
     /// Tokens to train on, for the training time (e.g. 300e9).
     #[arg(long, default_value_t = 300e9)]
     pub tokens: f64,
@@ -213,6 +217,7 @@ fn config(args: &ScaleArgs) -> Result<ScaleConfig, Error> {
         micro_batch: args.micro_batch,
         batch: args.batch,
         recompute: args.recompute == "on",
+        schedule: args.schedule,
         tokens: args.tokens,
         ..ScaleConfig::default()
     })
