@@ -2,7 +2,7 @@
 //! stage's replicas trains exactly as the replicated pipeline does.
 //!
 //! - `--deterministic`: the same bits as `--zero 0` and as data parallelism alone, with even
-//!   and uneven cuts (2 and 3 replicas), middle stages (`--pp 3`) and both schedules;
+//!   and uneven cuts (2 and 3 replicas), middle stages (`--pp 3`) and all three schedules;
 //! - default mode: the same within float tolerance, with clipping active every step, and
 //!   with `--tp 2` stages;
 //! - the checkpoint state (AdamW's parts gathered) resumes at other layouts, and a replicated
@@ -78,6 +78,7 @@ fn deterministic_sharded_pipelines_equal_replicated_ones_and_data_parallelism() 
                 (2, 2, PipeSchedule::GPipe),
                 (2, 2, PipeSchedule::OneFOneB),
                 (3, 1, PipeSchedule::OneFOneB),
+                (2, 2, PipeSchedule::ZeroBubble),
             ] {
                 let mut zero0 = with(&base, replicas * pp, pp, micro, 0);
                 zero0.parallel.schedule = s;
