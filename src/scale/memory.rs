@@ -22,6 +22,7 @@
 
 use super::config::{Layout, Precision, ScaleConfig};
 use crate::config::PipeSchedule;
+use crate::parallel::pipeline::schedule;
 use serde::Serialize;
 
 /// Bytes of one GPU's memory, by what holds them.
@@ -116,13 +117,11 @@ pub fn memory(cfg: &ScaleConfig, lay: &Layout) -> Memory {
 
 /// Micro-batches whose activations the first of `pp` stages holds at once under `schedule`
 /// over `micro_batches`: 1F1B min(p, m), GPipe m, `zb` min(2p - 1, m) (W at most p - 1
-/// micro-batches after its B; `parallel::pipeline::schedule::max_in_flight` on stage 0).
+/// micro-batches after its B). The pipeline's own count ([`schedule::max_in_flight`]) over
+/// stage 0's list of actions, so the model and the runs agree.
 pub fn in_flight(schedule: PipeSchedule, pp: usize, micro_batches: usize) -> usize {
-    match schedule {
-        PipeSchedule::OneFOneB => pp.min(micro_batches),
-        PipeSchedule::GPipe => micro_batches,
-        PipeSchedule::ZeroBubble => (2 * pp).saturating_sub(1).max(1).min(micro_batches),
-    }
+    let stage0 = schedule::actions(schedule, pp.max(1), 0, micro_batches);
+    schedule::max_in_flight(&stage0)
 }
 
 /// What `zb` keeps on the first stage for the W's not yet run, bytes: for each of the

@@ -717,12 +717,8 @@ impl Pipe {
             true
         });
         if !ok {
-            return Err(Error::Diverged {
-                step,
-                worker: comms.pp.rank(),
-                tensor: format!("gradient of stage {s} (micro-batch {m})"),
-                value: f32::NAN,
-            });
+            let what = format!("gradient of stage {s} (micro-batch {m})");
+            return Err(sum_diverged(step, comms.pp.rank(), what));
         }
         if !part.first {
             for ws in pieces.iter() {
@@ -768,12 +764,8 @@ impl Pipe {
             })
         });
         if !ok {
-            return Err(Error::Diverged {
-                step,
-                worker: comms.pp.rank(),
-                tensor: format!("weight gradient of stage {} (micro-batch {m})", self.stage),
-                value: f32::NAN,
-            });
+            let what = format!("weight gradient of stage {} (micro-batch {m})", self.stage);
+            return Err(sum_diverged(step, comms.pp.rank(), what));
         }
         self.w_next = m + 1;
         Ok(())
@@ -911,6 +903,17 @@ impl Pipe {
         }
         pp.broadcast(&mut out, last).map_err(gone(step))?;
         Ok((out[0], out[1] as f32))
+    }
+}
+
+/// The error of a stage whose exact (fixed-point) gradient sum of `what` overflowed on
+/// `worker` at `step`: a gradient that was not finite or too large to sum.
+fn sum_diverged(step: usize, worker: usize, what: String) -> Error {
+    Error::Diverged {
+        step,
+        worker,
+        tensor: what,
+        value: f32::NAN,
     }
 }
 
