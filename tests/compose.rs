@@ -51,19 +51,7 @@ fn run(cfg: &TrainConfig) -> Outcome {
 /// Asserts `got` trained as `want` did, within the module's tolerances.
 fn assert_same_training(got: &Outcome, want: &Outcome, what: &str) {
     assert_eq!(got.rows.len(), want.rows.len(), "{what}");
-    for (a, b) in got.rows.iter().zip(&want.rows) {
-        let rel = (a.grad_norm - b.grad_norm).abs() / b.grad_norm;
-        println!(
-            "{what} step {}: loss {} vs {}, norm {} vs {}",
-            a.step, a.loss, b.loss, a.grad_norm, b.grad_norm
-        );
-        assert!(
-            (a.loss - b.loss).abs() < 1e-5,
-            "{what}: step {} loss",
-            a.step
-        );
-        assert!(rel < 1e-4, "{what}: step {} gradient norm", a.step);
-    }
+    common::assert_steps_close(&got.rows, &want.rows, 1e-4, what);
     let (g, w) = (&got.model.params, &want.model.params);
     assert_eq!(g.len(), w.len(), "{what}: the whole model comes back");
     let worst = g

@@ -105,16 +105,7 @@ fn default_mode_pipelines_match_within_float_tolerance() {
             // the tied wte's two parts are added once per step instead of per micro-batch:
             // last-bit differences, which AdamW's normalised steps keep tiny over 4 steps
             assert_close(&p.model.params, &one.model.params, 1e-5, &what);
-            for (a, b) in p.rows.iter().zip(&one.rows) {
-                let rel = (a.grad_norm - b.grad_norm).abs() / b.grad_norm;
-                assert!(
-                    rel < 1e-5,
-                    "{what}: gradient norm {} vs {}",
-                    a.grad_norm,
-                    b.grad_norm
-                );
-                assert!((a.loss - b.loss).abs() < 1e-5, "{what}: loss");
-            }
+            common::assert_steps_close(&p.rows, &one.rows, 1e-5, &what);
         }
     }
 }

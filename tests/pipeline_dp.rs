@@ -68,15 +68,7 @@ fn replicated_pipelines_sum_every_range_their_stages_write() {
         // float tolerances: tests/pipeline.rs's without --tp, tests/compose.rs's with it
         let (params_tol, norm_tol) = if tp > 1 { (1e-4, 1e-4) } else { (1e-5, 1e-5) };
         assert_eq!(got.rows.len(), want.rows.len(), "{what}");
-        for (a, b) in got.rows.iter().zip(&want.rows) {
-            let rel = (a.grad_norm - b.grad_norm).abs() / b.grad_norm;
-            assert!(rel < norm_tol, "{what}: step {} gradient norm", a.step);
-            assert!(
-                (a.loss - b.loss).abs() < 1e-5,
-                "{what}: step {} loss",
-                a.step
-            );
-        }
+        common::assert_steps_close(&got.rows, &want.rows, norm_tol, &what);
         let (a, b) = (&got.model.params, &want.model.params);
         assert_eq!(a.len(), b.len(), "{what}");
         let worst = (a.iter().zip(b)).fold(0f32, |w, (x, y)| w.max((x - y).abs()));

@@ -54,16 +54,7 @@ fn assert_close(got: &Outcome, want: &Outcome, tol: f32, what: &str) {
     let first = got.rows.first().map_or(0, |r| r.step);
     let want_rows: Vec<_> = want.rows.iter().filter(|r| r.step >= first).collect();
     assert_eq!(got.rows.len(), want_rows.len(), "{what}");
-    for (a, b) in got.rows.iter().zip(want_rows) {
-        let rel = (a.grad_norm - b.grad_norm).abs() / b.grad_norm;
-        assert!(
-            rel < 1e-5,
-            "{what}: norm {} vs {}",
-            a.grad_norm,
-            b.grad_norm
-        );
-        assert!((a.loss - b.loss).abs() < 1e-5, "{what}: loss");
-    }
+    common::assert_steps_close(&got.rows, want_rows, 1e-5, what);
 }
 
 #[test]

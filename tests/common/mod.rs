@@ -9,6 +9,7 @@ use std::process::{Command, Output};
 
 use nanodist::config::{ModelConfig, TrainConfig};
 use nanodist::data::{self, Corpus};
+use nanodist::metrics::StepRow;
 use nanodist::train::{self, Outcome, RunOptions};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_nanodist");
@@ -124,4 +125,32 @@ pub fn run_from(cfg: &TrainConfig, init: train::TrainState) -> Outcome {
         ..RunOptions::default()
     };
     train::train(cfg, corpus(), init, &opts, |_| Ok(())).expect("training runs")
+}
+
+/// Asserts that each step of `got` trained as the same step of `want` (paired in order):
+/// the loss within 1e-5, the gradient norm within `norm_tol` relative. The float-tolerance
+/// check of the strategies that are not bit-exact.
+pub fn assert_steps_close<'a>(
+    got: &[StepRow],
+    want: impl IntoIterator<Item = &'a StepRow>,
+    norm_tol: f64,
+    what: &str,
+) {
+    for (a, b) in got.iter().zip(want) {
+        let rel = (a.grad_norm - b.grad_norm).abs() / b.grad_norm;
+        assert!(
+            rel < norm_tol,
+            "{what}: step {} gradient norm {} vs {}",
+            a.step,
+            a.grad_norm,
+            b.grad_norm
+        );
+        assert!(
+            (a.loss - b.loss).abs() < 1e-5,
+            "{what}: step {} loss {} vs {}",
+            a.step,
+            a.loss,
+            b.loss
+        );
+    }
 }
