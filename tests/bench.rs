@@ -241,3 +241,81 @@ fn an_unusable_out_dir_is_refused_before_the_sweep_runs() {
     );
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "not a directory");
 }
+
+/// The median of `v`, as the bench takes it (the mean of the middle two for an even count).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    (v[(n - 1) / 2] + v[n / 2]) / 2.0
+}
+
+#[test]
+fn the_pipeline_bench_reports_its_rounds_roof_and_ceiling_consistently() {
+    let t = TempDir::new("bench-pp");
+    let out = t.path("p");
+    let flags = ["--pp", "2", "--micro", "2", "--steps", "1", "--rounds", "3"];
+    let o = bench(&out, &flags);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    for needle in [
+        "roof (2 independent replicas of 6 sequences",
+        "ceiling = roof",
+    ] {
+        assert!(stdout.contains(needle), "no {needle:?} in:\n{stdout}");
+    }
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("pipeline.json")).unwrap()).unwrap();
+    // a row per schedule, each with the theory of its own schedule at P = 2, M = 2
+    let rows = j["rows"].as_array().unwrap();
+    let theory: Vec<(&str, f64)> = (rows.iter())
+        .map(|r| {
+            (
+                r["schedule"].as_str().unwrap(),
+                r["bubble_theory"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(theory.len(), 3, "{theory:?}");
+    for (s, b) in &theory {
+        let want = if *s == "zb" { 1.0 / 7.0 } else { 1.0 / 3.0 };
+        assert!((b - want).abs() < 1e-9, "{s}: theory {b}, want {want}");
+    }
+    // every ratio is the median of the per-round ratios of the rounds it wrote
+    let rounds: Vec<Vec<f64>> = (j["rounds_tokens_per_s"].as_array().unwrap().iter())
+        .map(floats)
+        .collect();
+    assert_eq!(rounds.len(), 3);
+    let ratio = |k: usize, of: usize| median(rounds.iter().map(|r| r[k] / r[of]).collect());
+    let close = |key: &str, want: f64| {
+        let got = j[key].as_f64().unwrap();
+        assert!(
+            (got - want).abs() <= 1e-9 * want.abs(),
+            "{key}: {got} against {want}"
+        );
+    };
+    close("speedup_independent", ratio(1, 0));
+    close("speedup_1f1b", ratio(2, 0));
+    close("speedup_zb", ratio(3, 0));
+    close("zb_over_1f1b", ratio(3, 2));
+    close("zb_over_independent", ratio(3, 1));
+    close("one_f_one_b_over_independent", ratio(2, 1));
+    // the ceiling is the roof, less the schedule's bubble, times the micro-batch efficiency
+    let effs: Vec<Vec<f64>> = (j["rounds_micro_efficiency"].as_array().unwrap().iter())
+        .map(floats)
+        .collect();
+    let eff = |k: usize| median(effs.iter().map(|e| e[k]).collect());
+    close("micro_efficiency_whole", eff(0));
+    close("micro_efficiency_split", eff(1));
+    close("ceiling_1f1b", ratio(1, 0) * (1.0 - 1.0 / 3.0) * eff(0));
+    close("ceiling_zb", ratio(1, 0) * (1.0 - 1.0 / 7.0) * eff(1));
+    // the same FLOPs in smaller products: well above nothing, not far above 1
+    for e in effs.iter().flatten() {
+        assert!(*e > 0.2 && *e < 5.0, "micro-batch efficiency {e}");
+    }
+}
+
+#[test]
+fn a_pipeline_bench_whose_batch_the_stages_do_not_divide_is_refused() {
+    let o = nanodist(&["bench", "--pp", "2", "--batch", "9", "--micro", "3"]);
+    assert_one_line_error(&o, &["--batch", "2 divides"]);
+}

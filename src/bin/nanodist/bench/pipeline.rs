@@ -1,5 +1,5 @@
 //! `nanodist bench --pp P`: the pipeline's bubble and memory, measured against the theory,
-//! and its speed against one worker.
+//! and its speed against one worker and against what the machine's cores allow.
 //!
 //! ```text
 //!  for M in --micro (2,4,6), for gpipe, 1f1b and zb:
@@ -7,10 +7,20 @@
 //!    bubble: each stage's idle share of its schedule window (median over stages and steps)
 //!            next to (P-1)/(M+P-1) (zb: its simulated schedule's); peak activation bytes
 //!            per stage; tokens/s
-//!  speed, interleaved (one worker, 1f1b, zb, one worker, ...; --rounds times):
+//!  speed, interleaved (one worker, roof, 1f1b, zb, one worker, ...; --rounds times):
 //!    1 worker (the default model, --accum 1)  against  --workers P --pp P --micro max(M)
 //!    under 1f1b and under zb; each ratio = median over rounds of (the pipeline's tokens/s
 //!    / one worker's in the same round), and zb / 1f1b likewise
+//!    roof: P independent replicas, one thread each, B/P sequences each, that never meet
+//!    (`bench`'s independent mode): what P cores deliver side by side on this machine. No
+//!    schedule of P threads beats it: the roof against one worker is what the machine gives,
+//!    the pipeline's share of the roof what its schedule, its smaller products and its
+//!    hand-offs cost.
+//!    micro-batch efficiency, on this thread alone: every stage's forward and backward
+//!    (whole, as 1F1B runs it; B then W, as zb does) on M micro-batches of B/M sequences,
+//!    against the whole model's forward and backward on B/P sequences, P times: the same
+//!    FLOPs on smaller products
+//!  ceiling = roof x (1 - the schedule's bubble) x micro-batch efficiency
 //! ```
 //!
 //! The bubble formula assumes each stage's forward and backward take the same time and the
@@ -21,13 +31,17 @@ use std::fmt::Write as _;
 
 use nanodist::config::{PipeSchedule, TrainConfig};
 use nanodist::data;
+use nanodist::model::{split, Deferred, Gpt, Workspace};
 use nanodist::parallel::pipeline;
 use nanodist::train::{self, RunOptions};
 use nanodist::Error;
 
 use std::path::Path;
+use std::time::Instant;
 
 use nanodist::collective::Algorithm;
+
+use super::solo::Solo;
 
 /// Warm-up steps before the timed ones.
 const WARM: usize = 3;
@@ -71,6 +85,12 @@ pub fn run(args: &Options<'_>) -> Result<(), Error> {
             "--micro needs positive counts (e.g. --micro 2,4,6), and --steps and --rounds at least 1"
                 .into(),
         ));
+    }
+    if args.batch % pp != 0 {
+        return Err(Error::Config(format!(
+            "bench --pp {pp} needs a --batch that {pp} divides: its roof is {pp} independent \
+             replicas of an equal share each (e.g. --batch 12)"
+        )));
     }
     let mut base = TrainConfig {
         data: args.data.to_string(),
@@ -163,16 +183,30 @@ pub fn run(args: &Options<'_>) -> Result<(), Error> {
         let s = train::train(cfg, &corpus, train::initial_state(cfg), &fast, |_| Ok(()))?;
         Ok(s.summary.tokens_per_s)
     };
-    // tokens/s by round: [one worker, 1f1b, zb]
-    let mut rounds: Vec<[f64; 3]> = Vec::new();
+    let roof = Solo {
+        base: &base,
+        corpus: &corpus,
+        batch: args.batch,
+        steps: args.steps,
+        cores,
+    };
+    // tokens/s by round: [one worker, P independent replicas, 1f1b, zb]
+    let mut rounds: Vec<[f64; 4]> = Vec::new();
+    // micro-batch efficiency by round: [whole backward, split into B and W]
+    let mut micro_eff: Vec<[f64; 2]> = Vec::new();
+    let mut kernels = MicroKernels::new(&base, &corpus, pp, most, args.batch);
+    kernels.efficiency(); // a warm-up: the first touch of every workspace
     for r in 0..args.rounds {
+        micro_eff.push(kernels.efficiency());
         let a = speed(&one)?;
+        let i = roof.independent(pp)?.tokens_per_s;
         let (b, c) = (speed(&piped[0])?, speed(&piped[1])?);
-        rounds.push([a, b, c]);
+        rounds.push([a, i, b, c]);
         eprint!(
-            "\r  speed round {}/{}: {:.2}x / {:.2}x",
+            "\r  speed round {}/{}: roof {:.2}x, 1f1b {:.2}x, zb {:.2}x",
             r + 1,
             args.rounds,
+            i / a,
             b / a,
             c / a
         );
@@ -180,17 +214,38 @@ pub fn run(args: &Options<'_>) -> Result<(), Error> {
     eprintln!();
     let column = |k: usize| median(rounds.iter().map(|r| r[k]).collect());
     let ratio = |k: usize, of: usize| median(rounds.iter().map(|r| r[k] / r[of]).collect());
-    let (r1, rz, zb_over) = (ratio(1, 0), ratio(2, 0), ratio(2, 1));
+    let (roof_x, r1, rz, zb_over) = (ratio(1, 0), ratio(2, 0), ratio(3, 0), ratio(3, 2));
+    let (r1_roof, rz_roof) = (ratio(2, 1), ratio(3, 1));
+    // what each schedule's bubble alone leaves of the roof, and with the smaller products
+    let open = |s| 1.0 - pipeline::schedule::theoretical_bubble(s, pp, most);
+    let (open_1f1b, open_zb) = (open(PipeSchedule::OneFOneB), open(PipeSchedule::ZeroBubble));
+    let eff = |k: usize| median(micro_eff.iter().map(|e| e[k]).collect());
+    let (eff_whole, eff_split) = (eff(0), eff(1));
+    let ceiling_1f1b = roof_x * open_1f1b * eff_whole;
+    let ceiling_zb = roof_x * open_zb * eff_split;
+    let (one_tps, roof_tps, tps_1f1b, tps_zb) = (column(0), column(1), column(2), column(3));
+    let share = args.batch / pp;
     let mut line = String::new();
     let _ = write!(
         line,
-        "speed ({} round(s), interleaved, median of each): 1 worker {:.0} tokens/s; \
-         --workers {pp} --pp {pp} --micro {most}: --schedule 1f1b {:.0} tokens/s, {r1:.2}x; \
-         --schedule zb {:.0} tokens/s, {rz:.2}x (medians of per-round ratios; zb / 1f1b {zb_over:.2}x)",
+        "speed ({} round(s), interleaved, medians of per-round ratios): 1 worker {one_tps:.0} \
+         tokens/s; --workers {pp} --pp {pp} --micro {most}: --schedule 1f1b {tps_1f1b:.0} \
+         tokens/s, {r1:.2}x; --schedule zb {tps_zb:.0} tokens/s, {rz:.2}x (zb / 1f1b \
+         {zb_over:.2}x)\n\
+         roof ({pp} independent replicas of {share} sequences, one thread each, never \
+         meeting): {roof_tps:.0} tokens/s, {roof_x:.2}x one worker; 1f1b reaches {:.0}% of \
+         it, zb {:.0}% (their bubbles alone would leave {:.0}% and {:.0}%)\n\
+         micro-batch efficiency (one thread, the stages on {most} micro-batches against the \
+         whole model on {share} sequences): {eff_whole:.2} with whole backwards, \
+         {eff_split:.2} with B and W apart\n\
+         ceiling = roof x (1 - bubble) x micro-batch efficiency: 1f1b {roof_x:.2} x \
+         {open_1f1b:.3} x {eff_whole:.2} = {ceiling_1f1b:.2}x, zb {roof_x:.2} x {open_zb:.3} \
+         x {eff_split:.2} = {ceiling_zb:.2}x; measured {r1:.2}x and {rz:.2}x",
         args.rounds,
-        column(0),
-        column(1),
-        column(2),
+        100.0 * r1_roof,
+        100.0 * rz_roof,
+        100.0 * open_1f1b,
+        100.0 * open_zb,
     );
     println!("{line}");
     if let Some(dir) = args.out {
@@ -201,13 +256,23 @@ pub fn run(args: &Options<'_>) -> Result<(), Error> {
             "steps": args.steps,
             "cores": cores,
             "rows": rows,
-            "one_worker_tokens_per_s": column(0),
-            "one_f_one_b_tokens_per_s": column(1),
-            "zb_tokens_per_s": column(2),
+            "one_worker_tokens_per_s": one_tps,
+            "independent_tokens_per_s": roof_tps,
+            "one_f_one_b_tokens_per_s": tps_1f1b,
+            "zb_tokens_per_s": tps_zb,
             "rounds_tokens_per_s": rounds,
+            "rounds_columns": ["one worker", "independent", "1f1b", "zb"],
+            "speedup_independent": roof_x,
             "speedup_1f1b": r1,
             "speedup_zb": rz,
             "zb_over_1f1b": zb_over,
+            "one_f_one_b_over_independent": r1_roof,
+            "zb_over_independent": rz_roof,
+            "micro_efficiency_whole": eff_whole,
+            "micro_efficiency_split": eff_split,
+            "rounds_micro_efficiency": micro_eff,
+            "ceiling_1f1b": ceiling_1f1b,
+            "ceiling_zb": ceiling_zb,
         });
         let path = dir.join("pipeline.json");
         let text = serde_json::to_string_pretty(&json).expect("figures serialise");
@@ -216,6 +281,117 @@ pub fn run(args: &Options<'_>) -> Result<(), Error> {
         println!("wrote {}/pipeline.json", dir.display());
     }
     Ok(())
+}
+
+/// One thread's micro-batch efficiency: the pipeline's stages, run one after the other on
+/// `micro` micro-batches of `batch / micro` sequences, against the whole model on
+/// `batch / stages` sequences `stages` times. Both do the forward and backward of `batch`
+/// sequences through every block: the stages in products of `batch / micro` sequences' rows
+/// (and, under zb, with each backward split into B and W), the whole model in products of
+/// `batch / stages`' rows, as the roof's replicas do.
+struct MicroKernels {
+    model: Gpt,
+    parts: Vec<nanodist::model::StagePart>,
+    /// The whole model's workspace, `batch / stages` sequences.
+    whole: Workspace,
+    /// Per stage, per micro-batch: its workspace and its kept output gradients.
+    slots: Vec<Vec<(Workspace, Deferred)>>,
+    grads: Vec<f32>,
+    tokens: Vec<u32>,
+    targets: Vec<u32>,
+    stages: usize,
+    seq: usize,
+}
+
+impl MicroKernels {
+    fn new(
+        cfg: &TrainConfig,
+        corpus: &data::Corpus,
+        stages: usize,
+        micro: usize,
+        batch: usize,
+    ) -> Self {
+        let (m, t) = (&cfg.model, cfg.model.block_size);
+        let model = Gpt::new(m.clone(), cfg.seed);
+        let parts = split(m.n_layer, stages);
+        let per = (batch / micro).max(1);
+        let slots = (parts.iter())
+            .map(|p| {
+                (0..micro)
+                    .map(|_| {
+                        (
+                            Workspace::for_stage(m, p, per, t),
+                            Deferred::for_stage(m, p, per, t),
+                        )
+                    })
+                    .collect()
+            })
+            .collect();
+        // any valid token ids will do for timing; cycling covers a corpus shorter than a batch
+        let n = batch * t;
+        let train = &corpus.train;
+        let at = |i: usize| train[i % train.len()];
+        MicroKernels {
+            whole: Workspace::new(m, (batch / stages).max(1), t),
+            grads: vec![0.0; model.params.len()],
+            tokens: (0..n).map(at).collect(),
+            targets: (1..n + 1).map(at).collect(),
+            model,
+            parts,
+            slots,
+            stages,
+            seq: t,
+        }
+    }
+
+    /// One measurement: [whole backwards, B and W apart], each the whole model's time over
+    /// the stages'.
+    fn efficiency(&mut self) -> [f64; 2] {
+        let whole = self.time(|k| {
+            let n = k.whole.batch() * k.seq;
+            for i in 0..k.stages {
+                let (x, y) = (
+                    &k.tokens[i * n..(i + 1) * n],
+                    &k.targets[i * n..(i + 1) * n],
+                );
+                k.model.forward(&mut k.whole, x, Some(y));
+                k.model.backward(&mut k.whole, 1.0, &mut k.grads[..]);
+            }
+        });
+        let stages = |k: &mut Self, split: bool| {
+            for (p, slots) in k.parts.iter().zip(k.slots.iter_mut()) {
+                let n = slots[0].0.batch() * k.seq;
+                for (m, (ws, _)) in slots.iter_mut().enumerate() {
+                    let (x, y) = (
+                        &k.tokens[m * n..(m + 1) * n],
+                        &k.targets[m * n..(m + 1) * n],
+                    );
+                    k.model.stage_forward(ws, p, Some(x), Some(y));
+                }
+                for (ws, kept) in slots.iter_mut() {
+                    if split {
+                        k.model.stage_backward_input(ws, p, 1.0, &mut k.grads, kept);
+                    } else {
+                        k.model.stage_backward(ws, p, 1.0, &mut k.grads);
+                    }
+                }
+                if split {
+                    for (ws, kept) in slots.iter() {
+                        k.model.stage_weight_grads(ws, p, &mut k.grads, kept);
+                    }
+                }
+            }
+        };
+        let whole_bw = self.time(|k| stages(k, false));
+        let split_bw = self.time(|k| stages(k, true));
+        [whole / whole_bw, whole / split_bw]
+    }
+
+    fn time(&mut self, f: impl FnOnce(&mut Self)) -> f64 {
+        let start = Instant::now();
+        f(self);
+        start.elapsed().as_secs_f64()
+    }
 }
 
 /// The median of `v` (the mean of the middle two for an even count).
