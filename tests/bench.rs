@@ -312,6 +312,18 @@ fn the_pipeline_bench_reports_its_rounds_roof_and_ceiling_consistently() {
     for e in effs.iter().flatten() {
         assert!(*e > 0.2 && *e < 5.0, "micro-batch efficiency {e}");
     }
+    // zb's step split: a replica's step, the stages' mean and busiest compute, the step
+    let split: Vec<Vec<f64>> = (j["rounds_zb_ms"].as_array().unwrap().iter())
+        .map(floats)
+        .collect();
+    assert_eq!(split.len(), 3);
+    for r in &split {
+        let [replica, mean, busiest, step] = r[..] else {
+            panic!("{r:?}")
+        };
+        assert!(replica > 0.0 && mean > 0.0 && step > 0.0, "{r:?}");
+        assert!(busiest >= mean, "{r:?}");
+    }
 }
 
 #[test]

@@ -31,6 +31,7 @@ use std::fmt::Write as _;
 
 use nanodist::config::{PipeSchedule, TrainConfig};
 use nanodist::data;
+use nanodist::metrics::Summary;
 use nanodist::model::{split, Deferred, Gpt, Workspace};
 use nanodist::parallel::pipeline;
 use nanodist::train::{self, RunOptions};
@@ -179,10 +180,11 @@ pub fn run(args: &Options<'_>) -> Result<(), Error> {
         trace_steps: 0,
         ..opts.clone()
     };
-    let speed = |cfg: &TrainConfig| -> Result<f64, Error> {
+    let run = |cfg: &TrainConfig| -> Result<Summary, Error> {
         let s = train::train(cfg, &corpus, train::initial_state(cfg), &fast, |_| Ok(()))?;
-        Ok(s.summary.tokens_per_s)
+        Ok(s.summary)
     };
+    let speed = |cfg: &TrainConfig| run(cfg).map(|s| s.tokens_per_s);
     let roof = Solo {
         base: &base,
         corpus: &corpus,
@@ -192,16 +194,32 @@ pub fn run(args: &Options<'_>) -> Result<(), Error> {
     };
     // tokens/s by round: [one worker, P independent replicas, 1f1b, zb]
     let mut rounds: Vec<[f64; 4]> = Vec::new();
-    // micro-batch efficiency by round: [whole backward, split into B and W]
-    let mut micro_eff: Vec<[f64; 2]> = Vec::new();
+    // one thread's times by round, ms: [the whole model, the stages with whole backwards,
+    // with B and W apart] (MicroKernels::times)
+    let mut alone: Vec<[f64; 3]> = Vec::new();
+    // zb's step by round, ms: [a replica's step in the roof, zb's stages' mean compute a
+    // step, its busiest stage's, its step]
+    let mut zb_split: Vec<[f64; 4]> = Vec::new();
     let mut kernels = MicroKernels::new(&base, &corpus, pp, most, args.batch);
-    kernels.efficiency(); // a warm-up: the first touch of every workspace
+    kernels.times(); // a warm-up: the first touch of every workspace
     for r in 0..args.rounds {
-        micro_eff.push(kernels.efficiency());
+        alone.push(kernels.times());
         let a = speed(&one)?;
-        let i = roof.independent(pp)?.tokens_per_s;
-        let (b, c) = (speed(&piped[0])?, speed(&piped[1])?);
+        let replicas = roof.independent(pp)?;
+        let i = replicas.tokens_per_s;
+        let b = speed(&piped[0])?;
+        let zb = run(&piped[1])?;
+        let c = zb.tokens_per_s;
         rounds.push([a, i, b, c]);
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+        let compute: Vec<f64> = zb.per_worker_ms.iter().map(|w| w[0]).collect();
+        let busiest = compute.iter().copied().fold(0.0, f64::max);
+        zb_split.push([
+            mean(&replicas.worker_step_ms),
+            mean(&compute),
+            busiest,
+            zb.step_ms_median,
+        ]);
         eprint!(
             "\r  speed round {}/{}: roof {:.2}x, 1f1b {:.2}x, zb {:.2}x",
             r + 1,
@@ -219,12 +237,29 @@ pub fn run(args: &Options<'_>) -> Result<(), Error> {
     // what each schedule's bubble alone leaves of the roof, and with the smaller products
     let open = |s| 1.0 - pipeline::schedule::theoretical_bubble(s, pp, most);
     let (open_1f1b, open_zb) = (open(PipeSchedule::OneFOneB), open(PipeSchedule::ZeroBubble));
+    // micro-batch efficiency: the whole model's time over the stages', per round
+    let micro_eff: Vec<[f64; 2]> = alone.iter().map(|t| [t[0] / t[1], t[0] / t[2]]).collect();
     let eff = |k: usize| median(micro_eff.iter().map(|e| e[k]).collect());
     let (eff_whole, eff_split) = (eff(0), eff(1));
     let ceiling_1f1b = roof_x * open_1f1b * eff_whole;
     let ceiling_zb = roof_x * open_zb * eff_split;
     let (one_tps, roof_tps, tps_1f1b, tps_zb) = (column(0), column(1), column(2), column(3));
     let share = args.batch / pp;
+    let split_at = |k: usize| median(zb_split.iter().map(|r| r[k]).collect());
+    let (replica_ms, stage_ms, busiest_ms, step_ms) =
+        (split_at(0), split_at(1), split_at(2), split_at(3));
+    // one thread alone: a replica does the whole model on B/P sequences, a stage 1/P of
+    // the stages' work on the whole batch
+    let per = |k: usize| median(alone.iter().map(|t| t[k] / pp as f64).collect());
+    let (replica_alone, stage_alone) = (per(0), per(2));
+    let side_by_side = |k: usize, of: usize| {
+        median(
+            (zb_split.iter().zip(&alone))
+                .map(|(z, t)| z[k] / (t[of] / pp as f64))
+                .collect(),
+        )
+    };
+    let (replica_x, stage_x) = (side_by_side(0, 0), side_by_side(1, 2));
     let mut line = String::new();
     let _ = write!(
         line,
@@ -240,12 +275,19 @@ pub fn run(args: &Options<'_>) -> Result<(), Error> {
          {eff_split:.2} with B and W apart\n\
          ceiling = roof x (1 - bubble) x micro-batch efficiency: 1f1b {roof_x:.2} x \
          {open_1f1b:.3} x {eff_whole:.2} = {ceiling_1f1b:.2}x, zb {roof_x:.2} x {open_zb:.3} \
-         x {eff_split:.2} = {ceiling_zb:.2}x; measured {r1:.2}x and {rz:.2}x",
+         x {eff_split:.2} = {ceiling_zb:.2}x; measured {r1:.2}x and {rz:.2}x\n\
+         zb's step against a replica's (ms, medians): alone on one thread, a replica's forward \
+         and backward take {replica_alone:.1}, a stage's share (B and W apart) \
+         {stage_alone:.1}; side by side, a replica of the roof steps in {replica_ms:.1} \
+         ({replica_x:.2}x alone), zb's stages compute {stage_ms:.1} a step ({stage_x:.2}x \
+         alone), the busiest {busiest_ms:.1}; zb's step takes {step_ms:.1} (the busiest stage \
+         computes {:.0}% of it, waits the rest)",
         args.rounds,
         100.0 * r1_roof,
         100.0 * rz_roof,
         100.0 * open_1f1b,
         100.0 * open_zb,
+        100.0 * busiest_ms / step_ms,
     );
     println!("{line}");
     if let Some(dir) = args.out {
@@ -271,8 +313,21 @@ pub fn run(args: &Options<'_>) -> Result<(), Error> {
             "micro_efficiency_whole": eff_whole,
             "micro_efficiency_split": eff_split,
             "rounds_micro_efficiency": micro_eff,
+            "rounds_alone_ms": alone,
+            "rounds_alone_ms_columns": [
+                "whole model, P times",
+                "stages, whole backwards",
+                "stages, B and W apart",
+            ],
             "ceiling_1f1b": ceiling_1f1b,
             "ceiling_zb": ceiling_zb,
+            "rounds_zb_ms": zb_split,
+            "rounds_zb_ms_columns": [
+                "replica step (roof)",
+                "zb stage compute, mean over stages",
+                "zb busiest stage compute",
+                "zb step",
+            ],
         });
         let path = dir.join("pipeline.json");
         let text = serde_json::to_string_pretty(&json).expect("figures serialise");
@@ -344,9 +399,10 @@ impl MicroKernels {
         }
     }
 
-    /// One measurement: [whole backwards, B and W apart], each the whole model's time over
-    /// the stages'.
-    fn efficiency(&mut self) -> [f64; 2] {
+    /// One measurement, ms: [the whole model, P times; the stages with whole backwards; the
+    /// stages with B and W apart]. Each covers every block's forward and backward of the
+    /// whole batch.
+    fn times(&mut self) -> [f64; 3] {
         let whole = self.time(|k| {
             let n = k.whole.batch() * k.seq;
             for i in 0..k.stages {
@@ -384,7 +440,7 @@ impl MicroKernels {
         };
         let whole_bw = self.time(|k| stages(k, false));
         let split_bw = self.time(|k| stages(k, true));
-        [whole / whole_bw, whole / split_bw]
+        [whole, whole_bw, split_bw].map(|t| t * 1e3)
     }
 
     fn time(&mut self, f: impl FnOnce(&mut Self)) -> f64 {
