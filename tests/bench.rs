@@ -321,8 +321,8 @@ fn the_pipeline_bench_reports_its_rounds_roof_and_ceiling_consistently() {
         let [replica, mean, busiest, step] = r[..] else {
             panic!("{r:?}")
         };
-        assert!(replica > 0.0 && mean > 0.0 && step > 0.0, "{r:?}");
-        assert!(busiest >= mean, "{r:?}");
+        assert!(replica > 0.0 && mean > 0.0, "{r:?}");
+        assert!(busiest >= mean && step >= busiest, "{r:?}");
     }
 }
 

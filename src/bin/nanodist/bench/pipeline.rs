@@ -197,8 +197,8 @@ pub fn run(args: &Options<'_>) -> Result<(), Error> {
     // one thread's times by round, ms: [the whole model, the stages with whole backwards,
     // with B and W apart] (MicroKernels::times)
     let mut alone: Vec<[f64; 3]> = Vec::new();
-    // zb's step by round, ms: [a replica's step in the roof, zb's stages' mean compute a
-    // step, its busiest stage's, its step]
+    // zb's step by round, ms, means over the timed steps: [a replica's step in the roof,
+    // zb's stages' mean compute a step, its busiest stage's, its step]
     let mut zb_split: Vec<[f64; 4]> = Vec::new();
     let mut kernels = MicroKernels::new(&base, &corpus, pp, most, args.batch);
     kernels.times(); // a warm-up: the first touch of every workspace
@@ -214,11 +214,16 @@ pub fn run(args: &Options<'_>) -> Result<(), Error> {
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
         let compute: Vec<f64> = zb.per_worker_ms.iter().map(|w| w[0]).collect();
         let busiest = compute.iter().copied().fold(0.0, f64::max);
+        // each worker's mean compute, comm and wait add up to its mean step (as the
+        // replicas' step is a mean): the longest of those is the pipeline's
+        let step = (zb.per_worker_ms.iter())
+            .map(|w| w.iter().sum::<f64>())
+            .fold(0.0, f64::max);
         zb_split.push([
             mean(&replicas.worker_step_ms),
             mean(&compute),
             busiest,
-            zb.step_ms_median,
+            step,
         ]);
         eprint!(
             "\r  speed round {}/{}: roof {:.2}x, 1f1b {:.2}x, zb {:.2}x",
@@ -276,7 +281,7 @@ pub fn run(args: &Options<'_>) -> Result<(), Error> {
          ceiling = roof x (1 - bubble) x micro-batch efficiency: 1f1b {roof_x:.2} x \
          {open_1f1b:.3} x {eff_whole:.2} = {ceiling_1f1b:.2}x, zb {roof_x:.2} x {open_zb:.3} \
          x {eff_split:.2} = {ceiling_zb:.2}x; measured {r1:.2}x and {rz:.2}x\n\
-         zb's step against a replica's (ms, medians): alone on one thread, a replica's forward \
+         zb's step against a replica's (ms a step, medians of the rounds): alone on one thread, a replica's forward \
          and backward take {replica_alone:.1}, a stage's share (B and W apart) \
          {stage_alone:.1}; side by side, a replica of the roof steps in {replica_ms:.1} \
          ({replica_x:.2}x alone), zb's stages compute {stage_ms:.1} a step ({stage_x:.2}x \
