@@ -9,8 +9,8 @@
 //! Both time the same step as training does (forward, backward, clipping, AdamW), so their
 //! figures sit in the same table as strong and weak scaling.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use super::point::Point;
 use nanodist::config::TrainConfig;
@@ -37,8 +37,8 @@ impl Solo<'_> {
             .num_threads(threads)
             .build()
             .map_err(|e| Error::Config(format!("cannot start {threads} threads: {e}")))?;
-        let done = AtomicBool::new(false);
-        let mut times = pool.install(|| self.time_steps(threads, 0..self.batch, &done))?;
+        let (done, start) = (AtomicBool::new(false), StartLine::new(1));
+        let mut times = pool.install(|| self.time_steps(threads, 0..self.batch, &start, &done))?;
         times.sort_by(f64::total_cmp);
         let median_ms = times[times.len() / 2];
         Ok(self.point("op-parallel", threads, median_ms))
@@ -51,15 +51,18 @@ impl Solo<'_> {
     /// and against `strong` at the same N, what synchronising costs.
     pub fn independent(&self, n: usize) -> Result<Point, Error> {
         let per = self.batch / n;
-        // the first worker to finish its steps stops the others' timing, so that every timed step
-        // ran while all N were busy (a worker left alone at the end would have the cores to itself)
-        let done = AtomicBool::new(false);
+        // All N start timing together, after every one has built its model and warmed up (a
+        // worker timing while another still builds would share the cores with less than N);
+        // the first to finish its steps stops the others' timing (a worker left alone at the
+        // end would have the cores to itself). So every timed step ran while all N were busy,
+        // and with more workers than cores each step's time includes its waits for a core.
+        let (done, start) = (AtomicBool::new(false), StartLine::new(n));
         let times: Result<Vec<Vec<f64>>, Error> = std::thread::scope(|s| {
-            let done = &done;
+            let (done, start) = (&done, &start);
             let handles: Vec<_> = (0..n)
                 .map(|w| {
                     let seqs = w * per..(w + 1) * per;
-                    s.spawn(move || self.time_steps(1, seqs, done))
+                    s.spawn(move || self.time_steps(1, seqs, start, done))
                 })
                 .collect();
             (handles.into_iter().enumerate())
@@ -112,13 +115,14 @@ impl Solo<'_> {
 
     /// The times (ms) of `self.steps` training steps of one replica on sequences `seqs` of each step,
     /// after 5 untimed warm-up steps of [`train_step`] (forward, backward, clipping, AdamW), with `threads` threads
-    /// inside the kernels (of the current rayon pool). Once `done` is set it stops, without
-    /// timing the step in flight, as soon as it has timed one step; it sets `done` when it has
-    /// all its steps.
+    /// inside the kernels (of the current rayon pool). It waits at `start` between the warm-up
+    /// and the timed steps. Once `done` is set it stops, without timing the step in flight, as
+    /// soon as it has timed one step; it sets `done` when it has all its steps.
     fn time_steps(
         &self,
         threads: usize,
         seqs: std::ops::Range<usize>,
+        start: &StartLine,
         done: &AtomicBool,
     ) -> Result<Vec<f64>, Error> {
         let (base, corpus, steps) = (self.base, self.corpus, self.steps);
@@ -129,7 +133,14 @@ impl Solo<'_> {
         let mut replica = Replica::new(0, model, adam, &cfg);
         replica.ws.set_threads(threads);
         let mut times = Vec::new();
+        let mut arrival = Arrival {
+            line: start,
+            arrived: false,
+        };
         for step in 0..steps + 5 {
+            if step == 5 {
+                arrival.arrive_and_wait();
+            }
             let start = Instant::now();
             let batch = Batch {
                 tokens: &corpus.train,
@@ -148,5 +159,84 @@ impl Solo<'_> {
         }
         done.store(true, Ordering::Relaxed);
         Ok(times)
+    }
+}
+
+/// Where the timed steps of [`Solo::independent`]'s workers start together: each worker
+/// arrives once, at the end of its warm-up, and waits for the others.
+pub(super) struct StartLine {
+    arrived: AtomicUsize,
+    workers: usize,
+}
+
+impl StartLine {
+    fn new(workers: usize) -> Self {
+        StartLine {
+            arrived: AtomicUsize::new(0),
+            workers,
+        }
+    }
+}
+
+/// One worker's place at the [`StartLine`]. A worker that leaves before it arrives (an
+/// error, a panic) arrives as it leaves, when this drops: nobody waits for it for ever.
+struct Arrival<'a> {
+    line: &'a StartLine,
+    arrived: bool,
+}
+
+impl Arrival<'_> {
+    fn arrive(&mut self) {
+        if !self.arrived {
+            self.arrived = true;
+            self.line.arrived.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Arrives, then waits for every worker. It sleeps between looks rather than spinning:
+    /// with more workers than cores, the ones still warming up need the cores.
+    fn arrive_and_wait(&mut self) {
+        self.arrive();
+        while self.line.arrived.load(Ordering::Acquire) < self.line.workers {
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    }
+}
+
+impl Drop for Arrival<'_> {
+    fn drop(&mut self) {
+        self.arrive();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_start_line_does_not_wait_for_a_worker_that_left_before_arriving() {
+        let line = std::sync::Arc::new(StartLine::new(2));
+        let (tx, rx) = std::sync::mpsc::channel();
+        // detached, so that a waiter that never returns fails the test instead of hanging it
+        let theirs = std::sync::Arc::clone(&line);
+        std::thread::spawn(move || {
+            let mut mine = Arrival {
+                line: &theirs,
+                arrived: false,
+            };
+            mine.arrive_and_wait();
+            tx.send(()).unwrap();
+        });
+        // the other worker fails during its warm-up: its place drops unarrived
+        let gone = Arrival {
+            line: &line,
+            arrived: false,
+        };
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(rx.try_recv().is_err(), "went on before the other arrived");
+        drop(gone);
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("still waiting for a worker that left");
+        assert_eq!(line.arrived.load(Ordering::Acquire), 2);
     }
 }
