@@ -61,6 +61,7 @@ use nanodist::Error;
 mod bucket_sweep;
 mod output;
 mod pipeline;
+mod pipeline_speed;
 mod point;
 mod solo;
 mod zero;
