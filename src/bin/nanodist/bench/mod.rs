@@ -103,7 +103,8 @@ pub struct BenchArgs {
     #[arg(long, value_name = "T")]
     pub tp: Option<usize>,
     /// Pipeline stages: measure the pipeline instead (bubble against (P-1)/(M+P-1) for
-    /// each --micro M, activation memory of GPipe and 1F1B, speed against one worker).
+    /// each --micro M, activation memory of GPipe, 1F1B and zb, speed against one worker
+    /// and against P independent replicas, the machine's roof).
     #[arg(long, value_name = "P")]
     pub pp: Option<usize>,
     /// With --pp: the micro-batch counts to measure, comma-separated.
