@@ -19,11 +19,7 @@ use nanodist::trace::Phase;
 use nanodist::train::{self, RunOptions};
 use nanodist::{data, Error};
 
-const ALL: [PipeSchedule; 3] = [
-    PipeSchedule::GPipe,
-    PipeSchedule::OneFOneB,
-    PipeSchedule::ZeroBubble,
-];
+const ALL: [PipeSchedule; 3] = PipeSchedule::ALL;
 
 fn main() -> Result<(), Error> {
     for s in ALL {

@@ -311,6 +311,13 @@ pub enum PipeSchedule {
 }
 
 impl PipeSchedule {
+    /// Every schedule, in the order the docs and benches list them.
+    pub const ALL: [PipeSchedule; 3] = [
+        PipeSchedule::GPipe,
+        PipeSchedule::OneFOneB,
+        PipeSchedule::ZeroBubble,
+    ];
+
     /// Its name on the command line: `gpipe`, `1f1b` or `zb`.
     pub fn name(self) -> &'static str {
         match self {

@@ -133,7 +133,7 @@ pub struct StepRow {
 }
 
 /// The median, the mean of the middle two for an even count; 0 for none.
-fn median(mut v: Vec<f64>) -> f64 {
+pub fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
         return 0.0;
     }

@@ -46,11 +46,7 @@ fn assert_close(a: &[f32], b: &[f32], tol: f32, what: &str) {
     assert!(worst <= tol, "{what}: largest difference {worst:e} at {at}");
 }
 
-const ALL: [PipeSchedule; 3] = [
-    PipeSchedule::GPipe,
-    PipeSchedule::OneFOneB,
-    PipeSchedule::ZeroBubble,
-];
+const ALL: [PipeSchedule; 3] = PipeSchedule::ALL;
 
 #[test]
 fn deterministic_pipelines_equal_one_worker_bit_for_bit() {

@@ -427,14 +427,10 @@ mod tests {
     fn zero_bubble_fraction_matches_the_simulated_schedule() {
         // in unit time (F = B = W = 1) the simulated zb schedule of the pipeline idles
         // slots - 3m units: the model's (p - 1) + max(p - m, 0)
-        use crate::parallel::pipeline::schedule::simulate;
+        use crate::parallel::pipeline::schedule::slots;
         for p in 1..=6 {
             for m in 1..=12 {
-                let slots = simulate(PipeSchedule::ZeroBubble, p, m)
-                    .iter()
-                    .map(|row| row.last().map_or(0, |&(t, _)| t + 1))
-                    .max()
-                    .unwrap();
+                let slots = slots(PipeSchedule::ZeroBubble, p, m);
                 let idle = (slots - 3 * m) as f64 / (3 * m) as f64;
                 let model = schedule_bubble_fraction(PipeSchedule::ZeroBubble, p, m);
                 assert!(

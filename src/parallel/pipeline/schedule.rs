@@ -145,11 +145,7 @@ pub fn theoretical_bubble(schedule: PipeSchedule, stages: usize, micro: usize) -
             (stages - 1) as f64 / (micro + stages - 1) as f64
         }
         PipeSchedule::ZeroBubble => {
-            let slots = simulate(schedule, stages, micro)
-                .iter()
-                .map(|row| row.last().map_or(0, |&(t, _)| t + 1))
-                .max()
-                .unwrap_or(0);
+            let slots = slots(schedule, stages, micro);
             let busy = 3 * micro;
             if slots == 0 {
                 0.0
@@ -233,6 +229,14 @@ pub fn simulate(schedule: PipeSchedule, stages: usize, micro: usize) -> Vec<Vec<
     rows
 }
 
+/// The length of the simulated step ([`simulate`]) in unit time: when its last job ends.
+pub fn slots(schedule: PipeSchedule, stages: usize, micro: usize) -> usize {
+    (simulate(schedule, stages, micro).iter())
+        .filter_map(|row| row.last().map(|&(t, _)| t + 1))
+        .max()
+        .unwrap_or(0)
+}
+
 /// The schedule as a picture in unit time steps (every action one unit): one line per
 /// stage, `F3`/`B3`/`W3` boxes and `.` for idle slots, as in the module docs
 /// ([`simulate`]).
@@ -261,11 +265,7 @@ mod tests {
     use super::*;
 
     const BOTH: [PipeSchedule; 2] = [PipeSchedule::GPipe, PipeSchedule::OneFOneB];
-    const ALL: [PipeSchedule; 3] = [
-        PipeSchedule::GPipe,
-        PipeSchedule::OneFOneB,
-        PipeSchedule::ZeroBubble,
-    ];
+    const ALL: [PipeSchedule; 3] = PipeSchedule::ALL;
 
     /// Every stage runs every micro-batch's forward and backward exactly once (and under
     /// zb its W), each forward before its backward before its W, and each kind in

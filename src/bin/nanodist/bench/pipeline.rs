@@ -118,11 +118,7 @@ pub fn run(args: &Options<'_>) -> Result<(), Error> {
         "M", "schedule", "bubble measured", "theory", "peak activations/stage (MiB)", "tokens/s"
     );
     for &m in args.micro {
-        for s in [
-            PipeSchedule::GPipe,
-            PipeSchedule::OneFOneB,
-            PipeSchedule::ZeroBubble,
-        ] {
+        for s in PipeSchedule::ALL {
             let cfg = pipe(pp, m, s);
             let out = train::train(&cfg, &corpus, train::initial_state(&cfg), &opts, |_| Ok(()))?;
             let timed: Vec<Vec<_>> = (out.tracks.iter())

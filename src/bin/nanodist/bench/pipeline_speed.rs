@@ -26,7 +26,7 @@ use std::time::Instant;
 use super::solo::Solo;
 use nanodist::config::{PipeSchedule, TrainConfig};
 use nanodist::data;
-use nanodist::metrics::Summary;
+use nanodist::metrics::{median, Summary};
 use nanodist::model::{split, Deferred, Gpt, Workspace};
 use nanodist::parallel::pipeline::schedule::theoretical_bubble;
 use nanodist::train::{self, RunOptions};
@@ -386,11 +386,4 @@ impl MicroKernels {
         f(self);
         start.elapsed().as_secs_f64()
     }
-}
-
-/// The median of `v` (the mean of the middle two for an even count).
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    (v[(n - 1) / 2] + v[n / 2]) / 2.0
 }
